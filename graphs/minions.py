@@ -1,0 +1,64 @@
+"""The MinionS graph builder.
+
+    START -> decompose -> sandboxed_execute -(code failed, attempts left)-> decompose
+                                | (one Send per job)
+                                v
+                       parallel_minion_map x N -> filter -> aggregate -(final)-> END
+                                                               | (more info, rounds left)
+                                                               v
+                                                          retry_round -> decompose
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.store.base import BaseStore
+
+from minionflow.nodes.aggregate import make_aggregate, route_after_aggregate
+from minionflow.nodes.decompose import make_decompose
+from minionflow.nodes.filter import filter_outputs
+from minionflow.nodes.models import DefaultModelProvider, ModelProvider
+from minionflow.nodes.parallel_minion_map import TRANSIENT_RETRY, make_parallel_minion_map
+from minionflow.nodes.retry_round import retry_round
+from minionflow.nodes.sandboxed_execute import make_sandboxed_execute, route_after_execute
+from minionflow.sandbox.base import SandboxBackend
+
+from .state import JobInput, MinionsState
+
+NODE_NAMES = ("decompose", "sandboxed_execute", "parallel_minion_map", "filter", "aggregate", "retry_round")
+
+
+def minions_builder(models: ModelProvider | None = None, sandbox: SandboxBackend | None = None) -> StateGraph[Any]:
+    """The uncompiled MinionS graph: add or replace nodes here to build a variant."""
+    models = models or DefaultModelProvider()
+    builder: StateGraph[Any] = StateGraph(MinionsState)
+    builder.add_node("decompose", make_decompose(models), retry_policy=TRANSIENT_RETRY)
+    builder.add_node("sandboxed_execute", make_sandboxed_execute(sandbox))
+    builder.add_node(
+        "parallel_minion_map", make_parallel_minion_map(models), input_schema=JobInput, retry_policy=TRANSIENT_RETRY
+    )
+    builder.add_node("filter", filter_outputs)
+    builder.add_node("aggregate", make_aggregate(models), retry_policy=TRANSIENT_RETRY)
+    builder.add_node("retry_round", retry_round)
+    builder.add_edge(START, "decompose")
+    builder.add_edge("decompose", "sandboxed_execute")
+    builder.add_conditional_edges("sandboxed_execute", route_after_execute, ["decompose", "parallel_minion_map", "filter"])
+    builder.add_edge("parallel_minion_map", "filter")
+    builder.add_edge("filter", "aggregate")
+    builder.add_conditional_edges("aggregate", route_after_aggregate, ["retry_round", END])
+    builder.add_edge("retry_round", "decompose")
+    return builder
+
+
+def build_minions_graph(
+    models: ModelProvider | None = None,
+    sandbox: SandboxBackend | None = None,
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
+    store: BaseStore | None = None,
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The compiled MinionS graph. ``store`` holds the document and chunk texts."""
+    return minions_builder(models, sandbox).compile(checkpointer=checkpointer, store=store, name="minions")

@@ -1,0 +1,163 @@
+"""Running the MinionS graph on documents: persistence, resume, and the result.
+
+The checkpoints live in ``checkpoints.sqlite`` and the document and chunk texts in
+``blobs.sqlite`` (a LangGraph store), both in the data folder
+(``$MINIONFLOW_HOME``, default ``~/.local/share/minionflow``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.store.base import BaseStore
+from langgraph.store.sqlite import SqliteStore
+from pydantic import BaseModel, Field
+
+from minionflow.nodes.accounting import UsageSummary, summarize
+from minionflow.nodes.documents import BadInput, LoadedDocument
+from minionflow.nodes.models import ModelProvider
+from minionflow.nodes.store import get_text, put_text
+from minionflow.sandbox.base import SandboxBackend
+
+from .minions import build_minions_graph
+from .settings import RunSettings
+from .state import DocumentRef, MinionsState, UsageRecord
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[dict[str, Any]], None]
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("MINIONFLOW_HOME") or Path.home() / ".local/share/minionflow")
+
+
+@contextmanager
+def sqlite_persistence(directory: Path | None = None) -> Iterator[tuple[SqliteSaver, SqliteStore]]:
+    """The default persistence: SQLite checkpoints and a separate SQLite blob store."""
+    directory = directory or data_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    ck = sqlite3.connect(directory / "checkpoints.sqlite", check_same_thread=False)
+    blobs = sqlite3.connect(directory / "blobs.sqlite", check_same_thread=False, isolation_level=None)
+    try:
+        saver = SqliteSaver(ck)
+        saver.setup()
+        store = SqliteStore(blobs)
+        store.setup()
+        yield saver, store
+    finally:
+        ck.close()
+        blobs.close()
+
+
+class RunResult(BaseModel):
+    thread_id: str
+    status: Literal["answered", "failed"]
+    answer: str | None = None
+    explanation: str = ""
+    citations: list[str] = Field(default_factory=list)
+    rounds: int = 0
+    forced_final: bool = False
+    fallback_answer: bool = False
+    notes: list[str] = Field(default_factory=list)
+    usage: UsageSummary | None = None
+    calls: list[UsageRecord] = Field(default_factory=list)
+    error: str | None = None
+    elapsed_s: float = 0.0
+
+
+def initial_state(store: BaseStore, documents: list[LoadedDocument], task: str, settings: RunSettings) -> MinionsState:
+    if not task.strip():
+        raise BadInput("the question is empty")
+    if not documents:
+        raise BadInput("no documents given")
+    refs = [
+        DocumentRef(sha256=put_text(store, d.text), title=d.title, chars=len(d.text), pages=d.pages)
+        for d in documents
+    ]
+    return MinionsState(
+        settings=settings.model_dump(mode="json"), task=task.strip(), documents=refs, round=1, code=None,
+        code_errors=[], jobs=[], retry_jobs=[], prev_jobs=[], prev_results=[], kept=[], filter_stats={},
+        feedback=None, scratchpad=None, decision=None, final=None,
+    )
+
+
+def run_config(thread_id: str, settings: RunSettings) -> dict[str, Any]:
+    per_round = 2 * settings.max_code_attempts + 4
+    return {
+        "configurable": {"thread_id": thread_id},
+        "max_concurrency": settings.local_concurrency,
+        "recursion_limit": settings.max_rounds * per_round + 10,
+    }
+
+
+def run_minions(
+    documents: list[LoadedDocument],
+    task: str,
+    settings: RunSettings,
+    *,
+    thread_id: str | None = None,
+    directory: Path | None = None,
+    models: ModelProvider | None = None,
+    sandbox: SandboxBackend | None = None,
+    on_event: EventHandler | None = None,
+) -> RunResult:
+    """Run (or, for an unfinished thread id, resume) MinionS on the documents."""
+    with sqlite_persistence(directory) as (saver, store):
+        graph = build_minions_graph(models=models, sandbox=sandbox, checkpointer=saver, store=store)
+        thread_id = thread_id or uuid.uuid4().hex[:12]
+        fresh = initial_state(store, documents, task, settings)
+        existing = graph.get_state({"configurable": {"thread_id": thread_id}})
+        run_input: MinionsState | None = fresh
+        if existing.values:
+            _check_resumable(thread_id, existing.values, existing.next, fresh)
+            settings = RunSettings.model_validate(existing.values["settings"])
+            run_input = None
+            log.info("resuming thread %s at %s", thread_id, ", ".join(existing.next))
+        config = run_config(thread_id, settings)
+        started = time.monotonic()
+        error = None
+        try:
+            for mode, chunk in graph.stream(run_input, config, stream_mode=["custom", "updates"], durability="sync"):  # type: ignore[arg-type]
+                if mode == "custom" and on_event is not None:
+                    on_event(chunk)
+        except Exception as exc:  # noqa: BLE001 - reported as a failed (resumable) run
+            log.exception("run %s failed", thread_id)
+            error = f"{type(exc).__name__}: {exc}"
+        values = graph.get_state(config).values
+        return _result(thread_id, values, store, error, time.monotonic() - started)
+
+
+def _check_resumable(thread_id: str, values: dict[str, Any], pending: tuple[str, ...], fresh: MinionsState) -> None:
+    if values.get("final") and not pending:
+        raise BadInput(f"thread {thread_id} already finished; start a new thread to ask again")
+    same_docs = [d["sha256"] for d in values.get("documents", [])] == [d["sha256"] for d in fresh["documents"]]
+    if values.get("task") != fresh["task"] or not same_docs:
+        raise BadInput(f"thread {thread_id} belongs to another question or other documents")
+
+
+def _result(thread_id: str, values: dict[str, Any], store: BaseStore, error: str | None, elapsed: float) -> RunResult:
+    settings = RunSettings.model_validate(values["settings"])
+    final = values.get("final")
+    records: list[UsageRecord] = list(values.get("usage") or [])
+    texts = [get_text(store, d["sha256"]) for d in values.get("documents", [])]
+    usage = summarize(records, settings.prices, values.get("task", ""), texts, (final or {}).get("answer", ""))
+    common: dict[str, Any] = {
+        "thread_id": thread_id, "notes": list(values.get("notes") or []), "usage": usage,
+        "calls": records, "elapsed_s": round(elapsed, 3), "rounds": len(values.get("rounds") or []),
+    }
+    if final and error is None:
+        return RunResult(
+            status="answered", answer=final["answer"], explanation=final["explanation"],
+            citations=final["citations"], forced_final=final["forced"], fallback_answer=final["fallback"], **common,
+        )
+    return RunResult(status="failed", error=error or "the run stopped before an answer", **common)

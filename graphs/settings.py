@@ -1,0 +1,157 @@
+"""Run settings: model specs, protocol limits and the price table.
+
+Settings are stored in the thread's state (as plain data), so a resumed run uses
+the settings it started with.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from minionflow.sandbox.base import SandboxLimits
+
+StructuredMethod = Literal["auto", "json_schema", "json_object_schema", "function_calling"]
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+# Named providers: prefix -> (base URL, API key variable, structured-output method).
+PROVIDERS: dict[str, tuple[str, str | None, StructuredMethod]] = {
+    "openai": (OPENAI_BASE_URL, "OPENAI_API_KEY", "json_schema"),
+    "openrouter": ("https://openrouter.ai/api/v1", "OPENROUTER_API_KEY", "json_schema"),
+    "ollama": ("http://127.0.0.1:11434/v1", None, "json_schema"),
+}
+
+SPEC_HELP = (
+    "a model spec is one of: 'embedded' (SmolLM2-135M-Instruct, offline), 'embedded:/path/model.gguf', "
+    "'openai:MODEL', 'openrouter:MODEL', 'ollama:MODEL', or 'MODEL@http://host:port/v1' for any "
+    "OpenAI-compatible server (vLLM, llama.cpp, Docker Model Runner); append ';key=ENV_VAR' to read an "
+    "API key from ENV_VAR and ';structured=json_schema|json_object_schema|function_calling' to set how "
+    "structured output is requested"
+)
+
+
+class ModelSpecError(ValueError):
+    """A model spec string that cannot be understood."""
+
+
+class ModelSpec(BaseModel):
+    """Where a chat model lives and how to talk to it. Never holds the API key itself."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["embedded", "openai_compatible"]
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    gguf_path: str | None = None
+    structured: StructuredMethod = "auto"
+    context_window: int = Field(8192, gt=512)
+
+    @property
+    def label(self) -> str:
+        if self.kind == "embedded":
+            return f"embedded:{self.model}"
+        return f"{self.model}@{self.base_url}"
+
+    @classmethod
+    def parse(cls, spec: str) -> "ModelSpec":
+        text = spec.strip()
+        if not text:
+            raise ModelSpecError(f"empty model spec; {SPEC_HELP}")
+        head, *opts = text.split(";")
+        options: dict[str, str] = {}
+        for opt in opts:
+            key, sep, value = opt.partition("=")
+            if not sep or key.strip() not in {"key", "structured"}:
+                raise ModelSpecError(f"unknown option {opt!r} in model spec {spec!r}; {SPEC_HELP}")
+            options[key.strip()] = value.strip()
+        structured = options.get("structured", "auto")
+        if structured not in ("auto", "json_schema", "json_object_schema", "function_calling"):
+            raise ModelSpecError(f"unknown structured-output method {structured!r} in {spec!r}; {SPEC_HELP}")
+        if head == "embedded" or head.startswith("embedded:"):
+            path = head.partition(":")[2] or None
+            if path and not path.endswith(".gguf"):
+                raise ModelSpecError(f"embedded model path must be a .gguf file, got {path!r}")
+            name = os.path.basename(path)[: -len(".gguf")] if path else "SmolLM2-135M-Instruct"
+            return cls(kind="embedded", model=name, gguf_path=path, structured="json_object_schema")
+        prefix, sep, rest = head.partition(":")
+        if sep and prefix in PROVIDERS and rest and "//" not in rest:
+            base_url, key_env, method = PROVIDERS[prefix]
+            return cls(
+                kind="openai_compatible",
+                model=rest,
+                base_url=base_url,
+                api_key_env=options.get("key", key_env),
+                structured=structured if structured != "auto" else method,
+            )
+        name, at, url = head.rpartition("@")
+        if at and name and url.startswith(("http://", "https://")):
+            return cls(
+                kind="openai_compatible",
+                model=name,
+                base_url=url.rstrip("/"),
+                api_key_env=options.get("key"),
+                structured=structured,  # type: ignore[arg-type]
+            )
+        raise ModelSpecError(f"unknown model spec {spec!r}; {SPEC_HELP}")
+
+
+def default_remote_spec(environ: dict[str, str] | None = None) -> ModelSpec:
+    """OpenAI gpt-4o when OPENAI_API_KEY is set, else the embedded model."""
+    env = os.environ if environ is None else environ
+    return ModelSpec.parse("openai:gpt-4o" if env.get("OPENAI_API_KEY") else "embedded")
+
+
+class RolePrices(BaseModel):
+    """US dollars per million tokens."""
+
+    input_per_million: float = Field(0.0, ge=0)
+    output_per_million: float = Field(0.0, ge=0)
+    cached_input_per_million: float | None = Field(None, ge=0, description="defaults to the input price")
+
+    def cost(self, prompt: int, completion: int, cached: int = 0) -> float:
+        cached_price = self.input_per_million if self.cached_input_per_million is None else self.cached_input_per_million
+        uncached = max(prompt - cached, 0)
+        return (uncached * self.input_per_million + cached * cached_price + completion * self.output_per_million) / 1e6
+
+
+class PriceTable(BaseModel):
+    """Defaults: the paper's GPT-4o rates for the remote model, local calls free."""
+
+    remote: RolePrices = Field(default_factory=lambda: RolePrices(input_per_million=2.50, output_per_million=10.0))
+    local: RolePrices = Field(default_factory=RolePrices)
+
+
+class RunSettings(BaseModel):
+    """Everything that shapes a run. Stored in state; validated at every boundary."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    remote: ModelSpec = Field(default_factory=lambda: ModelSpec.parse("embedded"))
+    local: ModelSpec = Field(default_factory=lambda: ModelSpec.parse("embedded"))
+    max_rounds: int = Field(5, ge=1, le=50)
+    max_code_attempts: int = Field(3, ge=1, le=10)
+    tasks_per_round: int = Field(3, ge=1, le=20, description="how many distinct tasks the supervisor should write")
+    chunk_tokens: int = Field(1000, ge=50, description="chunk size of the built-in plan, and the hint given to the supervisor")
+    max_jobs_per_round: int = Field(200, ge=1, le=100_000)
+    max_chunk_chars: int = Field(12_000, ge=200, description="longer job chunks are split before they reach a local model")
+    local_concurrency: int = Field(4, ge=1, le=256)
+    max_forwarded_outputs: int = Field(30, ge=1, description="cap on minion outputs forwarded to the remote model")
+    max_answer_chars: int = Field(600, ge=20, description="longer minion answers are cut before forwarding")
+    local_max_tokens: int = Field(256, ge=16)
+    remote_max_tokens: int = Field(1024, ge=64)
+    max_job_attempts: int = Field(2, ge=1, le=5, description="a failed job is re-run in the next round until this many attempts")
+    sandbox: Literal["auto", "bwrap"] = "auto"
+    sandbox_limits: SandboxLimits = Field(default_factory=SandboxLimits)
+    prices: PriceTable = Field(default_factory=PriceTable)
+
+    @model_validator(mode="after")
+    def _chunks_fit(self) -> "RunSettings":
+        if self.chunk_tokens * 4 > self.max_chunk_chars:
+            raise ValueError(
+                f"chunk_tokens={self.chunk_tokens} (~{self.chunk_tokens * 4} characters) exceeds max_chunk_chars={self.max_chunk_chars}"
+            )
+        return self

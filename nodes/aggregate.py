@@ -1,0 +1,128 @@
+"""aggregate (remote): combine the filtered minion outputs into a decision:
+a final answer, or a request for another round. The last round forces a final
+answer; an unusable reply never crashes the run."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Callable
+
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.graph import END
+
+from minionflow.graphs.settings import RunSettings
+from minionflow.graphs.state import FinalAnswer, MinionsState, RoundRecord
+
+from . import prompts
+from .accounting import usage_records
+from .common import emit, log, settings_of
+from .models import CallRecord, ModelProvider
+from .schemas import AggregateDecision
+
+MAX_ATTEMPTS = 2
+
+
+def _outputs_block(kept: list[dict[str, Any]]) -> str:
+    if not kept:
+        return prompts.NO_OUTPUTS
+    return "\n".join(
+        prompts.AGGREGATE_OUTPUT_LINE.format(
+            index=i + 1, task=k["task"], answer=k["answer"], citation=k["citation"] or "-",
+            explanation=k["explanation"] or "-",
+        )
+        for i, k in enumerate(kept)
+    )
+
+
+def aggregate_messages(state: MinionsState, settings: RunSettings, last_round: bool) -> list[Any]:
+    stats = state.get("filter_stats") or {}
+    scratchpad = state.get("scratchpad")
+    user = prompts.AGGREGATE_USER.format(
+        task=state["task"], round=state["round"], max_rounds=settings.max_rounds,
+        jobs=stats.get("jobs", 0), kept_count=stats.get("kept", 0),
+        abstained=stats.get("abstained", 0), failed=stats.get("failed", 0),
+        scratchpad=f"Your scratchpad from earlier rounds:\n{scratchpad}\n" if scratchpad else "",
+        outputs=_outputs_block(state.get("kept") or []),
+        last_round=prompts.AGGREGATE_LAST_ROUND if last_round else "",
+    )
+    return [SystemMessage(prompts.AGGREGATE_SYSTEM), HumanMessage(user)]
+
+
+def _citations(state: MinionsState, kept: list[dict[str, Any]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for record in [*(state.get("rounds") or []), {"kept": kept}]:
+        for k in record["kept"]:
+            if k.get("citation"):
+                seen.setdefault(k["citation"], None)
+    return list(seen)[:20]
+
+
+def _fallback_answer(kept: list[dict[str, Any]]) -> str:
+    answers = Counter(k["answer"] for k in kept if k.get("answer"))
+    return answers.most_common(1)[0][0] if answers else "No answer could be determined from the documents."
+
+
+def make_aggregate(models: ModelProvider) -> Callable[[MinionsState], dict[str, Any]]:
+    def aggregate(state: MinionsState) -> dict[str, Any]:
+        settings = settings_of(state)
+        round_ = state["round"]
+        last_round = round_ >= settings.max_rounds
+        kept = state.get("kept") or []
+        client = models.client(settings.remote, "remote", settings.remote_max_tokens)
+        messages = aggregate_messages(state, settings, last_round)
+        calls: list[CallRecord] = []
+        parsed: AggregateDecision | None = None
+        error = None
+        for _ in range(MAX_ATTEMPTS):
+            reply = client.structured(AggregateDecision, messages)
+            calls.extend(reply.calls)
+            if isinstance(reply.parsed, AggregateDecision):
+                parsed, error = reply.parsed, None
+                break
+            error = reply.error
+        notes: list[str] = []
+        forced = fallback = False
+        if parsed is None:
+            fallback = True
+            note = f"round {round_}: the supervisor's aggregation reply was unusable ({error})"
+            log.warning(note)
+            notes.append(note)
+            parsed = AggregateDecision(
+                decision="provide_final_answer" if last_round else "request_additional_info",
+                answer=_fallback_answer(kept),
+                explanation="The supervisor's reply could not be parsed; this is the most common minion answer.",
+                feedback=f"Your previous aggregation reply was invalid: {error}",
+            )
+        elif last_round and parsed.decision != "provide_final_answer":
+            forced = True
+            notes.append(f"round {round_}: last round, final answer forced")
+        final = last_round or parsed.decision == "provide_final_answer"
+        decision = parsed.model_dump()
+        decision["decision"] = "provide_final_answer" if final else "request_additional_info"
+        stats = state.get("filter_stats") or {}
+        record = RoundRecord(
+            round=round_, plan_source=state.get("plan_source", "fallback"), code=state.get("code"),
+            code_errors=list(state.get("code_errors") or []), jobs=stats.get("jobs", 0),
+            failed=stats.get("failed", 0), abstained=stats.get("abstained", 0), kept=kept, decision=decision,
+        )
+        update: dict[str, Any] = {
+            "decision": decision,
+            "feedback": parsed.feedback,
+            "scratchpad": parsed.scratchpad or state.get("scratchpad"),
+            "rounds": [record],
+            "usage": usage_records(calls, "remote", "aggregate", round_, client.name),
+            "notes": notes,
+        }
+        if final:
+            update["final"] = FinalAnswer(
+                answer=parsed.answer or _fallback_answer(kept), explanation=parsed.explanation,
+                citations=_citations(state, kept), rounds=round_, forced=forced, fallback=fallback,
+            )
+        emit({"type": "aggregate", "round": round_, "decision": decision["decision"]})
+        return update
+
+    return aggregate
+
+
+def route_after_aggregate(state: MinionsState) -> str:
+    return END if state.get("final") else "retry_round"

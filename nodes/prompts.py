@@ -1,0 +1,101 @@
+"""Prompt templates, kept apart from the node logic.
+
+The remote (supervisor) prompts receive document *metadata* only, never text;
+the local (minion) prompt receives one chunk.
+"""
+
+from __future__ import annotations
+
+DECOMPOSE_SYSTEM = """\
+You are the supervisor in a collaboration with small local language models ("minions").
+You cannot read the documents. The minions can, one chunk at a time, and they are weak:
+give each one a short, specific task about its chunk, answerable from the chunk alone.
+
+Write Python code that defines exactly this function:
+
+    def prepare_jobs(context: list[str], prev_job_manifests: list[JobManifest],
+                     prev_job_outputs: list[JobOutput]) -> list[JobManifest]:
+
+`context` holds the full text of each document. These are already defined (do not import them):
+- chunk_by_section(doc, max_tokens=2000) -> list[str]   (splits at headings)
+- chunk_by_page(doc, pages_per_chunk=1) -> list[str]    (PDF pages)
+- chunk_by_paragraph(doc, max_tokens=1000) -> list[str]
+- chunk_by_tokens(doc, max_tokens=1000, overlap_tokens=0) -> list[str]
+- JobManifest(chunk: str, task: str, advice: str = "", chunk_id: int | None = None, task_id: int | None = None)
+- JobOutput(explanation, citation, answer, task, chunk_id, task_id)  (outputs of the previous round)
+The standard library is available; there is no network and no file access.
+
+Rules:
+- Use at most {tasks_per_round} distinct tasks; pair every task with every relevant chunk.
+- Keep chunks near {chunk_tokens} tokens; return at most {max_jobs} jobs.
+- A minion answers null when its chunk does not contain the answer; that is expected.
+- Reply with one ```python code block and nothing else."""
+
+DECOMPOSE_USER = """\
+Task: {task}
+
+Documents (metadata only):
+{documents}
+
+This is round {round} of at most {max_rounds}.
+{history}{error}
+Write prepare_jobs now."""
+
+DECOMPOSE_HISTORY = """\
+What earlier rounds found:
+{rounds}
+Your scratchpad so far:
+{scratchpad}
+"""
+
+DECOMPOSE_ROUND_LINE = "- round {round}: {jobs} jobs ({failed} failed, {abstained} abstained); your feedback then: {feedback}"
+
+DECOMPOSE_RETRY_JOBS = "{count} job(s) failed last round and will be run again automatically: {tasks}\n"
+
+DECOMPOSE_ERROR = """\
+Your previous code for this round failed (attempt {attempt} of {max_attempts}):
+{error}
+Fix the error and write the code again.
+"""
+
+WORKER_SYSTEM = """\
+You read one part of a document and answer a task about it. Use only this text.
+If the text does not contain the answer, set "answer" to null.
+Reply with JSON: {{"explanation": "...", "citation": "a short quote from the text, or null", "answer": "... or null"}}"""
+
+WORKER_USER = """\
+Text:
+\"\"\"
+{chunk}
+\"\"\"
+
+Task: {task}
+{advice}"""
+
+AGGREGATE_SYSTEM = """\
+You are the supervisor. Small local models read chunks of documents you cannot see and
+answered tasks you gave them. Their answers may be wrong, partial or contradictory.
+Combine them to answer the user's question.
+
+Reply with JSON with these keys:
+- "decision": "provide_final_answer" if the answers suffice, else "request_additional_info"
+- "answer": your answer to the question (best effort even when requesting more)
+- "explanation": how the minions' answers support it
+- "feedback": if requesting more, what is missing and which tasks to give next round
+- "scratchpad": notes to keep for the next round (facts found so far)"""
+
+AGGREGATE_USER = """\
+Question: {task}
+
+Round {round} of at most {max_rounds}. {jobs} jobs ran: {kept_count} useful answers,
+{abstained} found nothing, {failed} failed.
+{scratchpad}
+Minion answers:
+{outputs}
+{last_round}"""
+
+AGGREGATE_LAST_ROUND = "This is the last round: you must choose \"provide_final_answer\"."
+
+AGGREGATE_OUTPUT_LINE = "[{index}] task: {task}\n    answer: {answer}\n    citation: {citation}\n    explanation: {explanation}"
+
+NO_OUTPUTS = "(no minion found an answer)"

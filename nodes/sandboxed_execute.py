@@ -1,0 +1,127 @@
+"""sandboxed_execute: run the supervisor's ``prepare_jobs`` in a sandbox backend.
+
+Errors go back to decompose with the traceback; after ``max_code_attempts`` the
+round uses the built-in plan (every chunk x the task) and records that it did.
+Model-written code never runs in this process (invariant 2)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from langgraph.config import get_store
+from langgraph.store.base import BaseStore
+from langgraph.types import Overwrite, Send
+
+from minionflow.graphs.settings import RunSettings
+from minionflow.graphs.state import JobInput, JobRecord, MinionsState
+from minionflow.sandbox.base import ExecutionRequest, JobSpec, SandboxBackend
+from minionflow.sandbox.chunking import chunk_by_tokens
+from minionflow.sandbox.select import get_backend
+
+from .common import emit, log, settings_of
+from .store import get_text, put_text
+
+NO_JOBS_ERROR = "prepare_jobs returned an empty list; return at least one JobManifest"
+
+
+def fallback_specs(texts: Iterable[str], task: str, settings: RunSettings) -> list[JobSpec]:
+    """The built-in plan: every chunk of every document with the user's task."""
+    specs: list[JobSpec] = []
+    for text in texts:
+        for chunk in chunk_by_tokens(text, settings.chunk_tokens):
+            specs.append(JobSpec(chunk=chunk, task=task, chunk_id=len(specs), task_id=0))
+    return specs[: settings.max_jobs_per_round]
+
+
+def _make_jobs(specs: list[JobSpec], round_: int, settings: RunSettings, store: BaseStore) -> list[JobRecord]:
+    jobs: list[JobRecord] = []
+    for spec in specs:
+        pieces = [spec.chunk] if len(spec.chunk) <= settings.max_chunk_chars else chunk_by_tokens(spec.chunk, settings.chunk_tokens)
+        for piece in pieces:
+            jobs.append(
+                JobRecord(
+                    job_id=f"r{round_}-j{len(jobs):04d}", round=round_, attempt=1,
+                    chunk_ref=put_text(store, piece), chunk_chars=len(piece),
+                    chunk_id=spec.chunk_id, task_id=spec.task_id, task=spec.task, advice=spec.advice,
+                )
+            )
+    return jobs
+
+
+def _retried(state: MinionsState, round_: int) -> list[JobRecord]:
+    return [
+        JobRecord(**{**job, "job_id": f"r{round_}-retry-{job['job_id']}", "round": round_, "attempt": job["attempt"] + 1})
+        for job in state.get("retry_jobs") or []
+    ]
+
+
+def _previous_round(state: MinionsState, store: BaseStore) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    manifests = [
+        {"chunk": get_text(store, j["chunk_ref"]), "task": j["task"], "advice": j["advice"],
+         "chunk_id": j["chunk_id"], "task_id": j["task_id"]}
+        for j in state.get("prev_jobs") or []
+    ]
+    outputs = [
+        {"explanation": r["explanation"], "citation": r["citation"], "answer": r["answer"],
+         "task": r["task"], "chunk_id": r["chunk_id"], "task_id": r["task_id"]}
+        for r in state.get("prev_results") or []
+    ]
+    return manifests, outputs
+
+
+def make_sandboxed_execute(sandbox: SandboxBackend | None = None) -> Callable[[MinionsState], dict[str, Any]]:
+    def sandboxed_execute(state: MinionsState) -> dict[str, Any]:
+        settings = settings_of(state)
+        store = get_store()
+        round_ = state["round"]
+        errors = list(state.get("code_errors") or [])
+        texts = [get_text(store, d["sha256"]) for d in state["documents"]]
+        specs: list[JobSpec] = []
+        code = state.get("code")
+        if code is not None:
+            backend = sandbox or get_backend(settings.sandbox)
+            manifests, outputs = _previous_round(state, store)
+            result = backend.execute(
+                ExecutionRequest(
+                    code=code, context=texts, prev_job_manifests=manifests, prev_job_outputs=outputs,
+                    max_jobs=settings.max_jobs_per_round,
+                ),
+                settings.sandbox_limits,
+            )
+            emit({"type": "execute", "round": round_, "status": result.status.value,
+                  "jobs": len(result.jobs), "seconds": round(result.duration_s, 3)})
+            if result.ok and result.jobs:
+                specs = result.jobs
+            else:
+                errors.append(result.describe() if not result.ok else NO_JOBS_ERROR)
+        update: dict[str, Any] = {"code_errors": errors}
+        if specs:
+            update["plan_source"] = "supervisor"
+        elif len(errors) >= settings.max_code_attempts:
+            specs = fallback_specs(texts, state["task"], settings)
+            update["plan_source"] = "fallback"
+            note = (f"round {round_}: the supervisor's code failed {len(errors)} time(s); "
+                    f"used the built-in plan ({len(specs)} chunks x the task)")
+            log.warning(note)
+            update["notes"] = [note]
+            emit({"type": "fallback", "round": round_, "jobs": len(specs)})
+        else:
+            return update
+        jobs = _make_jobs(specs, round_, settings, store) + _retried(state, round_)
+        update.update(jobs=jobs, job_results=Overwrite([]), retry_jobs=[])
+        emit({"type": "jobs", "round": round_, "total": len(jobs)})
+        return update
+
+    return sandboxed_execute
+
+
+def route_after_execute(state: MinionsState) -> str | list[Send]:
+    """Fan out one ``Send`` per unfinished job, or go back to decompose for another attempt."""
+    jobs = state.get("jobs") or []
+    if not jobs:
+        return "decompose"
+    done = {r["job_id"] for r in state.get("job_results") or []}
+    pending = [j for j in jobs if j["job_id"] not in done]
+    if not pending:
+        return "filter"
+    return [Send("parallel_minion_map", JobInput(job=j, settings=state["settings"])) for j in pending]

@@ -1,0 +1,25 @@
+"""Sandbox backends that run the supervisor's code, and the chunking helpers."""
+
+from .base import (
+    ExecutionRequest,
+    ExecutionResult,
+    JobSpec,
+    SandboxBackend,
+    SandboxLimits,
+    SandboxStatus,
+    SandboxUnavailable,
+)
+from .bwrap import BwrapBackend
+from .select import get_backend
+
+__all__ = [
+    "BwrapBackend",
+    "ExecutionRequest",
+    "ExecutionResult",
+    "JobSpec",
+    "SandboxBackend",
+    "SandboxLimits",
+    "SandboxStatus",
+    "SandboxUnavailable",
+    "get_backend",
+]

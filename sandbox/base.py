@@ -1,0 +1,147 @@
+"""The sandbox interface: requests, limits, typed results and the backend protocol."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from functools import cache
+from importlib import resources
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field, ValidationError
+
+
+class SandboxUnavailable(RuntimeError):
+    """The requested backend cannot run here; the message says why and what to do."""
+
+
+class SandboxStatus(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    MEMORY = "memory"
+    OUTPUT_TRUNCATED = "output_truncated"
+    INVALID_OUTPUT = "invalid_output"
+
+
+class SandboxLimits(BaseModel):
+    """Limits applied to every execution of supervisor code."""
+
+    timeout_s: float = Field(20.0, gt=0, description="wall-clock limit")
+    cpu_seconds: int = Field(15, gt=0)
+    memory_mb: int = Field(1024, gt=64, description="address-space limit")
+    processes: int = Field(32, gt=0)
+    file_size_mb: int = Field(16, gt=0)
+    open_files: int = Field(256, gt=16)
+    tmpfs_mb: int = Field(64, gt=0)
+    max_output_bytes: int = Field(64 * 1024 * 1024, gt=1024)
+    max_log_bytes: int = Field(64 * 1024, gt=0)
+
+    def runner_limits(self) -> dict[str, int]:
+        return {
+            "cpu_seconds": self.cpu_seconds,
+            "memory_bytes": self.memory_mb * 1024 * 1024,
+            "processes": self.processes,
+            "file_size_bytes": self.file_size_mb * 1024 * 1024,
+            "open_files": self.open_files,
+        }
+
+
+class JobSpec(BaseModel):
+    """One job as ``prepare_jobs`` produced it, validated on the host."""
+
+    chunk: str
+    task: str = Field(min_length=1)
+    advice: str = ""
+    chunk_id: int | None = None
+    task_id: int | None = None
+
+
+class ExecutionRequest(BaseModel):
+    code: str
+    context: list[str]
+    prev_job_manifests: list[dict[str, Any]] = Field(default_factory=list)
+    prev_job_outputs: list[dict[str, Any]] = Field(default_factory=list)
+    max_jobs: int = Field(1000, gt=0)
+
+    def runner_input(self, limits: SandboxLimits) -> bytes:
+        payload = self.model_dump()
+        payload["limits"] = limits.runner_limits()
+        return json.dumps(payload).encode("utf-8")
+
+
+class ExecutionResult(BaseModel):
+    status: SandboxStatus
+    jobs: list[JobSpec] = Field(default_factory=list)
+    error: str | None = None
+    traceback: str | None = None
+    log: str = ""
+    duration_s: float = 0.0
+    backend: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is SandboxStatus.OK
+
+    def describe(self) -> str:
+        """A message the supervisor can act on."""
+        if self.ok:
+            return f"ok: {len(self.jobs)} jobs"
+        parts = [f"{self.status.value}: {self.error or 'no detail'}"]
+        if self.traceback:
+            parts.append(self.traceback.strip())
+        return "\n".join(parts)
+
+
+class SandboxBackend(Protocol):
+    name: str
+
+    def check(self) -> None:
+        """Raise SandboxUnavailable with a clear message when this backend cannot run."""
+
+    def execute(self, request: ExecutionRequest, limits: SandboxLimits) -> ExecutionResult: ...
+
+
+@cache
+def runner_source() -> str:
+    """The program run inside the sandbox: the chunking helpers, then the runner."""
+    package = resources.files("minionflow.sandbox")
+    chunking = package.joinpath("chunking.py").read_text(encoding="utf-8")
+    runner = package.joinpath("runner.py").read_text(encoding="utf-8")
+    return chunking + "\n\n" + runner
+
+
+def parse_runner_output(stdout: bytes, log: str, duration_s: float, backend: str, max_jobs: int) -> ExecutionResult:
+    """Turn the runner's JSON reply into a validated result; anything else is INVALID_OUTPUT."""
+    try:
+        payload = json.loads(stdout.decode("utf-8"))
+        if not isinstance(payload, dict):
+            raise ValueError("the reply is not a JSON object")
+        status = SandboxStatus(payload.get("status"))
+        jobs = [JobSpec.model_validate(j) for j in payload.get("jobs") or []]
+    except (ValueError, UnicodeDecodeError, ValidationError) as exc:
+        snippet = stdout[:200].decode("utf-8", "replace")
+        return ExecutionResult(
+            status=SandboxStatus.INVALID_OUTPUT,
+            error=f"the sandbox returned output that is not a valid result ({exc.__class__.__name__}): {snippet!r}",
+            log=log,
+            duration_s=duration_s,
+            backend=backend,
+        )
+    if len(jobs) > max_jobs:
+        return ExecutionResult(
+            status=SandboxStatus.INVALID_OUTPUT,
+            error=f"the sandbox returned {len(jobs)} jobs, more than the cap of {max_jobs}",
+            log=log,
+            duration_s=duration_s,
+            backend=backend,
+        )
+    return ExecutionResult(
+        status=status,
+        jobs=jobs,
+        error=payload.get("error"),
+        traceback=payload.get("traceback"),
+        log=log,
+        duration_s=duration_s,
+        backend=backend,
+    )

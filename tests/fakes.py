@@ -1,0 +1,77 @@
+"""Deterministic fake chat models whose replies derive from the prompt, not from
+call order (parallel jobs run in any order)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import ConfigDict, PrivateAttr
+
+from minionflow.graphs.settings import ModelSpec
+from minionflow.nodes.models import ModelClient, Role
+
+Responder = Callable[[str], str]
+
+
+def prompt_text(messages: list[BaseMessage]) -> str:
+    return "\n".join(str(m.content) for m in messages)
+
+
+class PromptFake(BaseChatModel):
+    """Replies ``responder(prompt)``; counts tokens as whitespace-separated words."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    responder: Responder
+    delay_s: float = 0.0
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _prompts: list[str] = PrivateAttr(default_factory=list)
+    _in_flight: int = PrivateAttr(default=0)
+    _max_in_flight: int = PrivateAttr(default=0)
+
+    @property
+    def _llm_type(self) -> str:
+        return "prompt-fake"
+
+    @property
+    def prompts(self) -> list[str]:
+        with self._lock:
+            return list(self._prompts)
+
+    @property
+    def max_in_flight(self) -> int:
+        return self._max_in_flight
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        prompt = prompt_text(messages)
+        with self._lock:
+            self._prompts.append(prompt)
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            text = self.responder(prompt)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+        usage = {"input_tokens": len(prompt.split()), "output_tokens": len(text.split()),
+                 "total_tokens": len(prompt.split()) + len(text.split())}
+        message = AIMessage(content=text, usage_metadata=usage, response_metadata={"finish_reason": "stop"})  # type: ignore[arg-type]
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+class FakeProvider:
+    """A ModelProvider that hands out the two fakes."""
+
+    def __init__(self, remote: PromptFake, local: PromptFake) -> None:
+        self.fakes = {"remote": remote, "local": local}
+
+    def client(self, spec: ModelSpec, role: Role, max_tokens: int) -> ModelClient:
+        return ModelClient(spec, self.fakes[role], method="json_object_schema")
