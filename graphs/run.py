@@ -95,7 +95,9 @@ def run_config(thread_id: str, settings: RunSettings) -> dict[str, Any]:
     per_round = 2 * settings.max_code_attempts + 4
     return {
         "configurable": {"thread_id": thread_id},
-        "max_concurrency": settings.local_concurrency,
+        # LangGraph's own stream machinery takes threads from the same pool: leave room
+        # above the local-model bound (which parallel_minion_map enforces itself).
+        "max_concurrency": settings.local_concurrency + 4,
         "recursion_limit": settings.max_rounds * per_round + 10,
     }
 

@@ -135,7 +135,7 @@ class RunSettings(BaseModel):
     max_rounds: int = Field(5, ge=1, le=50)
     max_code_attempts: int = Field(3, ge=1, le=10)
     tasks_per_round: int = Field(3, ge=1, le=20, description="how many distinct tasks the supervisor should write")
-    chunk_tokens: int = Field(1000, ge=50, description="chunk size of the built-in plan, and the hint given to the supervisor")
+    chunk_tokens: int = Field(1000, ge=10, description="chunk size of the built-in plan, and the hint given to the supervisor")
     max_jobs_per_round: int = Field(200, ge=1, le=100_000)
     max_chunk_chars: int = Field(12_000, ge=200, description="longer job chunks are split before they reach a local model")
     local_concurrency: int = Field(4, ge=1, le=256)

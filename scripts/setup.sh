@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs everything minionflow needs on Debian/Ubuntu: system packages (bubblewrap,
+# the system Python the sandbox runs), a virtualenv in .venv, and the project with
+# its test extras. Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LLAMA_CPP_VERSION="0.3.36"
+WHEELS="${MINIONFLOW_WHEELS:-$HOME/.cache/minionflow/wheels}"
+PY="${PYTHON:-python3}"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+need_apt=()
+command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
+[ -x /usr/bin/python3 ] || need_apt+=(python3)
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing Debian packages: ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    log "missing system packages: ${need_apt[*]} (install them with your package manager, then rerun)"
+    exit 1
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+fi
+
+# llama-cpp-python compiles llama.cpp. A -march=native build can use CPU features
+# (AMX) that a VM does not let it use (it segfaults), and pip's cache would reuse it
+# on other machines: build a portable wheel once and keep it in our own cache.
+mkdir -p "$WHEELS"
+if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl >/dev/null 2>&1; then
+  case "$(uname -m)" in
+    x86_64) export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" ;;
+    *) export CMAKE_ARGS="-DGGML_NATIVE=OFF" ;;
+  esac
+  log "building llama-cpp-python $LLAMA_CPP_VERSION (about 5 minutes, once; CMAKE_ARGS=$CMAKE_ARGS)"
+  .venv/bin/pip wheel -q --no-deps --no-cache-dir "llama-cpp-python==$LLAMA_CPP_VERSION" -w "$WHEELS"
+fi
+
+if ! .venv/bin/python -c "import minionflow, llama_cpp, pytest" >/dev/null 2>&1 \
+   || [ pyproject.toml -nt .venv/.minionflow-installed ]; then
+  log "installing minionflow into .venv"
+  printf 'llama-cpp-python==%s\n' "$LLAMA_CPP_VERSION" > .venv/constraints.txt
+  .venv/bin/pip install -q --find-links "$WHEELS" -c .venv/constraints.txt -e '.[test]'
+  touch .venv/.minionflow-installed
+fi
+log "ready: $(.venv/bin/minionflow --help >/dev/null && echo 'minionflow installed in .venv')"

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.store.memory import InMemoryStore
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fakes import FakeProvider, PromptFake  # noqa: E402
+
+from minionflow.graphs import RunSettings, build_minions_graph  # noqa: E402
+from minionflow.graphs.run import initial_state, run_config  # noqa: E402
+from minionflow.nodes.documents import LoadedDocument  # noqa: E402
+from minionflow.sandbox import BwrapBackend  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI") == "true"
+
+GOOD_CODE = r'''```python
+def prepare_jobs(context, prev_job_manifests, prev_job_outputs):
+    jobs = []
+    for doc in context:
+        for i, chunk in enumerate(doc.split("\n\n")):
+            jobs.append(JobManifest(chunk=chunk, task="Find the secret number", chunk_id=i, task_id=0))
+    return jobs
+```'''
+
+
+def worker_json(answer: str | None, citation: str | None = None, explanation: str = "read it") -> str:
+    return json.dumps({"explanation": explanation, "citation": citation, "answer": answer})
+
+
+def final_json(answer: str = "42", decision: str = "provide_final_answer", feedback: str | None = None,
+               scratchpad: str | None = None) -> str:
+    return json.dumps({"decision": decision, "answer": answer, "explanation": "from the minions",
+                       "feedback": feedback, "scratchpad": scratchpad})
+
+
+def secret_doc(paragraphs: int = 12, secret_at: int = 7) -> LoadedDocument:
+    parts = [f"Paragraph {i} talks about harbours, cranes and weather in general terms." for i in range(paragraphs)]
+    parts[secret_at] = "The secret number is 42, written in the ledger."
+    return LoadedDocument(title="ledger.txt", text="\n\n".join(parts), pages=1)
+
+
+def default_local(prompt: str) -> str:
+    chunk = prompt.split('"""')[1] if '"""' in prompt else prompt
+    if "secret number is 42" in chunk:
+        return worker_json("42", "The secret number is 42")
+    return worker_json(None, None, "not in this part")
+
+
+def default_remote(prompt: str) -> str:
+    if "Write prepare_jobs now" in prompt:
+        return GOOD_CODE
+    return final_json()
+
+
+@dataclass
+class Run:
+    values: dict[str, Any]
+    remote: PromptFake
+    local: PromptFake
+    events: list[dict[str, Any]]
+
+    def remote_prompts(self, marker: str = "") -> list[str]:
+        return [p for p in self.remote.prompts if marker in p]
+
+
+@pytest.fixture(scope="session")
+def bwrap() -> BwrapBackend:
+    backend = BwrapBackend()
+    backend.check()  # fails loudly (no skip) when bubblewrap cannot run
+    return backend
+
+
+@pytest.fixture
+def run_fake(bwrap: BwrapBackend) -> Callable[..., Run]:
+    def _run(
+        remote: Callable[[str], str] = default_remote,
+        local: Callable[[str], str] = default_local,
+        documents: list[LoadedDocument] | None = None,
+        task: str = "What is the secret number?",
+        local_delay: float = 0.0,
+        checkpointer: Any = None,
+        store: Any = None,
+        **settings: Any,
+    ) -> Run:
+        settings.setdefault("chunk_tokens", 40)
+        settings.setdefault("max_chunk_chars", 4000)
+        s = RunSettings(**settings)
+        remote_fake = PromptFake(responder=remote)
+        local_fake = PromptFake(responder=local, delay_s=local_delay)
+        store = store or InMemoryStore()
+        graph = build_minions_graph(
+            models=FakeProvider(remote_fake, local_fake), sandbox=bwrap,
+            checkpointer=checkpointer or InMemorySaver(), store=store,
+        )
+        state = initial_state(store, documents or [secret_doc()], task, s)
+        config = run_config("test-thread", s)
+        events = [e for e in graph.stream(state, config, stream_mode="custom", durability="sync")]
+        return Run(graph.get_state(config).values, remote_fake, local_fake, events)
+
+    return _run

@@ -1,0 +1,261 @@
+"""Protocol logic with deterministic fakes (replies derived from the prompt) and the
+real bubblewrap sandbox."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import GOOD_CODE, default_local, default_remote, final_json, secret_doc, worker_json
+
+
+def test_single_round_answers_with_citation(run_fake):
+    run = run_fake()
+    final = run.values["final"]
+    assert final["answer"] == "42"
+    assert final["citations"] == ["The secret number is 42"]
+    assert final["forced"] is False and final["fallback"] is False
+    (record,) = run.values["rounds"]
+    assert record["plan_source"] == "supervisor"
+    assert record["jobs"] == len(run.local.prompts) == 12
+    assert record["abstained"] == 11 and record["failed"] == 0
+    assert [k["answer"] for k in record["kept"]] == ["42"]
+
+
+def test_two_rounds_carry_feedback_and_scratchpad_into_next_decompose(run_fake):
+    def remote(prompt: str) -> str:
+        if "Write prepare_jobs now" in prompt:
+            return GOOD_CODE
+        if "Round 1 of" in prompt:
+            return final_json("unsure", "request_additional_info",
+                              feedback="FEEDBACK-ALPHA: look for the ledger", scratchpad="SCRATCH-BETA: 42 seen once")
+        return final_json("42")
+
+    run = run_fake(remote=remote)
+    decompose_prompts = run.remote_prompts("Write prepare_jobs now")
+    assert len(decompose_prompts) == 2
+    assert "FEEDBACK-ALPHA" not in decompose_prompts[0]
+    assert "FEEDBACK-ALPHA: look for the ledger" in decompose_prompts[1]
+    assert "SCRATCH-BETA: 42 seen once" in decompose_prompts[1]
+    assert "round 2 of at most 5" in decompose_prompts[1]
+    assert [r["decision"]["decision"] for r in run.values["rounds"]] == ["request_additional_info", "provide_final_answer"]
+    assert run.values["final"]["rounds"] == 2
+    # the second round's code received the first round's outputs (prev_job_outputs)
+    assert len(run.local.prompts) == 24
+
+
+def test_code_that_fails_twice_then_works(run_fake):
+    def remote(prompt: str) -> str:
+        if "Write prepare_jobs now" not in prompt:
+            return final_json()
+        if "(attempt 2 of 3)" in prompt:
+            return GOOD_CODE
+        if "(attempt 1 of 3)" in prompt:
+            return "```python\ndef prepare_jobs(context, a, b):\n    raise ValueError('BAD-TWO')\n```"
+        return "```python\ndef prepare_jobs(context, a, b):\n    return undefined_name_BAD_ONE\n```"
+
+    run = run_fake(remote=remote, max_code_attempts=3)
+    prompts = run.remote_prompts("Write prepare_jobs now")
+    assert len(prompts) == 3
+    assert "NameError: name 'undefined_name_BAD_ONE' is not defined" in prompts[1]
+    assert 'File "<supervisor>", line 2, in prepare_jobs' in prompts[1]
+    assert "ValueError: BAD-TWO" in prompts[2]
+    (record,) = run.values["rounds"]
+    assert record["plan_source"] == "supervisor"
+    assert len(record["code_errors"]) == 2
+    assert run.values["final"]["answer"] == "42"
+    assert not run.values["notes"]
+
+
+def test_code_that_always_fails_uses_the_recorded_fallback_plan(run_fake):
+    def remote(prompt: str) -> str:
+        if "Write prepare_jobs now" in prompt:
+            return "I am not sure how to write code."  # no code block at all
+        return final_json()
+
+    run = run_fake(remote=remote, max_code_attempts=2, chunk_tokens=1000)
+    assert len(run.remote_prompts("Write prepare_jobs now")) == 2
+    (record,) = run.values["rounds"]
+    assert record["plan_source"] == "fallback"
+    assert all("no Python code defining prepare_jobs" in e for e in record["code_errors"])
+    assert any("used the built-in plan" in n for n in run.values["notes"])
+    # the built-in plan: every chunk x the user's task
+    assert all("Task: What is the secret number?" in p for p in run.local.prompts)
+    assert any(e["type"] == "fallback" for e in run.events)
+
+
+def test_sandbox_errors_reach_the_supervisor_typed(run_fake):
+    def remote(prompt: str) -> str:
+        if "Write prepare_jobs now" not in prompt:
+            return final_json()
+        if "attempt 1 of" in prompt:
+            return GOOD_CODE
+        return "```python\ndef prepare_jobs(context, a, b):\n    while True:\n        pass\n```"
+
+    from minionflow.sandbox import SandboxLimits
+
+    run = run_fake(remote=remote, sandbox_limits=SandboxLimits(timeout_s=1.0, cpu_seconds=5))
+    assert "timeout: the code ran longer than the 1s limit" in run.remote_prompts("Write prepare_jobs now")[1]
+    assert run.values["final"]["answer"] == "42"
+
+
+def test_malformed_worker_output_is_a_recorded_failure(run_fake):
+    doc = secret_doc()
+    doc.text = doc.text.replace("Paragraph 3 talks", "MALFORMED paragraph 3 talks")
+
+    def local(prompt: str) -> str:
+        if "MALFORMED" in prompt:
+            return '{"explanation": "cut off", "answ'
+        if "Paragraph 5 talks" in prompt:
+            return '{"answer": 7}'  # wrong schema: no explanation, answer not a string
+        return default_local(prompt)
+
+    run = run_fake(local=local, documents=[doc])
+    failed = [r for r in run.values["job_results"] if r["status"] == "failed"]
+    assert len(failed) == 2
+    assert all("does not match the JobOutput schema" in r["error"] for r in failed)
+    (record,) = run.values["rounds"]
+    assert record["failed"] == 2
+    assert run.values["final"]["answer"] == "42"
+    failed_calls = [u for u in run.values["usage"] if u["role"] == "local" and not u["ok"]]
+    assert len(failed_calls) == 2
+
+
+def test_failed_jobs_are_run_again_next_round(run_fake):
+    doc = secret_doc()
+    doc.text = doc.text.replace("Paragraph 3 talks", "MALFORMED paragraph 3 talks")
+    seen: list[str] = []
+
+    def local(prompt: str) -> str:
+        if "MALFORMED" in prompt:
+            seen.append(prompt)
+            return "not json" if len(seen) == 1 else worker_json(None)
+        return default_local(prompt)
+
+    def remote(prompt: str) -> str:
+        if "Write prepare_jobs now" in prompt:
+            return GOOD_CODE
+        if "Round 1 of" in prompt:
+            return final_json("?", "request_additional_info", feedback="again")
+        return final_json()
+
+    run = run_fake(remote=remote, local=local, documents=[doc])
+    assert len(seen) == 3  # round 1 (failed); round 2: the new plan's job and the carried-over retry
+    assert "1 job(s) failed last round and will be run again" in run.remote_prompts("Write prepare_jobs now")[1]
+    assert any(r["job_id"].startswith("r2-retry-r1-") and r["status"] == "ok" for r in run.values["job_results"])
+
+
+def test_abstentions_and_duplicates_are_filtered_before_the_remote_sees_them(run_fake):
+    def local(prompt: str) -> str:
+        if "secret number is 42" in prompt:
+            return worker_json("42", "The secret number is 42")
+        if "Paragraph 1 talks" in prompt:
+            return worker_json("None")
+        if "Paragraph 2 talks" in prompt or "Paragraph 4 talks" in prompt:
+            return worker_json("cranes", "cranes")
+        if "Paragraph 6 talks" in prompt:
+            return worker_json("")
+        return worker_json(None)
+
+    run = run_fake(local=local)
+    stats = run.values["filter_stats"]
+    assert stats == {"jobs": 12, "failed": 0, "abstained": 9, "duplicates": 1, "kept": 2, "dropped_over_cap": 0}
+    (aggregate_prompt,) = run.remote_prompts("Minion answers:")
+    assert aggregate_prompt.count("answer: ") == 2
+    assert "answer: None" not in aggregate_prompt
+
+
+def test_forwarded_outputs_are_capped(run_fake):
+    def local(prompt: str) -> str:
+        n = re.search(r"Paragraph (\d+)", prompt)
+        return worker_json(f"answer {n.group(1) if n else 'x'} " + "long " * 400)
+
+    run = run_fake(local=local, max_forwarded_outputs=3, max_answer_chars=50)
+    assert run.values["filter_stats"]["kept"] == 3
+    assert run.values["filter_stats"]["dropped_over_cap"] == 9
+    (aggregate_prompt,) = run.remote_prompts("Minion answers:")
+    assert aggregate_prompt.count("answer: answer") == 3
+    assert "long long" in aggregate_prompt and len(aggregate_prompt) < 4000
+
+
+def test_last_round_forces_a_final_answer(run_fake):
+    def remote(prompt: str) -> str:
+        if "Write prepare_jobs now" in prompt:
+            return GOOD_CODE
+        return final_json("maybe 42", "request_additional_info", feedback="more please")
+
+    run = run_fake(remote=remote, max_rounds=2)
+    final = run.values["final"]
+    assert final["forced"] is True and final["answer"] == "maybe 42" and final["rounds"] == 2
+    aggregate_prompts = run.remote_prompts("Minion answers:")
+    assert "you must choose" not in aggregate_prompts[0]
+    assert 'This is the last round: you must choose "provide_final_answer".' in aggregate_prompts[1]
+
+
+def test_unusable_aggregate_reply_never_crashes(run_fake):
+    def remote(prompt: str) -> str:
+        return GOOD_CODE if "Write prepare_jobs now" in prompt else "I think it is 42 but no JSON"
+
+    run = run_fake(remote=remote, max_rounds=1)
+    final = run.values["final"]
+    assert final["fallback"] is True and final["answer"] == "42"
+    assert any("aggregation reply was unusable" in n for n in run.values["notes"])
+    assert len(run.remote_prompts("Minion answers:")) == 2  # one retry
+
+
+def test_every_model_call_is_counted(run_fake):
+    def remote(prompt: str) -> str:
+        if "Write prepare_jobs now" in prompt:
+            return GOOD_CODE if "attempt 1 of" in prompt else "no code"
+        if "Round 1 of" in prompt:
+            return final_json("?", "request_additional_info", feedback="more")
+        return final_json()
+
+    run = run_fake(remote=remote)
+    usage = run.values["usage"]
+    remote_records = [u for u in usage if u["role"] == "remote"]
+    local_records = [u for u in usage if u["role"] == "local"]
+    assert len(remote_records) == len(run.remote.prompts) == 6  # 2 rounds x (2 decompose + 1 aggregate)
+    assert len(local_records) == len(run.local.prompts) == 24
+    assert {u["node"] for u in remote_records} == {"decompose", "aggregate"}
+    assert sum(u["prompt_tokens"] for u in remote_records) == sum(len(p.split()) for p in run.remote.prompts)
+    assert all(u["completion_tokens"] > 0 for u in usage)
+
+
+def test_jobs_really_run_concurrently(run_fake):
+    run = run_fake(local_delay=0.3, local_concurrency=4)
+    assert 2 <= run.local.max_in_flight <= 4
+
+
+def test_concurrency_bound_is_respected(run_fake):
+    run = run_fake(local_delay=0.1, local_concurrency=1)
+    assert run.local.max_in_flight == 1
+
+
+def test_remote_never_receives_document_text_except_minion_quotes(run_fake):
+    """Invariant 1: every sentence carries a marker; the remote may only see the
+    markers that a minion quoted."""
+    sentences = [f"Sentence MARK{i:03d} describes pier {i} and its cargo cranes." for i in range(60)]
+    sentences[41] = "Sentence MARK041 says the secret number is 42."
+    doc = secret_doc()
+    doc.text = "\n\n".join(" ".join(sentences[i:i + 3]) for i in range(0, 60, 3))
+    doc.title = "harbour.txt"
+
+    def local(prompt: str) -> str:
+        if "secret number is 42" in prompt:
+            return worker_json("42", "Sentence MARK041 says the secret number is 42.")
+        return worker_json(None)
+
+    def remote(prompt: str) -> str:
+        if "Write prepare_jobs now" in prompt:
+            return GOOD_CODE
+        if "Round 1 of" in prompt:
+            return final_json("?", "request_additional_info", feedback="check again")
+        return final_json()
+
+    run = run_fake(remote=remote, local=local, documents=[doc])
+    assert len(run.remote.prompts) == 4
+    for prompt in run.remote.prompts:
+        assert set(re.findall(r"MARK\d{3}", prompt)) <= {"MARK041"}
+        assert "cargo cranes" not in prompt
+    assert any("MARK041" in p for p in run.remote.prompts)  # the quote did reach it
+    assert sum("MARK" in p for p in run.local.prompts) == len(run.local.prompts)
