@@ -24,7 +24,7 @@ from minionflow.nodes.filter import filter_outputs
 from minionflow.nodes.models import DefaultModelProvider, ModelProvider
 from minionflow.nodes.parallel_minion_map import TRANSIENT_RETRY, make_parallel_minion_map
 from minionflow.nodes.retry_round import retry_round
-from minionflow.nodes.sandboxed_execute import make_sandboxed_execute, route_after_execute
+from minionflow.nodes.sandboxed_execute import DESTINATIONS, make_sandboxed_execute
 from minionflow.sandbox.base import SandboxBackend
 
 from .state import JobInput, MinionsState
@@ -37,7 +37,7 @@ def minions_builder(models: ModelProvider | None = None, sandbox: SandboxBackend
     models = models or DefaultModelProvider()
     builder: StateGraph[Any] = StateGraph(MinionsState)
     builder.add_node("decompose", make_decompose(models), retry_policy=TRANSIENT_RETRY)
-    builder.add_node("sandboxed_execute", make_sandboxed_execute(sandbox))
+    builder.add_node("sandboxed_execute", make_sandboxed_execute(sandbox), destinations=DESTINATIONS)
     builder.add_node(
         "parallel_minion_map", make_parallel_minion_map(models), input_schema=JobInput, retry_policy=TRANSIENT_RETRY
     )
@@ -46,7 +46,6 @@ def minions_builder(models: ModelProvider | None = None, sandbox: SandboxBackend
     builder.add_node("retry_round", retry_round)
     builder.add_edge(START, "decompose")
     builder.add_edge("decompose", "sandboxed_execute")
-    builder.add_conditional_edges("sandboxed_execute", route_after_execute, ["decompose", "parallel_minion_map", "filter"])
     builder.add_edge("parallel_minion_map", "filter")
     builder.add_edge("filter", "aggregate")
     builder.add_conditional_edges("aggregate", route_after_aggregate, ["retry_round", END])

@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from minionflow.nodes.accounting import UsageSummary, summarize
 from minionflow.nodes.documents import BadInput, LoadedDocument
 from minionflow.nodes.models import ModelProvider
-from minionflow.nodes.store import get_text, put_text
+from minionflow.nodes.store import get_json, get_text, put_json, put_text
 from minionflow.sandbox.base import SandboxBackend
 
 from .minions import build_minions_graph
@@ -84,20 +84,48 @@ def initial_state(store: BaseStore, documents: list[LoadedDocument], task: str, 
         DocumentRef(sha256=put_text(store, d.text), title=d.title, chars=len(d.text), pages=d.pages)
         for d in documents
     ]
+    settings_data = settings.model_dump(mode="json")
     return MinionsState(
-        settings=settings.model_dump(mode="json"), task=task.strip(), documents=refs, round=1, code=None,
-        code_errors=[], jobs=[], retry_jobs=[], prev_jobs=[], prev_results=[], kept=[], filter_stats={},
-        feedback=None, scratchpad=None, decision=None, final=None,
+        settings=settings_data, settings_ref=put_json(store, settings_data), task=task.strip(), documents=refs,
+        round=1, code=None, code_errors=[], jobs_ref=None, job_count=0, retry_jobs=[], prev_jobs_ref=None,
+        prev_results_ref=None, results_ref=None, kept=[], filter_stats={}, feedback=None, scratchpad=None,
+        decision=None, final=None,
     )
+
+
+def all_usage(values: dict[str, Any], store: BaseStore) -> list[UsageRecord]:
+    """Every model call of a thread: remote calls live in state, local calls in the
+    job-result blobs of finished rounds and, for an unfinished round, of finished jobs."""
+    records: list[UsageRecord] = list(values.get("usage") or [])
+    result_sets = [get_json(store, r["results_ref"]) for r in values.get("rounds") or [] if r["results_ref"]]
+    archived = {r["results_ref"] for r in values.get("rounds") or []}
+    if values.get("results_ref") and values["results_ref"] not in archived:
+        result_sets.append(get_json(store, values["results_ref"]))
+    result_sets.append([get_json(store, ref["ref"]) for ref in values.get("job_results") or []])
+    for results in result_sets:
+        for result in results:
+            records.extend(result["usage"])
+    return records
+
+
+MAX_THREADS = 2048
+
+
+def thread_pool_size(settings: RunSettings) -> int:
+    """LangGraph runs a superstep's tasks *and* the saving of each finished task's
+    writes on one thread pool (``max_concurrency``), first come first served: with a
+    small pool, a finished job's write waits behind the queued jobs, and a kill
+    loses it. So every job of a round gets a thread at once (threads are made on
+    demand; the local-model bound is a semaphore in parallel_minion_map), and the
+    stream machinery gets a few more. Rounds above ``MAX_THREADS`` jobs queue."""
+    return min(settings.max_jobs_per_round * settings.max_job_attempts + settings.local_concurrency + 8, MAX_THREADS)
 
 
 def run_config(thread_id: str, settings: RunSettings) -> dict[str, Any]:
     per_round = 2 * settings.max_code_attempts + 4
     return {
         "configurable": {"thread_id": thread_id},
-        # LangGraph's own stream machinery takes threads from the same pool: leave room
-        # above the local-model bound (which parallel_minion_map enforces itself).
-        "max_concurrency": settings.local_concurrency + 4,
+        "max_concurrency": thread_pool_size(settings),
         "recursion_limit": settings.max_rounds * per_round + 10,
     }
 
@@ -150,7 +178,7 @@ def _check_resumable(thread_id: str, values: dict[str, Any], pending: tuple[str,
 def _result(thread_id: str, values: dict[str, Any], store: BaseStore, error: str | None, elapsed: float) -> RunResult:
     settings = RunSettings.model_validate(values["settings"])
     final = values.get("final")
-    records: list[UsageRecord] = list(values.get("usage") or [])
+    records = all_usage(values, store)
     texts = [get_text(store, d["sha256"]) for d in values.get("documents", [])]
     usage = summarize(records, settings.prices, values.get("task", ""), texts, (final or {}).get("answer", ""))
     common: dict[str, Any] = {

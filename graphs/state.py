@@ -1,8 +1,10 @@
 """State schemas of the MinionS graph.
 
-State is plain data (TypedDicts of JSON-compatible values): checkpoints then need
-no custom serializer, and document text stays out of them (only sha256
-references to the blob store; invariant 4).
+State is plain data (TypedDicts of JSON-compatible values), so checkpoints need
+no custom serializer. SqliteSaver writes the whole state into every checkpoint,
+so text and per-job data never live in state: the documents, chunks, the job
+list of a round and every job's result are content-addressed blobs in the store,
+and state holds their sha256 references (invariant 4).
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ import operator
 from typing import Annotated, Any, Literal
 
 from typing_extensions import TypedDict
-
-from langgraph.types import Overwrite
 
 
 class DocumentRef(TypedDict):
@@ -34,19 +34,6 @@ class JobRecord(TypedDict):
     advice: str
 
 
-class JobResult(TypedDict):
-    job_id: str
-    round: int
-    task_id: int | None
-    chunk_id: int | None
-    task: str
-    status: Literal["ok", "failed"]
-    answer: str | None
-    explanation: str
-    citation: str | None
-    error: str | None
-
-
 class UsageRecord(TypedDict):
     role: Literal["remote", "local"]
     node: str
@@ -60,6 +47,31 @@ class UsageRecord(TypedDict):
     error: str | None
 
 
+class JobResult(TypedDict):
+    """A job's outcome, stored as a blob (with the usage of its model calls)."""
+
+    job_id: str
+    round: int
+    attempt: int
+    task_id: int | None
+    chunk_id: int | None
+    task: str
+    status: Literal["ok", "failed"]
+    answer: str | None
+    explanation: str
+    citation: str | None
+    error: str | None
+    usage: list[UsageRecord]
+
+
+class ResultRef(TypedDict):
+    """What a finished job writes into state: its id, status and the blob of its result."""
+
+    job_id: str
+    ok: bool
+    ref: str
+
+
 class RoundRecord(TypedDict):
     round: int
     plan_source: Literal["supervisor", "fallback"]
@@ -68,7 +80,10 @@ class RoundRecord(TypedDict):
     jobs: int
     failed: int
     abstained: int
-    kept: list[dict[str, Any]]
+    kept: int
+    jobs_ref: str | None
+    results_ref: str | None
+    kept_ref: str | None
     decision: dict[str, Any]
 
 
@@ -81,8 +96,9 @@ class FinalAnswer(TypedDict):
     fallback: bool
 
 
-def merge_job_results(left: list[JobResult], right: list[JobResult]) -> list[JobResult]:
-    """Accumulate one round's job results; a later result for a job id replaces an earlier one."""
+def merge_results(left: list[ResultRef], right: list[ResultRef]) -> list[ResultRef]:
+    """Accumulate one round's result references; a later result for a job id replaces
+    an earlier one (a new round clears the list with ``Overwrite([])``)."""
     merged = {r["job_id"]: r for r in left}
     merged.update({r["job_id"]: r for r in right})
     return list(merged.values())
@@ -90,17 +106,20 @@ def merge_job_results(left: list[JobResult], right: list[JobResult]) -> list[Job
 
 class MinionsState(TypedDict, total=False):
     settings: dict[str, Any]
+    settings_ref: str
     task: str
     documents: list[DocumentRef]
     round: int
     code: str | None
     code_errors: list[str]
     plan_source: Literal["supervisor", "fallback"]
-    jobs: list[JobRecord]
+    jobs_ref: str | None
+    job_count: int
     retry_jobs: list[JobRecord]
-    prev_jobs: list[JobRecord]
-    prev_results: list[JobResult]
-    job_results: Annotated[list[JobResult], merge_job_results]
+    prev_jobs_ref: str | None
+    prev_results_ref: str | None
+    job_results: Annotated[list[ResultRef], merge_results]
+    results_ref: str | None
     kept: list[dict[str, Any]]
     filter_stats: dict[str, int]
     feedback: str | None
@@ -112,12 +131,17 @@ class MinionsState(TypedDict, total=False):
     final: FinalAnswer | None
 
 
+class JobBatch(TypedDict):
+    """A round's jobs, stored as one blob: the job list and the settings to run them with."""
+
+    settings_ref: str
+    jobs: list[JobRecord]
+
+
 class JobInput(TypedDict):
-    """What one ``Send`` hands to ``parallel_minion_map``."""
+    """What one ``Send`` hands to ``parallel_minion_map``: the reference of the round's
+    ``JobBatch`` blob and the job's index in it. Sends are stored in the checkpoint
+    (twice), so they carry references only: at a thousand jobs every byte counts."""
 
-    job: JobRecord
-    settings: dict[str, Any]
-
-
-def reset_job_results() -> Overwrite:
-    return Overwrite([])
+    jobs_ref: str
+    index: int

@@ -6,12 +6,13 @@ from .filter import filter_outputs
 from .models import DefaultModelProvider, ModelClient, ModelProvider
 from .parallel_minion_map import make_parallel_minion_map
 from .retry_round import retry_round
-from .sandboxed_execute import make_sandboxed_execute, route_after_execute
+from .sandboxed_execute import fan_out, make_sandboxed_execute
 
 __all__ = [
     "DefaultModelProvider",
     "ModelClient",
     "ModelProvider",
+    "fan_out",
     "filter_outputs",
     "make_aggregate",
     "make_decompose",
@@ -19,5 +20,4 @@ __all__ = [
     "make_sandboxed_execute",
     "retry_round",
     "route_after_aggregate",
-    "route_after_execute",
 ]

@@ -8,7 +8,9 @@ from collections import Counter
 from typing import Any, Callable
 
 from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.config import get_store
 from langgraph.graph import END
+from langgraph.store.base import BaseStore
 
 from minionflow.graphs.settings import RunSettings
 from minionflow.graphs.state import FinalAnswer, MinionsState, RoundRecord
@@ -18,6 +20,7 @@ from .accounting import usage_records
 from .common import emit, log, settings_of
 from .models import CallRecord, ModelProvider
 from .schemas import AggregateDecision
+from .store import get_json, put_json
 
 MAX_ATTEMPTS = 2
 
@@ -48,10 +51,12 @@ def aggregate_messages(state: MinionsState, settings: RunSettings, last_round: b
     return [SystemMessage(prompts.AGGREGATE_SYSTEM), HumanMessage(user)]
 
 
-def _citations(state: MinionsState, kept: list[dict[str, Any]]) -> list[str]:
+def _citations(store: BaseStore, state: MinionsState, kept: list[dict[str, Any]]) -> list[str]:
+    """The minions' quotes behind the answer: this round's first, then earlier rounds'."""
+    earlier = [get_json(store, r["kept_ref"]) for r in state.get("rounds") or [] if r["kept_ref"]]
     seen: dict[str, None] = {}
-    for record in [*(state.get("rounds") or []), {"kept": kept}]:
-        for k in record["kept"]:
+    for outputs in [kept, *reversed(earlier)]:
+        for k in outputs:
             if k.get("citation"):
                 seen.setdefault(k["citation"], None)
     return list(seen)[:20]
@@ -100,10 +105,13 @@ def make_aggregate(models: ModelProvider) -> Callable[[MinionsState], dict[str, 
         decision = parsed.model_dump()
         decision["decision"] = "provide_final_answer" if final else "request_additional_info"
         stats = state.get("filter_stats") or {}
+        store = get_store()
         record = RoundRecord(
             round=round_, plan_source=state.get("plan_source", "fallback"), code=state.get("code"),
             code_errors=list(state.get("code_errors") or []), jobs=stats.get("jobs", 0),
-            failed=stats.get("failed", 0), abstained=stats.get("abstained", 0), kept=kept, decision=decision,
+            failed=stats.get("failed", 0), abstained=stats.get("abstained", 0), kept=len(kept),
+            jobs_ref=state.get("jobs_ref"), results_ref=state.get("results_ref"),
+            kept_ref=put_json(store, kept), decision=decision,
         )
         update: dict[str, Any] = {
             "decision": decision,
@@ -116,7 +124,7 @@ def make_aggregate(models: ModelProvider) -> Callable[[MinionsState], dict[str, 
         if final:
             update["final"] = FinalAnswer(
                 answer=parsed.answer or _fallback_answer(kept), explanation=parsed.explanation,
-                citations=_citations(state, kept), rounds=round_, forced=forced, fallback=fallback,
+                citations=_citations(store, state, kept), rounds=round_, forced=forced, fallback=fallback,
             )
         emit({"type": "aggregate", "round": round_, "decision": decision["decision"]})
         return update

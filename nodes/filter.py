@@ -6,9 +6,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from langgraph.config import get_store
+from langgraph.types import Overwrite
+
 from minionflow.graphs.state import JobResult, MinionsState
 
 from .common import emit, settings_of
+from .store import get_json, put_json
 
 ABSTENTIONS = frozenset(
     {"", "none", "null", "nil", "n/a", "na", "unknown", "not found", "no answer", "not mentioned",
@@ -61,8 +65,12 @@ def filter_results(results: list[JobResult], max_forwarded: int, max_chars: int)
 
 
 def filter_outputs(state: MinionsState) -> dict[str, Any]:
+    """Load the round's results, keep what is worth forwarding, and archive the
+    results as one blob (state keeps only its reference)."""
     settings = settings_of(state)
-    current = [r for r in state.get("job_results") or [] if r["round"] == state["round"]]
-    kept, stats = filter_results(current, settings.max_forwarded_outputs, settings.max_answer_chars)
+    store = get_store()
+    refs = sorted(state.get("job_results") or [], key=lambda r: r["job_id"])
+    results: list[JobResult] = [get_json(store, r["ref"]) for r in refs]
+    kept, stats = filter_results(results, settings.max_forwarded_outputs, settings.max_answer_chars)
     emit({"type": "filter", "round": state["round"], **stats})
-    return {"kept": kept, "filter_stats": stats}
+    return {"kept": kept, "filter_stats": stats, "results_ref": put_json(store, results), "job_results": Overwrite([])}

@@ -15,14 +15,14 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.config import get_store
 from langgraph.types import RetryPolicy
 
-from minionflow.graphs.state import JobInput, JobRecord, JobResult
+from minionflow.graphs.state import JobInput, JobRecord, JobResult, ResultRef
 
 from . import prompts
 from .accounting import usage_records
-from .common import emit, settings_of
+from .common import batch_from_ref, emit, settings_from_ref
 from .models import ModelProvider
 from .schemas import JobOutput
-from .store import get_text
+from .store import get_text, put_json
 
 _limits: dict[int, threading.BoundedSemaphore] = {}
 _limits_lock = threading.Lock()
@@ -57,25 +57,25 @@ def worker_messages(job: JobRecord, chunk: str) -> list[Any]:
 
 def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput], dict[str, Any]]:
     def parallel_minion_map(inp: JobInput) -> dict[str, Any]:
-        job = inp["job"]
-        settings = settings_of(inp)
-        chunk = get_text(get_store(), job["chunk_ref"])
+        store = get_store()
+        batch = batch_from_ref(store, inp["jobs_ref"])
+        job: JobRecord = batch["jobs"][inp["index"]]
+        settings = settings_from_ref(store, batch["settings_ref"])
+        chunk = get_text(store, job["chunk_ref"])
         client = models.client(settings.local, "local", settings.local_max_tokens)
         with local_slot(settings.local_concurrency):
             reply = client.structured(JobOutput, worker_messages(job, chunk))
         output = reply.parsed if isinstance(reply.parsed, JobOutput) else None
         result = JobResult(
-            job_id=job["job_id"], round=job["round"], task_id=job["task_id"], chunk_id=job["chunk_id"],
-            task=job["task"], status="ok" if output is not None else "failed",
+            job_id=job["job_id"], round=job["round"], attempt=job["attempt"], task_id=job["task_id"],
+            chunk_id=job["chunk_id"], task=job["task"], status="ok" if output is not None else "failed",
             answer=output.answer if output else None,
             explanation=output.explanation if output else "",
             citation=output.citation if output else None,
             error=None if output is not None else (reply.error or "no reply"),
+            usage=usage_records(reply.calls, "local", "parallel_minion_map", job["round"], client.name),
         )
         emit({"type": "job", "round": job["round"], "job_id": job["job_id"], "status": result["status"]})
-        return {
-            "job_results": [result],
-            "usage": usage_records(reply.calls, "local", "parallel_minion_map", job["round"], client.name),
-        }
+        return {"job_results": [ResultRef(job_id=job["job_id"], ok=output is not None, ref=put_json(store, result))]}
 
     return parallel_minion_map

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from langgraph.types import Overwrite
+from langgraph.config import get_store
 
-from minionflow.graphs.state import MinionsState
+from minionflow.graphs.state import JobRecord, JobResult, MinionsState
 
 from .common import emit, settings_of
+from .store import get_json
 
 
 def retry_round(state: MinionsState) -> dict[str, Any]:
     settings = settings_of(state)
-    jobs = state.get("jobs") or []
-    results = [r for r in state.get("job_results") or [] if r["round"] == state["round"]]
+    store = get_store()
+    jobs_ref, results_ref = state.get("jobs_ref"), state.get("results_ref")
+    jobs: list[JobRecord] = get_json(store, jobs_ref)["jobs"] if jobs_ref else []
+    results: list[JobResult] = get_json(store, results_ref) if results_ref else []
     failed_ids = {r["job_id"] for r in results if r["status"] == "failed"}
     retry = [j for j in jobs if j["job_id"] in failed_ids and j["attempt"] < settings.max_job_attempts]
     next_round = state["round"] + 1
@@ -26,11 +29,12 @@ def retry_round(state: MinionsState) -> dict[str, Any]:
         "round": next_round,
         "code": None,
         "code_errors": [],
-        "prev_jobs": jobs,
-        "prev_results": results,
+        "prev_jobs_ref": jobs_ref,
+        "prev_results_ref": results_ref,
         "retry_jobs": retry,
-        "jobs": [],
-        "job_results": Overwrite([]),
+        "jobs_ref": None,
+        "job_count": 0,
+        "results_ref": None,
         "kept": [],
         "filter_stats": {},
         "decision": None,

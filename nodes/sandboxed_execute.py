@@ -2,7 +2,8 @@
 
 Errors go back to decompose with the traceback; after ``max_code_attempts`` the
 round uses the built-in plan (every chunk x the task) and records that it did.
-Model-written code never runs in this process (invariant 2)."""
+Model-written code never runs in this process (invariant 2). The jobs fan out as
+one ``Send`` each to parallel_minion_map."""
 
 from __future__ import annotations
 
@@ -10,18 +11,19 @@ from typing import Any, Callable, Iterable
 
 from langgraph.config import get_store
 from langgraph.store.base import BaseStore
-from langgraph.types import Overwrite, Send
+from langgraph.types import Command, Overwrite, Send
 
 from minionflow.graphs.settings import RunSettings
-from minionflow.graphs.state import JobInput, JobRecord, MinionsState
+from minionflow.graphs.state import JobBatch, JobInput, JobRecord, MinionsState
 from minionflow.sandbox.base import ExecutionRequest, JobSpec, SandboxBackend
 from minionflow.sandbox.chunking import chunk_by_tokens
 from minionflow.sandbox.select import get_backend
 
 from .common import emit, log, settings_of
-from .store import get_text, put_text
+from .store import get_json, get_text, put_json, put_text
 
 NO_JOBS_ERROR = "prepare_jobs returned an empty list; return at least one JobManifest"
+DESTINATIONS = ("decompose", "parallel_minion_map")
 
 
 def fallback_specs(texts: Iterable[str], task: str, settings: RunSettings) -> list[JobSpec]:
@@ -56,21 +58,30 @@ def _retried(state: MinionsState, round_: int) -> list[JobRecord]:
 
 
 def _previous_round(state: MinionsState, store: BaseStore) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    jobs_ref, results_ref = state.get("prev_jobs_ref"), state.get("prev_results_ref")
     manifests = [
         {"chunk": get_text(store, j["chunk_ref"]), "task": j["task"], "advice": j["advice"],
          "chunk_id": j["chunk_id"], "task_id": j["task_id"]}
-        for j in state.get("prev_jobs") or []
+        for j in (get_json(store, jobs_ref)["jobs"] if jobs_ref else [])
     ]
     outputs = [
         {"explanation": r["explanation"], "citation": r["citation"], "answer": r["answer"],
          "task": r["task"], "chunk_id": r["chunk_id"], "task_id": r["task_id"]}
-        for r in state.get("prev_results") or []
+        for r in (get_json(store, results_ref) if results_ref else [])
     ]
     return manifests, outputs
 
 
-def make_sandboxed_execute(sandbox: SandboxBackend | None = None) -> Callable[[MinionsState], dict[str, Any]]:
-    def sandboxed_execute(state: MinionsState) -> dict[str, Any]:
+def fan_out(jobs_ref: str, count: int, done: set[int] | None = None) -> list[Send]:
+    """One ``Send`` per job of the round's ``JobBatch`` (skipping the indexes in ``done``)."""
+    return [
+        Send("parallel_minion_map", JobInput(jobs_ref=jobs_ref, index=i))
+        for i in range(count) if not done or i not in done
+    ]
+
+
+def make_sandboxed_execute(sandbox: SandboxBackend | None = None) -> Callable[[MinionsState], Command[Any]]:
+    def sandboxed_execute(state: MinionsState) -> Command[Any]:
         settings = settings_of(state)
         store = get_store()
         round_ = state["round"]
@@ -106,22 +117,11 @@ def make_sandboxed_execute(sandbox: SandboxBackend | None = None) -> Callable[[M
             update["notes"] = [note]
             emit({"type": "fallback", "round": round_, "jobs": len(specs)})
         else:
-            return update
+            return Command(update=update, goto="decompose")
         jobs = _make_jobs(specs, round_, settings, store) + _retried(state, round_)
-        update.update(jobs=jobs, job_results=Overwrite([]), retry_jobs=[])
+        jobs_ref = put_json(store, JobBatch(settings_ref=state["settings_ref"], jobs=jobs))
+        update.update(jobs_ref=jobs_ref, job_count=len(jobs), job_results=Overwrite([]), retry_jobs=[])
         emit({"type": "jobs", "round": round_, "total": len(jobs)})
-        return update
+        return Command(update=update, goto=fan_out(jobs_ref, len(jobs)))
 
     return sandboxed_execute
-
-
-def route_after_execute(state: MinionsState) -> str | list[Send]:
-    """Fan out one ``Send`` per unfinished job, or go back to decompose for another attempt."""
-    jobs = state.get("jobs") or []
-    if not jobs:
-        return "decompose"
-    done = {r["job_id"] for r in state.get("job_results") or []}
-    pending = [j for j in jobs if j["job_id"] not in done]
-    if not pending:
-        return "filter"
-    return [Send("parallel_minion_map", JobInput(job=j, settings=state["settings"])) for j in pending]

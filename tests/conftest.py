@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fakes import FakeProvider, PromptFake  # noqa: E402
 
 from minionflow.graphs import RunSettings, build_minions_graph  # noqa: E402
-from minionflow.graphs.run import initial_state, run_config  # noqa: E402
+from minionflow.graphs.run import all_usage, initial_state, run_config  # noqa: E402
+from minionflow.nodes.store import get_json  # noqa: E402
 from minionflow.nodes.documents import LoadedDocument  # noqa: E402
 from minionflow.sandbox import BwrapBackend  # noqa: E402
 
@@ -69,6 +70,18 @@ class Run:
     remote: PromptFake
     local: PromptFake
     events: list[dict[str, Any]]
+    store: Any
+
+    @property
+    def usage(self) -> list[dict[str, Any]]:
+        return all_usage(self.values, self.store)
+
+    def results(self) -> list[dict[str, Any]]:
+        """Every job result of every round."""
+        return [r for rec in self.values["rounds"] for r in get_json(self.store, rec["results_ref"])]
+
+    def kept(self, round_: int) -> list[dict[str, Any]]:
+        return get_json(self.store, self.values["rounds"][round_ - 1]["kept_ref"])
 
     def remote_prompts(self, marker: str = "") -> list[str]:
         return [p for p in self.remote.prompts if marker in p]
@@ -106,6 +119,6 @@ def run_fake(bwrap: BwrapBackend) -> Callable[..., Run]:
         state = initial_state(store, documents or [secret_doc()], task, s)
         config = run_config("test-thread", s)
         events = [e for e in graph.stream(state, config, stream_mode="custom", durability="sync")]
-        return Run(graph.get_state(config).values, remote_fake, local_fake, events)
+        return Run(graph.get_state(config).values, remote_fake, local_fake, events, store)
 
     return _run

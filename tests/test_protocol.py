@@ -18,7 +18,8 @@ def test_single_round_answers_with_citation(run_fake):
     assert record["plan_source"] == "supervisor"
     assert record["jobs"] == len(run.local.prompts) == 12
     assert record["abstained"] == 11 and record["failed"] == 0
-    assert [k["answer"] for k in record["kept"]] == ["42"]
+    assert record["kept"] == 1
+    assert [k["answer"] for k in run.kept(1)] == ["42"]
 
 
 def test_two_rounds_carry_feedback_and_scratchpad_into_next_decompose(run_fake):
@@ -110,13 +111,13 @@ def test_malformed_worker_output_is_a_recorded_failure(run_fake):
         return default_local(prompt)
 
     run = run_fake(local=local, documents=[doc])
-    failed = [r for r in run.values["job_results"] if r["status"] == "failed"]
+    failed = [r for r in run.results() if r["status"] == "failed"]
     assert len(failed) == 2
     assert all("does not match the JobOutput schema" in r["error"] for r in failed)
     (record,) = run.values["rounds"]
     assert record["failed"] == 2
     assert run.values["final"]["answer"] == "42"
-    failed_calls = [u for u in run.values["usage"] if u["role"] == "local" and not u["ok"]]
+    failed_calls = [u for u in run.usage if u["role"] == "local" and not u["ok"]]
     assert len(failed_calls) == 2
 
 
@@ -141,7 +142,7 @@ def test_failed_jobs_are_run_again_next_round(run_fake):
     run = run_fake(remote=remote, local=local, documents=[doc])
     assert len(seen) == 3  # round 1 (failed); round 2: the new plan's job and the carried-over retry
     assert "1 job(s) failed last round and will be run again" in run.remote_prompts("Write prepare_jobs now")[1]
-    assert any(r["job_id"].startswith("r2-retry-r1-") and r["status"] == "ok" for r in run.values["job_results"])
+    assert any(r["job_id"].startswith("r2-retry-r1-") and r["status"] == "ok" for r in run.results())
 
 
 def test_abstentions_and_duplicates_are_filtered_before_the_remote_sees_them(run_fake):
@@ -211,7 +212,7 @@ def test_every_model_call_is_counted(run_fake):
         return final_json()
 
     run = run_fake(remote=remote)
-    usage = run.values["usage"]
+    usage = run.usage
     remote_records = [u for u in usage if u["role"] == "remote"]
     local_records = [u for u in usage if u["role"] == "local"]
     assert len(remote_records) == len(run.remote.prompts) == 6  # 2 rounds x (2 decompose + 1 aggregate)
