@@ -24,7 +24,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from pydantic import BaseModel, ValidationError
 
-from minionflow.graphs.settings import ModelSpec, StructuredMethod
+from minionflow.graphs.settings import OPENAI_BASE_URL, ModelSpec, StructuredMethod
 
 from .embedded import embedded_server
 
@@ -201,12 +201,17 @@ class DefaultModelProvider:
         else:
             base_url = spec.base_url or ""
             api_key = resolve_api_key(spec) or "not-needed"
+        # langchain-openai sends the limit as max_completion_tokens, which OpenAI wants
+        # but llama-cpp-python's server ignores (it then generates up to the context
+        # size): other servers also get the older max_tokens field.
+        extra_body = None if base_url.startswith(OPENAI_BASE_URL) else {"max_tokens": max_tokens}
         return ChatOpenAI(
             model=spec.model,
             base_url=base_url,
             api_key=api_key,  # type: ignore[arg-type]
             temperature=0.0,
             max_tokens=max_tokens,  # type: ignore[call-arg]
+            extra_body=extra_body,
             timeout=self.timeout_s,
             max_retries=2,
             use_responses_api=False,

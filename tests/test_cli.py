@@ -1,0 +1,157 @@
+"""The command line: bad input is refused before any model is called, and the
+main job runs end to end on the embedded model over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pypdf import PdfWriter
+
+from pdfgen import write_pdf
+
+CLI = str(Path(sys.executable).parent / "minionflow")
+
+PAGES = [
+    "Harbor Authority of Port Elsworth. Annual Operations Review.\n"
+    + "The harbor handled general cargo, bulk grain and timber during the year. " * 40,
+    "Section 2. Cranes and berths.\n"
+    + "Berth maintenance continued on schedule and the cranes were inspected twice. " * 40,
+    "Section 3. Incidents.\n"
+    "The north pier was closed on March 3 because a storm damaged its pilings. "
+    "Repairs cost 2.4 million dollars and the pier reopened in May.\n"
+    + "No other incidents were reported. " * 6,
+]
+
+
+def cli(*args: str, home: Path, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    environ.update(env or {})
+    environ["MINIONFLOW_HOME"] = str(home)
+    environ["COLUMNS"] = "200"
+    return subprocess.run([CLI, *args], capture_output=True, text=True, env=environ, timeout=timeout)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def good_doc(tmp_path: Path) -> Path:
+    return write_pdf(tmp_path / "review.pdf", PAGES)
+
+
+def bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    binary = tmp_path / "image.txt"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("Caf\u00e9 cr\u00e8me, d\u00e9j\u00e0 vu".encode("latin-1"))
+    blank_pdf = tmp_path / "scan.pdf"
+    writer = PdfWriter()
+    writer.add_blank_page(612, 792)
+    writer.add_blank_page(612, 792)
+    with blank_pdf.open("wb") as f:
+        writer.write(f)
+    broken_pdf = tmp_path / "broken.pdf"
+    broken_pdf.write_bytes(b"%PDF-1.4 this is not really a pdf")
+    docx = tmp_path / "report.docx"
+    docx.write_bytes(b"PK\x03\x04")
+    return {
+        "missing": (tmp_path / "nope.txt", "no such file"),
+        "empty": (empty, "the file is empty"),
+        "binary": (binary, "looks like a binary file"),
+        "undecodable": (latin, "not valid UTF-8"),
+        "pdf without text": (blank_pdf, "the document has no text (a scanned PDF needs OCR first)"),
+        "broken pdf": (broken_pdf, "not a readable PDF"),
+        "unsupported type": (docx, "unsupported file type .docx"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "binary", "undecodable", "pdf without text", "broken pdf", "unsupported type"])
+def test_bad_documents_exit_2_with_one_line(case, tmp_path, home):
+    path, message = bad_files(tmp_path)[case]
+    result = cli("run", str(path), "-q", "What happened?", home=home)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert result.stdout == ""
+    assert not (home / "embedded-server.log").exists()  # no model was started
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--remote", "gpt-9000"], {}, "unknown model spec 'gpt-9000'"),
+        (["--local", "embedded:/no/such/model.gguf"], {}, "GGUF file not found: /no/such/model.gguf"),
+        (["--remote", "m@http://127.0.0.1:9/v1"], {}, "endpoint http://127.0.0.1:9/v1 is unreachable"),
+        (["--remote", "openai:gpt-4o"], {}, "needs an API key: set the environment variable OPENAI_API_KEY"),
+        (["--remote", "m@http://127.0.0.1:9/v1;key=MY_VLLM_KEY"], {}, "set the environment variable MY_VLLM_KEY"),
+        (["--remote", "embedded;structured=xml"], {}, "unknown structured-output method 'xml'"),
+        (["--sandbox", "chroot"], {}, "invalid setting sandbox: Input should be 'auto' or 'bwrap'"),
+        (["-q", "   "], {}, "the question (-q) is empty"),
+    ],
+)
+def test_bad_settings_exit_2_before_any_model_call(args, env, message, good_doc, home):
+    base = ["run", str(good_doc)] + (["-q", "What happened?"] if "-q" not in args else [])
+    result = cli(*base, *args, home=home, env=env)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (home / "embedded-server.log").exists()
+
+
+@pytest.mark.embedded
+def test_end_to_end_embedded_both_roles_json(good_doc, home):
+    result = cli("run", str(good_doc), "-q", "Why was the north pier closed?", "--json", home=home)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    assert out["status"] == "answered"
+    assert isinstance(out["answer"], str) and out["answer"].strip()
+    assert out["rounds"] == 1  # the embedded-supervisor default
+    usage = out["usage"]
+    local_calls = [c for c in out["calls"] if c["role"] == "local"]
+    remote_calls = [c for c in out["calls"] if c["role"] == "remote"]
+    assert usage["local"]["calls"] == len(local_calls) >= 2
+    assert usage["remote"]["calls"] == len(remote_calls) >= 2  # decompose + aggregate
+    assert {c["node"] for c in remote_calls} == {"decompose", "aggregate"}
+    for role in ("local", "remote"):
+        assert usage[role]["prompt_tokens"] > 0 and usage[role]["completion_tokens"] > 0
+        assert usage[role]["prompt_tokens"] == sum(c["prompt_tokens"] for c in out["calls"] if c["role"] == role)
+    assert all(c["model"] == "embedded:SmolLM2-135M-Instruct" for c in out["calls"])
+    assert usage["local"]["cost_usd"] == 0
+    expected_remote = (usage["remote"]["prompt_tokens"] * 2.5 + usage["remote"]["completion_tokens"] * 10) / 1e6
+    assert abs(usage["remote"]["cost_usd"] - expected_remote) < 1e-9
+    assert usage["remote_only_prompt_tokens"] > 500  # the whole document, counted with tiktoken
+    assert usage["savings_ratio"] == pytest.approx(usage["remote_only_cost_usd"] / usage["total_cost_usd"])
+    assert (home / "checkpoints.sqlite").exists() and (home / "blobs.sqlite").exists()
+
+
+@pytest.mark.embedded
+def test_end_to_end_human_output_and_openai_compatible_url(good_doc, home):
+    """The same server reached as a plain OpenAI-compatible URL: structured output
+    method 'auto' finds out that this server rejects json_schema and switches."""
+    from minionflow.nodes.embedded import EmbeddedServer, default_gguf
+
+    server = EmbeddedServer(default_gguf(), n_ctx=8192, log_dir=home)
+    url = server.start()
+    try:
+        result = cli("run", str(good_doc), "-q", "How much did the pier repairs cost?",
+                     "--remote", f"smollm2@{url}", "--local", f"smollm2@{url}", "--max-rounds", "1",
+                     "--max-code-attempts", "1", home=home)
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "Answer:" in out
+    for row in ("Usage", "remote", "local", "remote only (est.)", "this run", "thread:"):
+        assert row in out, out
+    assert "cheaper" in out
+    log = (home / "minionflow.log").read_text()
+    assert "rejected response_format json_schema" in log

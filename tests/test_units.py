@@ -1,0 +1,98 @@
+"""Small pieces: model specs, chunking, structured replies, code extraction, accounting."""
+
+from __future__ import annotations
+
+import pytest
+
+from minionflow.graphs.settings import ModelSpec, ModelSpecError, PriceTable, RolePrices, RunSettings, default_remote_spec
+from minionflow.graphs.state import UsageRecord
+from minionflow.nodes.accounting import count_tokens, summarize
+from minionflow.nodes.decompose import extract_code
+from minionflow.nodes.filter import is_abstention
+from minionflow.nodes.models import parse_json_reply
+from minionflow.nodes.schemas import JobOutput
+from minionflow.sandbox.chunking import chunk_by_page, chunk_by_paragraph, chunk_by_section, chunk_by_tokens
+
+
+@pytest.mark.parametrize(
+    ("spec", "kind", "model", "base_url", "key_env", "structured"),
+    [
+        ("embedded", "embedded", "SmolLM2-135M-Instruct", None, None, "json_object_schema"),
+        ("embedded:/models/qwen.gguf", "embedded", "qwen", None, None, "json_object_schema"),
+        ("openai:gpt-4o", "openai_compatible", "gpt-4o", "https://api.openai.com/v1", "OPENAI_API_KEY", "json_schema"),
+        ("ollama:llama3.2", "openai_compatible", "llama3.2", "http://127.0.0.1:11434/v1", None, "json_schema"),
+        ("qwen3@http://localhost:8000/v1/", "openai_compatible", "qwen3", "http://localhost:8000/v1", None, "auto"),
+        ("ai/qwen3@http://model-runner.docker.internal/engines/v1;key=DMR_KEY;structured=function_calling",
+         "openai_compatible", "ai/qwen3", "http://model-runner.docker.internal/engines/v1", "DMR_KEY", "function_calling"),
+    ],
+)
+def test_model_specs(spec, kind, model, base_url, key_env, structured):
+    parsed = ModelSpec.parse(spec)
+    assert (parsed.kind, parsed.model, parsed.base_url, parsed.api_key_env, parsed.structured) == (
+        kind, model, base_url, key_env, structured)
+
+
+@pytest.mark.parametrize("spec", ["", "gpt-4o", "openai:", "foo:bar", "m@ftp://x", "embedded:/x.bin", "embedded;temp=1"])
+def test_bad_model_specs(spec):
+    with pytest.raises(ModelSpecError):
+        ModelSpec.parse(spec)
+
+
+def test_default_remote_depends_on_openai_key():
+    assert default_remote_spec({"OPENAI_API_KEY": "sk-x"}).model == "gpt-4o"
+    assert default_remote_spec({}).kind == "embedded"
+
+
+def test_settings_reject_chunks_larger_than_the_cap():
+    with pytest.raises(ValueError, match="exceeds max_chunk_chars"):
+        RunSettings(chunk_tokens=5000, max_chunk_chars=10_000)
+    assert RunSettings().max_rounds == 5
+
+
+def test_chunking_helpers():
+    doc = "# Intro\n\nHello there.\n\n# Results\n\nRevenue rose.\n\nITEM 7. MANAGEMENT\n\nWe did well."
+    assert chunk_by_section(doc) == ["# Intro\n\nHello there.", "# Results\n\nRevenue rose.", "ITEM 7. MANAGEMENT\n\nWe did well."]
+    assert chunk_by_paragraph(doc, max_tokens=1000) == [doc]
+    assert len(chunk_by_paragraph(doc, max_tokens=5)) == 6
+    assert chunk_by_page("page one\fpage two\fpage three", pages_per_chunk=2) == ["page one\npage two", "page three"]
+    long = " ".join(f"word{i}" for i in range(3000))
+    chunks = chunk_by_tokens(long, max_tokens=500)
+    assert all(len(c) <= 2000 for c in chunks) and " ".join(chunks).split() == long.split()
+    overlapped = chunk_by_tokens(long, max_tokens=500, overlap_tokens=20)
+    assert overlapped[1].split()[0] in chunks[0] and len(overlapped) == len(chunks)
+    with pytest.raises(ValueError):
+        chunk_by_tokens(doc, 0)
+
+
+def test_code_extraction():
+    assert extract_code("Sure!\n```python\ndef prepare_jobs(c, m, o):\n    return []\n```\nDone") == (
+        "def prepare_jobs(c, m, o):\n    return []\n")
+    assert extract_code("def prepare_jobs(c, m, o):\n    return []") is not None
+    assert extract_code("```python\nprint('no function')\n```") is None
+    assert extract_code("I cannot do that.") is None
+
+
+def test_structured_reply_parsing():
+    assert parse_json_reply('```json\n{"explanation": "e", "answer": "4"}\n```', JobOutput).answer == "4"
+    with pytest.raises(ValueError):
+        parse_json_reply('{"explanation": "e", "answer": ', JobOutput)
+    assert is_abstention(None) and is_abstention(" None. ") and is_abstention("Not found")
+    assert not is_abstention("0") and not is_abstention("no")
+
+
+def test_accounting_numbers():
+    def rec(role, p, c, cached=0, ok=True):
+        return UsageRecord(role=role, node="n", round=1, model="m", prompt_tokens=p, completion_tokens=c,
+                           cached_tokens=cached, latency_s=0.5, ok=ok, error=None if ok else "bad")
+
+    prices = PriceTable(remote=RolePrices(input_per_million=2.5, output_per_million=10, cached_input_per_million=1.25))
+    records = [rec("remote", 1000, 200, cached=400), rec("remote", 500, 100), rec("local", 9000, 900), rec("local", 10, 0, ok=False)]
+    doc = "The quick brown fox jumps over the lazy dog. " * 1000
+    summary = summarize(records, prices, "What jumps?", [doc], "The fox.")
+    assert summary.remote.calls == 2 and summary.local.calls == 2 and summary.local.failed_calls == 1
+    assert summary.remote.prompt_tokens == 1500 and summary.remote.cached_tokens == 400
+    assert summary.remote.cost_usd == pytest.approx((1100 * 2.5 + 400 * 1.25 + 300 * 10) / 1e6)
+    assert summary.local.cost_usd == 0
+    assert summary.remote_only_prompt_tokens == count_tokens("What jumps?") + count_tokens(doc) == 3 + 10001  # cl100k_base: 10 tokens a sentence, +1 for the trailing space
+    assert summary.remote_only_completion_tokens == count_tokens("The fox.") == 3
+    assert summary.savings_ratio == pytest.approx(summary.remote_only_cost_usd / summary.total_cost_usd)
