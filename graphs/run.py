@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from minionflow.nodes.accounting import UsageSummary, summarize
 from minionflow.nodes.documents import BadInput, LoadedDocument
 from minionflow.nodes.models import ModelProvider
-from minionflow.nodes.store import get_json, get_text, put_json, put_text
+from minionflow.nodes.store import get_json, get_json_many, get_text, put_json, put_text
 from minionflow.sandbox.base import SandboxBackend
 
 from .minions import build_minions_graph
@@ -48,6 +48,12 @@ def sqlite_persistence(directory: Path | None = None) -> Iterator[tuple[SqliteSa
     directory.mkdir(parents=True, exist_ok=True)
     ck = sqlite3.connect(directory / "checkpoints.sqlite", check_same_thread=False)
     blobs = sqlite3.connect(directory / "blobs.sqlite", check_same_thread=False, isolation_level=None)
+    # WAL with synchronous=NORMAL: a committed write survives a killed or crashed
+    # process (what resuming relies on) without an fsync per finished job; only an
+    # OS crash or power cut can lose the last transactions.
+    for conn in (ck, blobs):
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
     try:
         saver = SqliteSaver(ck)
         saver.setup()
@@ -101,7 +107,7 @@ def all_usage(values: dict[str, Any], store: BaseStore) -> list[UsageRecord]:
     archived = {r["results_ref"] for r in values.get("rounds") or []}
     if values.get("results_ref") and values["results_ref"] not in archived:
         result_sets.append(get_json(store, values["results_ref"]))
-    result_sets.append([get_json(store, ref["ref"]) for ref in values.get("job_results") or []])
+    result_sets.append(get_json_many(store, [ref["ref"] for ref in values.get("job_results") or []]))
     for results in result_sets:
         for result in results:
             records.extend(result["usage"])
@@ -157,9 +163,9 @@ def run_minions(
         started = time.monotonic()
         error = None
         try:
-            for mode, chunk in graph.stream(run_input, config, stream_mode=["custom", "updates"], durability="sync"):  # type: ignore[arg-type]
-                if mode == "custom" and on_event is not None:
-                    on_event(chunk)
+            for event in graph.stream(run_input, config, stream_mode="custom", durability="sync"):  # type: ignore[arg-type]
+                if on_event is not None:
+                    on_event(event)
         except Exception as exc:  # noqa: BLE001 - reported as a failed (resumable) run
             log.exception("run %s failed", thread_id)
             error = f"{type(exc).__name__}: {exc}"

@@ -12,7 +12,7 @@ from langgraph.types import Overwrite
 from minionflow.graphs.state import JobResult, MinionsState
 
 from .common import emit, settings_of
-from .store import get_json, put_json
+from .store import get_json_many, put_json
 
 ABSTENTIONS = frozenset(
     {"", "none", "null", "nil", "n/a", "na", "unknown", "not found", "no answer", "not mentioned",
@@ -70,7 +70,7 @@ def filter_outputs(state: MinionsState) -> dict[str, Any]:
     settings = settings_of(state)
     store = get_store()
     refs = sorted(state.get("job_results") or [], key=lambda r: r["job_id"])
-    results: list[JobResult] = [get_json(store, r["ref"]) for r in refs]
+    results: list[JobResult] = get_json_many(store, [r["ref"] for r in refs])
     kept, stats = filter_results(results, settings.max_forwarded_outputs, settings.max_answer_chars)
     emit({"type": "filter", "round": state["round"], **stats})
     return {"kept": kept, "filter_stats": stats, "results_ref": put_json(store, results), "job_results": Overwrite([])}

@@ -20,7 +20,7 @@ from minionflow.sandbox.chunking import chunk_by_tokens
 from minionflow.sandbox.select import get_backend
 
 from .common import emit, log, settings_of
-from .store import get_json, get_text, put_json, put_text
+from .store import get_json, get_text, put_json, put_texts
 
 NO_JOBS_ERROR = "prepare_jobs returned an empty list; return at least one JobManifest"
 DESTINATIONS = ("decompose", "parallel_minion_map")
@@ -36,18 +36,21 @@ def fallback_specs(texts: Iterable[str], task: str, settings: RunSettings) -> li
 
 
 def _make_jobs(specs: list[JobSpec], round_: int, settings: RunSettings, store: BaseStore) -> list[JobRecord]:
-    jobs: list[JobRecord] = []
-    for spec in specs:
-        pieces = [spec.chunk] if len(spec.chunk) <= settings.max_chunk_chars else chunk_by_tokens(spec.chunk, settings.chunk_tokens)
-        for piece in pieces:
-            jobs.append(
-                JobRecord(
-                    job_id=f"r{round_}-j{len(jobs):04d}", round=round_, attempt=1,
-                    chunk_ref=put_text(store, piece), chunk_chars=len(piece),
-                    chunk_id=spec.chunk_id, task_id=spec.task_id, task=spec.task, advice=spec.advice,
-                )
-            )
-    return jobs
+    """Jobs with their chunks stored as blobs; a chunk over ``max_chunk_chars`` is split."""
+    pieces = [
+        (spec, piece)
+        for spec in specs
+        for piece in ([spec.chunk] if len(spec.chunk) <= settings.max_chunk_chars
+                      else chunk_by_tokens(spec.chunk, settings.chunk_tokens))
+    ]
+    refs = put_texts(store, [piece for _, piece in pieces])
+    return [
+        JobRecord(
+            job_id=f"r{round_}-j{i:04d}", round=round_, attempt=1, chunk_ref=ref, chunk_chars=len(piece),
+            chunk_id=spec.chunk_id, task_id=spec.task_id, task=spec.task, advice=spec.advice,
+        )
+        for i, ((spec, piece), ref) in enumerate(zip(pieces, refs))
+    ]
 
 
 def _retried(state: MinionsState, round_: int) -> list[JobRecord]:

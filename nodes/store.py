@@ -14,7 +14,7 @@ import hashlib
 import json
 from typing import Any
 
-from langgraph.store.base import BaseStore
+from langgraph.store.base import BaseStore, GetOp, Item, PutOp
 
 BLOB_NAMESPACE = ("minionflow", "blobs")
 
@@ -27,21 +27,43 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+# Rewriting a small blob costs less than asking whether it exists; a large one
+# (a document, on every resume) is looked up first.
+_CHECK_FIRST_CHARS = 64 * 1024
+
+
 def put_text(store: BaseStore, text: str) -> str:
     digest = sha256_text(text)
-    if store.get(BLOB_NAMESPACE, digest) is None:
+    if len(text) < _CHECK_FIRST_CHARS or store.get(BLOB_NAMESPACE, digest) is None:
         store.put(BLOB_NAMESPACE, digest, {"text": text}, index=False)
     return digest
 
 
-def get_text(store: BaseStore, digest: str) -> str:
-    item = store.get(BLOB_NAMESPACE, digest)
+def put_texts(store: BaseStore, texts: list[str]) -> list[str]:
+    """Store many small texts in one batch (one transaction on SQL stores)."""
+    digests = [sha256_text(t) for t in texts]
+    unique = dict(zip(digests, texts))
+    store.batch([PutOp(BLOB_NAMESPACE, d, {"text": t}, index=False) for d, t in unique.items()])
+    return digests
+
+
+def _checked(item: Item | None, digest: str) -> str:
     if item is None:
         raise MissingBlob(f"blob {digest[:12]} is not in the blob store (was the run started with another store?)")
     text = item.value["text"]
     if sha256_text(text) != digest:
         raise MissingBlob(f"blob {digest[:12]} in the blob store is corrupt (hash mismatch)")
     return str(text)
+
+
+def get_text(store: BaseStore, digest: str) -> str:
+    return _checked(store.get(BLOB_NAMESPACE, digest), digest)
+
+
+def get_json_many(store: BaseStore, digests: list[str]) -> list[Any]:
+    """Read many JSON blobs in one batch."""
+    items = store.batch([GetOp(BLOB_NAMESPACE, d) for d in digests])
+    return [json.loads(_checked(item, d)) for item, d in zip(items, digests)]  # type: ignore[arg-type]
 
 
 def put_json(store: BaseStore, value: Any) -> str:

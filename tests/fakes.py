@@ -23,6 +23,16 @@ def prompt_text(messages: list[BaseMessage]) -> str:
     return "\n".join(str(m.content) for m in messages)
 
 
+class _Stats:
+    """Plain mutable counters (pydantic attribute handling is slow under many threads)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.prompts: list[str] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+
 class PromptFake(BaseChatModel):
     """Replies ``responder(prompt)``; counts tokens as whitespace-separated words."""
 
@@ -30,10 +40,7 @@ class PromptFake(BaseChatModel):
 
     responder: Responder
     delay_s: float = 0.0
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _prompts: list[str] = PrivateAttr(default_factory=list)
-    _in_flight: int = PrivateAttr(default=0)
-    _max_in_flight: int = PrivateAttr(default=0)
+    _stats: _Stats = PrivateAttr(default_factory=lambda: _Stats())
 
     @property
     def _llm_type(self) -> str:
@@ -41,26 +48,27 @@ class PromptFake(BaseChatModel):
 
     @property
     def prompts(self) -> list[str]:
-        with self._lock:
-            return list(self._prompts)
+        with self._stats.lock:
+            return list(self._stats.prompts)
 
     @property
     def max_in_flight(self) -> int:
-        return self._max_in_flight
+        return self._stats.max_in_flight
 
     def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
         prompt = prompt_text(messages)
-        with self._lock:
-            self._prompts.append(prompt)
-            self._in_flight += 1
-            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        stats = self._stats
+        with stats.lock:
+            stats.prompts.append(prompt)
+            stats.in_flight += 1
+            stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
         try:
             if self.delay_s:
                 time.sleep(self.delay_s)
             text = self.responder(prompt)
         finally:
-            with self._lock:
-                self._in_flight -= 1
+            with stats.lock:
+                stats.in_flight -= 1
         usage = {"input_tokens": len(prompt.split()), "output_tokens": len(text.split()),
                  "total_tokens": len(prompt.split()) + len(text.split())}
         message = AIMessage(content=text, usage_metadata=usage, response_metadata={"finish_reason": "stop"})  # type: ignore[arg-type]
