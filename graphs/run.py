@@ -19,10 +19,10 @@ from typing import Any, Literal
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.store.base import BaseStore
-from langgraph.store.sqlite import SqliteStore
 from pydantic import BaseModel, Field
 
 from minionflow.nodes.accounting import UsageSummary, summarize
+from minionflow.nodes.blobstore import SqliteBlobStore
 from minionflow.nodes.documents import BadInput, LoadedDocument
 from minionflow.nodes.models import ModelProvider
 from minionflow.nodes.store import get_json, get_json_many, get_text, put_json, put_text
@@ -42,24 +42,21 @@ def data_dir() -> Path:
 
 
 @contextmanager
-def sqlite_persistence(directory: Path | None = None) -> Iterator[tuple[SqliteSaver, SqliteStore]]:
+def sqlite_persistence(directory: Path | None = None) -> Iterator[tuple[SqliteSaver, SqliteBlobStore]]:
     """The default persistence: SQLite checkpoints and a separate SQLite blob store."""
     directory = directory or data_dir()
     directory.mkdir(parents=True, exist_ok=True)
     ck = sqlite3.connect(directory / "checkpoints.sqlite", check_same_thread=False)
-    blobs = sqlite3.connect(directory / "blobs.sqlite", check_same_thread=False, isolation_level=None)
     # WAL with synchronous=NORMAL: a committed write survives a killed or crashed
     # process (what resuming relies on) without an fsync per finished job; only an
     # OS crash or power cut can lose the last transactions.
-    for conn in (ck, blobs):
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+    ck.execute("PRAGMA journal_mode=WAL")
+    ck.execute("PRAGMA synchronous=NORMAL")
+    blobs = SqliteBlobStore(directory / "blobs.sqlite")
     try:
         saver = SqliteSaver(ck)
         saver.setup()
-        store = SqliteStore(blobs)
-        store.setup()
-        yield saver, store
+        yield saver, blobs
     finally:
         ck.close()
         blobs.close()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+import threading
+from typing import Any, Mapping, NamedTuple
 
 from langgraph.config import get_stream_writer
 from langgraph.store.base import BaseStore
@@ -11,7 +12,7 @@ from langgraph.store.base import BaseStore
 from minionflow.graphs.settings import RunSettings
 from minionflow.graphs.state import JobBatch
 
-from .store import get_json
+from .store import get_json, get_texts
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +34,28 @@ def settings_from_ref(store: BaseStore, ref: str) -> RunSettings:
     return settings
 
 
-_batches_by_ref: dict[str, JobBatch] = {}
+class LoadedBatch(NamedTuple):
+    batch: JobBatch
+    chunks: dict[str, str]
 
 
-def batch_from_ref(store: BaseStore, ref: str) -> JobBatch:
-    """A round's job batch by content hash, parsed once per process for all its jobs."""
-    batch = _batches_by_ref.get(ref)
-    if batch is None:
-        if len(_batches_by_ref) > 16:
-            _batches_by_ref.clear()
-        batch = _batches_by_ref[ref] = get_json(store, ref)
-    return batch
+_batches_by_ref: dict[str, LoadedBatch] = {}
+_batches_lock = threading.Lock()
+
+
+def batch_from_ref(store: BaseStore, ref: str) -> LoadedBatch:
+    """A round's job batch and all its chunk texts, read once per process in two
+    store round trips (rather than one read per job). Content addressing makes
+    the cache always valid."""
+    with _batches_lock:
+        loaded = _batches_by_ref.get(ref)
+        if loaded is None:
+            if len(_batches_by_ref) > 4:
+                _batches_by_ref.clear()
+            batch: JobBatch = get_json(store, ref)
+            refs = sorted({job["chunk_ref"] for job in batch["jobs"]})
+            loaded = _batches_by_ref[ref] = LoadedBatch(batch, dict(zip(refs, get_texts(store, refs))))
+        return loaded
 
 
 def emit(event: dict[str, Any]) -> None:

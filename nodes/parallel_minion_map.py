@@ -22,7 +22,7 @@ from .accounting import usage_records
 from .common import batch_from_ref, emit, settings_from_ref
 from .models import ModelProvider
 from .schemas import JobOutput
-from .store import get_text, put_json
+from .store import put_json
 
 _limits: dict[int, threading.BoundedSemaphore] = {}
 _limits_lock = threading.Lock()
@@ -58,10 +58,10 @@ def worker_messages(job: JobRecord, chunk: str) -> list[Any]:
 def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput], dict[str, Any]]:
     def parallel_minion_map(inp: JobInput) -> dict[str, Any]:
         store = get_store()
-        batch = batch_from_ref(store, inp["jobs_ref"])
+        batch, chunks = batch_from_ref(store, inp["jobs_ref"])
         job: JobRecord = batch["jobs"][inp["index"]]
         settings = settings_from_ref(store, batch["settings_ref"])
-        chunk = get_text(store, job["chunk_ref"])
+        chunk = chunks[job["chunk_ref"]]
         client = models.client(settings.local, "local", settings.local_max_tokens)
         with local_slot(settings.local_concurrency):
             reply = client.structured(JobOutput, worker_messages(job, chunk))

@@ -60,10 +60,15 @@ def get_text(store: BaseStore, digest: str) -> str:
     return _checked(store.get(BLOB_NAMESPACE, digest), digest)
 
 
+def get_texts(store: BaseStore, digests: list[str]) -> list[str]:
+    """Read many text blobs in one batch."""
+    items = store.batch([GetOp(BLOB_NAMESPACE, d) for d in digests])
+    return [_checked(item, d) for item, d in zip(items, digests)]  # type: ignore[arg-type]
+
+
 def get_json_many(store: BaseStore, digests: list[str]) -> list[Any]:
     """Read many JSON blobs in one batch."""
-    items = store.batch([GetOp(BLOB_NAMESPACE, d) for d in digests])
-    return [json.loads(_checked(item, d)) for item, d in zip(items, digests)]  # type: ignore[arg-type]
+    return [json.loads(text) for text in get_texts(store, digests)]
 
 
 def put_json(store: BaseStore, value: Any) -> str:
