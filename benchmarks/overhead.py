@@ -39,7 +39,8 @@ def one(jobs: int) -> dict[str, float]:
     def remote(prompt: str) -> str:
         if "Write prepare_jobs now" in prompt:
             return code
-        return json.dumps({"decision": "provide_final_answer", "answer": "x", "explanation": "e"})
+        return json.dumps({"decision": "provide_final_answer", "answer": "x", "explanation": "e",
+                           "feedback": None, "scratchpad": None})
 
     def local(prompt: str) -> str:
         return json.dumps({"explanation": "none here", "citation": None, "answer": None})

@@ -97,6 +97,7 @@ def make_aggregate(models: ModelProvider) -> Callable[[MinionsState], dict[str, 
                 answer=_fallback_answer(kept),
                 explanation="The supervisor's reply could not be parsed; this is the most common minion answer.",
                 feedback=f"Your previous aggregation reply was invalid: {error}",
+                scratchpad=None,
             )
         elif last_round and parsed.decision != "provide_final_answer":
             forced = True

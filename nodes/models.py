@@ -63,6 +63,11 @@ class StructuredReply:
     error: str | None = None
 
 
+# Errors worth retrying: the node's RetryPolicy sees them, a bad reply never is one.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, httpx.TransportError, ConnectionError,
+)
+
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 
 
@@ -101,9 +106,13 @@ class ModelClient:
         return self.spec.label
 
     def text(self, messages: list[BaseMessage]) -> CallRecord:
+        """One plain call. A transport error is raised (the node's RetryPolicy retries
+        it); any other failure is returned as a recorded error."""
         started = time.monotonic()
         try:
             message = self.chat.invoke(messages)
+        except TRANSIENT_ERRORS:
+            raise
         except Exception as exc:  # noqa: BLE001 - recorded, the caller decides
             return CallRecord(None, time.monotonic() - started, f"{type(exc).__name__}: {exc}")
         assert isinstance(message, AIMessage)
@@ -143,7 +152,7 @@ class ModelClient:
             reply.calls.append(CallRecord(None, time.monotonic() - started, f"{type(exc).__name__}: {exc}"))
             if _is_format_rejection(exc) and self.method == "auto":
                 raise
-            if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, httpx.TransportError)):
+            if isinstance(exc, TRANSIENT_ERRORS):
                 raise
             reply.error = f"model call failed: {type(exc).__name__}: {exc}"
             return

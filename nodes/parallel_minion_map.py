@@ -9,8 +9,6 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-import httpx
-import openai
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.config import get_store
 from langgraph.types import RetryPolicy
@@ -20,7 +18,7 @@ from minionflow.graphs.state import JobInput, JobRecord, JobResult, ResultRef
 from . import prompts
 from .accounting import usage_records
 from .common import batch_from_ref, emit, settings_from_ref
-from .models import ModelProvider
+from .models import TRANSIENT_ERRORS, ModelProvider
 from .schemas import JobOutput
 from .store import put_json
 
@@ -38,10 +36,7 @@ def local_slot(limit: int) -> Iterator[None]:
 
 
 def is_transient(exc: Exception) -> bool:
-    return isinstance(
-        exc,
-        (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, httpx.TransportError, ConnectionError),
-    )
+    return isinstance(exc, TRANSIENT_ERRORS)
 
 
 TRANSIENT_RETRY = RetryPolicy(max_attempts=3, initial_interval=1.0, retry_on=is_transient)

@@ -60,8 +60,9 @@ Fix the error and write the code again.
 
 WORKER_SYSTEM = """\
 You read one part of a document and answer a task about it. Use only this text.
-If the text does not contain the answer, set "answer" to null.
-Reply with JSON: {{"explanation": "...", "citation": "a short quote from the text, or null", "answer": "... or null"}}"""
+First copy the sentence from the text that is most relevant to the task, then answer the task from it.
+If no sentence is relevant, the citation and the answer are null.
+Reply with JSON: {"citation": "...", "answer": "...", "explanation": "..."}"""
 
 WORKER_USER = """\
 Text:

@@ -1,4 +1,9 @@
-"""Pydantic schemas of what models must return (validated on every reply)."""
+"""Pydantic schemas of what models must return (validated on every reply).
+
+Every field is required (nullable where a value may be missing): servers that
+constrain output by grammar (llama.cpp) let a model skip optional fields, and a
+small model then skips exactly the answer.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,19 @@ from pydantic import BaseModel, Field
 
 
 class JobOutput(BaseModel):
-    """A minion's reply to one job."""
+    """A minion's reply to one job. The quote comes first, so that a small model
+    grounds its answer in the text before it writes it."""
 
+    citation: str | None = Field(description="the sentence of the text most relevant to the task, copied exactly; null if none")
+    answer: str | None = Field(description="the answer to the task from the text, or null when the text does not contain it")
     explanation: str = Field(description="how the text supports the answer, or why it does not")
-    citation: str | None = Field(None, description="a short quote from the text")
-    answer: str | None = Field(None, description="the answer, or null when the text does not contain it")
 
 
 class AggregateDecision(BaseModel):
     """The supervisor's verdict after reading the minions' answers."""
 
     decision: Literal["provide_final_answer", "request_additional_info"]
-    answer: str = ""
-    explanation: str = ""
-    feedback: str | None = None
-    scratchpad: str | None = None
+    answer: str
+    explanation: str
+    feedback: str | None
+    scratchpad: str | None

@@ -45,7 +45,8 @@ def main() -> None:
     def remote(prompt: str) -> str:
         if "Write prepare_jobs now" in prompt:
             return CODE
-        return json.dumps({"decision": "provide_final_answer", "answer": "42", "explanation": "e"})
+        return json.dumps({"decision": "provide_final_answer", "answer": "42", "explanation": "e",
+                           "feedback": None, "scratchpad": None})
 
     provider = FakeProvider(PromptFake(responder=remote), PromptFake(responder=local))
     blocks = [f"Block {i} lists crates on the quay." for i in range(30)]

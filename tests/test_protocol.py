@@ -260,3 +260,27 @@ def test_remote_never_receives_document_text_except_minion_quotes(run_fake):
         assert "cargo cranes" not in prompt
     assert any("MARK041" in p for p in run.remote.prompts)  # the quote did reach it
     assert sum("MARK" in p for p in run.local.prompts) == len(run.local.prompts)
+
+
+def test_transport_errors_are_retried_by_the_retry_policy(run_fake):
+    import threading
+
+    import httpx
+    import openai
+
+    failures: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def local(prompt: str) -> str:
+        if "Paragraph 2 talks" in prompt:
+            with lock:  # keyed by the prompt, not by call order
+                failures[prompt] = failures.get(prompt, 0) + 1
+                first = failures[prompt] == 1
+            if first:
+                raise openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions"))
+        return default_local(prompt)
+
+    run = run_fake(local=local)
+    assert list(failures.values()) == [2]  # failed once, retried once
+    assert run.values["rounds"][0]["failed"] == 0
+    assert run.values["final"]["answer"] == "42"

@@ -73,9 +73,11 @@ def test_code_extraction():
 
 
 def test_structured_reply_parsing():
-    assert parse_json_reply('```json\n{"explanation": "e", "answer": "4"}\n```', JobOutput).answer == "4"
+    assert parse_json_reply('```json\n{"citation": null, "explanation": "e", "answer": "4"}\n```', JobOutput).answer == "4"
     with pytest.raises(ValueError):
         parse_json_reply('{"explanation": "e", "answer": ', JobOutput)
+    with pytest.raises(ValueError):  # every field is required, even the nullable ones
+        parse_json_reply('{"explanation": "e", "answer": "4"}', JobOutput)
     assert is_abstention(None) and is_abstention(" None. ") and is_abstention("Not found")
     assert not is_abstention("0") and not is_abstention("no")
 
