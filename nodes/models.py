@@ -76,9 +76,15 @@ def _truncated(message: AIMessage) -> bool:
 
 
 def parse_json_reply(text: str, schema: type[T]) -> T:
-    """Validate a model's JSON reply (tolerating a Markdown fence around it)."""
+    """Validate a model's JSON reply, tolerating a Markdown fence around it and raw
+    control characters (a newline) inside strings, which llama.cpp's JSON grammar lets
+    through; anything else that is not the schema raises ValueError."""
     match = _FENCE.match(text)
-    return schema.model_validate_json(match.group(1) if match else text.strip())
+    body = match.group(1) if match else text.strip()
+    try:
+        return schema.model_validate_json(body)
+    except ValidationError:
+        return schema.model_validate(json.loads(body, strict=False))
 
 
 @cache

@@ -27,9 +27,20 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  log "minionflow needs Python >= 3.11; set PYTHON=/path/to/python3.11"
+  exit 1
+fi
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv with $($PY --version)"
-  "$PY" -m venv .venv
+  if ! "$PY" -m venv .venv 2>/dev/null; then
+    # Debian's own python3 needs python3-venv for ensurepip
+    rm -rf .venv
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    fi
+    "$PY" -m venv .venv
+  fi
   .venv/bin/pip install -q --upgrade pip
 fi
 

@@ -76,6 +76,8 @@ def test_structured_reply_parsing():
     assert parse_json_reply('```json\n{"citation": null, "explanation": "e", "answer": "4"}\n```', JobOutput).answer == "4"
     with pytest.raises(ValueError):
         parse_json_reply('{"explanation": "e", "answer": ', JobOutput)
+    raw_newline = '{"citation": "line one\nline two", "answer": "4", "explanation": "e"}'
+    assert parse_json_reply(raw_newline, JobOutput).citation == "line one\nline two"
     with pytest.raises(ValueError):  # every field is required, even the nullable ones
         parse_json_reply('{"explanation": "e", "answer": "4"}', JobOutput)
     assert is_abstention(None) and is_abstention(" None. ") and is_abstention("Not found")
