@@ -24,7 +24,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 def one(jobs: int) -> dict[str, float]:
     from fakes import FakeProvider, PromptFake
-
     from minionflow.graphs import RunSettings
     from minionflow.graphs.run import run_minions
     from minionflow.nodes.documents import LoadedDocument

@@ -5,19 +5,18 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
-from rich.logging import RichHandler
-
 from minionflow.graphs.run import RunResult, data_dir, run_minions
 from minionflow.graphs.settings import ModelSpec, ModelSpecError, RunSettings, default_remote_spec
 from minionflow.nodes.documents import BadInput, LoadedDocument, load_document
 from minionflow.nodes.models import ModelConfigError, preflight
 from minionflow.sandbox.base import SandboxUnavailable
 from minionflow.sandbox.select import get_backend
+from pydantic import ValidationError
+from rich.console import Console
+from rich.logging import RichHandler
 
 from .progress import RunProgress
 from .render import render_result
@@ -69,16 +68,16 @@ def _parse_spec(value: str | None, role: str) -> ModelSpec | None:
 def run(
     documents: Annotated[list[Path], typer.Argument(help="documents to read (.txt, .md, .pdf)", show_default=False)],
     question: Annotated[str, typer.Option("--question", "-q", help="the question to answer")],
-    remote: Annotated[Optional[str], typer.Option(help="supervisor model spec (default: openai:gpt-4o if OPENAI_API_KEY is set, else embedded)")] = None,
+    remote: Annotated[str | None, typer.Option(help="supervisor model spec (default: openai:gpt-4o if OPENAI_API_KEY is set, else embedded)")] = None,
     local: Annotated[str, typer.Option(help="worker model spec")] = "embedded",
-    max_rounds: Annotated[Optional[int], typer.Option(min=1, max=50, help="rounds of MinionS (default 5; 1 with an embedded supervisor)")] = None,
-    max_code_attempts: Annotated[Optional[int], typer.Option(min=1, max=10, help="tries for the supervisor's code per round (default 3; 1 with an embedded supervisor)")] = None,
-    chunk_tokens: Annotated[Optional[int], typer.Option(min=10, help="chunk size of the built-in plan, in tokens (default 1000)")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(min=1, max=256, help="local-model calls in flight")] = None,
+    max_rounds: Annotated[int | None, typer.Option(min=1, max=50, help="rounds of MinionS (default 5; 1 with an embedded supervisor)")] = None,
+    max_code_attempts: Annotated[int | None, typer.Option(min=1, max=10, help="tries for the supervisor's code per round (default 3; 1 with an embedded supervisor)")] = None,
+    chunk_tokens: Annotated[int | None, typer.Option(min=10, help="chunk size of the built-in plan, in tokens (default 1000)")] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, max=256, help="local-model calls in flight")] = None,
     sandbox: Annotated[str, typer.Option(help="sandbox backend: auto or bwrap")] = "auto",
-    thread: Annotated[Optional[str], typer.Option(help="thread id: resumes that thread if it did not finish")] = None,
+    thread: Annotated[str | None, typer.Option(help="thread id: resumes that thread if it did not finish")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON result and nothing else on stdout")] = False,
-    home: Annotated[Optional[Path], typer.Option("--data-dir", help="where checkpoints and blobs live (default $MINIONFLOW_HOME or ~/.local/share/minionflow)")] = None,
+    home: Annotated[Path | None, typer.Option("--data-dir", help="where checkpoints and blobs live (default $MINIONFLOW_HOME or ~/.local/share/minionflow)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Answer QUESTION over DOCUMENTS with the MinionS protocol."""

@@ -21,7 +21,7 @@ class RunProgress:
         self.jobs: TaskID | None = None
         self.failed = 0
 
-    def __enter__(self) -> "RunProgress":
+    def __enter__(self) -> RunProgress:
         self.progress.__enter__()
         self.status = self.progress.add_task("starting", total=None, detail="")
         return self

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.table import Table
-
 from minionflow.graphs.run import RunResult
 from minionflow.nodes.accounting import UsageSummary
+from rich.console import Console
+from rich.table import Table
 
 
 def usage_table(usage: UsageSummary) -> Table:
@@ -42,7 +41,7 @@ def render_result(console: Console, result: RunResult) -> None:
         console.print(usage_table(result.usage))
         ratio = result.usage.savings_ratio
         console.print(
-            f"Remote cost vs sending everything to the remote model: "
+            "Remote cost vs sending everything to the remote model: "
             + (f"{ratio:.1f}x cheaper" if ratio else "this run cost nothing at the configured prices"),
             highlight=False,
         )

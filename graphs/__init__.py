@@ -25,7 +25,20 @@ _EXPORTS = {
     "MinionsState": ".state",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "NODE_NAMES",
+    "JobInput",
+    "MinionsState",
+    "ModelSpec",
+    "PriceTable",
+    "RolePrices",
+    "RunResult",
+    "RunSettings",
+    "build_minions_graph",
+    "minions_builder",
+    "run_minions",
+    "sqlite_persistence",
+]
 
 if TYPE_CHECKING:
     from .minions import NODE_NAMES, build_minions_graph, minions_builder

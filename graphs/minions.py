@@ -17,7 +17,6 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
-
 from minionflow.nodes.aggregate import make_aggregate, route_after_aggregate
 from minionflow.nodes.decompose import make_decompose
 from minionflow.nodes.filter import filter_outputs

@@ -17,16 +17,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.store.base import BaseStore
-from pydantic import BaseModel, Field
-
 from minionflow.nodes.accounting import UsageSummary, summarize
 from minionflow.nodes.blobstore import SqliteBlobStore
 from minionflow.nodes.documents import BadInput, LoadedDocument
 from minionflow.nodes.models import ModelProvider
 from minionflow.nodes.store import get_json, get_json_many, get_text, put_json, put_text
 from minionflow.sandbox.base import SandboxBackend
+from pydantic import BaseModel, Field
 
 from .minions import build_minions_graph
 from .settings import RunSettings
@@ -124,7 +124,7 @@ def thread_pool_size(settings: RunSettings) -> int:
     return min(settings.max_jobs_per_round * settings.max_job_attempts + settings.local_concurrency + 8, MAX_THREADS)
 
 
-def run_config(thread_id: str, settings: RunSettings) -> dict[str, Any]:
+def run_config(thread_id: str, settings: RunSettings) -> RunnableConfig:
     per_round = 2 * settings.max_code_attempts + 4
     return {
         "configurable": {"thread_id": thread_id},
@@ -160,7 +160,7 @@ def run_minions(
         started = time.monotonic()
         error = None
         try:
-            for event in graph.stream(run_input, config, stream_mode="custom", durability="sync"):  # type: ignore[arg-type]
+            for event in graph.stream(run_input, config, stream_mode="custom", durability="sync"):
                 if on_event is not None:
                     on_event(event)
         except Exception as exc:  # noqa: BLE001 - reported as a failed (resumable) run

@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from minionflow.sandbox.base import SandboxLimits
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 StructuredMethod = Literal["auto", "json_schema", "json_object_schema", "function_calling"]
 
@@ -57,7 +56,7 @@ class ModelSpec(BaseModel):
         return f"{self.model}@{self.base_url}"
 
     @classmethod
-    def parse(cls, spec: str) -> "ModelSpec":
+    def parse(cls, spec: str) -> ModelSpec:
         text = spec.strip()
         if not text:
             raise ModelSpecError(f"empty model spec; {SPEC_HELP}")
@@ -149,7 +148,7 @@ class RunSettings(BaseModel):
     prices: PriceTable = Field(default_factory=PriceTable)
 
     @model_validator(mode="after")
-    def _chunks_fit(self) -> "RunSettings":
+    def _chunks_fit(self) -> RunSettings:
         if self.chunk_tokens * 4 > self.max_chunk_chars:
             raise ValueError(
                 f"chunk_tokens={self.chunk_tokens} (~{self.chunk_tokens * 4} characters) exceeds max_chunk_chars={self.max_chunk_chars}"

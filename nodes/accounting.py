@@ -3,14 +3,13 @@ remote-only estimate for the same task (tiktoken) to show the savings."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cache
-from typing import Iterable
 
 import tiktoken
-from pydantic import BaseModel
-
 from minionflow.graphs.settings import PriceTable
 from minionflow.graphs.state import UsageRecord
+from pydantic import BaseModel
 
 from .models import CallRecord, Role
 

@@ -5,13 +5,13 @@ answer; an unusable reply never crashes the run."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.config import get_store
 from langgraph.graph import END
 from langgraph.store.base import BaseStore
-
 from minionflow.graphs.settings import RunSettings
 from minionflow.graphs.state import FinalAnswer, MinionsState, RoundRecord
 

@@ -16,7 +16,7 @@ import queue
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from langgraph.store.base import BaseStore, GetOp, Item, Op, PutOp, Result
@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS blobs (
     PRIMARY KEY (namespace, key)
 ) WITHOUT ROWID
 """
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class SqliteBlobStore(BaseStore):
@@ -73,19 +73,20 @@ class SqliteBlobStore(BaseStore):
                             conn.execute("DELETE FROM blobs WHERE namespace = ? AND key = ?", (ns, op.key))
                         else:
                             conn.execute("INSERT OR REPLACE INTO blobs VALUES (?, ?, ?)", (ns, op.key, json.dumps(op.value)))
-            for op in ops:
-                if isinstance(op, PutOp):
+            for any_op in ops:
+                if isinstance(any_op, PutOp):
                     results.append(None)
-                elif isinstance(op, GetOp):
+                elif isinstance(any_op, GetOp):
                     row = conn.execute(
-                        "SELECT value FROM blobs WHERE namespace = ? AND key = ?", ("/".join(op.namespace), op.key)
+                        "SELECT value FROM blobs WHERE namespace = ? AND key = ?", ("/".join(any_op.namespace), any_op.key)
                     ).fetchone()
                     results.append(
                         None if row is None else
-                        Item(value=json.loads(row[0]), key=op.key, namespace=op.namespace, created_at=_EPOCH, updated_at=_EPOCH)
+                        Item(value=json.loads(row[0]), key=any_op.key, namespace=any_op.namespace,
+                             created_at=_EPOCH, updated_at=_EPOCH)
                     )
                 else:
-                    raise NotImplementedError(f"SqliteBlobStore supports only get and put, not {type(op).__name__}")
+                    raise NotImplementedError(f"SqliteBlobStore supports only get and put, not {type(any_op).__name__}")
         return results
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 from langgraph.config import get_stream_writer
 from langgraph.store.base import BaseStore
-
 from minionflow.graphs.settings import RunSettings
 from minionflow.graphs.state import JobBatch
 
@@ -54,7 +54,7 @@ def batch_from_ref(store: BaseStore, ref: str) -> LoadedBatch:
                 _batches_by_ref.clear()
             batch: JobBatch = get_json(store, ref)
             refs = sorted({job["chunk_ref"] for job in batch["jobs"]})
-            loaded = _batches_by_ref[ref] = LoadedBatch(batch, dict(zip(refs, get_texts(store, refs))))
+            loaded = _batches_by_ref[ref] = LoadedBatch(batch, dict(zip(refs, get_texts(store, refs), strict=True)))
         return loaded
 
 

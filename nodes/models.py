@@ -23,9 +23,8 @@ import httpx
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
-from pydantic import BaseModel, ValidationError
-
 from minionflow.graphs.settings import OPENAI_BASE_URL, ModelSpec, StructuredMethod
+from pydantic import BaseModel, ValidationError
 
 from .embedded import embedded_server
 
@@ -153,6 +152,7 @@ class ModelClient:
                 message = runnable.invoke(messages)
             else:
                 out = self.chat.with_structured_output(schema, method=method, include_raw=True).invoke(messages)  # type: ignore[arg-type]
+                assert isinstance(out, dict)  # include_raw=True: {"raw", "parsed", "parsing_error"}
                 message = out["raw"]
         except Exception as exc:
             reply.calls.append(CallRecord(None, time.monotonic() - started, f"{type(exc).__name__}: {exc}"))

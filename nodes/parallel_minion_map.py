@@ -6,13 +6,13 @@ node's RetryPolicy."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.config import get_store
 from langgraph.types import RetryPolicy
-
 from minionflow.graphs.state import JobInput, JobRecord, JobResult, ResultRef
 
 from . import prompts

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 from langgraph.config import get_store
-
 from minionflow.graphs.state import JobRecord, JobResult, MinionsState
 
 from .common import emit, settings_of

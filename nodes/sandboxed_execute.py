@@ -7,12 +7,12 @@ one ``Send`` each to parallel_minion_map."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from langgraph.config import get_store
 from langgraph.store.base import BaseStore
 from langgraph.types import Command, Overwrite, Send
-
 from minionflow.graphs.settings import RunSettings
 from minionflow.graphs.state import JobBatch, JobInput, JobRecord, MinionsState
 from minionflow.sandbox.base import ExecutionRequest, JobSpec, SandboxBackend
@@ -49,7 +49,7 @@ def _make_jobs(specs: list[JobSpec], round_: int, settings: RunSettings, store: 
             job_id=f"r{round_}-j{i:04d}", round=round_, attempt=1, chunk_ref=ref, chunk_chars=len(piece),
             chunk_id=spec.chunk_id, task_id=spec.task_id, task=spec.task, advice=spec.advice,
         )
-        for i, ((spec, piece), ref) in enumerate(zip(pieces, refs))
+        for i, ((spec, piece), ref) in enumerate(zip(pieces, refs, strict=True))
     ]
 
 

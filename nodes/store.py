@@ -42,7 +42,7 @@ def put_text(store: BaseStore, text: str) -> str:
 def put_texts(store: BaseStore, texts: list[str]) -> list[str]:
     """Store many small texts in one batch (one transaction on SQL stores)."""
     digests = [sha256_text(t) for t in texts]
-    unique = dict(zip(digests, texts))
+    unique = dict(zip(digests, texts, strict=True))
     store.batch([PutOp(BLOB_NAMESPACE, d, {"text": t}, index=False) for d, t in unique.items()])
     return digests
 
@@ -63,7 +63,7 @@ def get_text(store: BaseStore, digest: str) -> str:
 def get_texts(store: BaseStore, digests: list[str]) -> list[str]:
     """Read many text blobs in one batch."""
     items = store.batch([GetOp(BLOB_NAMESPACE, d) for d in digests])
-    return [_checked(item, d) for item, d in zip(items, digests)]  # type: ignore[arg-type]
+    return [_checked(item, d) for item, d in zip(items, digests, strict=True)]  # type: ignore[arg-type]
 
 
 def get_json_many(store: BaseStore, digests: list[str]) -> list[Any]:

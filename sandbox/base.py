@@ -117,7 +117,7 @@ def parse_runner_output(stdout: bytes, log: str, duration_s: float, backend: str
         payload = json.loads(stdout.decode("utf-8"))
         if not isinstance(payload, dict):
             raise ValueError("the reply is not a JSON object")
-        status = SandboxStatus(payload.get("status"))
+        status = SandboxStatus(str(payload.get("status")))
         jobs = [JobSpec.model_validate(j) for j in payload.get("jobs") or []]
     except (ValueError, UnicodeDecodeError, ValidationError) as exc:
         snippet = stdout[:200].decode("utf-8", "replace")

@@ -75,7 +75,7 @@ def chunk_by_tokens(doc: str, max_tokens: int = 1000, overlap_tokens: int = 0) -
         return chunks
     overlap_chars = overlap_tokens * CHARS_PER_TOKEN
     out = [chunks[0]]
-    for prev, chunk in zip(chunks, chunks[1:]):
+    for prev, chunk in zip(chunks, chunks[1:], strict=False):
         tail = prev[-overlap_chars:]
         cut = tail.find(" ")
         out.append((tail[cut + 1 :] if cut >= 0 else tail) + " " + chunk)

@@ -25,7 +25,7 @@ import os
 import resource
 import sys
 import traceback
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 SUPERVISOR_FILENAME = "<supervisor>"
 
@@ -37,8 +37,8 @@ class JobManifest:
     chunk: str
     task: str
     advice: str = ""
-    chunk_id: Optional[int] = None
-    task_id: Optional[int] = None
+    chunk_id: int | None = None
+    task_id: int | None = None
 
 
 @dataclasses.dataclass
@@ -46,11 +46,11 @@ class JobOutput:
     """What a local model returned for a job in an earlier round."""
 
     explanation: str = ""
-    citation: Optional[str] = None
-    answer: Optional[str] = None
+    citation: str | None = None
+    answer: str | None = None
     task: str = ""
-    chunk_id: Optional[int] = None
-    task_id: Optional[int] = None
+    chunk_id: int | None = None
+    task_id: int | None = None
 
 
 def _apply_limits(limits: dict) -> None:
@@ -125,7 +125,7 @@ def main() -> None:
                 "__name__": "supervisor",
                 "JobManifest": JobManifest,
                 "JobOutput": JobOutput,
-                "List": List,
+                "List": list,
                 "Optional": Optional,
                 "estimate_tokens": globals().get("estimate_tokens"),
             }
@@ -139,7 +139,7 @@ def main() -> None:
         produced = prepare_jobs(list(request.get("context") or []), prev_manifests, prev_outputs)
         if produced is None or isinstance(produced, (str, bytes, dict)):
             raise TypeError("prepare_jobs must return a list of JobManifest, got %s" % type(produced).__name__)
-        jobs: List[dict] = []
+        jobs: list[dict] = []
         for index, item in enumerate(produced):
             if len(jobs) >= max_jobs:
                 raise ValueError("prepare_jobs returned more than %d jobs (the cap)" % max_jobs)

@@ -15,7 +15,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fakes import FakeProvider, PromptFake  # noqa: E402
-
 from minionflow.graphs import RunSettings  # noqa: E402
 from minionflow.graphs.run import run_minions, sqlite_persistence  # noqa: E402
 from minionflow.nodes.documents import LoadedDocument  # noqa: E402

@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from pypdf import PdfWriter
-
 from pdfgen import write_pdf
+from pypdf import PdfWriter
 
 CLI = str(Path(sys.executable).parent / "minionflow")
 

@@ -4,15 +4,13 @@ durability mechanism (a SIGKILL during the minion map loses no finished job)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from conftest import GOOD_CODE, default_local, final_json
-
+from conftest import GOOD_CODE, final_json
 from minionflow.graphs.run import sqlite_persistence
 from minionflow.nodes.documents import LoadedDocument
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import GOOD_CODE, default_local, default_remote, final_json, secret_doc, worker_json
+from conftest import GOOD_CODE, default_local, final_json, secret_doc, worker_json
 
 
 def test_single_round_answers_with_citation(run_fake):

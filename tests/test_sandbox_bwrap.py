@@ -12,7 +12,6 @@ import time
 import uuid
 
 import pytest
-
 from minionflow.sandbox import BwrapBackend, ExecutionRequest, SandboxLimits, SandboxStatus, SandboxUnavailable
 from minionflow.sandbox.select import get_backend
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from minionflow.graphs.settings import ModelSpec, ModelSpecError, PriceTable, RolePrices, RunSettings, default_remote_spec
 from minionflow.graphs.state import UsageRecord
 from minionflow.nodes.accounting import count_tokens, summarize
