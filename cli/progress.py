@@ -6,14 +6,14 @@ from types import TracebackType
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 
 class RunProgress:
     def __init__(self, console: Console, enabled: bool = True) -> None:
         self.enabled = enabled
         self.progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
             TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console, transient=False,
             disable=not enabled,
         )
@@ -23,7 +23,7 @@ class RunProgress:
 
     def __enter__(self) -> RunProgress:
         self.progress.__enter__()
-        self.status = self.progress.add_task("starting", total=None, detail="")
+        self.status = self.progress.add_task("starting", total=None, count="", detail="")
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -43,10 +43,14 @@ class RunProgress:
             self._say(f"round {round_}: code failed, built-in plan ({event['jobs']} jobs)")
         elif kind == "jobs":
             self.failed = 0
-            self.jobs = self.progress.add_task(f"round {round_}: minions", total=event["total"], detail="")
+            self.jobs = self.progress.add_task(f"round {round_}: minions", total=event["total"],
+                                               count=f"0/{event['total']}", detail="")
         elif kind == "job" and self.jobs is not None:
             self.failed += event["status"] != "ok"
-            self.progress.update(self.jobs, advance=1, detail=f"{self.failed} failed" if self.failed else "")
+            self.progress.advance(self.jobs)
+            task = self.progress.tasks[self.jobs]
+            self.progress.update(self.jobs, count=f"{int(task.completed)}/{int(task.total or 0)}",
+                                 detail=f"{self.failed} failed" if self.failed else "")
         elif kind == "filter":
             self._say(f"round {round_}: kept {event['kept']} of {event['jobs']} answers")
         elif kind == "aggregate":

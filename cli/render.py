@@ -24,6 +24,15 @@ def usage_table(usage: UsageSummary) -> Table:
     return table
 
 
+def _savings(usage: UsageSummary) -> str:
+    ratio = usage.savings_ratio
+    if ratio is None:
+        return "this run cost nothing at the configured prices"
+    if ratio >= 1:
+        return f"{ratio:.1f}x cheaper"
+    return f"{1 / ratio:.1f}x more expensive (a short document costs less to send whole)"
+
+
 def render_result(console: Console, result: RunResult) -> None:
     if result.status == "answered":
         console.print(f"[bold]Answer:[/] {result.answer}", highlight=False)
@@ -39,12 +48,7 @@ def render_result(console: Console, result: RunResult) -> None:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     if result.usage:
         console.print(usage_table(result.usage))
-        ratio = result.usage.savings_ratio
-        console.print(
-            "Remote cost vs sending everything to the remote model: "
-            + (f"{ratio:.1f}x cheaper" if ratio else "this run cost nothing at the configured prices"),
-            highlight=False,
-        )
+        console.print(f"Against sending everything to the remote model: {_savings(result.usage)}", highlight=False)
     console.print(f"rounds: {result.rounds}   time: {result.elapsed_s:.1f}s   thread: {result.thread_id}")
     if result.status != "answered":
         console.print(f"resume with: minionflow run ... --thread {result.thread_id}")

@@ -151,6 +151,6 @@ def test_end_to_end_human_output_and_openai_compatible_url(good_doc, home):
     assert "Answer:" in out
     for row in ("Usage", "remote", "local", "remote only (est.)", "this run", "thread:"):
         assert row in out, out
-    assert "cheaper" in out
+    assert "Against sending everything to the remote model: " in out
     log = (home / "minionflow.log").read_text()
     assert "rejected response_format json_schema" in log
