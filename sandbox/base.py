@@ -113,6 +113,7 @@ def runner_source() -> str:
 
 def parse_runner_output(stdout: bytes, log: str, duration_s: float, backend: str, max_jobs: int) -> ExecutionResult:
     """Turn the runner's JSON reply into a validated result; anything else is INVALID_OUTPUT."""
+    common: dict[str, Any] = {"log": log, "duration_s": duration_s, "backend": backend}
     try:
         payload = json.loads(stdout.decode("utf-8"))
         if not isinstance(payload, dict):
@@ -121,27 +122,9 @@ def parse_runner_output(stdout: bytes, log: str, duration_s: float, backend: str
         jobs = [JobSpec.model_validate(j) for j in payload.get("jobs") or []]
     except (ValueError, UnicodeDecodeError, ValidationError) as exc:
         snippet = stdout[:200].decode("utf-8", "replace")
-        return ExecutionResult(
-            status=SandboxStatus.INVALID_OUTPUT,
-            error=f"the sandbox returned output that is not a valid result ({exc.__class__.__name__}): {snippet!r}",
-            log=log,
-            duration_s=duration_s,
-            backend=backend,
-        )
+        error = f"the sandbox returned output that is not a valid result ({exc.__class__.__name__}): {snippet!r}"
+        return ExecutionResult(status=SandboxStatus.INVALID_OUTPUT, error=error, **common)
     if len(jobs) > max_jobs:
-        return ExecutionResult(
-            status=SandboxStatus.INVALID_OUTPUT,
-            error=f"the sandbox returned {len(jobs)} jobs, more than the cap of {max_jobs}",
-            log=log,
-            duration_s=duration_s,
-            backend=backend,
-        )
-    return ExecutionResult(
-        status=status,
-        jobs=jobs,
-        error=payload.get("error"),
-        traceback=payload.get("traceback"),
-        log=log,
-        duration_s=duration_s,
-        backend=backend,
-    )
+        error = f"the sandbox returned {len(jobs)} jobs, more than the cap of {max_jobs}"
+        return ExecutionResult(status=SandboxStatus.INVALID_OUTPUT, error=error, **common)
+    return ExecutionResult(status=status, jobs=jobs, error=payload.get("error"), traceback=payload.get("traceback"), **common)

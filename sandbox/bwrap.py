@@ -180,24 +180,14 @@ class BwrapBackend:
         duration = time.monotonic() - started
         logtext = err.data.decode("utf-8", "replace")
         if timed_out:
-            return ExecutionResult(
-                status=SandboxStatus.TIMEOUT,
-                error=f"the code ran longer than the {limits.timeout_s:g}s limit and was killed",
-                log=logtext, duration_s=duration, backend=self.name,
-            )
-        if out.overflow:
-            return ExecutionResult(
-                status=SandboxStatus.OUTPUT_TRUNCATED,
-                error=f"the result exceeded the {limits.max_output_bytes} byte output cap",
-                log=logtext, duration_s=duration, backend=self.name,
-            )
-        if not out.data:
-            return ExecutionResult(
-                status=SandboxStatus.ERROR,
-                error=_exit_message(proc.returncode, logtext),
-                log=logtext, duration_s=duration, backend=self.name,
-            )
-        return parse_runner_output(bytes(out.data), logtext, duration, self.name, max_jobs)
+            status, error = SandboxStatus.TIMEOUT, f"the code ran longer than the {limits.timeout_s:g}s limit and was killed"
+        elif out.overflow:
+            status, error = SandboxStatus.OUTPUT_TRUNCATED, f"the result exceeded the {limits.max_output_bytes} byte output cap"
+        elif not out.data:
+            status, error = SandboxStatus.ERROR, _exit_message(proc.returncode, logtext)
+        else:
+            return parse_runner_output(bytes(out.data), logtext, duration, self.name, max_jobs)
+        return ExecutionResult(status=status, error=error, log=logtext, duration_s=duration, backend=self.name)
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
