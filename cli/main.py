@@ -74,7 +74,7 @@ def run(
     max_code_attempts: Annotated[int | None, typer.Option(min=1, max=10, help="tries for the supervisor's code per round (default 3; 1 with an embedded supervisor)")] = None,
     chunk_tokens: Annotated[int | None, typer.Option(min=10, help="chunk size of the built-in plan, in tokens (default 1000)")] = None,
     concurrency: Annotated[int | None, typer.Option(min=1, max=256, help="local-model calls in flight")] = None,
-    sandbox: Annotated[str, typer.Option(help="sandbox backend: auto or bwrap")] = "auto",
+    sandbox: Annotated[str, typer.Option(help="sandbox backend: auto (docker if an engine and the image are there, else bwrap), docker or bwrap")] = "auto",
     thread: Annotated[str | None, typer.Option(help="thread id: resumes that thread if it did not finish")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON result and nothing else on stdout")] = False,
     home: Annotated[Path | None, typer.Option("--data-dir", help="where checkpoints and blobs live (default $MINIONFLOW_HOME or ~/.local/share/minionflow)")] = None,

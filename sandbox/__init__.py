@@ -10,10 +10,12 @@ from .base import (
     SandboxUnavailable,
 )
 from .bwrap import BwrapBackend
+from .docker_backend import DockerBackend
 from .select import get_backend
 
 __all__ = [
     "BwrapBackend",
+    "DockerBackend",
     "ExecutionRequest",
     "ExecutionResult",
     "JobSpec",

@@ -7,16 +7,21 @@ from typing import Literal
 from .base import SandboxBackend, SandboxUnavailable
 from .bwrap import BwrapBackend
 
-BackendName = Literal["auto", "bwrap"]
+BackendName = Literal["auto", "docker", "bwrap"]
 
-# Strongest first. The Docker backend joins this list when it lands.
-_PREFERENCE: tuple[str, ...] = ("bwrap",)
+# Strongest first: a container (its own kernel namespaces, cgroup limits, seccomp
+# profile) before a bubblewrap jail.
+PREFERENCE: tuple[str, ...] = ("docker", "bwrap")
 
 
 def make_backend(name: str) -> SandboxBackend:
     if name == "bwrap":
         return BwrapBackend()
-    raise SandboxUnavailable(f"unknown sandbox backend {name!r}; choose one of: auto, {', '.join(_PREFERENCE)}")
+    if name == "docker":
+        from .docker_backend import DockerBackend
+
+        return DockerBackend()
+    raise SandboxUnavailable(f"unknown sandbox backend {name!r}; choose one of: auto, {', '.join(PREFERENCE)}")
 
 
 def get_backend(name: str = "auto") -> SandboxBackend:
@@ -28,7 +33,7 @@ def get_backend(name: str = "auto") -> SandboxBackend:
         backend.check()
         return backend
     reasons = []
-    for candidate in _PREFERENCE:
+    for candidate in PREFERENCE:
         backend = make_backend(candidate)
         try:
             backend.check()

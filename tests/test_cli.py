@@ -93,7 +93,7 @@ def test_bad_documents_exit_2_with_one_line(case, tmp_path, home):
         (["--remote", "openai:gpt-4o"], {}, "needs an API key: set the environment variable OPENAI_API_KEY"),
         (["--remote", "m@http://127.0.0.1:9/v1;key=MY_VLLM_KEY"], {}, "set the environment variable MY_VLLM_KEY"),
         (["--remote", "embedded;structured=xml"], {}, "unknown structured-output method 'xml'"),
-        (["--sandbox", "chroot"], {}, "invalid setting sandbox: Input should be 'auto' or 'bwrap'"),
+        (["--sandbox", "chroot"], {}, "invalid setting sandbox: Input should be 'auto', 'docker' or 'bwrap'"),
         (["-q", "   "], {}, "the question (-q) is empty"),
     ],
 )

@@ -1,0 +1,330 @@
+"""The escape suite, run against both backends (a missing backend is a failure,
+not a skip). Each case must be contained, end within its limit plus one second,
+leave no process or container behind, and produce the right typed result."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from minionflow.sandbox import BwrapBackend, DockerBackend, ExecutionRequest, SandboxLimits, SandboxStatus, SandboxUnavailable
+from minionflow.sandbox.base import ExecutionResult
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module", params=["bwrap", "docker"])
+def backend(request: pytest.FixtureRequest) -> Iterator[BwrapBackend | DockerBackend]:
+    chosen: BwrapBackend | DockerBackend = BwrapBackend() if request.param == "bwrap" else DockerBackend()
+    chosen.check()  # fails loudly when the backend cannot run here
+    yield chosen
+
+
+def leftovers(marker: str) -> list[str]:
+    procs = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+    containers = subprocess.run(["docker", "ps", "-aq", "--filter", "ancestor=" + DockerBackend().image],
+                                capture_output=True, text=True).stdout.split()
+    return procs + containers
+
+
+def run(backend, body: str, context: list[str] | None = None, max_jobs: int = 1000, **limits) -> ExecutionResult:
+    """Run a prepare_jobs whose body is ``body``; check the time limit and the clean-up."""
+    marker = "MARK" + uuid.uuid4().hex
+    code = f"# {marker}\ndef prepare_jobs(context, prev_job_manifests, prev_job_outputs):\n" + "\n".join(
+        "    " + line for line in body.strip("\n").splitlines()
+    )
+    lim = SandboxLimits(**limits)
+    started = time.monotonic()
+    result = backend.execute(ExecutionRequest(code=code, context=context or ["doc"], max_jobs=max_jobs), lim)
+    elapsed = time.monotonic() - started
+    startup = 1.0 if isinstance(backend, DockerBackend) else 0.5
+    assert elapsed < lim.timeout_s + 1.0 + startup, f"took {elapsed:.1f}s for a {lim.timeout_s}s limit"
+    time.sleep(0.2)
+    assert leftovers(marker) == []
+    return result
+
+
+def told(backend, body: str, **limits) -> str:
+    """Run code that reports what it saw as the task of its one job."""
+    result = run(backend, body, **limits)
+    assert result.status is SandboxStatus.OK, result.describe()
+    return result.jobs[0].task
+
+
+def report(expr: str) -> str:
+    return f"return [JobManifest(chunk='x', task=str({expr}))]"
+
+
+# -- network ------------------------------------------------------------------------
+
+def test_network_is_unreachable(backend):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(5)
+    server.settimeout(4)
+    port = server.getsockname()[1]
+    hits: list[object] = []
+
+    def accept() -> None:
+        try:
+            hits.append(server.accept())
+        except OSError:
+            pass  # timed out or closed: nobody came
+
+    threading.Thread(target=accept, daemon=True).start()
+    seen = told(backend, f"""
+import socket
+out = []
+for host, port in (('127.0.0.1', {port}), ('1.1.1.1', 53), ('8.8.8.8', 443)):
+    try:
+        socket.create_connection((host, port), timeout=2)
+        out.append(host + ':connected')
+    except OSError as e:
+        out.append(host + ':' + type(e).__name__)
+try:
+    socket.getaddrinfo('deb.debian.org', 80)
+    out.append('dns:resolved')
+except OSError as e:
+    out.append('dns:' + type(e).__name__)
+{report("' '.join(out)")}
+""")
+    time.sleep(0.3)
+    server.close()
+    assert not hits, "the sandbox reached a server on the host's loopback"
+    assert "connected" not in seen and "resolved" not in seen, seen
+
+
+# -- filesystem ---------------------------------------------------------------------
+
+def test_cannot_write_outside_tmp(backend):
+    targets = ["/evil", "/usr/evil", "/etc/evil", "/opt/minionflow/sandbox_runner.py", str(ROOT / "evil.txt"),
+               str(ROOT / "README.md"), "/proc/sys/kernel/hostname"]
+    seen = told(backend, f"""
+out = []
+for path in {targets!r}:
+    try:
+        with open(path, 'a') as f:
+            f.write('x')
+        out.append(path + ':WRITTEN')
+    except OSError as e:
+        out.append(path + ':' + type(e).__name__)
+{report("' '.join(out)")}
+""")
+    assert "WRITTEN" not in seen, seen
+    assert not (ROOT / "evil.txt").exists()
+
+
+def test_cannot_read_host_canaries(backend, tmp_path):
+    secret = "CANARY-" + uuid.uuid4().hex
+    home_canary = Path.home() / f".minionflow-canary-{uuid.uuid4().hex[:8]}"
+    tmp_canary = Path("/tmp") / f"minionflow-canary-{uuid.uuid4().hex[:8]}"
+    for path in (home_canary, tmp_canary):
+        path.write_text(secret)
+        path.chmod(0o644)
+    try:
+        seen = told(backend, f"""
+out = []
+for path in ({str(home_canary)!r}, {str(tmp_canary)!r}):
+    try:
+        out.append(open(path).read())
+    except OSError as e:
+        out.append(type(e).__name__)
+import os
+out.append(repr(os.listdir('/tmp')))
+{report("' '.join(out)")}
+""")
+    finally:
+        home_canary.unlink()
+        tmp_canary.unlink()
+    assert secret not in seen and tmp_canary.name not in seen, seen
+
+
+def test_state_does_not_survive_between_executions(backend):
+    told(backend, "open('/tmp/left-behind', 'w').write('x')\n" + report("'ok'"))
+    assert told(backend, "import os\n" + report("os.listdir('/tmp')")) == "[]"
+
+
+# -- secrets ------------------------------------------------------------------------
+
+def test_api_keys_never_reach_the_sandbox(backend, monkeypatch):
+    canary = "sk-canary-" + uuid.uuid4().hex
+    monkeypatch.setenv("OPENAI_API_KEY", canary)
+    monkeypatch.setenv("MINIONFLOW_CANARY_KEY", canary)
+    seen = told(backend, """
+import os
+seen = [k + '=' + v for k, v in os.environ.items()]
+for pid in os.listdir('/proc'):
+    if pid.isdigit():
+        try:
+            seen.append(open('/proc/%s/environ' % pid, 'rb').read().decode('utf-8', 'replace'))
+        except OSError:
+            pass
+return [JobManifest(chunk='x', task='|'.join(seen) or 'empty')]
+""")
+    assert canary not in seen and "OPENAI_API_KEY" not in seen and "MINIONFLOW_CANARY_KEY" not in seen
+
+
+# -- resources ----------------------------------------------------------------------
+
+def test_infinite_loop_is_killed(backend):
+    result = run(backend, "while True:\n    pass", timeout_s=1.5, cpu_seconds=30)
+    assert result.status is SandboxStatus.TIMEOUT
+
+
+def test_sleep_forever_is_killed(backend):
+    result = run(backend, "import time\ntime.sleep(3600)", timeout_s=1.5)
+    assert result.status is SandboxStatus.TIMEOUT
+
+
+def test_two_gib_allocation_fails(backend):
+    result = run(backend, "x = bytearray(2 * 1024 ** 3)\nreturn []", memory_mb=512)
+    assert result.status is SandboxStatus.MEMORY, result.describe()
+
+
+def test_fork_bomb_is_contained(backend):
+    result = run(backend, """
+import os
+children = 0
+try:
+    while True:
+        if os.fork() == 0:
+            import time
+            time.sleep(30)
+            os._exit(0)
+        children += 1
+except OSError as e:
+    return [JobManifest(chunk='x', task='stopped after %d: %s' % (children, type(e).__name__))]
+""", timeout_s=4.0, processes=32)
+    assert result.status in (SandboxStatus.OK, SandboxStatus.ERROR, SandboxStatus.TIMEOUT)
+    if result.status is SandboxStatus.OK:
+        stopped = int(result.jobs[0].task.split()[2].rstrip(":"))
+        assert stopped <= 40, result.jobs[0].task
+
+
+def test_output_flood_is_capped(backend):
+    result = run(backend, """
+import os
+chunk = b'x' * 65536
+while True:
+    os.write(3, chunk)
+""", max_output_bytes=1024 * 1024, timeout_s=5.0)
+    assert result.status is SandboxStatus.OUTPUT_TRUNCATED, result.describe()
+
+
+def test_log_flood_does_not_exhaust_the_host(backend):
+    result = run(backend, "while True:\n    print('spam ' * 1000)", timeout_s=1.5)
+    assert result.status is SandboxStatus.TIMEOUT
+    assert len(result.log.encode()) <= SandboxLimits().max_log_bytes
+
+
+def test_filling_the_tmpfs_fails(backend):
+    seen = told(backend, """
+written = 0
+try:
+    with open('/tmp/fill', 'wb') as f:
+        while True:
+            f.write(b'x' * 1024 * 1024)
+            f.flush()
+            written += 1
+except OSError as e:
+    return [JobManifest(chunk='x', task='%d %s' % (written, e.errno))]
+""", tmpfs_mb=16, file_size_mb=1024)
+    written, errno = seen.split()
+    assert int(written) <= 16 and int(errno) == 28  # ENOSPC
+
+
+def test_thousands_of_open_files_fail(backend):
+    seen = told(backend, """
+files = []
+try:
+    for i in range(5000):
+        files.append(open('/tmp/f%d' % i, 'w'))
+except OSError as e:
+    return [JobManifest(chunk='x', task='%d %s' % (len(files), e.errno))]
+""", open_files=128)
+    opened, errno = seen.split()
+    assert int(opened) < 128 and int(errno) == 24  # EMFILE
+
+
+# -- privilege ----------------------------------------------------------------------
+
+def test_privileged_operations_fail(backend):
+    host_pid = os.getpid()  # a process outside the sandbox: not even addressable from inside
+    seen = told(backend, f"""
+import ctypes, ctypes.util, os
+libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
+out = []
+def attempt(name, fn):
+    try:
+        rc = fn()
+        out.append('%s:%s' % (name, 'OK' if rc in (0, None) else 'rc=%s/%d' % (rc, ctypes.get_errno())))
+    except OSError as e:
+        out.append('%s:%s' % (name, type(e).__name__))
+attempt('mount', lambda: libc.mount(b'none', b'/tmp', b'tmpfs', 0, None))
+attempt('unshare_user', lambda: libc.unshare(0x10000000))
+attempt('unshare_mount', lambda: libc.unshare(0x00020000))
+attempt('ptrace_host', lambda: libc.ptrace(16, {host_pid}, None, None))
+attempt('setuid0', lambda: os.setuid(0))
+attempt('chroot', lambda: os.chroot('/tmp'))
+attempt('sysctl', lambda: open('/proc/sys/kernel/hostname', 'w').write('pwned'))
+attempt('mknod', lambda: os.mknod('/tmp/disk', 0o600 | 0o060000, os.makedev(8, 0)))
+out.append('uid=%d euid=%d' % (os.getuid(), os.geteuid()))
+return [JobManifest(chunk='x', task=' '.join(out))]
+""")
+    assert ":OK" not in seen, seen
+    assert "uid=65534 euid=65534" in seen
+    assert socket.gethostname() != "pwned"
+
+
+# -- protocol -----------------------------------------------------------------------
+
+def test_two_mib_context_round_trips(backend):
+    doc = ("lorem ipsum dolor sit amet " * 80_000)[: 2 * 1024 * 1024]
+    result = run(backend, "return [JobManifest(chunk=context[0], task=str(len(context[0])))]", context=[doc])
+    assert result.status is SandboxStatus.OK
+    assert result.jobs[0].chunk == doc
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ("import os\nos.write(3, b'garbage not json')\nos._exit(0)", SandboxStatus.INVALID_OUTPUT, "not a valid result"),
+        ("return {'not': 'a list'}", SandboxStatus.ERROR, "must return a list of JobManifest"),
+        ("return [JobManifest(chunk='x', task='t') for _ in range(100_000)]", SandboxStatus.ERROR, "more than 1000 jobs"),
+        ("raise RuntimeError('supervisor bug')", SandboxStatus.ERROR, "RuntimeError: supervisor bug"),
+        ("import os\nos._exit(3)", SandboxStatus.ERROR, "exited with status 3"),
+    ],
+)
+def test_bad_programs_get_structured_errors(backend, body, status, message):
+    result = run(backend, body)
+    assert result.status is status and message in (result.error or ""), result.describe()
+
+
+# -- unavailable backends -----------------------------------------------------------
+
+def test_docker_without_an_engine_fails_closed(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(SandboxUnavailable, match="no Docker engine answers"):
+        DockerBackend(image="minionflow-sandbox:any").check()
+
+
+def test_bwrap_without_bubblewrap_fails_closed():
+    with pytest.raises(SandboxUnavailable, match="bubblewrap is not installed"):
+        BwrapBackend(bwrap="/nonexistent/bwrap").check()
+
+
+def test_docker_with_a_stale_image_fails_closed():
+    with pytest.raises(SandboxUnavailable, match="missing or stale"):
+        DockerBackend(image="minionflow-sandbox:0000000000000000").check()
+
+
+def test_backends_report_their_typed_result_names():
+    assert {s.value for s in SandboxStatus} == {"ok", "error", "timeout", "memory", "output_truncated", "invalid_output"}
+    assert os.path.exists(BwrapBackend().python)
