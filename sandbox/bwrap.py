@@ -166,7 +166,13 @@ class BwrapBackend:
             t.start()
         timed_out = False
         try:
-            proc.wait(timeout=limits.timeout_s)
+            # Wait on the end of stdout (a thread join wakes at once), not on
+            # Popen.wait(timeout), which polls with sleeps of up to 50 ms.
+            threads[1].join(timeout=limits.timeout_s)
+            if threads[1].is_alive():
+                timed_out = True
+                kill()
+            proc.wait(timeout=max(limits.timeout_s - (time.monotonic() - started), 0.5))
         except subprocess.TimeoutExpired:
             timed_out = True
             kill()
