@@ -75,6 +75,7 @@ def run(
     chunk_tokens: Annotated[int | None, typer.Option(min=10, help="chunk size of the built-in plan, in tokens (default 1000)")] = None,
     concurrency: Annotated[int | None, typer.Option(min=1, max=256, help="local-model calls in flight")] = None,
     sandbox: Annotated[str, typer.Option(help="sandbox backend: auto (docker if an engine and the image are there, else bwrap), docker or bwrap")] = "auto",
+    sandbox_runtime: Annotated[str | None, typer.Option(help="OCI runtime for the docker sandbox, e.g. runsc (gVisor)")] = None,
     thread: Annotated[str | None, typer.Option(help="thread id: resumes that thread if it did not finish")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON result and nothing else on stdout")] = False,
     home: Annotated[Path | None, typer.Option("--data-dir", help="where checkpoints and blobs live (default $MINIONFLOW_HOME or ~/.local/share/minionflow)")] = None,
@@ -91,7 +92,8 @@ def run(
         docs: list[LoadedDocument] = [load_document(p) for p in documents]
     except BadInput as exc:
         raise _fail(str(exc)) from None
-    overrides: dict[str, Any] = {"remote": remote_spec, "local": local_spec, "sandbox": sandbox}
+    overrides: dict[str, Any] = {"remote": remote_spec, "local": local_spec, "sandbox": sandbox,
+                                 "sandbox_runtime": sandbox_runtime}
     if remote_spec.kind == "embedded":
         overrides.update(EMBEDDED_SUPERVISOR_DEFAULTS)
     given = {"max_rounds": max_rounds, "max_code_attempts": max_code_attempts, "chunk_tokens": chunk_tokens,
@@ -105,7 +107,7 @@ def run(
     try:
         for spec, role in ((settings.remote, "remote"), (settings.local, "local")):
             preflight(spec, role)  # type: ignore[arg-type]
-        backend = get_backend(settings.sandbox)
+        backend = get_backend(settings.sandbox, settings.sandbox_runtime)
     except (ModelConfigError, SandboxUnavailable) as exc:
         raise _fail(str(exc)) from None
     if remote_spec.kind == "embedded" and not json_out:

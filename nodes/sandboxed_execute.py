@@ -93,7 +93,7 @@ def make_sandboxed_execute(sandbox: SandboxBackend | None = None) -> Callable[[M
         specs: list[JobSpec] = []
         code = state.get("code")
         if code is not None:
-            backend = sandbox or get_backend(settings.sandbox)
+            backend = sandbox or get_backend(settings.sandbox, settings.sandbox_runtime)
             manifests, outputs = _previous_round(state, store)
             result = backend.execute(
                 ExecutionRequest(

@@ -78,7 +78,7 @@ class BwrapBackend:
     name = "bwrap"
 
     def __init__(self, bwrap: str | None = None, python: str = "/usr/bin/python3") -> None:
-        self.bwrap = bwrap or shutil.which("bwrap") or "/usr/bin/bwrap"
+        self.bwrap = bwrap or os.environ.get("MINIONFLOW_BWRAP") or shutil.which("bwrap") or "/usr/bin/bwrap"
         self.python = python
 
     # -- availability -----------------------------------------------------------------

@@ -56,6 +56,8 @@ class DockerBackend:
         return client
 
     def check(self) -> None:
+        if self.runtime and self.runtime not in (self.client.info().get("Runtimes") or {}):
+            raise SandboxUnavailable(f"the Docker engine has no runtime {self.runtime!r} (is gVisor installed?)")
         if not self.client.images.list(name=self.image):
             raise SandboxUnavailable(
                 f"the sandbox image {self.image} is missing or stale; build it: python -m minionflow.sandbox.image"

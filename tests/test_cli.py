@@ -95,6 +95,8 @@ def test_bad_documents_exit_2_with_one_line(case, tmp_path, home):
         (["--remote", "embedded;structured=xml"], {}, "unknown structured-output method 'xml'"),
         (["--sandbox", "chroot"], {}, "invalid setting sandbox: Input should be 'auto', 'docker' or 'bwrap'"),
         (["-q", "   "], {}, "the question (-q) is empty"),
+        (["--sandbox", "docker"], {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, "no Docker engine answers"),
+        (["--sandbox", "bwrap"], {"MINIONFLOW_BWRAP": "/nonexistent/bwrap"}, "bubblewrap is not installed"),
     ],
 )
 def test_bad_settings_exit_2_before_any_model_call(args, env, message, good_doc, home):
