@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -78,6 +79,7 @@ class EmbeddedServer:
                 raise EmbeddedModelError(f"GGUF file not found: {self.gguf}")
             self.port = _free_port()
             cmd = [
+                sys.executable, "-m", "minionflow.nodes.server_watchdog", str(os.getpid()), "--",
                 sys.executable, "-m", "llama_cpp.server",
                 "--model", str(self.gguf),
                 "--host", "127.0.0.1",
@@ -123,11 +125,11 @@ class EmbeddedServer:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.terminate()
+        proc.terminate()  # the watchdog passes it on to the server
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # watchdog and server share their own process group
             proc.wait()
 
 

@@ -11,6 +11,7 @@ attach socket is closed before the kill (otherwise the kill can hang a minute).
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import struct
 import threading
@@ -31,6 +32,9 @@ from .image import RUNNER_PATH, image_tag
 log = logging.getLogger(__name__)
 
 NOBODY = "65534:65534"
+LABEL = "io.minionflow.sandbox"
+OWNER_LABEL = "io.minionflow.owner-pid"
+HOST = socket.gethostname()
 
 
 class DockerBackend:
@@ -55,7 +59,30 @@ class DockerBackend:
             ) from exc
         return client
 
+    @cached_property
+    def _swept(self) -> int:
+        """Remove the containers of minionflow processes on this host that died
+        (a SIGKILL cannot run our clean-up): once per backend."""
+        removed = 0
+        for container in self.client.containers.list(all=True, filters={"label": f"{LABEL}={HOST}"}):
+            try:
+                os.kill(int(container.labels.get(OWNER_LABEL, "0")), 0)
+                continue  # its owner is alive
+            except ProcessLookupError:
+                pass
+            except (PermissionError, ValueError):
+                continue
+            try:
+                container.remove(force=True)
+                removed += 1
+            except Exception as exc:  # noqa: BLE001 - best effort
+                log.warning("could not remove stale sandbox container %s: %s", container.short_id, exc)
+        if removed:
+            log.warning("removed %d sandbox container(s) left by killed minionflow processes", removed)
+        return removed
+
     def check(self) -> None:
+        log.debug("%d stale sandbox container(s) removed", self._swept)
         if self.runtime and self.runtime not in (self.client.info().get("Runtimes") or {}):
             raise SandboxUnavailable(f"the Docker engine has no runtime {self.runtime!r} (is gVisor installed?)")
         if not self.client.images.list(name=self.image):
@@ -86,6 +113,7 @@ class DockerBackend:
             environment={},
             working_dir="/tmp",
             runtime=self.runtime,
+            labels={LABEL: HOST, OWNER_LABEL: str(os.getpid())},
         )
         try:
             result = self._run(container, request.runner_input(limits), limits, request.max_jobs, started)

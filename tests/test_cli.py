@@ -156,3 +156,32 @@ def test_end_to_end_human_output_and_openai_compatible_url(good_doc, home):
     assert "Against sending everything to the remote model: " in out
     log = (home / "minionflow.log").read_text()
     assert "rejected response_format json_schema" in log
+
+
+@pytest.mark.embedded
+def test_killed_cli_leaves_no_model_server_behind(good_doc, home):
+    """A SIGKILL of minionflow ends the embedded server too (its watchdog sees the parent die)."""
+    import signal
+    import time
+
+    environ = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    environ["MINIONFLOW_HOME"] = str(home)
+    proc = subprocess.Popen([CLI, "run", str(good_doc), "-q", "Why was the pier closed?"], env=environ,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = home / "embedded-server.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (log.exists() and "POST" in log.read_text()):
+        time.sleep(0.2)
+    assert "POST" in log.read_text(), "the model server never answered a request"
+    watchdogs = subprocess.run(["pgrep", "-f", f"server_watchdog {proc.pid} "], capture_output=True, text=True).stdout.split()
+    servers = [pid for w in watchdogs for pid in subprocess.run(["pgrep", "-P", w], capture_output=True, text=True).stdout.split()]
+    server_pids = watchdogs + servers
+    assert len(watchdogs) == 1 and len(servers) == 1, (watchdogs, servers)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 15
+    alive = server_pids
+    while time.monotonic() < deadline and alive:
+        time.sleep(0.5)
+        alive = [p for p in server_pids if os.path.exists(f"/proc/{p}")]
+    assert server_pids and not alive, f"left behind: {alive}"

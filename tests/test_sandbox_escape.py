@@ -29,7 +29,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[BwrapBackend | DockerBac
 
 def leftovers(marker: str) -> list[str]:
     procs = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
-    containers = subprocess.run(["docker", "ps", "-aq", "--filter", "ancestor=" + DockerBackend().image],
+    containers = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=io.minionflow.owner-pid={os.getpid()}"],
                                 capture_output=True, text=True).stdout.split()
     return procs + containers
 
@@ -317,6 +317,22 @@ def test_docker_without_an_engine_fails_closed(monkeypatch):
 def test_bwrap_without_bubblewrap_fails_closed():
     with pytest.raises(SandboxUnavailable, match="bubblewrap is not installed"):
         BwrapBackend(bwrap="/nonexistent/bwrap").check()
+
+
+def test_containers_of_killed_processes_are_swept():
+    import docker
+
+    client = docker.from_env()
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    stale = client.containers.create(DockerBackend().image, command=["sleep", "3600"],
+                                     labels={"io.minionflow.sandbox": socket.gethostname(),
+                                             "io.minionflow.owner-pid": str(dead.pid)})
+    stale.start()
+    fresh = DockerBackend()
+    fresh.check()
+    assert fresh._swept >= 1
+    assert not client.containers.list(all=True, filters={"id": stale.id})
 
 
 def test_docker_with_an_unknown_runtime_fails_closed():
