@@ -134,5 +134,7 @@ def _finish(result: RunResult, json_out: bool) -> None:
     raise typer.Exit(EXIT_ANSWERED if result.status == "answered" else EXIT_FAILED)
 
 
+from . import threads as _threads  # noqa: E402,F401 - registers resume, runs, show, history
+
 if __name__ == "__main__":
     app()

@@ -51,4 +51,4 @@ def render_result(console: Console, result: RunResult) -> None:
         console.print(f"Against sending everything to the remote model: {_savings(result.usage)}", highlight=False)
     console.print(f"rounds: {result.rounds}   time: {result.elapsed_s:.1f}s   thread: {result.thread_id}")
     if result.status != "answered":
-        console.print(f"resume with: minionflow run ... --thread {result.thread_id}")
+        console.print(f"resume with: minionflow resume {result.thread_id}")

@@ -156,18 +156,54 @@ def run_minions(
             settings = RunSettings.model_validate(existing.values["settings"])
             run_input = None
             log.info("resuming thread %s at %s", thread_id, ", ".join(existing.next))
-        config = run_config(thread_id, settings)
-        started = time.monotonic()
-        error = None
-        try:
-            for event in graph.stream(run_input, config, stream_mode="custom", durability="sync"):
-                if on_event is not None:
-                    on_event(event)
-        except Exception as exc:  # noqa: BLE001 - reported as a failed (resumable) run
-            log.exception("run %s failed", thread_id)
-            error = f"{type(exc).__name__}: {exc}"
-        values = graph.get_state(config).values
-        return _result(thread_id, values, store, error, time.monotonic() - started)
+        return _stream(graph, run_input, thread_id, settings, store, on_event)
+
+
+def resume_minions(
+    thread_id: str,
+    *,
+    directory: Path | None = None,
+    models: ModelProvider | None = None,
+    sandbox: SandboxBackend | None = None,
+    on_event: EventHandler | None = None,
+) -> RunResult:
+    """Continue an unfinished thread with the settings it started with; finished
+    jobs and finished model calls are not redone."""
+    with sqlite_persistence(directory) as (saver, store):
+        graph = build_minions_graph(models=models, sandbox=sandbox, checkpointer=saver, store=store)
+        existing = graph.get_state({"configurable": {"thread_id": thread_id}})
+        if not existing.values:
+            raise BadInput(f"no thread {thread_id!r} in {directory or data_dir()}")
+        if existing.values.get("final") and not existing.next:
+            raise BadInput(f"thread {thread_id} already finished; nothing to resume")
+        settings = RunSettings.model_validate(existing.values["settings"])
+        log.info("resuming thread %s at %s", thread_id, ", ".join(existing.next))
+        return _stream(graph, None, thread_id, settings, store, on_event)
+
+
+def resume_settings(thread_id: str, directory: Path | None = None) -> RunSettings:
+    """The settings an existing thread started with (for preflight checks before a resume)."""
+    with sqlite_persistence(directory) as (saver, store):
+        values = build_minions_graph(checkpointer=saver, store=store).get_state({"configurable": {"thread_id": thread_id}}).values
+    if not values:
+        raise BadInput(f"no thread {thread_id!r} in {directory or data_dir()}")
+    return RunSettings.model_validate(values["settings"])
+
+
+def _stream(graph: Any, run_input: MinionsState | None, thread_id: str, settings: RunSettings, store: BaseStore,
+            on_event: EventHandler | None) -> RunResult:
+    config = run_config(thread_id, settings)
+    started = time.monotonic()
+    error = None
+    try:
+        for event in graph.stream(run_input, config, stream_mode="custom", durability="sync"):
+            if on_event is not None:
+                on_event(event)
+    except Exception as exc:  # noqa: BLE001 - reported as a failed (resumable) run
+        log.exception("run %s failed", thread_id)
+        error = f"{type(exc).__name__}: {exc}"
+    values = graph.get_state(config).values
+    return _result(thread_id, values, store, error, time.monotonic() - started)
 
 
 def _check_resumable(thread_id: str, values: dict[str, Any], pending: tuple[str, ...], fresh: MinionsState) -> None:

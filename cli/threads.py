@@ -1,0 +1,147 @@
+"""``minionflow resume``, ``runs``, ``show`` and ``history``."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from minionflow.graphs.run import data_dir, resume_minions, resume_settings, sqlite_persistence
+from minionflow.graphs.threads import ThreadView, list_threads, show_thread, thread_history
+from minionflow.nodes.documents import BadInput
+from minionflow.nodes.models import ModelConfigError, preflight
+from minionflow.sandbox.base import SandboxUnavailable
+from minionflow.sandbox.select import get_backend
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+
+from .main import _fail, _finish, _setup_logging, app, err
+from .progress import RunProgress
+from .render import usage_table
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="where checkpoints and blobs live")]
+
+
+def _home(home: Path | None) -> Path:
+    home = home or data_dir()
+    if not (home / "checkpoints.sqlite").exists():
+        raise _fail(f"no checkpoint database in {home}")
+    return home
+
+
+def _age(when: datetime) -> str:
+    seconds = (datetime.now(UTC) - when).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@app.command()
+def resume(
+    thread: Annotated[str, typer.Argument(help="the thread id a run printed")],
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON result")] = False,
+    home: DataDir = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Continue an unfinished run with the settings it started with."""
+    home = _home(home)
+    _setup_logging(verbose, home)
+    try:
+        settings = resume_settings(thread, home)
+        for spec, role in ((settings.remote, "remote"), (settings.local, "local")):
+            preflight(spec, role)  # type: ignore[arg-type]
+        backend = get_backend(settings.sandbox, settings.sandbox_runtime)
+    except (BadInput, ModelConfigError, SandboxUnavailable) as exc:
+        raise _fail(str(exc)) from None
+    with RunProgress(err, enabled=not json_out) as progress:
+        try:
+            result = resume_minions(thread, directory=home, sandbox=backend, on_event=progress.handle)
+        except BadInput as exc:
+            raise _fail(str(exc)) from None
+    _finish(result, json_out)
+
+
+@app.command()
+def runs(home: DataDir = None, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the runs (threads) in the checkpoint database."""
+    with sqlite_persistence(_home(home)) as (saver, store):
+        threads = list_threads(saver, store)
+    if json_out:
+        sys.stdout.write("[" + ",".join(t.model_dump_json() for t in threads) + "]\n")
+        return
+    table = Table(title="Runs", title_justify="left")
+    for column in ("thread", "status", "rounds", "jobs", "remote tokens", "local tokens", "cost (USD)", "age", "question"):
+        table.add_column(column, justify="right" if column in ("rounds", "jobs", "remote tokens", "local tokens", "cost (USD)", "age") else "left")
+    for t in threads:
+        status = t.status if t.status == "answered" else f"unfinished (next: {', '.join(t.next) or '-'})"
+        table.add_row(t.thread_id, status, str(t.rounds), str(t.jobs), f"{t.remote_tokens:,}", f"{t.local_tokens:,}",
+                      f"{t.cost_usd:.4f}", _age(t.updated), t.question[:60])
+    Console().print(table)
+
+
+@app.command()
+def show(
+    thread: Annotated[str, typer.Argument(help="thread id")],
+    home: DataDir = None,
+    json_out: Annotated[bool, typer.Option("--json", help="everything, for machines")] = False,
+) -> None:
+    """Show a run round by round: code, its execution, jobs and outputs, what the
+    filter kept, the supervisor's decision, usage."""
+    with sqlite_persistence(_home(home)) as (saver, store):
+        try:
+            view = show_thread(saver, store, thread)
+        except BadInput as exc:
+            raise _fail(str(exc)) from None
+    if json_out:
+        sys.stdout.write(view.model_dump_json(indent=2) + "\n")
+        return
+    _render_view(Console(), view)
+
+
+def _render_view(console: Console, view: ThreadView) -> None:
+    s = view.summary
+    console.print(f"[bold]thread {s.thread_id}[/] ({s.status}): {s.question}", highlight=False)
+    for doc in view.documents:
+        console.print(f"  document {doc['title']}: {doc['chars']:,} characters, {doc['pages']} page(s)", highlight=False)
+    for r in view.rounds:
+        console.rule(f"round {r.round}")
+        console.print(f"plan: {r.plan_source}; code attempts that failed: {len(r.code_errors)}", highlight=False)
+        for e in r.code_errors:
+            console.print(f"[red]  {e.splitlines()[0]}[/]", highlight=False)
+        if r.code:
+            console.print(Syntax(r.code, "python", line_numbers=False))
+        failed = [x for x in r.results if x["status"] != "ok"]
+        console.print(f"jobs: {len(r.jobs)}, failed: {len(failed)}, kept: {len(r.kept)}", highlight=False)
+        for k in r.kept:
+            console.print(f"  [{k['job_id']}] {k['answer']}  (\"{k['citation'] or ''}\")", highlight=False)
+        for x in failed[:10]:
+            console.print(f"  [red][{x['job_id']}] {x['error']}[/]", highlight=False)
+        d = r.decision
+        console.print(f"decision: [bold]{d.get('decision')}[/] — {d.get('answer')}", highlight=False)
+        if d.get("feedback"):
+            console.print(f"feedback: {d['feedback']}", highlight=False)
+    for note in view.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    if view.final:
+        console.print(f"[bold]Answer:[/] {view.final['answer']}", highlight=False)
+    console.print(usage_table(view.usage))
+
+
+@app.command()
+def history(thread: Annotated[str, typer.Argument(help="thread id")], home: DataDir = None) -> None:
+    """List a thread's checkpoints, newest first."""
+    with sqlite_persistence(_home(home)) as (saver, store):
+        try:
+            checkpoints = thread_history(saver, store, thread)
+        except BadInput as exc:
+            raise _fail(str(exc)) from None
+    table = Table(title=f"Checkpoints of {thread}", title_justify="left")
+    for column in ("checkpoint", "step", "round", "source", "next"):
+        table.add_column(column)
+    for c in checkpoints:
+        table.add_row(c.checkpoint_id, str(c.step), str(c.round or "-"), c.source, ", ".join(c.next) or "(end)")
+    Console().print(table)

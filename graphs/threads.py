@@ -1,0 +1,144 @@
+"""Inspecting threads in a checkpoint database: list runs, show a run round by
+round, list a thread's checkpoints. Read-only: nothing here calls a model."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.store.base import BaseStore
+from minionflow.nodes.accounting import UsageSummary, summarize
+from minionflow.nodes.documents import BadInput
+from minionflow.nodes.store import get_json, get_text
+from pydantic import BaseModel
+
+from .minions import build_minions_graph
+from .run import all_usage
+from .settings import RunSettings
+
+Status = Literal["answered", "unfinished"]
+
+
+class ThreadSummary(BaseModel):
+    thread_id: str
+    status: Status
+    question: str
+    rounds: int
+    jobs: int
+    remote_tokens: int
+    local_tokens: int
+    cost_usd: float
+    updated: datetime
+    next: list[str]
+
+
+class RoundView(BaseModel):
+    round: int
+    plan_source: str
+    code: str | None
+    code_errors: list[str]
+    jobs: list[dict[str, Any]]
+    results: list[dict[str, Any]]
+    kept: list[dict[str, Any]]
+    decision: dict[str, Any]
+
+
+class ThreadView(BaseModel):
+    summary: ThreadSummary
+    settings: dict[str, Any]
+    documents: list[dict[str, Any]]
+    rounds: list[RoundView]
+    final: dict[str, Any] | None
+    notes: list[str]
+    usage: UsageSummary
+
+
+class CheckpointView(BaseModel):
+    checkpoint_id: str
+    step: int
+    source: str
+    next: list[str]
+    round: int | None
+    created: datetime
+
+
+def _thread_ids(saver: BaseCheckpointSaver[Any]) -> list[str]:
+    seen: dict[str, None] = {}
+    for item in saver.list(None):
+        seen.setdefault(item.config["configurable"]["thread_id"], None)
+    return list(seen)
+
+
+def _summary(thread_id: str, values: dict[str, Any], nxt: tuple[str, ...], created: str | None, store: BaseStore) -> ThreadSummary:
+    records = all_usage(values, store)
+    settings = RunSettings.model_validate(values["settings"])
+    remote = [r for r in records if r["role"] == "remote"]
+    local = [r for r in records if r["role"] == "local"]
+    cost = sum(settings.prices.remote.cost(r["prompt_tokens"], r["completion_tokens"], r["cached_tokens"]) for r in remote)
+    cost += sum(settings.prices.local.cost(r["prompt_tokens"], r["completion_tokens"], r["cached_tokens"]) for r in local)
+    return ThreadSummary(
+        thread_id=thread_id,
+        status="answered" if values.get("final") and not nxt else "unfinished",
+        question=values.get("task", ""),
+        rounds=len(values.get("rounds") or []),
+        jobs=sum(r["jobs"] for r in values.get("rounds") or []) + (values.get("job_count") or 0 if not values.get("final") else 0),
+        remote_tokens=sum(r["prompt_tokens"] + r["completion_tokens"] for r in remote),
+        local_tokens=sum(r["prompt_tokens"] + r["completion_tokens"] for r in local),
+        cost_usd=cost,
+        updated=datetime.fromisoformat(created) if created else datetime.now(UTC),
+        next=list(nxt),
+    )
+
+
+def list_threads(saver: BaseCheckpointSaver[Any], store: BaseStore) -> list[ThreadSummary]:
+    graph = build_minions_graph(checkpointer=saver, store=store)
+    out = []
+    for thread_id in _thread_ids(saver):
+        snapshot = graph.get_state({"configurable": {"thread_id": thread_id}})
+        if snapshot.values.get("settings"):
+            out.append(_summary(thread_id, snapshot.values, snapshot.next, snapshot.created_at, store))
+    return sorted(out, key=lambda t: t.updated, reverse=True)
+
+
+def show_thread(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id: str) -> ThreadView:
+    graph = build_minions_graph(checkpointer=saver, store=store)
+    snapshot = graph.get_state({"configurable": {"thread_id": thread_id}})
+    values = snapshot.values
+    if not values.get("settings"):
+        raise BadInput(f"no thread {thread_id!r} in this checkpoint database")
+    rounds = []
+    for r in values.get("rounds") or []:
+        rounds.append(
+            RoundView(
+                round=r["round"], plan_source=r["plan_source"], code=r["code"], code_errors=r["code_errors"],
+                jobs=get_json(store, r["jobs_ref"])["jobs"] if r["jobs_ref"] else [],
+                results=get_json(store, r["results_ref"]) if r["results_ref"] else [],
+                kept=get_json(store, r["kept_ref"]) if r["kept_ref"] else [],
+                decision=r["decision"],
+            )
+        )
+    settings = RunSettings.model_validate(values["settings"])
+    final = values.get("final")
+    texts = [get_text(store, d["sha256"]) for d in values.get("documents") or []]
+    usage = summarize(all_usage(values, store), settings.prices, values.get("task", ""), texts, (final or {}).get("answer", ""))
+    return ThreadView(
+        summary=_summary(thread_id, values, snapshot.next, snapshot.created_at, store),
+        settings=values["settings"], documents=list(values.get("documents") or []), rounds=rounds,
+        final=final, notes=list(values.get("notes") or []), usage=usage,
+    )
+
+
+def thread_history(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id: str) -> list[CheckpointView]:
+    graph = build_minions_graph(checkpointer=saver, store=store)
+    out = [
+        CheckpointView(
+            checkpoint_id=s.config["configurable"]["checkpoint_id"], step=s.metadata.get("step", -1) if s.metadata else -1,
+            source=(s.metadata or {}).get("source", ""), next=list(s.next), round=s.values.get("round"),
+            created=datetime.fromisoformat(s.created_at) if s.created_at else datetime.now(UTC),
+        )
+        for s in graph.get_state_history({"configurable": {"thread_id": thread_id}})
+    ]
+    if not out:
+        raise BadInput(f"no thread {thread_id!r} in this checkpoint database")
+    return out

@@ -1,0 +1,125 @@
+"""Resume, runs, show and history on a real SQLite checkpoint database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from conftest import default_local, default_remote, secret_doc
+from fakes import FakeProvider, PromptFake
+from minionflow.graphs import RunSettings
+from minionflow.graphs.run import resume_minions, run_minions, sqlite_persistence
+from minionflow.graphs.threads import list_threads, show_thread, thread_history
+from minionflow.nodes.documents import BadInput
+from minionflow.sandbox import BwrapBackend
+
+CLI = str(Path(sys.executable).parent / "minionflow")
+
+
+def down(prompt: str) -> str:
+    if "Write prepare_jobs now" in prompt:
+        return default_remote(prompt)
+    raise openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions"))
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, PromptFake]:
+    """A run whose supervisor went away at aggregation: failed, resumable."""
+    home = tmp_path_factory.mktemp("home")
+    local = PromptFake(responder=default_local)
+    result = run_minions([secret_doc()], "What is the secret number?", RunSettings(chunk_tokens=40, max_chunk_chars=4000),
+                         thread_id="t-interrupted", directory=home, sandbox=BwrapBackend(),
+                         models=FakeProvider(PromptFake(responder=down), local))
+    assert result.status == "failed" and "APIConnectionError" in (result.error or "")
+    assert len(local.prompts) == 12
+    return home, "t-interrupted", local
+
+
+def cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env["COLUMNS"] = "200"
+    return subprocess.run([CLI, *args, "--data-dir", str(home)], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_an_interrupted_run_is_listed_as_unfinished(interrupted):
+    home, thread, _ = interrupted
+    with sqlite_persistence(home) as (saver, store):
+        (summary,) = list_threads(saver, store)
+    assert summary.thread_id == thread and summary.status == "unfinished" and summary.next == ["aggregate"]
+    assert summary.local_tokens > 0 and summary.jobs == 12
+    out = cli("runs", home=home)
+    assert out.returncode == 0 and thread in out.stdout and "unfinished (next: aggregate)" in out.stdout
+
+
+def test_history_lists_checkpoints_newest_first(interrupted):
+    home, thread, _ = interrupted
+    with sqlite_persistence(home) as (saver, store):
+        checkpoints = thread_history(saver, store, thread)
+    assert len(checkpoints) >= 5
+    assert checkpoints[0].next == ["aggregate"] and checkpoints[-1].source == "input"
+    assert [c.step for c in checkpoints] == sorted((c.step for c in checkpoints), reverse=True)
+    out = cli("history", thread, home=home)
+    assert out.returncode == 0 and checkpoints[0].checkpoint_id in out.stdout
+
+
+def test_resume_redoes_no_finished_job_and_answers(interrupted, tmp_path):
+    home, thread, first_local = interrupted
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(home, copy)  # keep the module's interrupted thread for the other tests
+    remote, local = PromptFake(responder=default_remote), PromptFake(responder=default_local)
+    result = resume_minions(thread, directory=copy, sandbox=BwrapBackend(), models=FakeProvider(remote, local))
+    assert result.status == "answered" and result.answer == "42"
+    assert local.prompts == []  # the 12 finished jobs were not run again
+    assert [p for p in remote.prompts if "Write prepare_jobs now" in p] == []  # nor the finished decompose
+    assert result.usage is not None and result.usage.local.calls == 12
+    with sqlite_persistence(copy) as (saver, store):
+        view = show_thread(saver, store, thread)
+    assert view.summary.status == "answered" and len(view.rounds) == 1
+    assert len(view.rounds[0].results) == 12 and [k["answer"] for k in view.rounds[0].kept] == ["42"]
+    out = cli("show", thread, home=copy)
+    assert out.returncode == 0 and "decision: provide_final_answer" in out.stdout and "Answer: 42" in out.stdout
+    data = json.loads(cli("show", thread, "--json", home=copy).stdout)
+    assert data["final"]["answer"] == "42" and len(data["rounds"][0]["jobs"]) == 12
+    again = cli("resume", thread, home=copy)
+    assert again.returncode == 2 and "already finished" in again.stderr
+    with pytest.raises(BadInput, match="already finished"):
+        resume_minions(thread, directory=copy, sandbox=BwrapBackend(), models=FakeProvider(remote, local))
+
+
+def test_bad_thread_ids_and_databases(interrupted, tmp_path):
+    home, _, _ = interrupted
+    for args in (["show", "nope"], ["history", "nope"], ["resume", "nope"]):
+        out = cli(*args, home=home)
+        assert out.returncode == 2 and "no thread 'nope'" in out.stderr, out.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = cli("runs", home=empty)
+    assert out.returncode == 2 and "no checkpoint database" in out.stderr
+    assert not (empty / "checkpoints.sqlite").exists()  # nothing written
+
+
+@pytest.mark.embedded
+def test_resume_through_the_cli_with_the_embedded_supervisor(interrupted, tmp_path):
+    """The interrupted thread's settings name the embedded model: `minionflow resume`
+    starts it and finishes the aggregation over real HTTP."""
+    home, thread, _ = interrupted
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(home, copy)
+    out = cli("resume", thread, "--json", home=copy)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    assert result["status"] == "answered" and result["answer"]
+    remote = [c for c in result["calls"] if c["role"] == "remote"]
+    assert [c["node"] for c in remote].count("aggregate") >= 1
+    assert [c["model"] for c in remote if c["node"] == "aggregate"][0] == "embedded:SmolLM2-135M-Instruct"
+    assert sum(1 for c in result["calls"] if c["role"] == "local") == 12  # no job ran again
