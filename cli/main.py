@@ -20,6 +20,7 @@ from rich.logging import RichHandler
 
 from .progress import RunProgress
 from .render import render_result
+from .signals import EXIT_PAUSED, pause_on_signals
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Local-remote LLM collaboration (MinionS) over long documents.")
 err = Console(stderr=True)
@@ -116,11 +117,10 @@ def run(
             "answers will be weak. Set OPENAI_API_KEY, or pass --remote openai:gpt-4o or --remote MODEL@http://host/v1.",
             highlight=False,
         )
-    progress = RunProgress(err, enabled=not json_out)
-    with progress:
+    with RunProgress(err, enabled=not json_out) as progress, pause_on_signals(err) as control:
         try:
             result = run_minions(docs, question, settings, thread_id=thread, directory=home,
-                                 sandbox=backend, on_event=progress.handle)
+                                 sandbox=backend, on_event=progress.handle, control=control)
         except BadInput as exc:
             raise _fail(str(exc)) from None
     _finish(result, json_out)
@@ -131,7 +131,8 @@ def _finish(result: RunResult, json_out: bool) -> None:
         sys.stdout.write(result.model_dump_json(indent=2) + "\n")
     else:
         render_result(Console(), result)
-    raise typer.Exit(EXIT_ANSWERED if result.status == "answered" else EXIT_FAILED)
+    codes = {"answered": EXIT_ANSWERED, "paused": EXIT_PAUSED}
+    raise typer.Exit(codes.get(result.status, EXIT_FAILED))
 
 
 from . import threads as _threads  # noqa: E402,F401 - registers resume, runs, show, history

@@ -42,6 +42,8 @@ def render_result(console: Console, result: RunResult) -> None:
             console.print("[bold]Citations from the minions:[/]")
             for citation in result.citations:
                 console.print(f"  - \"{citation}\"", highlight=False)
+    elif result.status == "paused":
+        console.print("[bold yellow]The run is paused[/] at a step boundary; nothing that finished is lost.")
     else:
         console.print(f"[bold red]The run failed:[/] {result.error}", highlight=False)
     for note in result.notes:

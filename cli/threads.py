@@ -21,6 +21,7 @@ from rich.table import Table
 from .main import _fail, _finish, _setup_logging, app, err
 from .progress import RunProgress
 from .render import usage_table
+from .signals import pause_on_signals
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="where checkpoints and blobs live")]
 
@@ -57,9 +58,9 @@ def resume(
         backend = get_backend(settings.sandbox, settings.sandbox_runtime)
     except (BadInput, ModelConfigError, SandboxUnavailable) as exc:
         raise _fail(str(exc)) from None
-    with RunProgress(err, enabled=not json_out) as progress:
+    with RunProgress(err, enabled=not json_out) as progress, pause_on_signals(err) as control:
         try:
-            result = resume_minions(thread, directory=home, sandbox=backend, on_event=progress.handle)
+            result = resume_minions(thread, directory=home, sandbox=backend, on_event=progress.handle, control=control)
         except BadInput as exc:
             raise _fail(str(exc)) from None
     _finish(result, json_out)

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.errors import GraphDrained
+from langgraph.runtime import RunControl
 from langgraph.store.base import BaseStore
 from minionflow.nodes.accounting import UsageSummary, summarize
 from minionflow.nodes.blobstore import SqliteBlobStore
@@ -64,7 +66,7 @@ def sqlite_persistence(directory: Path | None = None) -> Iterator[tuple[SqliteSa
 
 class RunResult(BaseModel):
     thread_id: str
-    status: Literal["answered", "failed"]
+    status: Literal["answered", "failed", "paused"]
     answer: str | None = None
     explanation: str = ""
     citations: list[str] = Field(default_factory=list)
@@ -143,8 +145,11 @@ def run_minions(
     models: ModelProvider | None = None,
     sandbox: SandboxBackend | None = None,
     on_event: EventHandler | None = None,
+    control: RunControl | None = None,
 ) -> RunResult:
-    """Run (or, for an unfinished thread id, resume) MinionS on the documents."""
+    """Run (or, for an unfinished thread id, resume) MinionS on the documents.
+    ``control.request_drain()`` (from any thread, or a signal handler) pauses the
+    run at the next step boundary: the result is then ``paused`` and resumable."""
     with sqlite_persistence(directory) as (saver, store):
         graph = build_minions_graph(models=models, sandbox=sandbox, checkpointer=saver, store=store)
         thread_id = thread_id or uuid.uuid4().hex[:12]
@@ -156,7 +161,7 @@ def run_minions(
             settings = RunSettings.model_validate(existing.values["settings"])
             run_input = None
             log.info("resuming thread %s at %s", thread_id, ", ".join(existing.next))
-        return _stream(graph, run_input, thread_id, settings, store, on_event)
+        return _stream(graph, run_input, thread_id, settings, store, on_event, control)
 
 
 def resume_minions(
@@ -166,6 +171,7 @@ def resume_minions(
     models: ModelProvider | None = None,
     sandbox: SandboxBackend | None = None,
     on_event: EventHandler | None = None,
+    control: RunControl | None = None,
 ) -> RunResult:
     """Continue an unfinished thread with the settings it started with; finished
     jobs and finished model calls are not redone."""
@@ -178,7 +184,7 @@ def resume_minions(
             raise BadInput(f"thread {thread_id} already finished; nothing to resume")
         settings = RunSettings.model_validate(existing.values["settings"])
         log.info("resuming thread %s at %s", thread_id, ", ".join(existing.next))
-        return _stream(graph, None, thread_id, settings, store, on_event)
+        return _stream(graph, None, thread_id, settings, store, on_event, control)
 
 
 def resume_settings(thread_id: str, directory: Path | None = None) -> RunSettings:
@@ -191,19 +197,26 @@ def resume_settings(thread_id: str, directory: Path | None = None) -> RunSetting
 
 
 def _stream(graph: Any, run_input: MinionsState | None, thread_id: str, settings: RunSettings, store: BaseStore,
-            on_event: EventHandler | None) -> RunResult:
+            on_event: EventHandler | None, control: RunControl | None = None) -> RunResult:
     config = run_config(thread_id, settings)
     started = time.monotonic()
     error = None
+    paused = False
     try:
-        for event in graph.stream(run_input, config, stream_mode="custom", durability="sync"):
+        for event in graph.stream(run_input, config, stream_mode="custom", durability="sync", control=control):
             if on_event is not None:
                 on_event(event)
+    except GraphDrained as exc:
+        paused = True
+        log.info("run %s paused (%s)", thread_id, exc.reason)
     except Exception as exc:  # noqa: BLE001 - reported as a failed (resumable) run
         log.exception("run %s failed", thread_id)
         error = f"{type(exc).__name__}: {exc}"
     values = graph.get_state(config).values
-    return _result(thread_id, values, store, error, time.monotonic() - started)
+    result = _result(thread_id, values, store, error, time.monotonic() - started)
+    if paused and result.status != "answered":
+        result = result.model_copy(update={"status": "paused", "error": "paused at a step boundary"})
+    return result
 
 
 def _check_resumable(thread_id: str, values: dict[str, Any], pending: tuple[str, ...], fresh: MinionsState) -> None:

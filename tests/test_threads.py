@@ -123,3 +123,58 @@ def test_resume_through_the_cli_with_the_embedded_supervisor(interrupted, tmp_pa
     assert [c["node"] for c in remote].count("aggregate") >= 1
     assert [c["model"] for c in remote if c["node"] == "aggregate"][0] == "embedded:SmolLM2-135M-Instruct"
     assert sum(1 for c in result["calls"] if c["role"] == "local") == 12  # no job ran again
+
+
+def test_drain_pauses_at_the_step_boundary_then_resumes(tmp_path):
+    from langgraph.runtime import RunControl
+
+    control = RunControl()
+
+    def local(prompt: str) -> str:
+        control.request_drain("test")  # as a Ctrl-C would, while the jobs run
+        return default_local(prompt)
+
+    first = PromptFake(responder=local)
+    paused = run_minions([secret_doc()], "What is the secret number?", RunSettings(chunk_tokens=40, max_chunk_chars=4000),
+                         thread_id="t-pause", directory=tmp_path, sandbox=BwrapBackend(), control=control,
+                         models=FakeProvider(PromptFake(responder=default_remote), first))
+    assert paused.status == "paused"
+    assert len(first.prompts) == 12  # the step that was running finished: every job
+    with sqlite_persistence(tmp_path) as (saver, store):
+        (summary,) = list_threads(saver, store)
+    assert summary.next == ["filter"]
+    second = PromptFake(responder=default_local)
+    done = resume_minions("t-pause", directory=tmp_path, sandbox=BwrapBackend(),
+                          models=FakeProvider(PromptFake(responder=default_remote), second))
+    assert done.status == "answered" and done.answer == "42" and second.prompts == []
+
+
+@pytest.mark.embedded
+def test_sigint_pauses_the_cli_and_resume_finishes(tmp_path):
+    import signal
+    import time
+
+    from pdfgen import write_pdf
+    from test_cli import PAGES
+
+    doc = write_pdf(tmp_path / "review.pdf", PAGES)
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env["MINIONFLOW_HOME"] = str(home)
+    proc = subprocess.Popen([CLI, "run", str(doc), "-q", "Why was the pier closed?", "--json", "--thread", "t-sigint"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    log = home / "embedded-server.log"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not (log.exists() and log.read_text().count("POST") >= 2):
+        time.sleep(0.2)  # the decompose call and one job have answered: the map is running
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    paused = json.loads(out)
+    assert paused["status"] == "paused" and "pausing after the current step" in err
+    resumed = cli("resume", "t-sigint", "--json", home=home)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    result = json.loads(resumed.stdout)
+    assert result["status"] == "answered"
+    jobs = [c for c in result["calls"] if c["role"] == "local"]
+    assert len(jobs) == 2  # each of the two jobs ran once

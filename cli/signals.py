@@ -1,0 +1,35 @@
+"""Ctrl-C (SIGINT) or SIGTERM pauses a run at the next step boundary (LangGraph's
+drain); a second one stops at once. Either way no finished job is lost: each is
+saved as it finishes."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from langgraph.runtime import RunControl
+from rich.console import Console
+
+EXIT_PAUSED = 130
+
+
+@contextmanager
+def pause_on_signals(console: Console) -> Iterator[RunControl]:
+    control = RunControl()
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        if control.drain_requested:
+            console.print("[red]stopping now[/] (finished jobs are saved; resume the thread to go on)")
+            os._exit(EXIT_PAUSED)
+        control.request_drain(signal.Signals(signum).name)
+        console.print("[yellow]pausing after the current step[/] (press Ctrl-C again to stop at once)")
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield control
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
