@@ -20,6 +20,7 @@ class RunProgress:
         self.status: TaskID | None = None
         self.jobs: TaskID | None = None
         self.failed = 0
+        self.tokens = {"remote": 0, "local": 0}
 
     def __enter__(self) -> RunProgress:
         self.progress.__enter__()
@@ -35,7 +36,11 @@ class RunProgress:
 
     def handle(self, event: dict[str, Any]) -> None:
         kind, round_ = event.get("type"), event.get("round")
-        if kind == "decompose":
+        if kind == "usage":
+            self.tokens[event["role"]] += event["tokens"]
+            if self.status is not None:
+                self.progress.update(self.status, detail=f"tokens: remote {self.tokens['remote']:,}, local {self.tokens['local']:,}")
+        elif kind == "decompose":
             self._say(f"round {round_}: supervisor writes code (attempt {event['attempt']})")
         elif kind == "execute":
             self._say(f"round {round_}: sandbox {event['status']} ({event['jobs']} jobs, {event['seconds']}s)")

@@ -17,7 +17,7 @@ from minionflow.graphs.state import FinalAnswer, MinionsState, RoundRecord
 
 from . import prompts
 from .accounting import usage_records
-from .common import emit, log, settings_of
+from .common import emit, emit_usage, log, settings_of
 from .models import CallRecord, ModelProvider
 from .schemas import AggregateDecision
 from .store import get_json, put_json
@@ -119,7 +119,7 @@ def make_aggregate(models: ModelProvider) -> Callable[[MinionsState], dict[str, 
             "feedback": parsed.feedback,
             "scratchpad": parsed.scratchpad or state.get("scratchpad"),
             "rounds": [record],
-            "usage": usage_records(calls, "remote", "aggregate", round_, client.name),
+            "usage": (records := usage_records(calls, "remote", "aggregate", round_, client.name)),
             "notes": notes,
         }
         if final:
@@ -127,6 +127,7 @@ def make_aggregate(models: ModelProvider) -> Callable[[MinionsState], dict[str, 
                 answer=parsed.answer or _fallback_answer(kept), explanation=parsed.explanation,
                 citations=_citations(store, state, kept), rounds=round_, forced=forced, fallback=fallback,
             )
+        emit_usage(records)
         emit({"type": "aggregate", "round": round_, "decision": decision["decision"]})
         return update
 

@@ -58,6 +58,14 @@ def batch_from_ref(store: BaseStore, ref: str) -> LoadedBatch:
         return loaded
 
 
+def emit_usage(records: list[Any]) -> None:
+    """A progress event with the tokens of the calls just made (for "tokens so far")."""
+    for role in ("remote", "local"):
+        tokens = sum(r["prompt_tokens"] + r["completion_tokens"] for r in records if r["role"] == role)
+        if tokens:
+            emit({"type": "usage", "role": role, "tokens": tokens})
+
+
 def emit(event: dict[str, Any]) -> None:
     """Send a progress event on the ``custom`` stream; a no-op outside a graph run."""
     try:

@@ -14,7 +14,7 @@ from minionflow.graphs.state import MinionsState
 
 from . import prompts
 from .accounting import usage_records
-from .common import emit, settings_of
+from .common import emit, emit_usage, settings_of
 from .models import ModelProvider
 
 _CODE_BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -94,6 +94,7 @@ def make_decompose(models: ModelProvider) -> Callable[[MinionsState], dict[str, 
         client = models.client(settings.remote, "remote", settings.remote_max_tokens)
         call = client.text(decompose_messages(state, settings))
         update: dict[str, Any] = {"usage": usage_records([call], "remote", "decompose", round_, client.name)}
+        emit_usage(update["usage"])
         code = extract_code(str(call.message.content)) if call.message is not None else None
         if code is None:
             error = call.error or NO_CODE_ERROR

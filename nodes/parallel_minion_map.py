@@ -17,7 +17,7 @@ from minionflow.graphs.state import JobInput, JobRecord, JobResult, ResultRef
 
 from . import prompts
 from .accounting import usage_records
-from .common import batch_from_ref, emit, settings_from_ref
+from .common import batch_from_ref, emit, emit_usage, settings_from_ref
 from .models import TRANSIENT_ERRORS, ModelProvider
 from .schemas import JobOutput
 from .store import put_json
@@ -70,6 +70,7 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput], dict
             error=None if output is not None else (reply.error or "no reply"),
             usage=usage_records(reply.calls, "local", "parallel_minion_map", job["round"], client.name),
         )
+        emit_usage(result["usage"])
         emit({"type": "job", "round": job["round"], "job_id": job["job_id"], "status": result["status"]})
         return {"job_results": [ResultRef(job_id=job["job_id"], ok=output is not None, ref=put_json(store, result))]}
 

@@ -284,3 +284,12 @@ def test_transport_errors_are_retried_by_the_retry_policy(run_fake):
     assert list(failures.values()) == [2]  # failed once, retried once
     assert run.values["rounds"][0]["failed"] == 0
     assert run.values["final"]["answer"] == "42"
+
+
+def test_progress_events_carry_every_token(run_fake):
+    run = run_fake()
+    for role in ("remote", "local"):
+        streamed = sum(e["tokens"] for e in run.events if e["type"] == "usage" and e["role"] == role)
+        counted = sum(u["prompt_tokens"] + u["completion_tokens"] for u in run.usage if u["role"] == role)
+        assert streamed == counted > 0
+    assert [e["type"] for e in run.events].count("job") == 12
