@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from minionflow.graphs.run import data_dir, resume_minions, resume_settings, sqlite_persistence
+from minionflow.graphs.run import data_dir, fork_minions, resume_minions, resume_settings, sqlite_persistence
+from minionflow.graphs.settings import RunSettings
 from minionflow.graphs.threads import ThreadView, list_threads, show_thread, thread_history
 from minionflow.nodes.documents import BadInput
 from minionflow.nodes.models import ModelConfigError, preflight
@@ -18,7 +19,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-from .main import _fail, _finish, _setup_logging, app, err
+from .main import _fail, _finish, _parse_spec, _setup_logging, app, err
 from .progress import RunProgress
 from .render import usage_table
 from .signals import pause_on_signals
@@ -61,6 +62,43 @@ def resume(
     with RunProgress(err, enabled=not json_out) as progress, pause_on_signals(err) as control:
         try:
             result = resume_minions(thread, directory=home, sandbox=backend, on_event=progress.handle, control=control)
+        except BadInput as exc:
+            raise _fail(str(exc)) from None
+    _finish(result, json_out)
+
+
+@app.command()
+def fork(
+    thread: Annotated[str, typer.Argument(help="the thread to fork")],
+    at: Annotated[str, typer.Option("--at", help="checkpoint id (minionflow history THREAD)")],
+    remote: Annotated[str | None, typer.Option(help="another supervisor model spec")] = None,
+    local: Annotated[str | None, typer.Option(help="another worker model spec")] = None,
+    max_rounds: Annotated[int | None, typer.Option(min=1, max=50)] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+    home: DataDir = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Start a new thread from a checkpoint with changed settings; the original stays as it is."""
+    home = _home(home)
+    _setup_logging(verbose, home)
+    changes: dict[str, object] = {}
+    for role, value in (("remote", remote), ("local", local)):
+        spec = _parse_spec(value, role)
+        if spec is not None:
+            changes[role] = spec.model_dump()
+    if max_rounds is not None:
+        changes["max_rounds"] = max_rounds
+    try:
+        settings = RunSettings.model_validate({**resume_settings(thread, home).model_dump(mode="json"), **changes})
+        for spec_, role_ in ((settings.remote, "remote"), (settings.local, "local")):
+            preflight(spec_, role_)  # type: ignore[arg-type]
+        backend = get_backend(settings.sandbox, settings.sandbox_runtime)
+    except (BadInput, ModelConfigError, SandboxUnavailable) as exc:
+        raise _fail(str(exc)) from None
+    with RunProgress(err, enabled=not json_out) as progress, pause_on_signals(err) as control:
+        try:
+            result = fork_minions(thread, at, changes, directory=home, sandbox=backend, on_event=progress.handle,
+                                  control=control)
         except BadInput as exc:
             raise _fail(str(exc)) from None
     _finish(result, json_out)

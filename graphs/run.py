@@ -187,6 +187,49 @@ def resume_minions(
         return _stream(graph, None, thread_id, settings, store, on_event, control)
 
 
+# Where a fork may start, and the node a copied state is written "as", so that the
+# new thread continues with that step: the start of a round, or its aggregation.
+FORK_POINTS: dict[tuple[str, ...], str] = {("decompose",): "retry_round", ("aggregate",): "filter"}
+
+
+def fork_minions(
+    thread_id: str,
+    checkpoint_id: str,
+    changes: dict[str, Any],
+    *,
+    new_thread_id: str | None = None,
+    directory: Path | None = None,
+    models: ModelProvider | None = None,
+    sandbox: SandboxBackend | None = None,
+    on_event: EventHandler | None = None,
+    control: RunControl | None = None,
+) -> RunResult:
+    """Start a new thread from a checkpoint of another, with changed settings, and run
+    it. The original thread is not touched (time travel into a new thread)."""
+    with sqlite_persistence(directory) as (saver, store):
+        graph = build_minions_graph(models=models, sandbox=sandbox, checkpointer=saver, store=store)
+        source = graph.get_state({"configurable": {"thread_id": thread_id, "checkpoint_id": checkpoint_id}})
+        if not source.values:
+            raise BadInput(f"no checkpoint {checkpoint_id!r} in thread {thread_id!r}")
+        as_node = FORK_POINTS.get(tuple(source.next))
+        if as_node is None:
+            raise BadInput(
+                f"checkpoint {checkpoint_id} is inside a step (next: {', '.join(source.next) or 'end'}); fork from one "
+                "whose next step is decompose (a round's start) or aggregate (see minionflow history)"
+            )
+        settings = RunSettings.model_validate({**source.values["settings"], **changes})
+        new_thread_id = new_thread_id or uuid.uuid4().hex[:12]
+        target: RunnableConfig = {"configurable": {"thread_id": new_thread_id}}
+        if graph.get_state(target).values:
+            raise BadInput(f"thread {new_thread_id} already exists")
+        values = dict(source.values)
+        values["settings"] = settings.model_dump(mode="json")
+        values["settings_ref"] = put_json(store, values["settings"])
+        graph.update_state(target, values, as_node=as_node)
+        log.info("forked %s at %s into %s (%s)", thread_id, checkpoint_id, new_thread_id, changes)
+        return _stream(graph, None, new_thread_id, settings, store, on_event, control)
+
+
 def resume_settings(thread_id: str, directory: Path | None = None) -> RunSettings:
     """The settings an existing thread started with (for preflight checks before a resume)."""
     with sqlite_persistence(directory) as (saver, store):

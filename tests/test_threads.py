@@ -178,3 +178,72 @@ def test_sigint_pauses_the_cli_and_resume_finishes(tmp_path):
     assert result["status"] == "answered"
     jobs = [c for c in result["calls"] if c["role"] == "local"]
     assert len(jobs) == 2  # each of the two jobs ran once
+
+
+def test_fork_from_round_two_with_other_settings(tmp_path):
+    from conftest import GOOD_CODE, final_json
+    from minionflow.graphs.run import fork_minions
+
+    def remote(prompt: str) -> str:  # never satisfied: the last round forces the answer
+        if "Write prepare_jobs now" in prompt:
+            return GOOD_CODE
+        return final_json("maybe 42", "request_additional_info", feedback="more")
+
+    def provider() -> FakeProvider:
+        return FakeProvider(PromptFake(responder=remote), PromptFake(responder=default_local))
+
+    settings = RunSettings(chunk_tokens=40, max_chunk_chars=4000, max_rounds=4)
+    original = run_minions([secret_doc()], "What is the secret number?", settings, thread_id="t-orig",
+                           directory=tmp_path, sandbox=BwrapBackend(), models=provider())
+    assert original.status == "answered" and original.rounds == 4 and original.forced_final
+    with sqlite_persistence(tmp_path) as (saver, store):
+        before = thread_history(saver, store, "t-orig")
+    round_two = next(c for c in before if c.next == ["decompose"] and c.round == 2)
+    forked = fork_minions("t-orig", round_two.checkpoint_id, {"max_rounds": 2}, new_thread_id="t-fork",
+                          directory=tmp_path, sandbox=BwrapBackend(), models=provider())
+    assert forked.status == "answered" and forked.rounds == 2 and forked.forced_final
+    assert forked.usage is not None and forked.usage.local.calls == 24  # round 1 copied, round 2 run
+    with sqlite_persistence(tmp_path) as (saver, store):
+        after = thread_history(saver, store, "t-orig")
+        views = {t.thread_id: t for t in list_threads(saver, store)}
+        fork_view = show_thread(saver, store, "t-fork")
+    assert [c.checkpoint_id for c in after] == [c.checkpoint_id for c in before]  # the original is intact
+    assert views["t-orig"].rounds == 4 and views["t-fork"].rounds == 2
+    assert fork_view.settings["max_rounds"] == 2
+    inside = next(c for c in before if "parallel_minion_map" in c.next)
+    with pytest.raises(BadInput, match="inside a step"):
+        fork_minions("t-orig", inside.checkpoint_id, {}, directory=tmp_path, sandbox=BwrapBackend(), models=provider())
+    with pytest.raises(BadInput, match="already exists"):
+        fork_minions("t-orig", round_two.checkpoint_id, {}, new_thread_id="t-fork", directory=tmp_path,
+                     sandbox=BwrapBackend(), models=provider())
+    with pytest.raises(BadInput, match="no checkpoint"):
+        fork_minions("t-orig", "nope", {}, directory=tmp_path, sandbox=BwrapBackend(), models=provider())
+
+
+def test_fork_bad_input_through_the_cli(interrupted):
+    home, thread, _ = interrupted
+    out = cli("fork", thread, "--at", "nope", home=home)
+    assert out.returncode == 2 and "no checkpoint 'nope'" in out.stderr
+    out = cli("fork", thread, "--at", "nope", "--remote", "gpt-9000", home=home)
+    assert out.returncode == 2 and "unknown model spec 'gpt-9000'" in out.stderr
+    out = cli("fork", "no-such-thread", "--at", "x", home=home)
+    assert out.returncode == 2 and "no thread 'no-such-thread'" in out.stderr
+
+
+@pytest.mark.embedded
+def test_fork_through_the_cli_with_the_embedded_supervisor(interrupted, tmp_path):
+    import shutil
+
+    home, thread, _ = interrupted
+    copy = tmp_path / "copy"
+    shutil.copytree(home, copy)
+    with sqlite_persistence(copy) as (saver, store):
+        at = next(c for c in thread_history(saver, store, thread) if c.next == ["aggregate"]).checkpoint_id
+    out = cli("fork", thread, "--at", at, "--max-rounds", "1", "--json", home=copy)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    assert result["status"] == "answered" and result["thread_id"] != thread
+    assert sum(1 for c in result["calls"] if c["role"] == "local") == 12  # copied, not re-run
+    with sqlite_persistence(copy) as (saver, store):
+        statuses = {t.thread_id: t.status for t in list_threads(saver, store)}
+    assert statuses == {thread: "unfinished", result["thread_id"]: "answered"}
