@@ -17,6 +17,7 @@ from minionflow.sandbox.select import get_backend
 from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.syntax import Syntax
 
 from .progress import RunProgress
 from .render import render_result
@@ -25,7 +26,7 @@ from .signals import EXIT_PAUSED, pause_on_signals
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Local-remote LLM collaboration (MinionS) over long documents.")
 err = Console(stderr=True)
 
-EXIT_ANSWERED, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_ANSWERED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_AWAITING = 0, 1, 2, 3
 
 # With the embedded model as the supervisor (a 135M model), extra rounds and code
 # attempts cost minutes (one pass over a 100 KB document takes about three on two
@@ -76,6 +77,7 @@ def run(
     chunk_tokens: Annotated[int | None, typer.Option(min=10, help="chunk size of the built-in plan, in tokens (default 1000)")] = None,
     concurrency: Annotated[int | None, typer.Option(min=1, max=256, help="local-model calls in flight")] = None,
     sandbox: Annotated[str, typer.Option(help="sandbox backend: auto (docker if an engine and the image are there, else bwrap), docker or bwrap")] = "auto",
+    approve: Annotated[bool, typer.Option("--approve", help="review the supervisor's code before each execution")] = False,
     sandbox_runtime: Annotated[str | None, typer.Option(help="OCI runtime for the docker sandbox, e.g. runsc (gVisor)")] = None,
     thread: Annotated[str | None, typer.Option(help="thread id: resumes that thread if it did not finish")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON result and nothing else on stdout")] = False,
@@ -94,7 +96,7 @@ def run(
     except BadInput as exc:
         raise _fail(str(exc)) from None
     overrides: dict[str, Any] = {"remote": remote_spec, "local": local_spec, "sandbox": sandbox,
-                                 "sandbox_runtime": sandbox_runtime}
+                                 "sandbox_runtime": sandbox_runtime, "approve_code": approve}
     if remote_spec.kind == "embedded":
         overrides.update(EMBEDDED_SUPERVISOR_DEFAULTS)
     given = {"max_rounds": max_rounds, "max_code_attempts": max_code_attempts, "chunk_tokens": chunk_tokens,
@@ -123,7 +125,33 @@ def run(
                                  sandbox=backend, on_event=progress.handle, control=control)
         except BadInput as exc:
             raise _fail(str(exc)) from None
-    _finish(result, json_out)
+    _finish(review_loop(result, home, backend, json_out), json_out)
+
+
+def review_loop(result: RunResult, home: Path, backend: Any, json_out: bool) -> RunResult:
+    """While the run waits for a review of the supervisor's code: ask on a terminal,
+    or say how to answer with ``minionflow resume`` and stop (exit code 3)."""
+    from click import edit
+    from minionflow.graphs.run import resume_minions
+
+    while result.status == "awaiting_approval" and result.pending_approval is not None:
+        pending = result.pending_approval
+        err.print(f"[bold]round {pending['round']}, attempt {pending['attempt']}: the supervisor's code[/]")
+        err.print(Syntax(pending["code"], "python"))
+        if json_out or not sys.stdin.isatty():
+            err.print(f"review it with: minionflow resume {result.thread_id} --accept | --reject REASON | --edit FILE",
+                      highlight=False, soft_wrap=True)
+            _finish(result, json_out)
+        choice = typer.prompt("accept, edit or reject? [a/e/r]", default="a").strip().lower()[:1]
+        approval: dict[str, Any] = {"action": "accept"}
+        if choice == "e":
+            approval = {"action": "edit", "code": edit(pending["code"], extension=".py") or pending["code"]}
+        elif choice == "r":
+            approval = {"action": "reject", "reason": typer.prompt("why (the supervisor will read this)")}
+        with RunProgress(err) as progress, pause_on_signals(err) as control:
+            result = resume_minions(result.thread_id, directory=home, sandbox=backend, on_event=progress.handle,
+                                    control=control, approval=approval)
+    return result
 
 
 def _finish(result: RunResult, json_out: bool) -> None:
@@ -131,7 +159,7 @@ def _finish(result: RunResult, json_out: bool) -> None:
         sys.stdout.write(result.model_dump_json(indent=2) + "\n")
     else:
         render_result(Console(), result)
-    codes = {"answered": EXIT_ANSWERED, "paused": EXIT_PAUSED}
+    codes = {"answered": EXIT_ANSWERED, "paused": EXIT_PAUSED, "awaiting_approval": EXIT_AWAITING}
     raise typer.Exit(codes.get(result.status, EXIT_FAILED))
 
 

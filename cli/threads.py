@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-from .main import _fail, _finish, _parse_spec, _setup_logging, app, err
+from .main import _fail, _finish, _parse_spec, _setup_logging, app, err, review_loop
 from .progress import RunProgress
 from .render import usage_table
 from .signals import pause_on_signals
@@ -45,11 +45,15 @@ def _age(when: datetime) -> str:
 @app.command()
 def resume(
     thread: Annotated[str, typer.Argument(help="the thread id a run printed")],
+    accept: Annotated[bool, typer.Option("--accept", help="accept the supervisor's code that waits for review")] = False,
+    reject: Annotated[str | None, typer.Option("--reject", help="reject it, with the reason the supervisor will read")] = None,
+    edit: Annotated[Path | None, typer.Option("--edit", help="run this file's code instead")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON result")] = False,
     home: DataDir = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Continue an unfinished run with the settings it started with."""
+    """Continue an unfinished run with the settings it started with (answering a
+    pending review of the supervisor's code with --accept, --reject or --edit)."""
     home = _home(home)
     _setup_logging(verbose, home)
     try:
@@ -59,12 +63,25 @@ def resume(
         backend = get_backend(settings.sandbox, settings.sandbox_runtime)
     except (BadInput, ModelConfigError, SandboxUnavailable) as exc:
         raise _fail(str(exc)) from None
+    approval: dict[str, object] | None = None
+    if sum(bool(x) for x in (accept, reject, edit)) > 1:
+        raise _fail("choose one of --accept, --reject and --edit")
+    if accept:
+        approval = {"action": "accept"}
+    elif reject:
+        approval = {"action": "reject", "reason": reject}
+    elif edit:
+        try:
+            approval = {"action": "edit", "code": edit.read_text(encoding="utf-8")}
+        except OSError as exc:
+            raise _fail(f"{edit}: {exc.strerror}") from None
     with RunProgress(err, enabled=not json_out) as progress, pause_on_signals(err) as control:
         try:
-            result = resume_minions(thread, directory=home, sandbox=backend, on_event=progress.handle, control=control)
+            result = resume_minions(thread, directory=home, sandbox=backend, on_event=progress.handle, control=control,
+                                    approval=approval)
         except BadInput as exc:
             raise _fail(str(exc)) from None
-    _finish(result, json_out)
+    _finish(review_loop(result, home, backend, json_out), json_out)
 
 
 @app.command()

@@ -22,13 +22,15 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
 from langgraph.store.base import BaseStore
+from langgraph.types import Command
 from minionflow.nodes.accounting import UsageSummary, summarize
 from minionflow.nodes.blobstore import SqliteBlobStore
 from minionflow.nodes.documents import BadInput, LoadedDocument
 from minionflow.nodes.models import ModelProvider
+from minionflow.nodes.sandboxed_execute import Approval
 from minionflow.nodes.store import get_json, get_json_many, get_text, put_json, put_text
 from minionflow.sandbox.base import SandboxBackend
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from .minions import build_minions_graph
 from .settings import RunSettings
@@ -66,7 +68,8 @@ def sqlite_persistence(directory: Path | None = None) -> Iterator[tuple[SqliteSa
 
 class RunResult(BaseModel):
     thread_id: str
-    status: Literal["answered", "failed", "paused"]
+    status: Literal["answered", "failed", "paused", "awaiting_approval"]
+    pending_approval: dict[str, Any] | None = None
     answer: str | None = None
     explanation: str = ""
     citations: list[str] = Field(default_factory=list)
@@ -172,9 +175,12 @@ def resume_minions(
     sandbox: SandboxBackend | None = None,
     on_event: EventHandler | None = None,
     control: RunControl | None = None,
+    approval: dict[str, Any] | None = None,
 ) -> RunResult:
     """Continue an unfinished thread with the settings it started with; finished
-    jobs and finished model calls are not redone."""
+    jobs and finished model calls are not redone. A thread waiting for a review of
+    the supervisor's code needs ``approval``: {"action": "accept"},
+    {"action": "edit", "code": ...} or {"action": "reject", "reason": ...}."""
     with sqlite_persistence(directory) as (saver, store):
         graph = build_minions_graph(models=models, sandbox=sandbox, checkpointer=saver, store=store)
         existing = graph.get_state({"configurable": {"thread_id": thread_id}})
@@ -183,8 +189,18 @@ def resume_minions(
         if existing.values.get("final") and not existing.next:
             raise BadInput(f"thread {thread_id} already finished; nothing to resume")
         settings = RunSettings.model_validate(existing.values["settings"])
+        run_input: Command[Any] | None = None
+        if existing.interrupts:
+            if approval is None:
+                raise BadInput(f"thread {thread_id} waits for a review of the supervisor's code: accept, edit or reject it")
+            try:
+                run_input = Command(resume=Approval.model_validate(approval).model_dump())
+            except ValidationError as exc:
+                raise BadInput(f"invalid approval {approval!r}: the action is accept, edit (with code) or reject") from exc
+        elif approval is not None:
+            raise BadInput(f"thread {thread_id} is not waiting for an approval")
         log.info("resuming thread %s at %s", thread_id, ", ".join(existing.next))
-        return _stream(graph, None, thread_id, settings, store, on_event, control)
+        return _stream(graph, run_input, thread_id, settings, store, on_event, control)
 
 
 # Where a fork may start, and the node a copied state is written "as", so that the
@@ -239,7 +255,7 @@ def resume_settings(thread_id: str, directory: Path | None = None) -> RunSetting
     return RunSettings.model_validate(values["settings"])
 
 
-def _stream(graph: Any, run_input: MinionsState | None, thread_id: str, settings: RunSettings, store: BaseStore,
+def _stream(graph: Any, run_input: MinionsState | Command[Any] | None, thread_id: str, settings: RunSettings, store: BaseStore,
             on_event: EventHandler | None, control: RunControl | None = None) -> RunResult:
     config = run_config(thread_id, settings)
     started = time.monotonic()
@@ -255,9 +271,12 @@ def _stream(graph: Any, run_input: MinionsState | None, thread_id: str, settings
     except Exception as exc:  # noqa: BLE001 - reported as a failed (resumable) run
         log.exception("run %s failed", thread_id)
         error = f"{type(exc).__name__}: {exc}"
-    values = graph.get_state(config).values
-    result = _result(thread_id, values, store, error, time.monotonic() - started)
-    if paused and result.status != "answered":
+    snapshot = graph.get_state(config)
+    result = _result(thread_id, snapshot.values, store, error, time.monotonic() - started)
+    if snapshot.interrupts and error is None:
+        result = result.model_copy(update={"status": "awaiting_approval", "error": None,
+                                           "pending_approval": snapshot.interrupts[0].value})
+    elif paused and result.status != "answered":
         result = result.model_copy(update={"status": "paused", "error": "paused at a step boundary"})
     return result
 

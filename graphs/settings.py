@@ -143,6 +143,7 @@ class RunSettings(BaseModel):
     local_max_tokens: int = Field(256, ge=16)
     remote_max_tokens: int = Field(1024, ge=64)
     max_job_attempts: int = Field(2, ge=1, le=5, description="a failed job is re-run in the next round until this many attempts")
+    approve_code: bool = Field(False, description="interrupt before each execution of supervisor code for a human to review")
     sandbox: Literal["auto", "docker", "bwrap"] = "auto"
     sandbox_runtime: str | None = Field(None, description="OCI runtime for the docker backend, e.g. runsc (gVisor)")
     sandbox_limits: SandboxLimits = Field(default_factory=SandboxLimits)

@@ -8,16 +8,17 @@ one ``Send`` each to parallel_minion_map."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 from langgraph.config import get_store
 from langgraph.store.base import BaseStore
-from langgraph.types import Command, Overwrite, Send
+from langgraph.types import Command, Overwrite, Send, interrupt
 from minionflow.graphs.settings import RunSettings
 from minionflow.graphs.state import JobBatch, JobInput, JobRecord, MinionsState
 from minionflow.sandbox.base import ExecutionRequest, JobSpec, SandboxBackend
 from minionflow.sandbox.chunking import chunk_by_tokens
 from minionflow.sandbox.select import get_backend
+from pydantic import BaseModel
 
 from .common import emit, log, settings_of
 from .store import get_json, get_text, put_json, put_texts
@@ -75,6 +76,27 @@ def _previous_round(state: MinionsState, store: BaseStore) -> tuple[list[dict[st
     return manifests, outputs
 
 
+class Approval(BaseModel):
+    """The reviewer's answer to an approval interrupt (``Command(resume=...)``)."""
+
+    action: Literal["accept", "edit", "reject"]
+    code: str | None = None
+    reason: str = ""
+
+
+def _review(code: str, round_: int, attempt: int) -> tuple[str, str | None]:
+    """Ask a human (LangGraph ``interrupt``) to accept, edit or reject the code before
+    it runs. Returns the code to run and, for a rejection, the message for the supervisor."""
+    answer = Approval.model_validate(interrupt({"type": "approve_code", "round": round_, "attempt": attempt, "code": code}))
+    if answer.action == "edit":
+        if not answer.code or not answer.code.strip():
+            raise ValueError("an edit approval needs the edited code")
+        return answer.code, None
+    if answer.action == "reject":
+        return code, f"rejected by the reviewer: {answer.reason or 'no reason given'}"
+    return code, None
+
+
 def fan_out(jobs_ref: str, count: int, done: set[int] | None = None) -> list[Send]:
     """One ``Send`` per job of the round's ``JobBatch`` (skipping the indexes in ``done``)."""
     return [
@@ -92,6 +114,15 @@ def make_sandboxed_execute(sandbox: SandboxBackend | None = None) -> Callable[[M
         texts = [get_text(store, d["sha256"]) for d in state["documents"]]
         specs: list[JobSpec] = []
         code = state.get("code")
+        update: dict[str, Any] = {}
+        if code is not None and settings.approve_code:
+            code, rejection = _review(code, round_, len(errors) + 1)
+            if code != state.get("code"):
+                update["code"] = code
+                update["notes"] = [f"round {round_}: the supervisor's code was edited by the reviewer"]
+            if rejection is not None:
+                errors.append(rejection)
+                code = None
         if code is not None:
             backend = sandbox or get_backend(settings.sandbox, settings.sandbox_runtime)
             manifests, outputs = _previous_round(state, store)
@@ -108,7 +139,7 @@ def make_sandboxed_execute(sandbox: SandboxBackend | None = None) -> Callable[[M
                 specs = result.jobs
             else:
                 errors.append(result.describe() if not result.ok else NO_JOBS_ERROR)
-        update: dict[str, Any] = {"code_errors": errors}
+        update["code_errors"] = errors
         if specs:
             update["plan_source"] = "supervisor"
         elif len(errors) >= settings.max_code_attempts:
@@ -117,7 +148,7 @@ def make_sandboxed_execute(sandbox: SandboxBackend | None = None) -> Callable[[M
             note = (f"round {round_}: the supervisor's code failed {len(errors)} time(s); "
                     f"used the built-in plan ({len(specs)} chunks x the task)")
             log.warning(note)
-            update["notes"] = [note]
+            update["notes"] = [*update.get("notes", []), note]
             emit({"type": "fallback", "round": round_, "jobs": len(specs)})
         else:
             return Command(update=update, goto="decompose")

@@ -247,3 +247,70 @@ def test_fork_through_the_cli_with_the_embedded_supervisor(interrupted, tmp_path
     with sqlite_persistence(copy) as (saver, store):
         statuses = {t.thread_id: t.status for t in list_threads(saver, store)}
     assert statuses == {thread: "unfinished", result["thread_id"]: "answered"}
+
+
+def test_approval_accept_edit_and_reject(tmp_path):
+    from conftest import GOOD_CODE
+
+    remote = PromptFake(responder=default_remote)
+    local = PromptFake(responder=default_local)
+    models = FakeProvider(remote, local)
+    settings = RunSettings(chunk_tokens=40, max_chunk_chars=4000, approve_code=True)
+
+    def start(thread: str):
+        return run_minions([secret_doc()], "What is the secret number?", settings, thread_id=thread,
+                           directory=tmp_path, sandbox=BwrapBackend(), models=models)
+
+    def resume(thread: str, approval: dict | None):
+        return resume_minions(thread, directory=tmp_path, sandbox=BwrapBackend(), models=models, approval=approval)
+
+    waiting = start("t-accept")
+    assert waiting.status == "awaiting_approval" and local.prompts == []  # nothing ran before the review
+    assert waiting.pending_approval["code"].strip() == GOOD_CODE.split("```python\n")[1].split("```")[0].strip()
+    with pytest.raises(BadInput, match="waits for a review"):
+        resume("t-accept", None)
+    done = resume("t-accept", {"action": "accept"})
+    assert done.status == "answered" and done.answer == "42" and len(local.prompts) == 12
+    with pytest.raises(BadInput, match="already finished"):
+        resume("t-accept", {"action": "accept"})
+
+    start("t-edit")
+    edited = "def prepare_jobs(context, m, o):\n    return [JobManifest(chunk=context[0], task='EDITED TASK')]\n"
+    done = resume("t-edit", {"action": "edit", "code": edited})
+    assert done.status == "answered" and any("edited by the reviewer" in n for n in done.notes)
+    assert sum("EDITED TASK" in p for p in local.prompts) == 1
+
+    start("t-reject")
+    again = resume("t-reject", {"action": "reject", "reason": "use one job per paragraph, not per page"})
+    assert again.status == "awaiting_approval" and again.pending_approval["attempt"] == 2
+    second_prompt = [p for p in remote.prompts if "Write prepare_jobs now" in p][-1]
+    assert "rejected by the reviewer: use one job per paragraph, not per page" in second_prompt
+    assert resume("t-reject", {"action": "accept"}).status == "answered"
+    start("t-bad")
+    with pytest.raises(BadInput, match="invalid approval"):
+        resume("t-bad", {"action": "maybe"})
+
+
+@pytest.mark.embedded
+def test_approve_through_the_cli(tmp_path):
+    from pdfgen import write_pdf
+    from test_cli import PAGES
+
+    doc = write_pdf(tmp_path / "review.pdf", PAGES)
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env["MINIONFLOW_HOME"] = str(home)
+    first = subprocess.run([CLI, "run", str(doc), "-q", "Why was the pier closed?", "--approve", "--json",
+                            "--thread", "t-review"], capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 3, first.stderr[-2000:]
+    waiting = json.loads(first.stdout)
+    assert waiting["status"] == "awaiting_approval" and waiting["pending_approval"]["round"] == 1
+    assert "review it with: minionflow resume t-review --accept | --reject REASON | --edit FILE" in first.stderr
+    both = cli("resume", "t-review", "--accept", "--reject", "no", home=home)
+    assert both.returncode == 2 and "choose one of" in both.stderr
+    done = cli("resume", "t-review", "--reject", "do not import modules that do not exist", "--json", home=home)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["status"] == "answered"
+    # one code attempt for an embedded supervisor: the rejection used it, so the built-in plan ran
+    assert any("built-in plan" in n for n in result["notes"])
