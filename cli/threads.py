@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from minionflow.graphs.run import data_dir, fork_minions, resume_minions, resume_settings, sqlite_persistence
@@ -25,6 +27,15 @@ from .render import usage_table
 from .signals import pause_on_signals
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="where checkpoints and blobs live")]
+
+
+@contextmanager
+def _opened(home: Path | None) -> Iterator[tuple[Any, Any]]:
+    try:
+        with sqlite_persistence(_home(home)) as pair:
+            yield pair
+    except BadInput as exc:
+        raise _fail(str(exc)) from None
 
 
 def _home(home: Path | None) -> Path:
@@ -124,7 +135,7 @@ def fork(
 @app.command()
 def runs(home: DataDir = None, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the runs (threads) in the checkpoint database."""
-    with sqlite_persistence(_home(home)) as (saver, store):
+    with _opened(home) as (saver, store):
         threads = list_threads(saver, store)
     if json_out:
         sys.stdout.write("[" + ",".join(t.model_dump_json() for t in threads) + "]\n")
@@ -147,11 +158,8 @@ def show(
 ) -> None:
     """Show a run round by round: code, its execution, jobs and outputs, what the
     filter kept, the supervisor's decision, usage."""
-    with sqlite_persistence(_home(home)) as (saver, store):
-        try:
-            view = show_thread(saver, store, thread)
-        except BadInput as exc:
-            raise _fail(str(exc)) from None
+    with _opened(home) as (saver, store):
+        view = show_thread(saver, store, thread)
     if json_out:
         sys.stdout.write(view.model_dump_json(indent=2) + "\n")
         return
@@ -190,11 +198,8 @@ def _render_view(console: Console, view: ThreadView) -> None:
 @app.command()
 def history(thread: Annotated[str, typer.Argument(help="thread id")], home: DataDir = None) -> None:
     """List a thread's checkpoints, newest first."""
-    with sqlite_persistence(_home(home)) as (saver, store):
-        try:
-            checkpoints = thread_history(saver, store, thread)
-        except BadInput as exc:
-            raise _fail(str(exc)) from None
+    with _opened(home) as (saver, store):
+        checkpoints = thread_history(saver, store, thread)
     table = Table(title=f"Checkpoints of {thread}", title_justify="left")
     for column in ("checkpoint", "step", "round", "source", "next"):
         table.add_column(column)

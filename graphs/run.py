@@ -50,16 +50,19 @@ def sqlite_persistence(directory: Path | None = None) -> Iterator[tuple[SqliteSa
     """The default persistence: SQLite checkpoints and a separate SQLite blob store."""
     directory = directory or data_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    ck = sqlite3.connect(directory / "checkpoints.sqlite", check_same_thread=False)
-    # WAL with synchronous=NORMAL: a committed write survives a killed or crashed
-    # process (what resuming relies on) without an fsync per finished job; only an
-    # OS crash or power cut can lose the last transactions.
-    ck.execute("PRAGMA journal_mode=WAL")
-    ck.execute("PRAGMA synchronous=NORMAL")
-    blobs = SqliteBlobStore(directory / "blobs.sqlite")
     try:
+        ck = sqlite3.connect(directory / "checkpoints.sqlite", check_same_thread=False)
+        # WAL with synchronous=NORMAL: a committed write survives a killed or crashed
+        # process (what resuming relies on) without an fsync per finished job; only an
+        # OS crash or power cut can lose the last transactions.
+        ck.execute("PRAGMA journal_mode=WAL")
+        ck.execute("PRAGMA synchronous=NORMAL")
+        blobs = SqliteBlobStore(directory / "blobs.sqlite")
         saver = SqliteSaver(ck)
         saver.setup()
+    except sqlite3.DatabaseError as exc:
+        raise BadInput(f"{directory}: the checkpoint or blob database cannot be used ({exc})") from None
+    try:
         yield saver, blobs
     finally:
         ck.close()

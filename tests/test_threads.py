@@ -104,6 +104,13 @@ def test_bad_thread_ids_and_databases(interrupted, tmp_path):
     out = cli("runs", home=empty)
     assert out.returncode == 2 and "no checkpoint database" in out.stderr
     assert not (empty / "checkpoints.sqlite").exists()  # nothing written
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "checkpoints.sqlite").write_bytes(b"this is not a database" * 100)
+    for args in (["runs"], ["show", "x"], ["history", "x"], ["resume", "x"]):
+        out = cli(*args, home=corrupt)
+        assert out.returncode == 2 and "cannot be used (file is not a database)" in out.stderr, out.stderr
+    assert (corrupt / "checkpoints.sqlite").read_bytes() == b"this is not a database" * 100
 
 
 @pytest.mark.embedded
