@@ -111,6 +111,15 @@ def runner_source() -> str:
     return chunking + "\n\n" + runner
 
 
+def limit_message(status: SandboxStatus, limits: SandboxLimits) -> str:
+    """What to tell the supervisor when a backend stopped its code at a limit."""
+    if status is SandboxStatus.TIMEOUT:
+        return f"the code ran longer than the {limits.timeout_s:g}s limit and was killed"
+    if status is SandboxStatus.OUTPUT_TRUNCATED:
+        return f"the result exceeded the {limits.max_output_bytes} byte output cap"
+    raise ValueError(f"{status} is not a limit")
+
+
 def parse_runner_output(stdout: bytes, log: str, duration_s: float, backend: str, max_jobs: int) -> ExecutionResult:
     """Turn the runner's JSON reply into a validated result; anything else is INVALID_OUTPUT."""
     common: dict[str, Any] = {"log": log, "duration_s": duration_s, "backend": backend}

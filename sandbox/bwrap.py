@@ -33,6 +33,7 @@ from .base import (
     SandboxLimits,
     SandboxStatus,
     SandboxUnavailable,
+    limit_message,
     parse_runner_output,
     runner_source,
 )
@@ -185,10 +186,9 @@ class BwrapBackend:
             t.join(timeout=5)
         duration = time.monotonic() - started
         logtext = err.data.decode("utf-8", "replace")
-        if timed_out:
-            status, error = SandboxStatus.TIMEOUT, f"the code ran longer than the {limits.timeout_s:g}s limit and was killed"
-        elif out.overflow:
-            status, error = SandboxStatus.OUTPUT_TRUNCATED, f"the result exceeded the {limits.max_output_bytes} byte output cap"
+        if timed_out or out.overflow:
+            status = SandboxStatus.TIMEOUT if timed_out else SandboxStatus.OUTPUT_TRUNCATED
+            error = limit_message(status, limits)
         elif not out.data:
             status, error = SandboxStatus.ERROR, _exit_message(proc.returncode, logtext)
         else:

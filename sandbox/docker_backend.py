@@ -25,6 +25,7 @@ from .base import (
     SandboxLimits,
     SandboxStatus,
     SandboxUnavailable,
+    limit_message,
     parse_runner_output,
 )
 from .image import RUNNER_PATH, image_tag
@@ -154,10 +155,8 @@ class DockerBackend:
         exit_code = container.wait(timeout=30).get("StatusCode", -1)
         duration = time.monotonic() - started
         logtext = err.decode("utf-8", "replace")
-        if status is SandboxStatus.TIMEOUT:
-            error = f"the code ran longer than the {limits.timeout_s:g}s limit and was killed"
-        elif status is SandboxStatus.OUTPUT_TRUNCATED:
-            error = f"the result exceeded the {limits.max_output_bytes} byte output cap"
+        if status is not None:
+            error = limit_message(status, limits)
         elif exit_code == 137 and not out:
             status, error = SandboxStatus.MEMORY, "the container was killed (out of memory)"
         elif not out:
