@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore
-from minionflow.nodes.accounting import UsageSummary, summarize
+from minionflow.nodes.accounting import UsageSummary, role_totals, summarize
 from minionflow.nodes.documents import BadInput
 from minionflow.nodes.store import get_json, get_text
 from pydantic import BaseModel
@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from .minions import build_minions_graph
 from .run import all_usage
 from .settings import RunSettings
+from .state import UsageRecord
 
 Status = Literal["answered", "unfinished"]
 
@@ -70,22 +71,18 @@ def _thread_ids(saver: BaseCheckpointSaver[Any]) -> list[str]:
     return list(seen)
 
 
-def _summary(thread_id: str, values: dict[str, Any], nxt: tuple[str, ...], created: str | None, store: BaseStore) -> ThreadSummary:
-    records = all_usage(values, store)
-    settings = RunSettings.model_validate(values["settings"])
-    remote = [r for r in records if r["role"] == "remote"]
-    local = [r for r in records if r["role"] == "local"]
-    cost = sum(settings.prices.remote.cost(r["prompt_tokens"], r["completion_tokens"], r["cached_tokens"]) for r in remote)
-    cost += sum(settings.prices.local.cost(r["prompt_tokens"], r["completion_tokens"], r["cached_tokens"]) for r in local)
+def _summary(thread_id: str, values: dict[str, Any], nxt: tuple[str, ...], created: str | None,
+             records: list[UsageRecord]) -> ThreadSummary:
+    totals = role_totals(records, RunSettings.model_validate(values["settings"]).prices)
     return ThreadSummary(
         thread_id=thread_id,
         status="answered" if values.get("final") and not nxt else "unfinished",
         question=values.get("task", ""),
         rounds=len(values.get("rounds") or []),
         jobs=sum(r["jobs"] for r in values.get("rounds") or []) + (values.get("job_count") or 0 if not values.get("final") else 0),
-        remote_tokens=sum(r["prompt_tokens"] + r["completion_tokens"] for r in remote),
-        local_tokens=sum(r["prompt_tokens"] + r["completion_tokens"] for r in local),
-        cost_usd=cost,
+        remote_tokens=totals["remote"].prompt_tokens + totals["remote"].completion_tokens,
+        local_tokens=totals["local"].prompt_tokens + totals["local"].completion_tokens,
+        cost_usd=totals["remote"].cost_usd + totals["local"].cost_usd,
         updated=datetime.fromisoformat(created) if created else datetime.now(UTC),
         next=list(nxt),
     )
@@ -97,7 +94,8 @@ def list_threads(saver: BaseCheckpointSaver[Any], store: BaseStore) -> list[Thre
     for thread_id in _thread_ids(saver):
         snapshot = graph.get_state({"configurable": {"thread_id": thread_id}})
         if snapshot.values.get("settings"):
-            out.append(_summary(thread_id, snapshot.values, snapshot.next, snapshot.created_at, store))
+            records = all_usage(snapshot.values, store)
+            out.append(_summary(thread_id, snapshot.values, snapshot.next, snapshot.created_at, records))
     return sorted(out, key=lambda t: t.updated, reverse=True)
 
 
@@ -121,9 +119,10 @@ def show_thread(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id: st
     settings = RunSettings.model_validate(values["settings"])
     final = values.get("final")
     texts = [get_text(store, d["sha256"]) for d in values.get("documents") or []]
-    usage = summarize(all_usage(values, store), settings.prices, values.get("task", ""), texts, (final or {}).get("answer", ""))
+    records = all_usage(values, store)
+    usage = summarize(records, settings.prices, values.get("task", ""), texts, (final or {}).get("answer", ""))
     return ThreadView(
-        summary=_summary(thread_id, values, snapshot.next, snapshot.created_at, store),
+        summary=_summary(thread_id, values, snapshot.next, snapshot.created_at, records),
         settings=values["settings"], documents=list(values.get("documents") or []), rounds=rounds,
         final=final, notes=list(values.get("notes") or []), usage=usage,
     )

@@ -62,7 +62,8 @@ def count_tokens(text: str) -> int:
     return len(_encoding().encode(text, disallowed_special=()))
 
 
-def summarize(records: Iterable[UsageRecord], prices: PriceTable, task: str, documents: Iterable[str], answer: str) -> UsageSummary:
+def role_totals(records: Iterable[UsageRecord], prices: PriceTable) -> dict[str, RoleTotals]:
+    """Calls, tokens, latency and cost per role."""
     totals = {"remote": RoleTotals(), "local": RoleTotals()}
     for r in records:
         t = totals[r["role"]]
@@ -74,6 +75,11 @@ def summarize(records: Iterable[UsageRecord], prices: PriceTable, task: str, doc
         t.latency_s += r["latency_s"]
     for role, t in totals.items():
         t.cost_usd = getattr(prices, role).cost(t.prompt_tokens, t.completion_tokens, t.cached_tokens)
+    return totals
+
+
+def summarize(records: Iterable[UsageRecord], prices: PriceTable, task: str, documents: Iterable[str], answer: str) -> UsageSummary:
+    totals = role_totals(records, prices)
     prompt = count_tokens(task) + sum(count_tokens(d) for d in documents)
     completion = count_tokens(answer)
     remote_only = prices.remote.cost(prompt, completion)
