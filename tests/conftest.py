@@ -24,6 +24,17 @@ from minionflow.sandbox import BwrapBackend  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI") == "true"
 
+def cli_env(home: Path | None = None, **extra: str) -> dict[str, str]:
+    """The environment for a CLI subprocess: no OpenAI key (the embedded model is
+    the default remote), wide lines, and its own data folder."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env["COLUMNS"] = "200"
+    if home is not None:
+        env["MINIONFLOW_HOME"] = str(home)
+    env.update(extra)
+    return env
+
+
 GOOD_CODE = r'''```python
 def prepare_jobs(context, prev_job_manifests, prev_job_outputs):
     jobs = []

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import cli_env
 from pdfgen import write_pdf
 from pypdf import PdfWriter
 
@@ -28,11 +29,7 @@ PAGES = [
 
 
 def cli(*args: str, home: Path, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-    environ.update(env or {})
-    environ["MINIONFLOW_HOME"] = str(home)
-    environ["COLUMNS"] = "200"
-    return subprocess.run([CLI, *args], capture_output=True, text=True, env=environ, timeout=timeout)
+    return subprocess.run([CLI, *args], capture_output=True, text=True, env=cli_env(home, **(env or {})), timeout=timeout)
 
 
 @pytest.fixture
@@ -164,9 +161,7 @@ def test_killed_cli_leaves_no_model_server_behind(good_doc, home):
     import signal
     import time
 
-    environ = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-    environ["MINIONFLOW_HOME"] = str(home)
-    proc = subprocess.Popen([CLI, "run", str(good_doc), "-q", "Why was the pier closed?"], env=environ,
+    proc = subprocess.Popen([CLI, "run", str(good_doc), "-q", "Why was the pier closed?"], env=cli_env(home),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = home / "embedded-server.log"
     deadline = time.monotonic() + 120

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import default_local, default_remote, secret_doc
+from conftest import cli_env, default_local, default_remote, secret_doc
 from fakes import FakeProvider, PromptFake
 from minionflow.graphs import RunSettings
 from minionflow.graphs.run import resume_minions, run_minions, sqlite_persistence
@@ -42,9 +41,7 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Pr
 
 
 def cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-    env["COLUMNS"] = "200"
-    return subprocess.run([CLI, *args, "--data-dir", str(home)], capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run([CLI, *args, "--data-dir", str(home)], capture_output=True, text=True, env=cli_env(), timeout=600)
 
 
 def test_an_interrupted_run_is_listed_as_unfinished(interrupted):
@@ -166,8 +163,7 @@ def test_sigint_pauses_the_cli_and_resume_finishes(tmp_path):
 
     doc = write_pdf(tmp_path / "review.pdf", PAGES)
     home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-    env["MINIONFLOW_HOME"] = str(home)
+    env = cli_env(home)
     proc = subprocess.Popen([CLI, "run", str(doc), "-q", "Why was the pier closed?", "--json", "--thread", "t-sigint"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     log = home / "embedded-server.log"
@@ -305,8 +301,7 @@ def test_approve_through_the_cli(tmp_path):
 
     doc = write_pdf(tmp_path / "review.pdf", PAGES)
     home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-    env["MINIONFLOW_HOME"] = str(home)
+    env = cli_env(home)
     first = subprocess.run([CLI, "run", str(doc), "-q", "Why was the pier closed?", "--approve", "--json",
                             "--thread", "t-review"], capture_output=True, text=True, env=env, timeout=600)
     assert first.returncode == 3, first.stderr[-2000:]
