@@ -4,6 +4,7 @@ answer; an unusable reply never crashes the run."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -17,10 +18,12 @@ from minionflow.graphs.state import FinalAnswer, MinionsState, RoundRecord
 
 from . import prompts
 from .accounting import usage_records
-from .common import emit, emit_usage, log, settings_of
+from .common import emit, emit_usage, settings_of
 from .models import CallRecord, ModelProvider
 from .schemas import AggregateDecision
 from .store import get_json, put_json
+
+log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 2
 

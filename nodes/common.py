@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -13,8 +12,6 @@ from minionflow.graphs.settings import RunSettings
 from minionflow.graphs.state import JobBatch
 
 from .store import get_json, get_texts
-
-log = logging.getLogger(__name__)
 
 _settings_by_ref: dict[str, RunSettings] = {}
 

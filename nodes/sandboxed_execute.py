@@ -7,6 +7,7 @@ one ``Send`` each to parallel_minion_map."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
@@ -20,8 +21,10 @@ from minionflow.sandbox.chunking import chunk_by_tokens
 from minionflow.sandbox.select import get_backend
 from pydantic import BaseModel
 
-from .common import emit, log, settings_of
+from .common import emit, settings_of
 from .store import get_json, get_text, put_json, put_texts
+
+log = logging.getLogger(__name__)
 
 NO_JOBS_ERROR = "prepare_jobs returned an empty list; return at least one JobManifest"
 DESTINATIONS = ("decompose", "parallel_minion_map")
