@@ -61,7 +61,7 @@ def one(jobs: int) -> dict[str, float]:
     backend.execute = timed  # type: ignore[method-assign]
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        result = run_minions([doc], "What is the code word?", settings, directory=Path(tmp),
+        result = run_minions([doc], "What is the code word?", settings, checkpoint=Path(tmp),
                              models=FakeProvider(PromptFake(responder=remote), PromptFake(responder=local)),
                              sandbox=backend)
         wall = time.perf_counter() - started

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from minionflow.graphs.run import RunResult, data_dir, run_minions
+from minionflow.graphs.persistence import Location, data_dir, resolve_location
+from minionflow.graphs.run import RunResult, run_minions
 from minionflow.graphs.settings import ModelSpec, ModelSpecError, RunSettings, default_remote_spec
 from minionflow.nodes.documents import BadInput, LoadedDocument, load_document
 from minionflow.nodes.models import ModelConfigError, preflight
@@ -57,6 +58,18 @@ def _setup_logging(verbose: bool, home: Path) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+DataDir = Annotated[Path | None, typer.Option(
+    "--data-dir", help="folder for the log and, by default, the SQLite checkpoints (default $MINIONFLOW_HOME or ~/.local/share/minionflow)")]
+CheckpointOption = Annotated[str | None, typer.Option(
+    "--checkpoint", envvar="MINIONFLOW_CHECKPOINT",
+    help="where threads are kept: a folder (SQLite) or a postgresql:// URL (default: the data dir)")]
+
+
+def location(home: Path, checkpoint: str | None) -> Location:
+    """Where the threads live: --checkpoint if given, else the data folder."""
+    return resolve_location(checkpoint or home)
+
+
 def _parse_spec(value: str | None, role: str) -> ModelSpec | None:
     if value is None:
         return None
@@ -81,12 +94,14 @@ def run(
     sandbox_runtime: Annotated[str | None, typer.Option(help="OCI runtime for the docker sandbox, e.g. runsc (gVisor)")] = None,
     thread: Annotated[str | None, typer.Option(help="thread id: resumes that thread if it did not finish")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON result and nothing else on stdout")] = False,
-    home: Annotated[Path | None, typer.Option("--data-dir", help="where checkpoints and blobs live (default $MINIONFLOW_HOME or ~/.local/share/minionflow)")] = None,
+    home: DataDir = None,
+    checkpoint: CheckpointOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Answer QUESTION over DOCUMENTS with the MinionS protocol."""
     home = home or data_dir()
     _setup_logging(verbose, home)
+    where = location(home, checkpoint)
     remote_spec = _parse_spec(remote, "remote") or default_remote_spec()
     local_spec = _parse_spec(local, "local")
     if not question.strip():
@@ -121,14 +136,14 @@ def run(
         )
     with RunProgress(err, enabled=not json_out) as progress, pause_on_signals(err) as control:
         try:
-            result = run_minions(docs, question, settings, thread_id=thread, directory=home,
+            result = run_minions(docs, question, settings, thread_id=thread, checkpoint=where,
                                  sandbox=backend, on_event=progress.handle, control=control)
         except BadInput as exc:
             raise _fail(str(exc)) from None
-    _finish(review_loop(result, home, backend, json_out), json_out)
+    _finish(review_loop(result, where, backend, json_out), json_out)
 
 
-def review_loop(result: RunResult, home: Path, backend: Any, json_out: bool) -> RunResult:
+def review_loop(result: RunResult, where: Location, backend: Any, json_out: bool) -> RunResult:
     """While the run waits for a review of the supervisor's code: ask on a terminal,
     or say how to answer with ``minionflow resume`` and stop (exit code 3)."""
     from click import edit
@@ -149,7 +164,7 @@ def review_loop(result: RunResult, home: Path, backend: Any, json_out: bool) -> 
         elif choice == "r":
             approval = {"action": "reject", "reason": typer.prompt("why (the supervisor will read this)")}
         with RunProgress(err) as progress, pause_on_signals(err) as control:
-            result = resume_minions(result.thread_id, directory=home, sandbox=backend, on_event=progress.handle,
+            result = resume_minions(result.thread_id, checkpoint=where, sandbox=backend, on_event=progress.handle,
                                     control=control, approval=approval)
     return result
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from minionflow.graphs.run import data_dir, fork_minions, resume_minions, resume_settings, sqlite_persistence
+from minionflow.graphs.persistence import Location, data_dir, describe, exists, open_persistence
+from minionflow.graphs.run import fork_minions, resume_minions, resume_settings
 from minionflow.graphs.settings import RunSettings
 from minionflow.graphs.threads import ThreadView, list_threads, show_thread, thread_history
 from minionflow.nodes.documents import BadInput
@@ -21,28 +22,28 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-from .main import _fail, _finish, _parse_spec, _setup_logging, app, err, review_loop
+from .main import CheckpointOption, DataDir, _fail, _finish, _parse_spec, _setup_logging, app, err, location, review_loop
 from .progress import RunProgress
 from .render import usage_table
 from .signals import pause_on_signals
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="where checkpoints and blobs live")]
-
 
 @contextmanager
-def _opened(home: Path | None) -> Iterator[tuple[Any, Any]]:
+def _opened(home: Path | None, checkpoint: str | None) -> Iterator[tuple[Any, Any]]:
     try:
-        with sqlite_persistence(_home(home)) as pair:
+        with open_persistence(_existing(home, checkpoint)) as pair:
             yield pair
     except BadInput as exc:
         raise _fail(str(exc)) from None
 
 
-def _home(home: Path | None) -> Path:
-    home = home or data_dir()
-    if not (home / "checkpoints.sqlite").exists():
-        raise _fail(f"no checkpoint database in {home}")
-    return home
+def _existing(home: Path | None, checkpoint: str | None) -> Location:
+    """The location of existing threads; a folder without a database is an error
+    (and stays empty)."""
+    where = location(home or data_dir(), checkpoint)
+    if not exists(where):
+        raise _fail(f"no checkpoint database in {describe(where)}")
+    return where
 
 
 def _age(when: datetime) -> str:
@@ -61,14 +62,15 @@ def resume(
     edit: Annotated[Path | None, typer.Option("--edit", help="run this file's code instead")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON result")] = False,
     home: DataDir = None,
+    checkpoint: CheckpointOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Continue an unfinished run with the settings it started with (answering a
     pending review of the supervisor's code with --accept, --reject or --edit)."""
-    home = _home(home)
-    _setup_logging(verbose, home)
+    where = _existing(home, checkpoint)
+    _setup_logging(verbose, home or data_dir())
     try:
-        settings = resume_settings(thread, home)
+        settings = resume_settings(thread, where)
         for spec, role in ((settings.remote, "remote"), (settings.local, "local")):
             preflight(spec, role)  # type: ignore[arg-type]
         backend = get_backend(settings.sandbox, settings.sandbox_runtime)
@@ -88,11 +90,11 @@ def resume(
             raise _fail(f"{edit}: {exc.strerror}") from None
     with RunProgress(err, enabled=not json_out) as progress, pause_on_signals(err) as control:
         try:
-            result = resume_minions(thread, directory=home, sandbox=backend, on_event=progress.handle, control=control,
+            result = resume_minions(thread, checkpoint=where, sandbox=backend, on_event=progress.handle, control=control,
                                     approval=approval)
         except BadInput as exc:
             raise _fail(str(exc)) from None
-    _finish(review_loop(result, home, backend, json_out), json_out)
+    _finish(review_loop(result, where, backend, json_out), json_out)
 
 
 @app.command()
@@ -104,11 +106,12 @@ def fork(
     max_rounds: Annotated[int | None, typer.Option(min=1, max=50)] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
     home: DataDir = None,
+    checkpoint: CheckpointOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start a new thread from a checkpoint with changed settings; the original stays as it is."""
-    home = _home(home)
-    _setup_logging(verbose, home)
+    where = _existing(home, checkpoint)
+    _setup_logging(verbose, home or data_dir())
     changes: dict[str, object] = {}
     for role, value in (("remote", remote), ("local", local)):
         spec = _parse_spec(value, role)
@@ -117,7 +120,7 @@ def fork(
     if max_rounds is not None:
         changes["max_rounds"] = max_rounds
     try:
-        settings = RunSettings.model_validate({**resume_settings(thread, home).model_dump(mode="json"), **changes})
+        settings = RunSettings.model_validate({**resume_settings(thread, where).model_dump(mode="json"), **changes})
         for spec_, role_ in ((settings.remote, "remote"), (settings.local, "local")):
             preflight(spec_, role_)  # type: ignore[arg-type]
         backend = get_backend(settings.sandbox, settings.sandbox_runtime)
@@ -125,7 +128,7 @@ def fork(
         raise _fail(str(exc)) from None
     with RunProgress(err, enabled=not json_out) as progress, pause_on_signals(err) as control:
         try:
-            result = fork_minions(thread, at, changes, directory=home, sandbox=backend, on_event=progress.handle,
+            result = fork_minions(thread, at, changes, checkpoint=where, sandbox=backend, on_event=progress.handle,
                                   control=control)
         except BadInput as exc:
             raise _fail(str(exc)) from None
@@ -133,9 +136,9 @@ def fork(
 
 
 @app.command()
-def runs(home: DataDir = None, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def runs(home: DataDir = None, checkpoint: CheckpointOption = None, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the runs (threads) in the checkpoint database."""
-    with _opened(home) as (saver, store):
+    with _opened(home, checkpoint) as (saver, store):
         threads = list_threads(saver, store)
     if json_out:
         sys.stdout.write("[" + ",".join(t.model_dump_json() for t in threads) + "]\n")
@@ -154,11 +157,12 @@ def runs(home: DataDir = None, json_out: Annotated[bool, typer.Option("--json")]
 def show(
     thread: Annotated[str, typer.Argument(help="thread id")],
     home: DataDir = None,
+    checkpoint: CheckpointOption = None,
     json_out: Annotated[bool, typer.Option("--json", help="everything, for machines")] = False,
 ) -> None:
     """Show a run round by round: code, its execution, jobs and outputs, what the
     filter kept, the supervisor's decision, usage."""
-    with _opened(home) as (saver, store):
+    with _opened(home, checkpoint) as (saver, store):
         view = show_thread(saver, store, thread)
     if json_out:
         sys.stdout.write(view.model_dump_json(indent=2) + "\n")
@@ -196,9 +200,10 @@ def _render_view(console: Console, view: ThreadView) -> None:
 
 
 @app.command()
-def history(thread: Annotated[str, typer.Argument(help="thread id")], home: DataDir = None) -> None:
+def history(thread: Annotated[str, typer.Argument(help="thread id")], home: DataDir = None,
+            checkpoint: CheckpointOption = None) -> None:
     """List a thread's checkpoints, newest first."""
-    with _opened(home) as (saver, store):
+    with _opened(home, checkpoint) as (saver, store):
         checkpoints = thread_history(saver, store, thread)
     table = Table(title=f"Checkpoints of {thread}", title_justify="left")
     for column in ("checkpoint", "step", "round", "source", "next"):

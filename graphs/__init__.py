@@ -16,7 +16,11 @@ _EXPORTS = {
     "minions_builder": ".minions",
     "RunResult": ".run",
     "run_minions": ".run",
-    "sqlite_persistence": ".run",
+    "open_persistence": ".persistence",
+    "sqlite_persistence": ".persistence",
+    "postgres_persistence": ".persistence",
+    "resume_minions": ".run",
+    "fork_minions": ".run",
     "ModelSpec": ".settings",
     "PriceTable": ".settings",
     "RolePrices": ".settings",
@@ -37,12 +41,17 @@ __all__ = [
     "build_minions_graph",
     "minions_builder",
     "run_minions",
+    "open_persistence",
+    "postgres_persistence",
+    "resume_minions",
+    "fork_minions",
     "sqlite_persistence",
 ]
 
 if TYPE_CHECKING:
     from .minions import NODE_NAMES, build_minions_graph, minions_builder
-    from .run import RunResult, run_minions, sqlite_persistence
+    from .persistence import open_persistence, postgres_persistence, sqlite_persistence
+    from .run import RunResult, fork_minions, resume_minions, run_minions
     from .settings import ModelSpec, PriceTable, RolePrices, RunSettings
     from .state import JobInput, MinionsState
 

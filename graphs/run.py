@@ -1,30 +1,24 @@
-"""Running the MinionS graph on documents: persistence, resume, and the result.
+"""Running the MinionS graph on documents: start, resume, fork, and the result.
 
-The checkpoints live in ``checkpoints.sqlite`` and the document and chunk texts in
-``blobs.sqlite`` (a LangGraph store), both in the data folder
-(``$MINIONFLOW_HOME``, default ``~/.local/share/minionflow``).
+Threads live where ``checkpoint`` says (see ``graphs.persistence``): a folder with
+SQLite files (the default, ``$MINIONFLOW_HOME`` or ``~/.local/share/minionflow``)
+or a ``postgresql://`` URL.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
 from langgraph.store.base import BaseStore
 from langgraph.types import Command
 from minionflow.nodes.accounting import UsageSummary, summarize
-from minionflow.nodes.blobstore import SqliteBlobStore
 from minionflow.nodes.documents import BadInput, LoadedDocument
 from minionflow.nodes.models import ModelProvider
 from minionflow.nodes.sandboxed_execute import Approval
@@ -33,40 +27,13 @@ from minionflow.sandbox.base import SandboxBackend
 from pydantic import BaseModel, Field, ValidationError
 
 from .minions import build_minions_graph
+from .persistence import Location, describe, open_persistence, resolve_location
 from .settings import RunSettings
 from .state import DocumentRef, MinionsState, UsageRecord
 
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[dict[str, Any]], None]
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("MINIONFLOW_HOME") or Path.home() / ".local/share/minionflow")
-
-
-@contextmanager
-def sqlite_persistence(directory: Path | None = None) -> Iterator[tuple[SqliteSaver, SqliteBlobStore]]:
-    """The default persistence: SQLite checkpoints and a separate SQLite blob store."""
-    directory = directory or data_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    try:
-        ck = sqlite3.connect(directory / "checkpoints.sqlite", check_same_thread=False)
-        # WAL with synchronous=NORMAL: a committed write survives a killed or crashed
-        # process (what resuming relies on) without an fsync per finished job; only an
-        # OS crash or power cut can lose the last transactions.
-        ck.execute("PRAGMA journal_mode=WAL")
-        ck.execute("PRAGMA synchronous=NORMAL")
-        blobs = SqliteBlobStore(directory / "blobs.sqlite")
-        saver = SqliteSaver(ck)
-        saver.setup()
-    except sqlite3.DatabaseError as exc:
-        raise BadInput(f"{directory}: the checkpoint or blob database cannot be used ({exc})") from None
-    try:
-        yield saver, blobs
-    finally:
-        ck.close()
-        blobs.close()
 
 
 class RunResult(BaseModel):
@@ -147,7 +114,7 @@ def run_minions(
     settings: RunSettings,
     *,
     thread_id: str | None = None,
-    directory: Path | None = None,
+    checkpoint: Location | None = None,
     models: ModelProvider | None = None,
     sandbox: SandboxBackend | None = None,
     on_event: EventHandler | None = None,
@@ -156,7 +123,7 @@ def run_minions(
     """Run (or, for an unfinished thread id, resume) MinionS on the documents.
     ``control.request_drain()`` (from any thread, or a signal handler) pauses the
     run at the next step boundary: the result is then ``paused`` and resumable."""
-    with sqlite_persistence(directory) as (saver, store):
+    with open_persistence(checkpoint) as (saver, store):
         graph = build_minions_graph(models=models, sandbox=sandbox, checkpointer=saver, store=store)
         thread_id = thread_id or uuid.uuid4().hex[:12]
         fresh = initial_state(store, documents, task, settings)
@@ -173,7 +140,7 @@ def run_minions(
 def resume_minions(
     thread_id: str,
     *,
-    directory: Path | None = None,
+    checkpoint: Location | None = None,
     models: ModelProvider | None = None,
     sandbox: SandboxBackend | None = None,
     on_event: EventHandler | None = None,
@@ -184,11 +151,11 @@ def resume_minions(
     jobs and finished model calls are not redone. A thread waiting for a review of
     the supervisor's code needs ``approval``: {"action": "accept"},
     {"action": "edit", "code": ...} or {"action": "reject", "reason": ...}."""
-    with sqlite_persistence(directory) as (saver, store):
+    with open_persistence(checkpoint) as (saver, store):
         graph = build_minions_graph(models=models, sandbox=sandbox, checkpointer=saver, store=store)
         existing = graph.get_state({"configurable": {"thread_id": thread_id}})
         if not existing.values:
-            raise BadInput(f"no thread {thread_id!r} in {directory or data_dir()}")
+            raise BadInput(f"no thread {thread_id!r} in {describe(resolve_location(checkpoint))}")
         if existing.values.get("final") and not existing.next:
             raise BadInput(f"thread {thread_id} already finished; nothing to resume")
         settings = RunSettings.model_validate(existing.values["settings"])
@@ -217,7 +184,7 @@ def fork_minions(
     changes: dict[str, Any],
     *,
     new_thread_id: str | None = None,
-    directory: Path | None = None,
+    checkpoint: Location | None = None,
     models: ModelProvider | None = None,
     sandbox: SandboxBackend | None = None,
     on_event: EventHandler | None = None,
@@ -225,7 +192,7 @@ def fork_minions(
 ) -> RunResult:
     """Start a new thread from a checkpoint of another, with changed settings, and run
     it. The original thread is not touched (time travel into a new thread)."""
-    with sqlite_persistence(directory) as (saver, store):
+    with open_persistence(checkpoint) as (saver, store):
         graph = build_minions_graph(models=models, sandbox=sandbox, checkpointer=saver, store=store)
         source = graph.get_state({"configurable": {"thread_id": thread_id, "checkpoint_id": checkpoint_id}})
         if not source.values:
@@ -249,12 +216,12 @@ def fork_minions(
         return _stream(graph, None, new_thread_id, settings, store, on_event, control)
 
 
-def resume_settings(thread_id: str, directory: Path | None = None) -> RunSettings:
+def resume_settings(thread_id: str, checkpoint: Location | None = None) -> RunSettings:
     """The settings an existing thread started with (for preflight checks before a resume)."""
-    with sqlite_persistence(directory) as (saver, store):
+    with open_persistence(checkpoint) as (saver, store):
         values = build_minions_graph(checkpointer=saver, store=store).get_state({"configurable": {"thread_id": thread_id}}).values
     if not values:
-        raise BadInput(f"no thread {thread_id!r} in {directory or data_dir()}")
+        raise BadInput(f"no thread {thread_id!r} in {describe(resolve_location(checkpoint))}")
     return RunSettings.model_validate(values["settings"])
 
 

@@ -132,3 +132,81 @@ def run_fake(bwrap: BwrapBackend) -> Callable[..., Run]:
         return Run(graph.get_state(config).values, remote_fake, local_fake, events, store)
 
     return _run
+
+
+# --- where threads live: the resume / inspect / fork tests run on both -------------
+
+# scripts/test.sh starts Debian's PostgreSQL and exports this URL; without a server
+# the PostgreSQL cases fail (they are never skipped).
+POSTGRES_URL = os.environ.get("MINIONFLOW_TEST_POSTGRES", "postgresql://minionflow:minionflow@127.0.0.1:5432/minionflow")
+
+
+@dataclass
+class Where:
+    """A checkpoint location for a test: a folder (SQLite) or a PostgreSQL database.
+    ``home`` is the data folder (log, embedded-server log) in both cases."""
+
+    kind: str
+    location: Path | str
+    home: Path
+
+    def cli_args(self) -> list[str]:
+        args = ["--data-dir", str(self.home)]
+        return args + (["--checkpoint", str(self.location)] if self.kind == "postgres" else [])
+
+    def copy(self, home: Path) -> Where:
+        """An independent copy of every thread (a folder copy, or CREATE DATABASE ... TEMPLATE)."""
+        import shutil
+
+        if self.kind == "sqlite":
+            shutil.copytree(self.home, home)
+            return Where("sqlite", home, home)
+        home.mkdir(parents=True, exist_ok=True)
+        return Where("postgres", create_database(template=str(self.location)), home)
+
+
+def _admin() -> Any:
+    import psycopg
+
+    return psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5)
+
+
+def create_database(template: str | None = None) -> str:
+    """A fresh database (owned by the test role) and its URL."""
+    import uuid
+
+    from psycopg import sql
+
+    name = f"mf_test_{uuid.uuid4().hex[:10]}"
+    with _admin() as conn:
+        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            query += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template.rsplit("/", 1)[1]))
+        conn.execute(query)
+    _created.append(name)
+    return POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+
+
+_created: list[str] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_databases() -> Any:
+    yield
+    if not _created:
+        return
+    from psycopg import sql
+
+    with _admin() as conn:
+        for name in _created:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def make_where(kind: str, home: Path) -> Where:
+    return Where("sqlite", home, home) if kind == "sqlite" else Where("postgres", create_database(), home)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> Where:
+    """An empty checkpoint location of each kind."""
+    return make_where(request.param, tmp_path / "home")

@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fakes import FakeProvider, PromptFake  # noqa: E402
 from minionflow.graphs import RunSettings  # noqa: E402
-from minionflow.graphs.run import run_minions, sqlite_persistence  # noqa: E402
+from minionflow.graphs.persistence import sqlite_persistence  # noqa: E402
+from minionflow.graphs.run import run_minions  # noqa: E402
 from minionflow.nodes.documents import LoadedDocument  # noqa: E402
 from minionflow.nodes.store import get_json  # noqa: E402
 from minionflow.sandbox import BwrapBackend  # noqa: E402
@@ -64,7 +65,7 @@ def main() -> None:
             ]
             print(json.dumps(done))
         return
-    result = run_minions([doc], "What is the secret number?", settings, thread_id=thread, directory=data,
+    result = run_minions([doc], "What is the secret number?", settings, thread_id=thread, checkpoint=data,
                          models=provider, sandbox=BwrapBackend())
     local_calls = sum(1 for u in result.calls if u["role"] == "local")
     print(json.dumps({"answer": result.answer, "status": result.status, "local_calls_counted": local_calls}))

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from conftest import GOOD_CODE, final_json
-from minionflow.graphs.run import sqlite_persistence
+from minionflow.graphs.persistence import sqlite_persistence
 from minionflow.nodes.documents import LoadedDocument
 
 HERE = Path(__file__).parent

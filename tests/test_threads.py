@@ -1,4 +1,5 @@
-"""Resume, runs, show and history on a real SQLite checkpoint database."""
+"""Resume, runs, show, history, fork and approval, each on a real SQLite checkpoint
+database and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import cli_env, default_local, default_remote, secret_doc
+from conftest import Where, cli_env, default_local, default_remote, make_where, secret_doc
 from fakes import FakeProvider, PromptFake
 from minionflow.graphs import RunSettings
-from minionflow.graphs.run import resume_minions, run_minions, sqlite_persistence
+from minionflow.graphs.persistence import open_persistence
+from minionflow.graphs.run import resume_minions, run_minions
 from minionflow.graphs.threads import list_threads, show_thread, thread_history
 from minionflow.nodes.documents import BadInput
 from minionflow.sandbox import BwrapBackend
@@ -27,26 +29,27 @@ def down(prompt: str) -> str:
     raise openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions"))
 
 
-@pytest.fixture(scope="module")
-def interrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, PromptFake]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def interrupted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Where, str, PromptFake]:
     """A run whose supervisor went away at aggregation: failed, resumable."""
-    home = tmp_path_factory.mktemp("home")
+    home = make_where(request.param, tmp_path_factory.mktemp("home"))
     local = PromptFake(responder=default_local)
     result = run_minions([secret_doc()], "What is the secret number?", RunSettings(chunk_tokens=40, max_chunk_chars=4000),
-                         thread_id="t-interrupted", directory=home, sandbox=BwrapBackend(),
+                         thread_id="t-interrupted", checkpoint=home.location, sandbox=BwrapBackend(),
                          models=FakeProvider(PromptFake(responder=down), local))
     assert result.status == "failed" and "APIConnectionError" in (result.error or "")
     assert len(local.prompts) == 12
     return home, "t-interrupted", local
 
 
-def cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CLI, *args, "--data-dir", str(home)], capture_output=True, text=True, env=cli_env(), timeout=600)
+def cli(*args: str, home: Where | Path) -> subprocess.CompletedProcess[str]:
+    where = home.cli_args() if isinstance(home, Where) else ["--data-dir", str(home)]
+    return subprocess.run([CLI, *args, *where], capture_output=True, text=True, env=cli_env(), timeout=600)
 
 
 def test_an_interrupted_run_is_listed_as_unfinished(interrupted):
     home, thread, _ = interrupted
-    with sqlite_persistence(home) as (saver, store):
+    with open_persistence(home.location) as (saver, store):
         (summary,) = list_threads(saver, store)
     assert summary.thread_id == thread and summary.status == "unfinished" and summary.next == ["aggregate"]
     assert summary.local_tokens > 0 and summary.jobs == 12
@@ -56,7 +59,7 @@ def test_an_interrupted_run_is_listed_as_unfinished(interrupted):
 
 def test_history_lists_checkpoints_newest_first(interrupted):
     home, thread, _ = interrupted
-    with sqlite_persistence(home) as (saver, store):
+    with open_persistence(home.location) as (saver, store):
         checkpoints = thread_history(saver, store, thread)
     assert len(checkpoints) >= 5
     assert checkpoints[0].next == ["aggregate"] and checkpoints[-1].source == "input"
@@ -67,17 +70,14 @@ def test_history_lists_checkpoints_newest_first(interrupted):
 
 def test_resume_redoes_no_finished_job_and_answers(interrupted, tmp_path):
     home, thread, first_local = interrupted
-    import shutil
-
-    copy = tmp_path / "copy"
-    shutil.copytree(home, copy)  # keep the module's interrupted thread for the other tests
+    copy = home.copy(tmp_path / "copy")  # keep the module's interrupted thread for the other tests
     remote, local = PromptFake(responder=default_remote), PromptFake(responder=default_local)
-    result = resume_minions(thread, directory=copy, sandbox=BwrapBackend(), models=FakeProvider(remote, local))
+    result = resume_minions(thread, checkpoint=copy.location, sandbox=BwrapBackend(), models=FakeProvider(remote, local))
     assert result.status == "answered" and result.answer == "42"
     assert local.prompts == []  # the 12 finished jobs were not run again
     assert [p for p in remote.prompts if "Write prepare_jobs now" in p] == []  # nor the finished decompose
     assert result.usage is not None and result.usage.local.calls == 12
-    with sqlite_persistence(copy) as (saver, store):
+    with open_persistence(copy.location) as (saver, store):
         view = show_thread(saver, store, thread)
     assert view.summary.status == "answered" and len(view.rounds) == 1
     assert len(view.rounds[0].results) == 12 and [k["answer"] for k in view.rounds[0].kept] == ["42"]
@@ -88,14 +88,17 @@ def test_resume_redoes_no_finished_job_and_answers(interrupted, tmp_path):
     again = cli("resume", thread, home=copy)
     assert again.returncode == 2 and "already finished" in again.stderr
     with pytest.raises(BadInput, match="already finished"):
-        resume_minions(thread, directory=copy, sandbox=BwrapBackend(), models=FakeProvider(remote, local))
+        resume_minions(thread, checkpoint=copy.location, sandbox=BwrapBackend(), models=FakeProvider(remote, local))
 
 
-def test_bad_thread_ids_and_databases(interrupted, tmp_path):
+def test_bad_thread_ids(interrupted):
     home, _, _ = interrupted
     for args in (["show", "nope"], ["history", "nope"], ["resume", "nope"]):
         out = cli(*args, home=home)
         assert out.returncode == 2 and "no thread 'nope'" in out.stderr, out.stderr
+
+
+def test_missing_and_corrupt_sqlite_databases(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     out = cli("runs", home=empty)
@@ -110,15 +113,51 @@ def test_bad_thread_ids_and_databases(interrupted, tmp_path):
     assert (corrupt / "checkpoints.sqlite").read_bytes() == b"this is not a database" * 100
 
 
+def test_a_locked_sqlite_database_is_a_clear_error(tmp_path):
+    """Another process holds an exclusive lock (e.g. a backup): a clear error after
+    SQLite's busy timeout, and the database is unchanged."""
+    import sqlite3
+
+    copy = tmp_path / "home"
+    run_minions([secret_doc()], "What is the secret number?", RunSettings(chunk_tokens=40, max_chunk_chars=4000),
+                thread_id="t-interrupted", checkpoint=copy, sandbox=BwrapBackend(),
+                models=FakeProvider(PromptFake(responder=down), PromptFake(responder=default_local)))
+    db = copy / "checkpoints.sqlite"
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        before = holder.execute("SELECT count(*) FROM checkpoints").fetchone()
+        for args in (["runs"], ["resume", "t-interrupted"]):
+            out = cli(*args, home=copy)
+            assert out.returncode == 2 and "another process holds a lock on it" in out.stderr, out.stderr
+        assert holder.execute("SELECT count(*) FROM checkpoints").fetchone() == before
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert cli("runs", home=copy).returncode == 0  # and usable once the lock is gone
+
+
+def test_an_unreachable_postgres_url_is_a_clear_error(tmp_path):
+    for url in ("postgresql://minionflow:minionflow@127.0.0.1:1/minionflow",
+                "postgresql://minionflow:wrong-password@127.0.0.1:5432/minionflow"):
+        for args in (["runs"], ["show", "x"], ["resume", "x"]):
+            out = cli(*args, "--checkpoint", url, home=tmp_path)
+            assert out.returncode == 2 and "cannot connect to PostgreSQL at" in out.stderr, out.stderr
+            assert "wrong-password" not in out.stderr  # the password is masked
+    doc = tmp_path / "doc.txt"
+    doc.write_text(secret_doc().text)
+    out = subprocess.run([CLI, "run", str(doc), "-q", "x", "--sandbox", "bwrap", "--checkpoint", "postgresql://u:p@127.0.0.1:1/db"],
+                         capture_output=True, text=True, env=cli_env(tmp_path), timeout=60)
+    assert out.returncode == 2 and "cannot connect to PostgreSQL at postgresql://u:***@127.0.0.1:1/db" in out.stderr, out.stderr
+
+
 @pytest.mark.embedded
 def test_resume_through_the_cli_with_the_embedded_supervisor(interrupted, tmp_path):
     """The interrupted thread's settings name the embedded model: `minionflow resume`
     starts it and finishes the aggregation over real HTTP."""
     home, thread, _ = interrupted
-    import shutil
-
-    copy = tmp_path / "copy"
-    shutil.copytree(home, copy)
+    copy = home.copy(tmp_path / "copy")
     out = cli("resume", thread, "--json", home=copy)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
@@ -129,7 +168,7 @@ def test_resume_through_the_cli_with_the_embedded_supervisor(interrupted, tmp_pa
     assert sum(1 for c in result["calls"] if c["role"] == "local") == 12  # no job ran again
 
 
-def test_drain_pauses_at_the_step_boundary_then_resumes(tmp_path):
+def test_drain_pauses_at_the_step_boundary_then_resumes(where: Where):
     from langgraph.runtime import RunControl
 
     control = RunControl()
@@ -140,15 +179,15 @@ def test_drain_pauses_at_the_step_boundary_then_resumes(tmp_path):
 
     first = PromptFake(responder=local)
     paused = run_minions([secret_doc()], "What is the secret number?", RunSettings(chunk_tokens=40, max_chunk_chars=4000),
-                         thread_id="t-pause", directory=tmp_path, sandbox=BwrapBackend(), control=control,
+                         thread_id="t-pause", checkpoint=where.location, sandbox=BwrapBackend(), control=control,
                          models=FakeProvider(PromptFake(responder=default_remote), first))
     assert paused.status == "paused"
     assert len(first.prompts) == 12  # the step that was running finished: every job
-    with sqlite_persistence(tmp_path) as (saver, store):
+    with open_persistence(where.location) as (saver, store):
         (summary,) = list_threads(saver, store)
     assert summary.next == ["filter"]
     second = PromptFake(responder=default_local)
-    done = resume_minions("t-pause", directory=tmp_path, sandbox=BwrapBackend(),
+    done = resume_minions("t-pause", checkpoint=where.location, sandbox=BwrapBackend(),
                           models=FakeProvider(PromptFake(responder=default_remote), second))
     assert done.status == "answered" and done.answer == "42" and second.prompts == []
 
@@ -183,7 +222,7 @@ def test_sigint_pauses_the_cli_and_resume_finishes(tmp_path):
     assert len(jobs) == 2  # each of the two jobs ran once
 
 
-def test_fork_from_round_two_with_other_settings(tmp_path):
+def test_fork_from_round_two_with_other_settings(where: Where):
     from conftest import GOOD_CODE, final_json
     from minionflow.graphs.run import fork_minions
 
@@ -197,16 +236,16 @@ def test_fork_from_round_two_with_other_settings(tmp_path):
 
     settings = RunSettings(chunk_tokens=40, max_chunk_chars=4000, max_rounds=4)
     original = run_minions([secret_doc()], "What is the secret number?", settings, thread_id="t-orig",
-                           directory=tmp_path, sandbox=BwrapBackend(), models=provider())
+                           checkpoint=where.location, sandbox=BwrapBackend(), models=provider())
     assert original.status == "answered" and original.rounds == 4 and original.forced_final
-    with sqlite_persistence(tmp_path) as (saver, store):
+    with open_persistence(where.location) as (saver, store):
         before = thread_history(saver, store, "t-orig")
     round_two = next(c for c in before if c.next == ["decompose"] and c.round == 2)
     forked = fork_minions("t-orig", round_two.checkpoint_id, {"max_rounds": 2}, new_thread_id="t-fork",
-                          directory=tmp_path, sandbox=BwrapBackend(), models=provider())
+                          checkpoint=where.location, sandbox=BwrapBackend(), models=provider())
     assert forked.status == "answered" and forked.rounds == 2 and forked.forced_final
     assert forked.usage is not None and forked.usage.local.calls == 24  # round 1 copied, round 2 run
-    with sqlite_persistence(tmp_path) as (saver, store):
+    with open_persistence(where.location) as (saver, store):
         after = thread_history(saver, store, "t-orig")
         views = {t.thread_id: t for t in list_threads(saver, store)}
         fork_view = show_thread(saver, store, "t-fork")
@@ -215,12 +254,12 @@ def test_fork_from_round_two_with_other_settings(tmp_path):
     assert fork_view.settings["max_rounds"] == 2
     inside = next(c for c in before if "parallel_minion_map" in c.next)
     with pytest.raises(BadInput, match="inside a step"):
-        fork_minions("t-orig", inside.checkpoint_id, {}, directory=tmp_path, sandbox=BwrapBackend(), models=provider())
+        fork_minions("t-orig", inside.checkpoint_id, {}, checkpoint=where.location, sandbox=BwrapBackend(), models=provider())
     with pytest.raises(BadInput, match="already exists"):
-        fork_minions("t-orig", round_two.checkpoint_id, {}, new_thread_id="t-fork", directory=tmp_path,
+        fork_minions("t-orig", round_two.checkpoint_id, {}, new_thread_id="t-fork", checkpoint=where.location,
                      sandbox=BwrapBackend(), models=provider())
     with pytest.raises(BadInput, match="no checkpoint"):
-        fork_minions("t-orig", "nope", {}, directory=tmp_path, sandbox=BwrapBackend(), models=provider())
+        fork_minions("t-orig", "nope", {}, checkpoint=where.location, sandbox=BwrapBackend(), models=provider())
 
 
 def test_fork_bad_input_through_the_cli(interrupted):
@@ -235,24 +274,21 @@ def test_fork_bad_input_through_the_cli(interrupted):
 
 @pytest.mark.embedded
 def test_fork_through_the_cli_with_the_embedded_supervisor(interrupted, tmp_path):
-    import shutil
-
     home, thread, _ = interrupted
-    copy = tmp_path / "copy"
-    shutil.copytree(home, copy)
-    with sqlite_persistence(copy) as (saver, store):
+    copy = home.copy(tmp_path / "copy")
+    with open_persistence(copy.location) as (saver, store):
         at = next(c for c in thread_history(saver, store, thread) if c.next == ["aggregate"]).checkpoint_id
     out = cli("fork", thread, "--at", at, "--max-rounds", "1", "--json", home=copy)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
     assert result["status"] == "answered" and result["thread_id"] != thread
     assert sum(1 for c in result["calls"] if c["role"] == "local") == 12  # copied, not re-run
-    with sqlite_persistence(copy) as (saver, store):
+    with open_persistence(copy.location) as (saver, store):
         statuses = {t.thread_id: t.status for t in list_threads(saver, store)}
     assert statuses == {thread: "unfinished", result["thread_id"]: "answered"}
 
 
-def test_approval_accept_edit_and_reject(tmp_path):
+def test_approval_accept_edit_and_reject(where: Where):
     from conftest import GOOD_CODE
 
     remote = PromptFake(responder=default_remote)
@@ -262,10 +298,10 @@ def test_approval_accept_edit_and_reject(tmp_path):
 
     def start(thread: str):
         return run_minions([secret_doc()], "What is the secret number?", settings, thread_id=thread,
-                           directory=tmp_path, sandbox=BwrapBackend(), models=models)
+                           checkpoint=where.location, sandbox=BwrapBackend(), models=models)
 
     def resume(thread: str, approval: dict | None):
-        return resume_minions(thread, directory=tmp_path, sandbox=BwrapBackend(), models=models, approval=approval)
+        return resume_minions(thread, checkpoint=where.location, sandbox=BwrapBackend(), models=models, approval=approval)
 
     waiting = start("t-accept")
     assert waiting.status == "awaiting_approval" and local.prompts == []  # nothing ran before the review

@@ -1,0 +1,134 @@
+"""Where threads live: a LangGraph checkpointer plus the blob store beside it.
+
+A location is either a folder, holding ``checkpoints.sqlite`` and ``blobs.sqlite``
+(the default: ``$MINIONFLOW_HOME`` or ``~/.local/share/minionflow``), or a
+``postgresql://`` URL, where langgraph-checkpoint-postgres keeps the checkpoints
+and LangGraph's ``PostgresStore`` the blobs, so a team shares one database.
+``$MINIONFLOW_CHECKPOINT`` sets the location when none is given.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.store.base import BaseStore
+from minionflow.nodes.blobstore import SqliteBlobStore
+from minionflow.nodes.documents import BadInput
+
+Location = str | Path
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+# Connections shared by the checkpointer and the blob store. Jobs of a round
+# finish on many threads; each write borrows a connection for a few ms.
+POSTGRES_POOL_SIZE = 16
+POSTGRES_CONNECT_TIMEOUT_S = 5
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("MINIONFLOW_HOME") or Path.home() / ".local/share/minionflow")
+
+
+def resolve_location(location: Location | None = None) -> Location:
+    """The given location, else ``$MINIONFLOW_CHECKPOINT``, else the data folder."""
+    if location is None or location == "":
+        location = os.environ.get("MINIONFLOW_CHECKPOINT") or data_dir()
+    if isinstance(location, str) and not is_postgres(location):
+        return Path(location)
+    return location
+
+
+def is_postgres(location: Location) -> bool:
+    return isinstance(location, str) and location.startswith(POSTGRES_SCHEMES)
+
+
+def describe(location: Location) -> str:
+    """The location for messages, with any password masked."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", str(location))
+
+
+def exists(location: Location) -> bool:
+    """Whether the location can hold threads already (a Postgres URL always may)."""
+    return is_postgres(location) or (Path(location) / "checkpoints.sqlite").exists()
+
+
+@contextmanager
+def open_persistence(location: Location | None = None) -> Iterator[tuple[BaseCheckpointSaver[str], BaseStore]]:
+    """The checkpointer and blob store for a location (see the module docstring)."""
+    resolved = resolve_location(location)
+    if is_postgres(resolved):
+        with postgres_persistence(str(resolved)) as pair:
+            yield pair
+    else:
+        with sqlite_persistence(Path(resolved)) as pair:
+            yield pair
+
+
+@contextmanager
+def sqlite_persistence(directory: Path | None = None) -> Iterator[tuple[SqliteSaver, SqliteBlobStore]]:
+    """The default persistence: SQLite checkpoints and a separate SQLite blob store."""
+    directory = directory or data_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    ck: sqlite3.Connection | None = None
+    blobs: SqliteBlobStore | None = None
+    try:
+        ck = sqlite3.connect(directory / "checkpoints.sqlite", check_same_thread=False)
+        # WAL with synchronous=NORMAL: a committed write survives a killed or crashed
+        # process (what resuming relies on) without an fsync per finished job; only an
+        # OS crash or power cut can lose the last transactions.
+        ck.execute("PRAGMA journal_mode=WAL")
+        ck.execute("PRAGMA synchronous=NORMAL")
+        blobs = SqliteBlobStore(directory / "blobs.sqlite")
+        saver = SqliteSaver(ck)
+        saver.setup()
+    except sqlite3.DatabaseError as exc:
+        for opened in (ck, blobs):
+            if opened is not None:
+                opened.close()
+        reason = "another process holds a lock on it; try again when it is done" if "locked" in str(exc) else str(exc)
+        raise BadInput(f"{directory}: the checkpoint or blob database cannot be used ({reason})") from None
+    try:
+        yield saver, blobs
+    finally:
+        ck.close()
+        blobs.close()
+
+
+@contextmanager
+def postgres_persistence(url: str) -> Iterator[tuple[BaseCheckpointSaver[str], BaseStore]]:
+    """Checkpoints (PostgresSaver) and blobs (PostgresStore) in one PostgreSQL
+    database, over one connection pool. The tables are created on first use."""
+    try:
+        import psycopg
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from langgraph.store.postgres import PostgresStore
+        from psycopg.rows import dict_row
+        from psycopg_pool import ConnectionPool
+    except ImportError as exc:  # pragma: no cover - both are core dependencies
+        raise BadInput(f"PostgreSQL checkpoints need langgraph-checkpoint-postgres and psycopg ({exc})") from None
+    kwargs = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+    try:
+        # One direct connection first: a wrong URL fails in seconds with the server's own words.
+        with psycopg.connect(url, connect_timeout=POSTGRES_CONNECT_TIMEOUT_S, autocommit=True):
+            pass
+    except (psycopg.Error, ValueError) as exc:
+        raise BadInput(f"cannot connect to PostgreSQL at {describe(url)}: {str(exc).strip()}") from None
+    pool: ConnectionPool[psycopg.Connection[dict[str, object]]] = ConnectionPool(
+        url, min_size=1, max_size=POSTGRES_POOL_SIZE, kwargs=kwargs, open=True, name="minionflow"
+    )
+    try:
+        saver = PostgresSaver(pool)  # type: ignore[arg-type]
+        store = PostgresStore(pool)  # type: ignore[arg-type]
+        try:
+            saver.setup()
+            store.setup()
+        except psycopg.Error as exc:
+            raise BadInput(f"PostgreSQL at {describe(url)} cannot hold checkpoints: {str(exc).strip()}") from None
+        yield saver, store
+    finally:
+        pool.close()
