@@ -10,7 +10,7 @@ and state holds their sha256 references (invariant 4).
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from typing_extensions import TypedDict
 
@@ -45,6 +45,8 @@ class UsageRecord(TypedDict):
     latency_s: float
     ok: bool
     error: str | None
+    # blob ref of the call's transcript (nodes.accounting.Transcript): every message sent, the reply
+    transcript: NotRequired[str | None]
 
 
 class JobResult(TypedDict):

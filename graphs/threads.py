@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore
-from minionflow.nodes.accounting import UsageSummary, role_totals, summarize
+from minionflow.nodes.accounting import Transcript, UsageSummary, load_transcripts, role_totals, summarize
 from minionflow.nodes.documents import BadInput
 from minionflow.nodes.store import get_json, get_text
 from pydantic import BaseModel
@@ -45,6 +45,20 @@ class RoundView(BaseModel):
     decision: dict[str, Any]
 
 
+class CallView(BaseModel):
+    """One model call with its usage and its transcript (what was sent, what came back)."""
+
+    role: str
+    node: str
+    round: int
+    model: str
+    ok: bool
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    transcript: Transcript | None
+
+
 class ThreadView(BaseModel):
     summary: ThreadSummary
     settings: dict[str, Any]
@@ -53,6 +67,7 @@ class ThreadView(BaseModel):
     final: dict[str, Any] | None
     notes: list[str]
     usage: UsageSummary
+    calls: list[CallView]
 
 
 class CheckpointView(BaseModel):
@@ -124,8 +139,21 @@ def show_thread(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id: st
     return ThreadView(
         summary=_summary(thread_id, values, snapshot.next, snapshot.created_at, records),
         settings=values["settings"], documents=list(values.get("documents") or []), rounds=rounds,
-        final=final, notes=list(values.get("notes") or []), usage=usage,
+        final=final, notes=list(values.get("notes") or []), usage=usage, calls=_calls(store, records),
     )
+
+
+def _calls(store: BaseStore, records: list[UsageRecord]) -> list[CallView]:
+    refs = [r["transcript"] for r in records if r.get("transcript")]
+    transcripts = dict(zip(refs, load_transcripts(store, refs), strict=True))
+    return [
+        CallView(
+            role=r["role"], node=r["node"], round=r["round"], model=r["model"], ok=r["ok"],
+            prompt_tokens=r["prompt_tokens"], completion_tokens=r["completion_tokens"], latency_s=r["latency_s"],
+            transcript=transcripts[ref] if (ref := r.get("transcript")) else None,
+        )
+        for r in records
+    ]
 
 
 def thread_history(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id: str) -> list[CheckpointView]:

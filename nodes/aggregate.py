@@ -122,7 +122,7 @@ def make_aggregate(models: ModelProvider) -> Callable[[MinionsState], dict[str, 
             "feedback": parsed.feedback,
             "scratchpad": parsed.scratchpad or state.get("scratchpad"),
             "rounds": [record],
-            "usage": (records := usage_records(calls, "remote", "aggregate", round_, client.name)),
+            "usage": (records := usage_records(calls, "remote", "aggregate", round_, client.name, store)),
             "notes": notes,
         }
         if final:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.config import get_store
 from minionflow.graphs.settings import RunSettings
 from minionflow.graphs.state import MinionsState
 
@@ -93,7 +94,7 @@ def make_decompose(models: ModelProvider) -> Callable[[MinionsState], dict[str, 
         emit({"type": "decompose", "round": round_, "attempt": attempt})
         client = models.client(settings.remote, "remote", settings.remote_max_tokens)
         call = client.text(decompose_messages(state, settings))
-        update: dict[str, Any] = {"usage": usage_records([call], "remote", "decompose", round_, client.name)}
+        update: dict[str, Any] = {"usage": usage_records([call], "remote", "decompose", round_, client.name, get_store())}
         emit_usage(update["usage"])
         code = extract_code(str(call.message.content)) if call.message is not None else None
         if code is None:

@@ -45,6 +45,7 @@ class CallRecord:
     message: AIMessage | None
     latency_s: float
     error: str | None = None
+    messages: list[BaseMessage] = field(default_factory=list)  # what was sent
 
     @property
     def usage(self) -> tuple[int, int, int]:
@@ -119,10 +120,10 @@ class ModelClient:
         except TRANSIENT_ERRORS:
             raise
         except Exception as exc:  # noqa: BLE001 - recorded, the caller decides
-            return CallRecord(None, time.monotonic() - started, f"{type(exc).__name__}: {exc}")
+            return CallRecord(None, time.monotonic() - started, f"{type(exc).__name__}: {exc}", messages)
         assert isinstance(message, AIMessage)
         error = "the reply was cut off at the token limit" if _truncated(message) else None
-        return CallRecord(message, time.monotonic() - started, error)
+        return CallRecord(message, time.monotonic() - started, error, messages)
 
     def structured(self, schema: type[T], messages: list[BaseMessage]) -> StructuredReply:
         reply = StructuredReply(parsed=None)
@@ -155,7 +156,7 @@ class ModelClient:
                 assert isinstance(out, dict)  # include_raw=True: {"raw", "parsed", "parsing_error"}
                 message = out["raw"]
         except Exception as exc:
-            reply.calls.append(CallRecord(None, time.monotonic() - started, f"{type(exc).__name__}: {exc}"))
+            reply.calls.append(CallRecord(None, time.monotonic() - started, f"{type(exc).__name__}: {exc}", messages))
             if _is_format_rejection(exc) and self.method == "auto":
                 raise
             if isinstance(exc, TRANSIENT_ERRORS):
@@ -164,18 +165,18 @@ class ModelClient:
             return
         latency = time.monotonic() - started
         assert isinstance(message, AIMessage)
-        record = CallRecord(message, latency)
+        record = CallRecord(message, latency, None, messages)
         reply.calls.append(record)
         if _truncated(message):
             record.error = reply.error = "the reply was cut off at the token limit (truncated JSON)"
             return
         try:
-            reply.parsed = parse_json_reply(_reply_json(message), schema)
+            reply.parsed = parse_json_reply(reply_text(message), schema)
         except (ValidationError, ValueError) as exc:
             record.error = reply.error = f"the reply does not match the {schema.__name__} schema: {_short(exc)}"
 
 
-def _reply_json(message: AIMessage) -> str:
+def reply_text(message: AIMessage) -> str:
     """The JSON text of a reply: tool-call arguments (function calling) or the content."""
     if message.tool_calls:
         return json.dumps(message.tool_calls[0]["args"])

@@ -68,7 +68,7 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput], dict
             explanation=output.explanation if output else "",
             citation=output.citation if output else None,
             error=None if output is not None else (reply.error or "no reply"),
-            usage=usage_records(reply.calls, "local", "parallel_minion_map", job["round"], client.name),
+            usage=usage_records(reply.calls, "local", "parallel_minion_map", job["round"], client.name, store),
         )
         emit_usage(result["usage"])
         emit({"type": "job", "round": job["round"], "job_id": job["job_id"], "status": result["status"]})

@@ -54,7 +54,9 @@ def test_one_megabyte_document_three_rounds_checkpoint_db_smaller_than_document(
     assert b"UNQUOTED-CANARY-SENTENCE" not in db.read_bytes()
     assert b"Quarterly shipments through the northern terminal" not in db.read_bytes()
     blobs = (tmp_path / "blobs.sqlite").stat().st_size
-    assert blobs < 3 * len(text.encode())  # the document once, plus its chunks once (not once per round)
+    # the document once, its chunks once, and the worker prompts quoting them (kept for
+    # `show --json`) once: the three rounds ask the same task, so their prompts are the same blobs
+    assert blobs < 4 * len(text.encode())
 
 
 def test_sigkill_during_minion_map_loses_no_finished_job(tmp_path):

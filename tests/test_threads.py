@@ -85,6 +85,19 @@ def test_resume_redoes_no_finished_job_and_answers(interrupted, tmp_path):
     assert out.returncode == 0 and "decision: provide_final_answer" in out.stdout and "Answer: 42" in out.stdout
     data = json.loads(cli("show", thread, "--json", home=copy).stdout)
     assert data["final"]["answer"] == "42" and len(data["rounds"][0]["jobs"]) == 12
+    # every model call with what was sent and what came back
+    calls = data["calls"]
+    assert [c["node"] for c in calls if c["role"] == "remote"] == ["decompose", "aggregate"]
+    assert sum(c["role"] == "local" for c in calls) == 12
+    for c in calls:
+        sent = c["transcript"]["messages"]
+        assert [m["role"] for m in sent] == ["system", "human"] and c["transcript"]["reply"], c
+    secret = [c for c in calls if "42, written in the ledger" in c["transcript"]["messages"][1]["content"]]
+    assert [c["role"] for c in secret] == ["local"]  # the remote saw the quote, never the chunk
+    assert json.loads(secret[0]["transcript"]["reply"])["answer"] == "42"
+    decompose = calls[0]["transcript"]
+    assert "Write prepare_jobs now" in decompose["messages"][1]["content"] and "def prepare_jobs" in decompose["reply"]
+    assert '"provide_final_answer"' in calls[1]["transcript"]["reply"]
     again = cli("resume", thread, home=copy)
     assert again.returncode == 2 and "already finished" in again.stderr
     with pytest.raises(BadInput, match="already finished"):
