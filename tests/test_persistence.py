@@ -1,5 +1,6 @@
 """Invariant 4 (the document is stored once; checkpoints hold references) and the
-durability mechanism (a SIGKILL during the minion map loses no finished job)."""
+durability: a SIGKILL during the minion map, between rounds or during the
+sandbox execution loses no finished job or model call (on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from conftest import GOOD_CODE, final_json
+import pytest
+from conftest import GOOD_CODE, Where, final_json
 from minionflow.graphs.persistence import sqlite_persistence
 from minionflow.nodes.documents import LoadedDocument
 
@@ -59,34 +64,77 @@ def test_one_megabyte_document_three_rounds_checkpoint_db_smaller_than_document(
     assert blobs < 4 * len(text.encode())
 
 
-def test_sigkill_during_minion_map_loses_no_finished_job(tmp_path):
-    calls = tmp_path / "calls.log"
-    cmd = [sys.executable, str(HERE / "durable_worker.py"), str(tmp_path), "thread-kill", str(calls)]
-    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def worker(where: Where, thread: str, calls: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(HERE / "durable_worker.py"), str(where.location), thread, str(calls), *extra]
+
+
+def kill_when(proc: subprocess.Popen[bytes], calls: Path, ready: Callable[[str], bool]) -> None:
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        done = calls.read_text().count("END ") if calls.exists() else 0
-        if done >= 8:
-            break
-        assert first.poll() is None, first.stderr.read().decode()
+    while not (calls.exists() and ready(calls.read_text())):
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert time.monotonic() < deadline, "the worker never reached the kill point"
         time.sleep(0.05)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    finished = json.loads(subprocess.run(
-        [sys.executable, str(HERE / "durable_worker.py"), str(tmp_path), "thread-kill", str(calls), "--finished"],
-        capture_output=True, text=True, check=True,
-    ).stdout)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def finish(cmd: list[str]) -> dict[str, Any]:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def starts(calls: Path) -> Counter[str]:
+    return Counter(line.split()[1] for line in calls.read_text().splitlines() if line.startswith("START "))
+
+
+@pytest.fixture(scope="module")
+def two_rounds_uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Counter[str]]:
+    """The reference: the same two-round run with nothing killed."""
+    home = tmp_path_factory.mktemp("reference")
+    calls = home / "calls.log"
+    out = finish(worker(Where("sqlite", home, home), "reference", calls, "--rounds", "2"))
+    assert out["rounds"] == 2
+    return out, starts(calls)
+
+
+def test_sigkill_during_minion_map_loses_no_finished_job(where: Where, tmp_path: Path):
+    calls = tmp_path / "calls.log"
+    cmd = worker(where, "thread-kill", calls)
+    kill_when(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE), calls,
+              lambda log: log.count("END ") >= 9)  # the decompose call and 8 jobs
+    finished = json.loads(subprocess.run(worker(where, "thread-kill", calls, "--finished"),
+                                         capture_output=True, text=True, check=True).stdout)
     assert 0 < len(finished) < 30, finished
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert second.returncode == 0, second.stderr
-    out = json.loads(second.stdout.strip().splitlines()[-1])
+    out = finish(cmd)
     assert out["answer"] == "42"
-    starts = [line.split()[1] for line in calls.read_text().splitlines() if line.startswith("START ")]
+    ran = starts(calls)
     # every finished job (its write is in the checkpoint) ran exactly once
     for job in finished:
-        assert starts.count(job) == 1, f"finished job {job} ran {starts.count(job)} times"
+        assert ran[f"job:1:{job}"] == 1, f"finished job {job} ran {ran[f'job:1:{job}']} times"
+    jobs = {k: v for k, v in ran.items() if k.startswith("job:")}
     # all 30 jobs ran; only jobs that were in flight at the kill ran twice
-    assert len(set(starts)) == 30
-    assert len(starts) - 30 <= 4
+    assert len(jobs) == 30 and sum(jobs.values()) - 30 <= 4
+    assert ran["decompose:1"] == 1 and ran["aggregate:1"] == 1
     # the state holds one usage record per job: the calls cut short by the kill left no record
     assert out["local_calls_counted"] == 30
+
+
+@pytest.mark.parametrize("hang", ["decompose:2", "execute:2"])
+def test_sigkill_between_rounds_and_during_execute(where: Where, tmp_path: Path, hang: str, two_rounds_uninterrupted):
+    """Killed after round 1's aggregation, while round 2's decompose call (or its code
+    in the sandbox) is in flight: after the resume the answer and every count match
+    the uninterrupted run, and only the call that was cut short ran twice."""
+    reference, reference_ran = two_rounds_uninterrupted
+    calls = tmp_path / "calls.log"
+    first = subprocess.Popen(worker(where, "t", calls, "--rounds", "2", "--hang", hang),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    kill_when(first, calls, lambda log: f"START {hang}\n" in log)
+    out = finish(worker(where, "t", calls, "--rounds", "2"))
+    ran = starts(calls)
+    assert out == reference
+    assert out["remote_calls_counted"] == ["decompose:1", "aggregate:1", "decompose:2", "aggregate:2"]
+    assert out["local_calls_counted"] == 31  # 30 blocks, then the one that had the number
+    expected = reference_ran.copy()
+    expected[hang] += 1  # cut short by the kill, so run again; nothing finished was redone
+    assert ran == expected
