@@ -21,6 +21,7 @@ from langgraph.types import Command
 from minionflow.nodes.accounting import UsageSummary, summarize
 from minionflow.nodes.documents import BadInput, LoadedDocument
 from minionflow.nodes.models import ModelProvider
+from minionflow.nodes.parallel_minion_map import TRANSIENT_RETRY, is_transient
 from minionflow.nodes.sandboxed_execute import Approval
 from minionflow.nodes.store import get_json, get_json_many, get_text, put_json, put_text
 from minionflow.sandbox.base import SandboxBackend
@@ -240,7 +241,7 @@ def _stream(graph: Any, run_input: MinionsState | Command[Any] | None, thread_id
         log.info("run %s paused (%s)", thread_id, exc.reason)
     except Exception as exc:  # noqa: BLE001 - reported as a failed (resumable) run
         log.exception("run %s failed", thread_id)
-        error = f"{type(exc).__name__}: {exc}"
+        error = failure_message(exc, thread_id)
     snapshot = graph.get_state(config)
     result = _result(thread_id, snapshot.values, store, error, time.monotonic() - started)
     if snapshot.interrupts and error is None:
@@ -249,6 +250,14 @@ def _stream(graph: Any, run_input: MinionsState | Command[Any] | None, thread_id
     elif paused and result.status != "answered":
         result = result.model_copy(update={"status": "paused", "error": "paused at a step boundary"})
     return result
+
+
+def failure_message(exc: Exception, thread_id: str) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    if is_transient(exc):
+        return (f"a model endpoint stayed unreachable after {TRANSIENT_RETRY.max_attempts} attempts ({text}); "
+                f"finished work is saved: when it is back, run `minionflow resume {thread_id}`")
+    return text
 
 
 def _check_resumable(thread_id: str, values: dict[str, Any], pending: tuple[str, ...], fresh: MinionsState) -> None:

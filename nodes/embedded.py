@@ -72,12 +72,16 @@ class EmbeddedServer:
         return self._proc is not None and self._proc.poll() is None
 
     def start(self, timeout_s: float = 120.0) -> str:
+        """Start the server if it is not running (again after it died) and return its URL."""
         with self._lock:
             if self.running():
                 return self.base_url
             if not self.gguf.is_file():
                 raise EmbeddedModelError(f"GGUF file not found: {self.gguf}")
-            self.port = _free_port()
+            if self.port is None:
+                self.port = _free_port()
+            else:  # it died: come back on the same port, where the clients point
+                log.warning("the embedded model server (port %s) is not running; restarting it", self.port)
             cmd = [
                 sys.executable, "-m", "minionflow.nodes.server_watchdog", str(os.getpid()), "--",
                 sys.executable, "-m", "llama_cpp.server",

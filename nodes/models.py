@@ -15,6 +15,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal, Protocol, TypeVar
@@ -101,9 +102,12 @@ def _is_format_rejection(exc: Exception) -> bool:
 class ModelClient:
     """A chat model plus how to get validated structured output from it."""
 
-    def __init__(self, spec: ModelSpec, chat: BaseChatModel, method: StructuredMethod | None = None) -> None:
+    def __init__(self, spec: ModelSpec, chat: BaseChatModel, method: StructuredMethod | None = None,
+                 ensure_ready: Callable[[], object] | None = None) -> None:
         self.spec = spec
         self.chat = chat
+        # called before every request: restarts the embedded server if it died
+        self.ensure_ready = ensure_ready or (lambda: None)
         self.method: StructuredMethod = method or spec.structured
         self._lock = threading.Lock()
 
@@ -114,6 +118,7 @@ class ModelClient:
     def text(self, messages: list[BaseMessage]) -> CallRecord:
         """One plain call. A transport error is raised (the node's RetryPolicy retries
         it); any other failure is returned as a recorded error."""
+        self.ensure_ready()
         started = time.monotonic()
         try:
             message = self.chat.invoke(messages)
@@ -146,6 +151,7 @@ class ModelClient:
         return reply
 
     def _structured_once(self, schema: type[T], messages: list[BaseMessage], method: str, reply: StructuredReply) -> None:
+        self.ensure_ready()
         started = time.monotonic()
         try:
             if method == "json_object_schema":
@@ -210,7 +216,10 @@ class DefaultModelProvider:
         key = (spec, role, max_tokens)
         with self._lock:
             if key not in self._clients:
-                self._clients[key] = ModelClient(spec, self._chat(spec, max_tokens))
+                ensure_ready = None
+                if spec.kind == "embedded":
+                    ensure_ready = embedded_server(spec.gguf_path, n_ctx=spec.context_window).start
+                self._clients[key] = ModelClient(spec, self._chat(spec, max_tokens), ensure_ready=ensure_ready)
             return self._clients[key]
 
     def _chat(self, spec: ModelSpec, max_tokens: int) -> BaseChatModel:
