@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from minionflow.graphs.persistence import Location, data_dir, resolve_location
 from minionflow.graphs.run import RunResult, run_minions
-from minionflow.graphs.settings import ModelSpec, ModelSpecError, RunSettings, default_remote_spec
+from minionflow.graphs.settings import EMBEDDED_SUPERVISOR_DEFAULTS, ModelSpec, ModelSpecError, RunSettings, default_remote_spec
 from minionflow.nodes.documents import BadInput, LoadedDocument, load_document
 from minionflow.nodes.models import ModelConfigError, preflight
 from minionflow.sandbox.base import SandboxUnavailable
@@ -28,11 +28,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Local-remote
 err = Console(stderr=True)
 
 EXIT_ANSWERED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_AWAITING = 0, 1, 2, 3
-
-# With the embedded model as the supervisor (a 135M model), extra rounds and code
-# attempts cost minutes (one pass over a 100 KB document takes about three on two
-# cores) and rarely help: these defaults keep the offline run under five minutes.
-EMBEDDED_SUPERVISOR_DEFAULTS = {"max_rounds": 1, "max_code_attempts": 1}
 
 
 @app.callback()

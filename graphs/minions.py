@@ -1,6 +1,6 @@
 """The MinionS graph builder.
 
-    START -> decompose -> sandboxed_execute -(code failed, attempts left)-> decompose
+    START -> [ingest] -> decompose -> sandboxed_execute -(code failed, attempts left)-> decompose
                                 | (one Send per job)
                                 v
                        parallel_minion_map x N -> filter -> aggregate -(final)-> END
@@ -20,6 +20,7 @@ from langgraph.store.base import BaseStore
 from minionflow.nodes.aggregate import make_aggregate, route_after_aggregate
 from minionflow.nodes.decompose import make_decompose
 from minionflow.nodes.filter import filter_outputs
+from minionflow.nodes.ingest import RunRequest, ingest
 from minionflow.nodes.models import DefaultModelProvider, ModelProvider
 from minionflow.nodes.parallel_minion_map import TRANSIENT_RETRY, make_parallel_minion_map
 from minionflow.nodes.retry_round import retry_round
@@ -31,10 +32,21 @@ from .state import JobInput, MinionsState
 NODE_NAMES = ("decompose", "sandboxed_execute", "parallel_minion_map", "filter", "aggregate", "retry_round")
 
 
-def minions_builder(models: ModelProvider | None = None, sandbox: SandboxBackend | None = None) -> StateGraph[Any]:
-    """The uncompiled MinionS graph: add or replace nodes here to build a variant."""
+def minions_builder(models: ModelProvider | None = None, sandbox: SandboxBackend | None = None, *,
+                    from_request: bool = False) -> StateGraph[Any]:
+    """The uncompiled MinionS graph: add or replace nodes here to build a variant.
+
+    It starts from an initial ``MinionsState`` (``nodes.ingest.initial_state``); with
+    ``from_request`` it takes a plain-JSON ``RunRequest`` instead and starts with the
+    ``ingest`` node (for graphs served to Studio and other LangGraph clients)."""
     models = models or DefaultModelProvider()
-    builder: StateGraph[Any] = StateGraph(MinionsState)
+    builder: StateGraph[Any] = StateGraph(MinionsState, input_schema=RunRequest if from_request else None)
+    if from_request:
+        builder.add_node("ingest", ingest, input_schema=RunRequest)
+        builder.add_edge(START, "ingest")
+        builder.add_edge("ingest", "decompose")
+    else:
+        builder.add_edge(START, "decompose")
     builder.add_node("decompose", make_decompose(models), retry_policy=TRANSIENT_RETRY)
     builder.add_node("sandboxed_execute", make_sandboxed_execute(sandbox), destinations=DESTINATIONS)
     builder.add_node(
@@ -43,7 +55,6 @@ def minions_builder(models: ModelProvider | None = None, sandbox: SandboxBackend
     builder.add_node("filter", filter_outputs)
     builder.add_node("aggregate", make_aggregate(models), retry_policy=TRANSIENT_RETRY)
     builder.add_node("retry_round", retry_round)
-    builder.add_edge(START, "decompose")
     builder.add_edge("decompose", "sandboxed_execute")
     builder.add_edge("parallel_minion_map", "filter")
     builder.add_edge("filter", "aggregate")
@@ -57,6 +68,9 @@ def build_minions_graph(
     sandbox: SandboxBackend | None = None,
     checkpointer: BaseCheckpointSaver[Any] | None = None,
     store: BaseStore | None = None,
+    *,
+    from_request: bool = False,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """The compiled MinionS graph. ``store`` holds the document and chunk texts."""
-    return minions_builder(models, sandbox).compile(checkpointer=checkpointer, store=store, name="minions")
+    return minions_builder(models, sandbox, from_request=from_request).compile(
+        checkpointer=checkpointer, store=store, name="minions")

@@ -20,17 +20,18 @@ from langgraph.store.base import BaseStore
 from langgraph.types import Command
 from minionflow.nodes.accounting import UsageSummary, summarize
 from minionflow.nodes.documents import BadInput, LoadedDocument
+from minionflow.nodes.ingest import initial_state
 from minionflow.nodes.models import ModelProvider
 from minionflow.nodes.parallel_minion_map import TRANSIENT_RETRY, is_transient
 from minionflow.nodes.sandboxed_execute import Approval
-from minionflow.nodes.store import get_json, get_json_many, get_text, put_json, put_text
+from minionflow.nodes.store import get_json, get_json_many, get_text, put_json
 from minionflow.sandbox.base import SandboxBackend
 from pydantic import BaseModel, Field, ValidationError
 
 from .minions import build_minions_graph
 from .persistence import Location, describe, open_persistence, resolve_location
 from .settings import RunSettings
-from .state import DocumentRef, MinionsState, UsageRecord
+from .state import MinionsState, UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -52,24 +53,6 @@ class RunResult(BaseModel):
     calls: list[UsageRecord] = Field(default_factory=list)
     error: str | None = None
     elapsed_s: float = 0.0
-
-
-def initial_state(store: BaseStore, documents: list[LoadedDocument], task: str, settings: RunSettings) -> MinionsState:
-    if not task.strip():
-        raise BadInput("the question is empty")
-    if not documents:
-        raise BadInput("no documents given")
-    refs = [
-        DocumentRef(sha256=put_text(store, d.text), title=d.title, chars=len(d.text), pages=d.pages)
-        for d in documents
-    ]
-    settings_data = settings.model_dump(mode="json")
-    return MinionsState(
-        settings=settings_data, settings_ref=put_json(store, settings_data), task=task.strip(), documents=refs,
-        round=1, code=None, code_errors=[], jobs_ref=None, job_count=0, retry_jobs=[], prev_jobs_ref=None,
-        prev_results_ref=None, results_ref=None, kept=[], filter_stats={}, feedback=None, scratchpad=None,
-        decision=None, final=None,
-    )
 
 
 def all_usage(values: dict[str, Any], store: BaseStore) -> list[UsageRecord]:
@@ -126,7 +109,7 @@ def run_minions(
     run at the next step boundary: the result is then ``paused`` and resumable."""
     with open_persistence(checkpoint) as (saver, store):
         graph = build_minions_graph(models=models, sandbox=sandbox, checkpointer=saver, store=store)
-        thread_id = thread_id or uuid.uuid4().hex[:12]
+        thread_id = thread_id or str(uuid.uuid4())
         fresh = initial_state(store, documents, task, settings)
         existing = graph.get_state({"configurable": {"thread_id": thread_id}})
         run_input: MinionsState | None = fresh
@@ -205,7 +188,7 @@ def fork_minions(
                 "whose next step is decompose (a round's start) or aggregate (see minionflow history)"
             )
         settings = RunSettings.model_validate({**source.values["settings"], **changes})
-        new_thread_id = new_thread_id or uuid.uuid4().hex[:12]
+        new_thread_id = new_thread_id or str(uuid.uuid4())
         target: RunnableConfig = {"configurable": {"thread_id": new_thread_id}}
         if graph.get_state(target).values:
             raise BadInput(f"thread {new_thread_id} already exists")

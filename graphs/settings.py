@@ -7,10 +7,10 @@ the settings it started with.
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Any, Literal
 
 from minionflow.sandbox.base import SandboxLimits
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 StructuredMethod = Literal["auto", "json_schema", "json_object_schema", "function_calling"]
 
@@ -104,6 +104,25 @@ def default_remote_spec(environ: dict[str, str] | None = None) -> ModelSpec:
     return ModelSpec.parse("openai:gpt-4o" if env.get("OPENAI_API_KEY") else "embedded")
 
 
+# With the embedded model as the supervisor (a 135M model), extra rounds and code
+# attempts cost minutes (one pass over a 100 KB document takes about three on two
+# cores) and rarely help: these defaults keep the offline run under five minutes.
+EMBEDDED_SUPERVISOR_DEFAULTS: dict[str, int] = {"max_rounds": 1, "max_code_attempts": 1}
+
+
+def default_settings(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> RunSettings:
+    """Settings for a run that names only what it changes: the default supervisor
+    (``default_remote_spec``), with the embedded-supervisor defaults when that is
+    the embedded model, then the overrides."""
+    data: dict[str, Any] = dict(overrides or {})
+    remote = RunSettings._spec_string(data["remote"]) if data.get("remote") else default_remote_spec(environ)
+    remote = ModelSpec.model_validate(remote)
+    base: dict[str, Any] = {"remote": remote}
+    if remote.kind == "embedded":
+        base.update(EMBEDDED_SUPERVISOR_DEFAULTS)
+    return RunSettings.model_validate({**base, **{k: v for k, v in data.items() if k != "remote"}})
+
+
 class RolePrices(BaseModel):
     """US dollars per million tokens."""
 
@@ -148,6 +167,12 @@ class RunSettings(BaseModel):
     sandbox_runtime: str | None = Field(None, description="OCI runtime for the docker backend, e.g. runsc (gVisor)")
     sandbox_limits: SandboxLimits = Field(default_factory=SandboxLimits)
     prices: PriceTable = Field(default_factory=PriceTable)
+
+    @field_validator("remote", "local", mode="before")
+    @classmethod
+    def _spec_string(cls, value: Any) -> Any:
+        """A spec may be given as its string (``openai:gpt-4o``, ``embedded``, ``M@URL``)."""
+        return ModelSpec.parse(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _chunks_fit(self) -> RunSettings:

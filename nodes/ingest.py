@@ -1,0 +1,80 @@
+"""ingest: turn a run request (a question, documents, settings) into the initial
+MinionsState. The documents go into the blob store; state keeps references.
+
+The CLI and ``run_minions`` call ``initial_state`` directly. Graphs served by
+``langgraph dev`` (LangGraph Studio, the SDK) start with this node instead, so a
+run can be started from any LangGraph client with plain JSON input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.config import get_store
+from langgraph.store.base import BaseStore
+from minionflow.graphs.settings import RunSettings, default_settings
+from minionflow.graphs.state import DocumentRef, MinionsState
+from pydantic import BaseModel, Field, ValidationError
+from typing_extensions import TypedDict
+
+from .documents import BadInput, LoadedDocument, load_document
+from .store import put_json, put_text
+
+
+class RunRequest(TypedDict, total=False):
+    """The input of a served graph (what Studio's input form shows)."""
+
+    question: str
+    paths: list[str]  # files (.txt, .md, .pdf) on the machine that runs the graph
+    texts: list[dict[str, str]]  # or inline documents: {"title": ..., "text": ...}
+    settings: dict[str, Any]  # RunSettings fields to change, e.g. {"remote": "openai:gpt-4o"}
+
+
+class InlineDocument(BaseModel):
+    title: str = "document"
+    text: str
+
+
+class ValidRequest(BaseModel):
+    question: str
+    paths: list[str] = Field(default_factory=list)
+    texts: list[InlineDocument] = Field(default_factory=list)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+def initial_state(store: BaseStore, documents: list[LoadedDocument], task: str, settings: RunSettings) -> MinionsState:
+    if not task.strip():
+        raise BadInput("the question is empty")
+    if not documents:
+        raise BadInput("no documents given")
+    refs = [
+        DocumentRef(sha256=put_text(store, d.text), title=d.title, chars=len(d.text), pages=d.pages)
+        for d in documents
+    ]
+    settings_data = settings.model_dump(mode="json")
+    return MinionsState(
+        settings=settings_data, settings_ref=put_json(store, settings_data), task=task.strip(), documents=refs,
+        round=1, code=None, code_errors=[], jobs_ref=None, job_count=0, retry_jobs=[], prev_jobs_ref=None,
+        prev_results_ref=None, results_ref=None, kept=[], filter_stats={}, feedback=None, scratchpad=None,
+        decision=None, final=None,
+    )
+
+
+def request_state(store: BaseStore, request: dict[str, Any]) -> MinionsState:
+    """Validate a run request and build the initial state from it (BadInput if unusable)."""
+    try:
+        valid = ValidRequest.model_validate(request)
+        settings = default_settings(valid.settings)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise BadInput(f"invalid run request at {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    documents = [LoadedDocument(title=d.title, text=d.text, pages=1) for d in valid.texts if d.text.strip()]
+    documents += [load_document(p) for p in valid.paths]
+    return initial_state(store, documents, valid.question, settings)
+
+
+def ingest(state: dict[str, Any]) -> dict[str, Any]:
+    request = {k: state[k] for k in ("question", "paths", "texts", "settings") if state.get(k) is not None}
+    update: dict[str, Any] = dict(request_state(get_store(), request))
+    update["texts"] = []  # the text is in the blob store now; later checkpoints need not carry it
+    return update

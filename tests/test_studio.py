@@ -1,0 +1,118 @@
+"""`langgraph dev` serves the MinionS graph from langgraph.json, offline, over the
+same checkpoint store as the CLI: a run started through langgraph-sdk with the
+embedded model, its progress events and state read back through the SDK, the
+thread listed by `minionflow runs`, and a CLI thread opened in the server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ROOT, cli_env, default_local, default_remote, secret_doc
+from fakes import FakeProvider, PromptFake
+from minionflow.graphs import RunSettings
+from minionflow.graphs.run import run_minions
+from minionflow.sandbox import BwrapBackend
+
+pytestmark = pytest.mark.embedded
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    cwd = tmp_path_factory.mktemp("studio")
+    home = cwd / "home"
+    port = _free_port()
+    # nothing leaves the machine: no analytics, no version check
+    env = cli_env(home, LANGGRAPH_CLI_NO_ANALYTICS="1", LANGGRAPH_NO_VERSION_CHECK="true")
+    log = (cwd / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [str(BIN / "langgraph"), "dev", "--config", str(ROOT / "langgraph.json"), "--host", "127.0.0.1",
+         "--port", str(port), "--no-browser", "--no-reload"],
+        cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (cwd / "server.log").read_text()[-4000:]
+            assert time.monotonic() < deadline, "langgraph dev did not start"
+            try:
+                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        yield url, home
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def test_a_run_through_the_sdk_is_checkpointed_where_the_cli_reads(server):
+    from langgraph_sdk import get_sync_client
+
+    url, home = server
+    client = get_sync_client(url=url)
+    assert [a["graph_id"] for a in client.assistants.search()] == ["minions"]
+    thread = client.threads.create()["thread_id"]
+    request = {
+        "question": "What is the secret number?",
+        "texts": [{"title": "ledger.txt", "text": secret_doc(paragraphs=4, secret_at=2).text}],
+        "settings": {"chunk_tokens": 40, "max_chunk_chars": 4000, "sandbox": "bwrap"},
+    }
+    events = [part.data for part in client.runs.stream(thread, "minions", input=request, stream_mode="custom")
+              if part.event == "custom"]
+    state = client.threads.get_state(thread)
+    values = state["values"]
+    assert state["next"] == [] and values["final"]["answer"]
+    assert values["settings"]["remote"]["kind"] == "embedded" and values["settings"]["max_rounds"] == 1
+    assert values["texts"] == []  # the document is in the blob store, not carried in state
+    assert values["documents"][0]["title"] == "ledger.txt"
+    # the nodes' progress events reach any LangGraph client
+    jobs = [e for e in events if e.get("type") == "job"]
+    assert len(jobs) == values["rounds"][0]["jobs"] > 0
+    assert {e["type"] for e in events} >= {"decompose", "jobs", "job", "aggregate", "usage"}
+    # the CLI reads the same store
+    out = subprocess.run([str(BIN / "minionflow"), "runs", "--json"], capture_output=True, text=True,
+                         env=cli_env(home), timeout=60)
+    assert out.returncode == 0, out.stderr
+    (listed,) = [t for t in json.loads(out.stdout) if t["thread_id"] == thread]
+    assert listed["status"] == "answered" and listed["jobs"] == len(jobs) and listed["local_tokens"] > 0
+
+
+def test_a_cli_thread_opens_in_the_server(server):
+    from langgraph_sdk import get_sync_client
+
+    url, home = server
+    thread = str(uuid.uuid4())  # CLI thread ids are UUIDs, as the server wants
+    result = run_minions([secret_doc()], "What is the secret number?", RunSettings(chunk_tokens=40, max_chunk_chars=4000),
+                         thread_id=thread, checkpoint=home, sandbox=BwrapBackend(),
+                         models=FakeProvider(PromptFake(responder=default_remote), PromptFake(responder=default_local)))
+    assert result.status == "answered"
+    client = get_sync_client(url=url)
+    client.threads.create(thread_id=thread, if_exists="do_nothing", graph_id="minions")
+    values = client.threads.get_state(thread)["values"]
+    assert values["final"]["answer"] == "42" and values["task"] == "What is the secret number?"
+    history = client.threads.get_history(thread, limit=100)
+    assert len(history) >= 5
