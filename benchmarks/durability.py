@@ -1,0 +1,188 @@
+"""What durability costs: checkpoint overhead per job for each store, and the time
+from a resume to the first new job for a thread with 1,000 finished jobs.
+
+    .venv/bin/python benchmarks/durability.py [--jobs 1000] [--postgres URL] [--out benchmarks/results/durability.json]
+
+1. One round of N jobs with zero-latency fake models and the real bwrap sandbox,
+   on an in-memory checkpointer and store (the baseline), SQLite and PostgreSQL.
+   "added ms/job" is the store's cost over the in-memory run (sandbox time excluded).
+2. A round of N + 1 jobs whose last job's endpoint stays down: the run stops
+   resumable with N finished jobs saved as pending writes. Then ``resume_minions``
+   with the endpoint back; the time until the first local call starts.
+
+Targets (issue 4): PostgreSQL adds under 2 ms per job; resume starts work within 1 s
+for a thread with 1,000 finished jobs. Each measurement runs in a fresh process.
+PostgreSQL comes from ``scripts/postgres-setup.sh`` (its URL is the default here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+CODE = (
+    "```python\ndef prepare_jobs(context, prev_job_manifests, prev_job_outputs):\n"
+    "    return [JobManifest(chunk=c, task='Find the code word', chunk_id=i) "
+    "for i, c in enumerate(context[0].split('\\n\\n'))]\n```"
+)
+DOWN_MARKER = "Paragraph DOWN:"
+
+
+def remote(prompt: str) -> str:
+    if "Write prepare_jobs now" in prompt:
+        return CODE
+    return json.dumps({"decision": "provide_final_answer", "answer": "x", "explanation": "e",
+                       "feedback": None, "scratchpad": None})
+
+
+def local(prompt: str) -> str:
+    return json.dumps({"explanation": "none here", "citation": None, "answer": None})
+
+
+def document(jobs: int, down: bool = False) -> Any:
+    from minionflow.nodes.documents import LoadedDocument
+
+    paragraphs = [f"Paragraph {i}: " + "cargo manifest entry. " * 30 for i in range(jobs)]
+    if down:
+        paragraphs.append(DOWN_MARKER + " cargo manifest entry." * 30)
+    return LoadedDocument(title="bench.txt", text="\n\n".join(paragraphs), pages=1)
+
+
+def timed_bwrap() -> tuple[Any, list[float]]:
+    from minionflow.sandbox import BwrapBackend
+
+    backend = BwrapBackend()
+    backend.check()
+    spent: list[float] = []
+    original = backend.execute
+
+    def execute(request, limits):  # type: ignore[no-untyped-def]
+        result = original(request, limits)
+        spent.append(result.duration_s)
+        return result
+
+    backend.execute = execute  # type: ignore[method-assign]
+    return backend, spent
+
+
+def overhead(store_kind: str, jobs: int, postgres: str) -> dict[str, Any]:
+    from contextlib import nullcontext
+
+    from fakes import FakeProvider, PromptFake
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.store.memory import InMemoryStore
+    from minionflow.graphs import RunSettings, build_minions_graph
+    from minionflow.graphs.persistence import open_persistence
+    from minionflow.graphs.run import initial_state, run_config
+
+    settings = RunSettings(max_rounds=1, max_jobs_per_round=max(jobs, 10), local_concurrency=8)
+    backend, spent = timed_bwrap()
+    with tempfile.TemporaryDirectory() as tmp:
+        location = {"sqlite": tmp, "postgres": postgres}.get(store_kind)
+        opened = nullcontext((InMemorySaver(), InMemoryStore())) if location is None else open_persistence(location)
+        with opened as (saver, store):
+            graph = build_minions_graph(FakeProvider(PromptFake(responder=remote), PromptFake(responder=local)),
+                                        backend, saver, store)
+            thread = str(uuid.uuid4())
+            started = time.perf_counter()
+            state = initial_state(store, [document(jobs)], "What is the code word?", settings)
+            for _ in graph.stream(state, run_config(thread, settings), stream_mode="custom", durability="sync"):
+                pass
+            wall = time.perf_counter() - started
+            values = graph.get_state({"configurable": {"thread_id": thread}}).values
+    assert values["final"] and values["rounds"][0]["jobs"] == jobs, values.get("notes")
+    return {"store": store_kind, "jobs": jobs, "wall_s": round(wall, 3), "sandbox_s": round(sum(spent), 3),
+            "framework_ms_per_job": round(1000 * (wall - sum(spent)) / jobs, 3),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def resume_start(store_kind: str, jobs: int, postgres: str) -> dict[str, Any]:
+    import httpx
+    import openai
+    from fakes import FakeProvider, PromptFake
+    from minionflow.graphs import RunSettings
+    from minionflow.graphs.run import resume_minions, run_minions
+
+    def local_down(prompt: str) -> str:
+        if DOWN_MARKER in prompt:
+            raise openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions"))
+        return local(prompt)
+
+    first_call: list[float] = []
+
+    def local_back(prompt: str) -> str:
+        first_call.append(time.perf_counter())
+        return local(prompt)
+
+    settings = RunSettings(max_rounds=1, max_jobs_per_round=jobs + 10, local_concurrency=8)
+    backend, _ = timed_bwrap()
+    with tempfile.TemporaryDirectory() as tmp:
+        location = tmp if store_kind == "sqlite" else postgres
+        thread = str(uuid.uuid4())
+        stopped = run_minions([document(jobs, down=True)], "What is the code word?", settings, thread_id=thread,
+                              checkpoint=location, sandbox=backend,
+                              models=FakeProvider(PromptFake(responder=remote), PromptFake(responder=local_down)))
+        assert stopped.status == "failed", stopped.status
+        back = PromptFake(responder=local_back)
+        started = time.perf_counter()
+        done = resume_minions(thread, checkpoint=location, sandbox=backend,
+                              models=FakeProvider(PromptFake(responder=remote), back))
+        total = time.perf_counter() - started
+    assert done.status == "answered", done.error
+    assert len(back.prompts) == 1, f"{len(back.prompts)} jobs ran again"  # only the one that never finished
+    return {"store": store_kind, "finished_jobs": jobs, "resume_to_first_job_s": round(first_call[0] - started, 3),
+            "resume_total_s": round(total, 3)}
+
+
+def fresh(kind: str, *args: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, "--one", kind, *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--postgres", default=os.environ.get(
+        "MINIONFLOW_TEST_POSTGRES", "postgresql://minionflow:minionflow@127.0.0.1:5432/minionflow"))
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "durability.json")
+    parser.add_argument("--one", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        what, store_kind, jobs = args.one[0], args.one[1], int(args.one[2])
+        measure = overhead if what == "overhead" else resume_start
+        print(json.dumps(measure(store_kind, jobs, args.postgres)))
+        return
+    rows = [fresh("overhead", kind, str(args.jobs)) for kind in ("memory", "sqlite", "postgres")]
+    base = rows[0]["framework_ms_per_job"]
+    for r in rows:
+        r["added_ms_per_job"] = round(r["framework_ms_per_job"] - base, 3)
+    resumes = [fresh("resume", kind, str(args.jobs)) for kind in ("sqlite", "postgres")]
+    print(f"{'store':>9} {'jobs':>6} {'wall s':>8} {'sandbox s':>10} {'ms/job':>8} {'added ms/job':>13} {'peak RSS MB':>12}")
+    for r in rows:
+        print(f"{r['store']:>9} {r['jobs']:>6} {r['wall_s']:>8} {r['sandbox_s']:>10} {r['framework_ms_per_job']:>8} "
+              f"{r['added_ms_per_job']:>13} {r['peak_rss_mb']:>12}")
+    print()
+    print(f"{'store':>9} {'finished jobs':>14} {'resume -> first job s':>22} {'resume total s':>15}")
+    for r in resumes:
+        print(f"{r['store']:>9} {r['finished_jobs']:>14} {r['resume_to_first_job_s']:>22} {r['resume_total_s']:>15}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"benchmark": "durability", "overhead": rows, "resume": resumes}, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
