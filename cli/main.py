@@ -9,8 +9,16 @@ from typing import Annotated, Any
 
 import typer
 from minionflow.graphs.persistence import Location, data_dir, resolve_location
+from minionflow.graphs.protocols import check_graph, load_custom_graph
 from minionflow.graphs.run import RunResult, run_minions
-from minionflow.graphs.settings import EMBEDDED_SUPERVISOR_DEFAULTS, ModelSpec, ModelSpecError, RunSettings, default_remote_spec
+from minionflow.graphs.settings import (
+    EMBEDDED_SUPERVISOR_DEFAULTS,
+    PROTOCOLS,
+    ModelSpec,
+    ModelSpecError,
+    RunSettings,
+    default_remote_spec,
+)
 from minionflow.nodes.documents import BadInput, LoadedDocument, load_document
 from minionflow.nodes.models import ModelConfigError, preflight
 from minionflow.sandbox.base import SandboxUnavailable
@@ -65,6 +73,43 @@ def location(home: Path, checkpoint: str | None) -> Location:
     return resolve_location(checkpoint or home)
 
 
+def build_settings(remote: str | None, local: str | None, *, protocol: str = "minions", graph: str | None = None,
+                   **given: Any) -> RunSettings:
+    """RunSettings from command-line options (None: the default), or a clear exit 2."""
+    if protocol not in PROTOCOLS:
+        raise _fail(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    remote_spec = _parse_spec(remote, "remote") or default_remote_spec()
+    local_spec = _parse_spec(local, "local") or ModelSpec.parse("embedded")
+    overrides: dict[str, Any] = {"remote": remote_spec, "local": local_spec, "protocol": protocol, "graph": graph}
+    if remote_spec.kind == "embedded":
+        overrides.update(EMBEDDED_SUPERVISOR_DEFAULTS)
+    overrides.update({k: v for k, v in given.items() if v is not None})
+    try:
+        settings = RunSettings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise _fail(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    if graph:
+        try:
+            check_graph(graph, load_custom_graph(graph)(None, None))
+        except BadInput as exc:
+            raise _fail(str(exc)) from None
+    return settings
+
+
+def ready(settings: RunSettings) -> Any:
+    """Check the models and the sandbox before any call; the sandbox backend, or None
+    for protocols that run no code."""
+    try:
+        for spec, role in ((settings.remote, "remote"), (settings.local, "local")):
+            preflight(spec, role)  # type: ignore[arg-type]
+        if settings.protocol != "minions" and not settings.graph:
+            return None
+        return get_backend(settings.sandbox, settings.sandbox_runtime)
+    except (ModelConfigError, SandboxUnavailable) as exc:
+        raise _fail(str(exc)) from None
+
+
 def _parse_spec(value: str | None, role: str) -> ModelSpec | None:
     if value is None:
         return None
@@ -87,42 +132,29 @@ def run(
     sandbox: Annotated[str, typer.Option(help="sandbox backend: auto (docker if an engine and the image are there, else bwrap), docker or bwrap")] = "auto",
     approve: Annotated[bool, typer.Option("--approve", help="review the supervisor's code before each execution")] = False,
     sandbox_runtime: Annotated[str | None, typer.Option(help="OCI runtime for the docker sandbox, e.g. runsc (gVisor)")] = None,
+    protocol: Annotated[str, typer.Option(help="minions (default), minion (the chat protocol), remote-only or local-only")] = "minions",
+    graph: Annotated[str | None, typer.Option(help="a custom graph: module:attr naming a StateGraph or a function (models, sandbox) -> StateGraph")] = None,
     thread: Annotated[str | None, typer.Option(help="thread id: resumes that thread if it did not finish")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON result and nothing else on stdout")] = False,
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Answer QUESTION over DOCUMENTS with the MinionS protocol."""
+    """Answer QUESTION over DOCUMENTS with the MinionS protocol (or --protocol, --graph)."""
     home = home or data_dir()
     _setup_logging(verbose, home)
     where = location(home, checkpoint)
-    remote_spec = _parse_spec(remote, "remote") or default_remote_spec()
-    local_spec = _parse_spec(local, "local")
     if not question.strip():
         raise _fail("the question (-q) is empty")
+    settings = build_settings(remote, local, protocol=protocol, graph=graph, sandbox=sandbox, sandbox_runtime=sandbox_runtime,
+                              approve_code=approve, max_rounds=max_rounds, max_code_attempts=max_code_attempts,
+                              chunk_tokens=chunk_tokens, local_concurrency=concurrency)
     try:
         docs: list[LoadedDocument] = [load_document(p) for p in documents]
     except BadInput as exc:
         raise _fail(str(exc)) from None
-    overrides: dict[str, Any] = {"remote": remote_spec, "local": local_spec, "sandbox": sandbox,
-                                 "sandbox_runtime": sandbox_runtime, "approve_code": approve}
-    if remote_spec.kind == "embedded":
-        overrides.update(EMBEDDED_SUPERVISOR_DEFAULTS)
-    given = {"max_rounds": max_rounds, "max_code_attempts": max_code_attempts, "chunk_tokens": chunk_tokens,
-             "local_concurrency": concurrency}
-    overrides.update({k: v for k, v in given.items() if v is not None})
-    try:
-        settings = RunSettings(**overrides)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise _fail(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-    try:
-        for spec, role in ((settings.remote, "remote"), (settings.local, "local")):
-            preflight(spec, role)  # type: ignore[arg-type]
-        backend = get_backend(settings.sandbox, settings.sandbox_runtime)
-    except (ModelConfigError, SandboxUnavailable) as exc:
-        raise _fail(str(exc)) from None
+    backend = ready(settings)
+    remote_spec = settings.remote
     if remote_spec.kind == "embedded" and not json_out:
         err.print(
             "[yellow]note:[/] no remote model is configured, so the embedded 135M model plays the supervisor too: "
@@ -173,6 +205,7 @@ def _finish(result: RunResult, json_out: bool) -> None:
     raise typer.Exit(codes.get(result.status, EXIT_FAILED))
 
 
+from . import compare as _compare  # noqa: E402,F401 - registers compare
 from . import threads as _threads  # noqa: E402,F401 - registers resume, runs, show, history
 
 if __name__ == "__main__":

@@ -15,14 +15,11 @@ from minionflow.graphs.run import fork_minions, resume_minions, resume_settings
 from minionflow.graphs.settings import RunSettings
 from minionflow.graphs.threads import ThreadView, list_threads, show_thread, thread_history
 from minionflow.nodes.documents import BadInput
-from minionflow.nodes.models import ModelConfigError, preflight
-from minionflow.sandbox.base import SandboxUnavailable
-from minionflow.sandbox.select import get_backend
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-from .main import CheckpointOption, DataDir, _fail, _finish, _parse_spec, _setup_logging, app, err, location, review_loop
+from .main import CheckpointOption, DataDir, _fail, _finish, _parse_spec, _setup_logging, app, err, location, ready, review_loop
 from .progress import RunProgress
 from .render import usage_table
 from .signals import pause_on_signals
@@ -71,11 +68,9 @@ def resume(
     _setup_logging(verbose, home or data_dir())
     try:
         settings = resume_settings(thread, where)
-        for spec, role in ((settings.remote, "remote"), (settings.local, "local")):
-            preflight(spec, role)  # type: ignore[arg-type]
-        backend = get_backend(settings.sandbox, settings.sandbox_runtime)
-    except (BadInput, ModelConfigError, SandboxUnavailable) as exc:
+    except BadInput as exc:
         raise _fail(str(exc)) from None
+    backend = ready(settings)
     approval: dict[str, object] | None = None
     if sum(bool(x) for x in (accept, reject, edit)) > 1:
         raise _fail("choose one of --accept, --reject and --edit")
@@ -121,11 +116,9 @@ def fork(
         changes["max_rounds"] = max_rounds
     try:
         settings = RunSettings.model_validate({**resume_settings(thread, where).model_dump(mode="json"), **changes})
-        for spec_, role_ in ((settings.remote, "remote"), (settings.local, "local")):
-            preflight(spec_, role_)  # type: ignore[arg-type]
-        backend = get_backend(settings.sandbox, settings.sandbox_runtime)
-    except (BadInput, ModelConfigError, SandboxUnavailable) as exc:
+    except BadInput as exc:
         raise _fail(str(exc)) from None
+    backend = ready(settings)
     with RunProgress(err, enabled=not json_out) as progress, pause_on_signals(err) as control:
         try:
             result = fork_minions(thread, at, changes, checkpoint=where, sandbox=backend, on_event=progress.handle,
@@ -144,11 +137,11 @@ def runs(home: DataDir = None, checkpoint: CheckpointOption = None, json_out: An
         sys.stdout.write("[" + ",".join(t.model_dump_json() for t in threads) + "]\n")
         return
     table = Table(title="Runs", title_justify="left")
-    for column in ("thread", "status", "rounds", "jobs", "remote tokens", "local tokens", "cost (USD)", "age", "question"):
+    for column in ("thread", "protocol", "status", "rounds", "jobs", "remote tokens", "local tokens", "cost (USD)", "age", "question"):
         table.add_column(column, justify="right" if column in ("rounds", "jobs", "remote tokens", "local tokens", "cost (USD)", "age") else "left")
     for t in threads:
         status = t.status if t.status == "answered" else f"unfinished (next: {', '.join(t.next) or '-'})"
-        table.add_row(t.thread_id, status, str(t.rounds), str(t.jobs), f"{t.remote_tokens:,}", f"{t.local_tokens:,}",
+        table.add_row(t.thread_id, t.protocol, status, str(t.rounds), str(t.jobs), f"{t.remote_tokens:,}", f"{t.local_tokens:,}",
                       f"{t.cost_usd:.4f}", _age(t.updated), t.question[:60])
     Console().print(table)
 
@@ -192,6 +185,11 @@ def _render_view(console: Console, view: ThreadView) -> None:
         console.print(f"decision: [bold]{d.get('decision')}[/] — {d.get('answer')}", highlight=False)
         if d.get("feedback"):
             console.print(f"feedback: {d['feedback']}", highlight=False)
+    if view.conversation:
+        console.rule("conversation (the supervisor never saw the document)")
+        for turn in view.conversation:
+            who = "supervisor" if turn["role"] == "remote" else "local model"
+            console.print(f"[bold]{who}[/] (turn {turn['round']}): {turn['content']}", highlight=False)
     for note in view.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     if view.final:

@@ -18,7 +18,7 @@ from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
 from langgraph.store.base import BaseStore
 from langgraph.types import Command
-from minionflow.nodes.accounting import UsageSummary, summarize
+from minionflow.nodes.accounting import UsageSummary, count_tokens, summarize
 from minionflow.nodes.documents import BadInput, LoadedDocument
 from minionflow.nodes.ingest import initial_state
 from minionflow.nodes.models import ModelProvider
@@ -28,10 +28,10 @@ from minionflow.nodes.store import get_json, get_json_many, get_text, put_json
 from minionflow.sandbox.base import SandboxBackend
 from pydantic import BaseModel, Field, ValidationError
 
-from .minions import build_minions_graph
 from .persistence import Location, describe, open_persistence, resolve_location
+from .protocols import build_graph, thread_settings
 from .settings import RunSettings
-from .state import MinionsState, UsageRecord
+from .state import UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -104,18 +104,21 @@ def run_minions(
     on_event: EventHandler | None = None,
     control: RunControl | None = None,
 ) -> RunResult:
-    """Run (or, for an unfinished thread id, resume) MinionS on the documents.
-    ``control.request_drain()`` (from any thread, or a signal handler) pauses the
-    run at the next step boundary: the result is then ``paused`` and resumable."""
+    """Run (or, for an unfinished thread id, resume) a protocol on the documents:
+    MinionS by default, else ``settings.protocol`` (minion, remote-only, local-only)
+    or the custom graph ``settings.graph``. ``control.request_drain()`` (from any
+    thread, or a signal handler) pauses the run at the next step boundary: the
+    result is then ``paused`` and resumable."""
     with open_persistence(checkpoint) as (saver, store):
-        graph = build_minions_graph(models=models, sandbox=sandbox, checkpointer=saver, store=store)
         thread_id = thread_id or str(uuid.uuid4())
-        fresh = initial_state(store, documents, task, settings)
+        settings = thread_settings(saver, thread_id) or settings
+        graph = build_graph(settings, models, sandbox, saver, store)
+        check_fits(settings, documents)
+        fresh = protocol_state(store, documents, task, settings)
         existing = graph.get_state({"configurable": {"thread_id": thread_id}})
-        run_input: MinionsState | None = fresh
+        run_input: dict[str, Any] | None = dict(fresh)
         if existing.values:
             _check_resumable(thread_id, existing.values, existing.next, fresh)
-            settings = RunSettings.model_validate(existing.values["settings"])
             run_input = None
             log.info("resuming thread %s at %s", thread_id, ", ".join(existing.next))
         return _stream(graph, run_input, thread_id, settings, store, on_event, control)
@@ -136,13 +139,11 @@ def resume_minions(
     the supervisor's code needs ``approval``: {"action": "accept"},
     {"action": "edit", "code": ...} or {"action": "reject", "reason": ...}."""
     with open_persistence(checkpoint) as (saver, store):
-        graph = build_minions_graph(models=models, sandbox=sandbox, checkpointer=saver, store=store)
+        settings = _known_thread(saver, thread_id, checkpoint)
+        graph = build_graph(settings, models, sandbox, saver, store)
         existing = graph.get_state({"configurable": {"thread_id": thread_id}})
-        if not existing.values:
-            raise BadInput(f"no thread {thread_id!r} in {describe(resolve_location(checkpoint))}")
         if existing.values.get("final") and not existing.next:
             raise BadInput(f"thread {thread_id} already finished; nothing to resume")
-        settings = RunSettings.model_validate(existing.values["settings"])
         run_input: Command[Any] | None = None
         if existing.interrupts:
             if approval is None:
@@ -177,15 +178,17 @@ def fork_minions(
     """Start a new thread from a checkpoint of another, with changed settings, and run
     it. The original thread is not touched (time travel into a new thread)."""
     with open_persistence(checkpoint) as (saver, store):
-        graph = build_minions_graph(models=models, sandbox=sandbox, checkpointer=saver, store=store)
-        source = graph.get_state({"configurable": {"thread_id": thread_id, "checkpoint_id": checkpoint_id}})
-        if not source.values:
+        original = thread_settings(saver, thread_id, checkpoint_id)
+        if original is None:
             raise BadInput(f"no checkpoint {checkpoint_id!r} in thread {thread_id!r}")
-        as_node = FORK_POINTS.get(tuple(source.next))
+        graph = build_graph(original, models, sandbox, saver, store)
+        source = graph.get_state({"configurable": {"thread_id": thread_id, "checkpoint_id": checkpoint_id}})
+        as_node = FORK_POINTS.get(tuple(source.next)) if "decompose" in graph.nodes else None
         if as_node is None:
             raise BadInput(
                 f"checkpoint {checkpoint_id} is inside a step (next: {', '.join(source.next) or 'end'}); fork from one "
-                "whose next step is decompose (a round's start) or aggregate (see minionflow history)"
+                "whose next step is decompose (a round's start) or aggregate (see minionflow history); "
+                "only MinionS threads can be forked"
             )
         settings = RunSettings.model_validate({**source.values["settings"], **changes})
         new_thread_id = new_thread_id or str(uuid.uuid4())
@@ -202,14 +205,48 @@ def fork_minions(
 
 def resume_settings(thread_id: str, checkpoint: Location | None = None) -> RunSettings:
     """The settings an existing thread started with (for preflight checks before a resume)."""
-    with open_persistence(checkpoint) as (saver, store):
-        values = build_minions_graph(checkpointer=saver, store=store).get_state({"configurable": {"thread_id": thread_id}}).values
-    if not values:
+    with open_persistence(checkpoint) as (saver, _store):
+        return _known_thread(saver, thread_id, checkpoint)
+
+
+def _known_thread(saver: Any, thread_id: str, checkpoint: Location | None) -> RunSettings:
+    settings = thread_settings(saver, thread_id)
+    if settings is None:
         raise BadInput(f"no thread {thread_id!r} in {describe(resolve_location(checkpoint))}")
-    return RunSettings.model_validate(values["settings"])
+    return settings
 
 
-def _stream(graph: Any, run_input: MinionsState | Command[Any] | None, thread_id: str, settings: RunSettings, store: BaseStore,
+def protocol_state(store: BaseStore, documents: list[LoadedDocument], task: str, settings: RunSettings) -> dict[str, Any]:
+    """The initial state for the run's graph: MinionS's (also the base of custom
+    graphs), or the fields the other protocols share."""
+    state = dict(initial_state(store, documents, task, settings))
+    if settings.protocol != "minions" and not settings.graph:
+        shared = ("settings", "settings_ref", "task", "documents", "final")
+        state = {k: state[k] for k in shared} | ({"round": 1} if settings.protocol == "minion" else {})
+    return state
+
+
+# What a local model's prompt holds besides the documents (instructions, the question,
+# the reply), in tokens.
+PROMPT_RESERVE_TOKENS = 600
+
+
+def check_fits(settings: RunSettings, documents: list[LoadedDocument]) -> None:
+    """The protocols where the local model reads every document need them to fit its
+    context window; refuse before any call rather than fail on every turn."""
+    if settings.graph or settings.protocol not in ("minion", "local-only"):
+        return
+    tokens = sum(count_tokens(d.text) for d in documents)
+    room = settings.local.context_window - settings.local_max_tokens - PROMPT_RESERVE_TOKENS
+    if tokens > room:
+        raise BadInput(
+            f"the documents are about {tokens:,} tokens, more than the local model's context holds "
+            f"({settings.local.context_window:,} tokens, {room:,} after the prompt and reply): protocol "
+            f"{settings.protocol} needs them whole; use minions (the default), which reads them in chunks"
+        )
+
+
+def _stream(graph: Any, run_input: dict[str, Any] | Command[Any] | None, thread_id: str, settings: RunSettings, store: BaseStore,
             on_event: EventHandler | None, control: RunControl | None = None) -> RunResult:
     config = run_config(thread_id, settings)
     started = time.monotonic()
@@ -243,7 +280,7 @@ def failure_message(exc: Exception, thread_id: str) -> str:
     return text
 
 
-def _check_resumable(thread_id: str, values: dict[str, Any], pending: tuple[str, ...], fresh: MinionsState) -> None:
+def _check_resumable(thread_id: str, values: dict[str, Any], pending: tuple[str, ...], fresh: dict[str, Any]) -> None:
     if values.get("final") and not pending:
         raise BadInput(f"thread {thread_id} already finished; start a new thread to ask again")
     same_docs = [d["sha256"] for d in values.get("documents", [])] == [d["sha256"] for d in fresh["documents"]]
@@ -259,7 +296,8 @@ def _result(thread_id: str, values: dict[str, Any], store: BaseStore, error: str
     usage = summarize(records, settings.prices, values.get("task", ""), texts, (final or {}).get("answer", ""))
     common: dict[str, Any] = {
         "thread_id": thread_id, "notes": list(values.get("notes") or []), "usage": usage,
-        "calls": records, "elapsed_s": round(elapsed, 3), "rounds": len(values.get("rounds") or []),
+        "calls": records, "elapsed_s": round(elapsed, 3),
+        "rounds": len(values.get("rounds") or []) or (final or {}).get("rounds", 0),
     }
     if final and error is None:
         return RunResult(

@@ -104,6 +104,9 @@ def default_remote_spec(environ: dict[str, str] | None = None) -> ModelSpec:
     return ModelSpec.parse("openai:gpt-4o" if env.get("OPENAI_API_KEY") else "embedded")
 
 
+Protocol = Literal["minions", "minion", "remote-only", "local-only"]
+PROTOCOLS: tuple[str, ...] = ("minions", "minion", "remote-only", "local-only")
+
 # With the embedded model as the supervisor (a 135M model), extra rounds and code
 # attempts cost minutes (one pass over a 100 KB document takes about three on two
 # cores) and rarely help: these defaults keep the offline run under five minutes.
@@ -150,6 +153,8 @@ class RunSettings(BaseModel):
 
     remote: ModelSpec = Field(default_factory=lambda: ModelSpec.parse("embedded"))
     local: ModelSpec = Field(default_factory=lambda: ModelSpec.parse("embedded"))
+    protocol: Protocol = Field("minions", description="minions, minion (the chat protocol), remote-only or local-only")
+    graph: str | None = Field(None, description="module:attr of a custom graph builder (minionflow run --graph)")
     max_rounds: int = Field(5, ge=1, le=50)
     max_code_attempts: int = Field(3, ge=1, le=10)
     tasks_per_round: int = Field(3, ge=1, le=20, description="how many distinct tasks the supervisor should write")

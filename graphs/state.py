@@ -147,3 +147,43 @@ class JobInput(TypedDict):
 
     jobs_ref: str
     index: int
+
+
+# --- the other protocols ------------------------------------------------------------
+
+
+class ChatTurn(TypedDict):
+    """One message of the Minion chat. The remote model's questions and the local
+    model's answers; never the document."""
+
+    round: int
+    role: Literal["remote", "local"]
+    content: str
+
+
+class MinionState(TypedDict, total=False):
+    """The Minion (singular) chat protocol: the local model holds the documents,
+    the remote model asks it questions until it can answer."""
+
+    settings: dict[str, Any]
+    settings_ref: str
+    task: str
+    documents: list[DocumentRef]
+    round: int
+    decision: dict[str, Any] | None
+    conversation: Annotated[list[ChatTurn], operator.add]
+    usage: Annotated[list[UsageRecord], operator.add]
+    notes: Annotated[list[str], operator.add]
+    final: FinalAnswer | None
+
+
+class ReadAllState(TypedDict, total=False):
+    """A baseline: one model (remote or local) reads every document and answers."""
+
+    settings: dict[str, Any]
+    settings_ref: str
+    task: str
+    documents: list[DocumentRef]
+    usage: Annotated[list[UsageRecord], operator.add]
+    notes: Annotated[list[str], operator.add]
+    final: FinalAnswer | None

@@ -13,7 +13,7 @@ from minionflow.nodes.documents import BadInput
 from minionflow.nodes.store import get_json, get_text
 from pydantic import BaseModel
 
-from .minions import build_minions_graph
+from .protocols import build_graph, thread_settings
 from .run import all_usage
 from .settings import RunSettings
 from .state import UsageRecord
@@ -23,6 +23,7 @@ Status = Literal["answered", "unfinished"]
 
 class ThreadSummary(BaseModel):
     thread_id: str
+    protocol: str
     status: Status
     question: str
     rounds: int
@@ -68,6 +69,7 @@ class ThreadView(BaseModel):
     notes: list[str]
     usage: UsageSummary
     calls: list[CallView]
+    conversation: list[dict[str, Any]]  # Minion threads: the supervisor's questions and the local answers
 
 
 class CheckpointView(BaseModel):
@@ -88,12 +90,14 @@ def _thread_ids(saver: BaseCheckpointSaver[Any]) -> list[str]:
 
 def _summary(thread_id: str, values: dict[str, Any], nxt: tuple[str, ...], created: str | None,
              records: list[UsageRecord]) -> ThreadSummary:
-    totals = role_totals(records, RunSettings.model_validate(values["settings"]).prices)
+    settings = RunSettings.model_validate(values["settings"])
+    totals = role_totals(records, settings.prices)
     return ThreadSummary(
         thread_id=thread_id,
+        protocol=settings.graph or settings.protocol,
         status="answered" if values.get("final") and not nxt else "unfinished",
         question=values.get("task", ""),
-        rounds=len(values.get("rounds") or []),
+        rounds=len(values.get("rounds") or []) or (values.get("final") or {}).get("rounds") or max(values.get("round", 1) - 1, 0),
         jobs=sum(r["jobs"] for r in values.get("rounds") or []) + (values.get("job_count") or 0 if not values.get("final") else 0),
         remote_tokens=totals["remote"].prompt_tokens + totals["remote"].completion_tokens,
         local_tokens=totals["local"].prompt_tokens + totals["local"].completion_tokens,
@@ -103,11 +107,19 @@ def _summary(thread_id: str, values: dict[str, Any], nxt: tuple[str, ...], creat
     )
 
 
+def _graph(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id: str,
+           checkpoint_id: str | None = None) -> Any:
+    """The graph a thread ran with (read-only use: no model is called)."""
+    settings = thread_settings(saver, thread_id, checkpoint_id)
+    if settings is None:
+        raise BadInput(f"no thread {thread_id!r} in this checkpoint database")
+    return build_graph(settings, checkpointer=saver, store=store)
+
+
 def list_threads(saver: BaseCheckpointSaver[Any], store: BaseStore) -> list[ThreadSummary]:
-    graph = build_minions_graph(checkpointer=saver, store=store)
     out = []
     for thread_id in _thread_ids(saver):
-        snapshot = graph.get_state({"configurable": {"thread_id": thread_id}})
+        snapshot = _graph(saver, store, thread_id).get_state({"configurable": {"thread_id": thread_id}})
         if snapshot.values.get("settings"):
             records = all_usage(snapshot.values, store)
             out.append(_summary(thread_id, snapshot.values, snapshot.next, snapshot.created_at, records))
@@ -115,8 +127,7 @@ def list_threads(saver: BaseCheckpointSaver[Any], store: BaseStore) -> list[Thre
 
 
 def show_thread(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id: str) -> ThreadView:
-    graph = build_minions_graph(checkpointer=saver, store=store)
-    snapshot = graph.get_state({"configurable": {"thread_id": thread_id}})
+    snapshot = _graph(saver, store, thread_id).get_state({"configurable": {"thread_id": thread_id}})
     values = snapshot.values
     if not values.get("settings"):
         raise BadInput(f"no thread {thread_id!r} in this checkpoint database")
@@ -140,6 +151,7 @@ def show_thread(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id: st
         summary=_summary(thread_id, values, snapshot.next, snapshot.created_at, records),
         settings=values["settings"], documents=list(values.get("documents") or []), rounds=rounds,
         final=final, notes=list(values.get("notes") or []), usage=usage, calls=_calls(store, records),
+        conversation=list(values.get("conversation") or []),
     )
 
 
@@ -157,7 +169,7 @@ def _calls(store: BaseStore, records: list[UsageRecord]) -> list[CallView]:
 
 
 def thread_history(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id: str) -> list[CheckpointView]:
-    graph = build_minions_graph(checkpointer=saver, store=store)
+    graph = _graph(saver, store, thread_id)
     out = [
         CheckpointView(
             checkpoint_id=s.config["configurable"]["checkpoint_id"], step=s.metadata.get("step", -1) if s.metadata else -1,

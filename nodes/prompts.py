@@ -100,3 +100,52 @@ AGGREGATE_LAST_ROUND = "This is the last round: you must choose \"provide_final_
 AGGREGATE_OUTPUT_LINE = "[{index}] task: {task}\n    answer: {answer}\n    citation: {citation}\n    explanation: {explanation}"
 
 NO_OUTPUTS = "(no minion found an answer)"
+
+# --- Minion: the chat protocol --------------------------------------------------
+
+MINION_REMOTE_SYSTEM = """\
+You are the supervisor. A small local model has a document that you cannot see; you must
+answer the user's question about it by asking the local model questions, one per turn.
+Ask short, specific questions (it is a small model); check doubtful answers by asking again.
+
+Reply with JSON with these keys:
+- "decision": "provide_final_answer" when you can answer, else "request_additional_info"
+- "answer": your answer to the question (null while you are still asking)
+- "message": your next question for the local model (null when you answer)"""
+
+MINION_REMOTE_USER = """\
+Question: {task}
+
+Turn {round} of at most {max_rounds}.
+Conversation with the local model so far:
+{conversation}
+{last_round}"""
+
+MINION_NO_CONVERSATION = "(none yet: ask your first question)"
+
+MINION_LAST_ROUND = "This is the last turn: you must choose \"provide_final_answer\"."
+
+MINION_LOCAL_SYSTEM = """\
+You have a document. A supervisor who cannot see it asks you questions about it.
+Answer from the document only, briefly, and quote the sentence you used.
+If the document does not say, answer that it does not say."""
+
+MINION_LOCAL_USER = """\
+Document:
+\"\"\"
+{document}
+\"\"\"
+
+Question from the supervisor: {message}"""
+
+# --- baselines: one model reads everything ----------------------------------------
+
+READ_ALL_SYSTEM = """\
+Answer the question from the documents. Be brief and quote the sentence you used."""
+
+READ_ALL_USER = """\
+{documents}
+
+Question: {task}"""
+
+READ_ALL_DOCUMENT = "Document {title}:\n\"\"\"\n{text}\n\"\"\""

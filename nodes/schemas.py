@@ -29,3 +29,11 @@ class AggregateDecision(BaseModel):
     explanation: str
     feedback: str | None
     scratchpad: str | None
+
+
+class MinionTurn(BaseModel):
+    """The supervisor's turn in the Minion chat: ask the local model, or answer."""
+
+    decision: Literal["provide_final_answer", "request_additional_info"]
+    answer: str | None = Field(description="the final answer (with provide_final_answer), else null")
+    message: str | None = Field(description="the question for the local model (with request_additional_info), else null")

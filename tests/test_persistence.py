@@ -60,8 +60,9 @@ def test_one_megabyte_document_three_rounds_checkpoint_db_smaller_than_document(
     assert b"Quarterly shipments through the northern terminal" not in db.read_bytes()
     blobs = (tmp_path / "blobs.sqlite").stat().st_size
     # the document once, its chunks once, and the worker prompts quoting them (kept for
-    # `show --json`) once: the three rounds ask the same task, so their prompts are the same blobs
-    assert blobs < 4 * len(text.encode())
+    # `show --json`) once, plus the prompts' template text, JSON and SQLite page overhead: the
+    # three rounds ask the same task, so their prompts are the same blobs (else it would be 5x)
+    assert blobs < 4.5 * len(text.encode())
 
 
 def worker(where: Where, thread: str, calls: Path, *extra: str) -> list[str]:

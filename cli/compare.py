@@ -1,0 +1,93 @@
+"""``minionflow compare``: one task, several protocols, side by side."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from minionflow.graphs.run import run_minions
+from minionflow.graphs.settings import PROTOCOLS
+from minionflow.nodes.documents import BadInput, LoadedDocument, load_document
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from .main import CheckpointOption, DataDir, _fail, _setup_logging, app, build_settings, data_dir, err, location, ready
+from .progress import RunProgress
+
+
+class CompareRow(BaseModel):
+    protocol: str
+    status: str
+    answer: str | None
+    error: str | None
+    remote_tokens: int
+    local_tokens: int
+    cost_usd: float
+    elapsed_s: float
+    thread_id: str | None
+
+
+@app.command()
+def compare(
+    documents: Annotated[list[Path], typer.Argument(help="documents to read (.txt, .md, .pdf)", show_default=False)],
+    question: Annotated[str, typer.Option("--question", "-q", help="the question to answer")],
+    protocols: Annotated[str, typer.Option(help="comma-separated: " + ", ".join(PROTOCOLS))] = ",".join(PROTOCOLS),
+    remote: Annotated[str | None, typer.Option(help="supervisor model spec")] = None,
+    local: Annotated[str, typer.Option(help="worker model spec")] = "embedded",
+    max_rounds: Annotated[int | None, typer.Option(min=1, max=50)] = None,
+    chunk_tokens: Annotated[int | None, typer.Option(min=10)] = None,
+    sandbox: Annotated[str, typer.Option(help="sandbox backend for minions: auto, docker or bwrap")] = "auto",
+    json_out: Annotated[bool, typer.Option("--json", help="print the rows as JSON")] = False,
+    home: DataDir = None,
+    checkpoint: CheckpointOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run QUESTION over DOCUMENTS with each protocol and print answer, tokens, cost
+    and time side by side. Each run is a thread of its own."""
+    home = home or data_dir()
+    _setup_logging(verbose, home)
+    where = location(home, checkpoint)
+    chosen = [p.strip() for p in protocols.split(",") if p.strip()]
+    if not chosen:
+        raise _fail("--protocols is empty")
+    if not question.strip():
+        raise _fail("the question (-q) is empty")
+    all_settings = [build_settings(remote, local, protocol=p, sandbox=sandbox, max_rounds=max_rounds,
+                                   chunk_tokens=chunk_tokens) for p in chosen]
+    try:
+        docs: list[LoadedDocument] = [load_document(p) for p in documents]
+    except BadInput as exc:
+        raise _fail(str(exc)) from None
+    rows: list[CompareRow] = []
+    for settings in all_settings:
+        backend = ready(settings)
+        err.print(f"[bold]{settings.protocol}[/]", highlight=False)
+        with RunProgress(err, enabled=not json_out) as progress:
+            try:
+                result = run_minions(docs, question, settings, checkpoint=where, sandbox=backend, on_event=progress.handle)
+            except BadInput as exc:  # e.g. the documents do not fit the local model for minion / local-only
+                rows.append(CompareRow(protocol=settings.protocol, status="refused", answer=None, error=str(exc),
+                                       remote_tokens=0, local_tokens=0, cost_usd=0.0, elapsed_s=0.0, thread_id=None))
+                continue
+        usage = result.usage
+        rows.append(CompareRow(
+            protocol=settings.protocol, status=result.status, answer=result.answer, error=result.error,
+            remote_tokens=(usage.remote.prompt_tokens + usage.remote.completion_tokens) if usage else 0,
+            local_tokens=(usage.local.prompt_tokens + usage.local.completion_tokens) if usage else 0,
+            cost_usd=usage.total_cost_usd if usage else 0.0, elapsed_s=result.elapsed_s, thread_id=result.thread_id,
+        ))
+    if json_out:
+        sys.stdout.write("[" + ",".join(r.model_dump_json() for r in rows) + "]\n")
+    else:
+        table = Table(title=f"Compare: {question}", title_justify="left")
+        for column in ("protocol", "answer", "remote tokens", "local tokens", "cost (USD)", "time (s)", "thread"):
+            table.add_column(column, justify="right" if column in ("remote tokens", "local tokens", "cost (USD)", "time (s)") else "left")
+        for r in rows:
+            answer = r.answer if r.status == "answered" else f"[red]{r.status}: {r.error}[/]"
+            table.add_row(r.protocol, answer or "", f"{r.remote_tokens:,}", f"{r.local_tokens:,}", f"{r.cost_usd:.4f}",
+                          f"{r.elapsed_s:.1f}", r.thread_id or "-")
+        Console().print(table)
+    raise typer.Exit(0 if all(r.status == "answered" for r in rows) else 1)

@@ -1,0 +1,110 @@
+"""Which graph a run uses: one of the protocols, or a custom graph named by
+``module:attr`` (``minionflow run --graph``). Both are recorded in the run's
+settings, so resume, fork, show and Studio rebuild the same graph.
+
+A custom graph is a ``StateGraph`` over ``MinionsState`` (uncompiled: minionflow
+compiles it with the run's checkpointer and store), or a function
+``(models, sandbox) -> StateGraph`` that builds one, e.g.::
+
+    def build(models, sandbox):
+        builder = minions_builder(models, sandbox, filter_node=majority_vote_filter)
+        return builder
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.store.base import BaseStore
+from minionflow.nodes.documents import BadInput
+from minionflow.nodes.models import ModelProvider
+from minionflow.sandbox.base import SandboxBackend
+
+from .baselines import local_only_builder, remote_only_builder
+from .minion import minion_builder
+from .minions import minions_builder
+from .settings import PROTOCOLS, RunSettings
+
+Builder = Callable[[ModelProvider | None, SandboxBackend | None], StateGraph[Any]]
+
+BUILDERS: dict[str, Builder] = {
+    "minions": minions_builder,
+    "minion": minion_builder,
+    "remote-only": remote_only_builder,
+    "local-only": local_only_builder,
+}
+REQUIRED_KEYS = ("settings", "task", "documents", "final", "usage")
+
+
+def load_custom_graph(spec: str) -> Builder:
+    """The builder that ``module:attr`` names, checked (BadInput if it is not one)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise BadInput(f"--graph {spec!r}: write it as module:attr (e.g. my_graphs:build)")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BadInput(f"--graph {spec!r}: cannot import {module_name} ({exc})") from None
+    target = getattr(module, attr, None)
+    if target is None:
+        raise BadInput(f"--graph {spec!r}: {module_name} has no attribute {attr!r}")
+    if isinstance(target, CompiledStateGraph):
+        raise BadInput(f"--graph {spec!r} is a compiled graph; give the StateGraph (or a function that builds "
+                       "it) so minionflow can compile it with its checkpointer and store")
+    if isinstance(target, StateGraph):
+        graph = target
+        return lambda models, sandbox: graph
+    if not callable(target):
+        raise BadInput(f"--graph {spec!r} is a {type(target).__name__}, not a StateGraph or a function that builds one")
+
+    def build(models: ModelProvider | None, sandbox: SandboxBackend | None) -> StateGraph[Any]:
+        built = target(models, sandbox)
+        if not isinstance(built, StateGraph):
+            raise BadInput(f"--graph {spec!r} returned a {type(built).__name__}, not a StateGraph")
+        return built
+
+    return build
+
+
+def check_graph(spec: str, builder: StateGraph[Any]) -> None:
+    missing = [k for k in REQUIRED_KEYS if k not in builder.channels]
+    if missing:
+        raise BadInput(f"--graph {spec!r}: its state lacks {', '.join(missing)}; build it on MinionsState "
+                       "(minionflow.graphs.MinionsState) or from minions_builder()")
+
+
+def builder_for(settings: RunSettings, models: ModelProvider | None = None,
+                sandbox: SandboxBackend | None = None) -> StateGraph[Any]:
+    if settings.graph:
+        builder = load_custom_graph(settings.graph)(models, sandbox)
+        check_graph(settings.graph, builder)
+        return builder
+    if settings.protocol not in BUILDERS:
+        raise BadInput(f"unknown protocol {settings.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    return BUILDERS[settings.protocol](models, sandbox)
+
+
+def build_graph(settings: RunSettings, models: ModelProvider | None = None, sandbox: SandboxBackend | None = None,
+                checkpointer: BaseCheckpointSaver[Any] | None = None,
+                store: BaseStore | None = None) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The compiled graph a run with these settings uses."""
+    name = settings.graph or settings.protocol
+    return builder_for(settings, models, sandbox).compile(checkpointer=checkpointer, store=store, name=name)
+
+
+def thread_settings(saver: BaseCheckpointSaver[Any], thread_id: str, checkpoint_id: str | None = None) -> RunSettings | None:
+    """A thread's settings, read from its latest (or the given) checkpoint without
+    knowing its graph yet; None for an unknown thread."""
+    config: dict[str, Any] = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+    if checkpoint_id:
+        config["configurable"]["checkpoint_id"] = checkpoint_id
+    saved = saver.get_tuple(config)  # type: ignore[arg-type]
+    if saved is None:
+        return None
+    settings = saved.checkpoint["channel_values"].get("settings")
+    return RunSettings.model_validate(settings) if settings else None

@@ -1,0 +1,50 @@
+"""minion_local (local): the local model, which holds the whole document, answers
+the supervisor's latest question. Its answer is all the supervisor ever sees."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.config import get_store
+from minionflow.graphs.state import ChatTurn, MinionState
+
+from . import prompts
+from .accounting import usage_records
+from .common import emit, emit_usage, settings_of
+from .models import ModelProvider
+from .store import BlobBatch, get_texts
+
+
+def document_block(titles: list[str], texts: list[str]) -> str:
+    return "\n\n".join(f"[{title}]\n{text}" if len(texts) > 1 else text for title, text in zip(titles, texts, strict=True))
+
+
+def make_minion_local(models: ModelProvider) -> Callable[[MinionState], dict[str, Any]]:
+    def minion_local(state: MinionState) -> dict[str, Any]:
+        settings = settings_of(state)
+        round_ = state["round"]
+        store = get_store()
+        docs = state["documents"]
+        texts = get_texts(store, [d["sha256"] for d in docs])
+        question = [t for t in state.get("conversation") or [] if t["role"] == "remote"][-1]["content"]
+        messages = [
+            SystemMessage(prompts.MINION_LOCAL_SYSTEM),
+            HumanMessage(prompts.MINION_LOCAL_USER.format(document=document_block([d["title"] for d in docs], texts),
+                                                          message=question)),
+        ]
+        client = models.client(settings.local, "local", settings.local_max_tokens)
+        call = client.text(messages)
+        blobs = BlobBatch()
+        usage = usage_records([call], "local", "minion_local", round_, client.name, blobs)
+        blobs.write(store)
+        emit_usage(usage)
+        content = str(call.message.content).strip() if call.message is not None else ""
+        if not content:
+            content = f"(the local model gave no answer: {call.error or 'empty reply'})"
+        emit({"type": "minion_local", "round": round_})
+        return {"conversation": [ChatTurn(round=round_, role="local", content=content)], "round": round_ + 1,
+                "usage": usage}
+
+    return minion_local

@@ -1,0 +1,89 @@
+"""minion_remote (remote): the supervisor's turn in the Minion chat. It reads the
+question and the conversation so far (never the document) and either asks the
+local model one more question or answers. The last turn forces an answer; an
+unusable reply never crashes the run."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.config import get_store
+from langgraph.graph import END
+from minionflow.graphs.settings import RunSettings
+from minionflow.graphs.state import ChatTurn, FinalAnswer, MinionState
+
+from . import prompts
+from .accounting import usage_records
+from .common import emit, emit_usage, settings_of
+from .models import ModelProvider
+from .schemas import MinionTurn
+from .store import BlobBatch
+
+log = logging.getLogger(__name__)
+
+# asked when the supervisor's reply was unusable and turns are left
+FALLBACK_QUESTION = "What does the document say that helps answer this question: {task}"
+
+
+def conversation_block(conversation: list[ChatTurn]) -> str:
+    if not conversation:
+        return prompts.MINION_NO_CONVERSATION
+    who = {"remote": "You", "local": "Local model"}
+    return "\n".join(f"{who[t['role']]}: {t['content']}" for t in conversation)
+
+
+def minion_remote_messages(state: MinionState, settings: RunSettings, last: bool) -> list[Any]:
+    user = prompts.MINION_REMOTE_USER.format(
+        task=state["task"], round=state["round"], max_rounds=settings.max_rounds,
+        conversation=conversation_block(state.get("conversation") or []),
+        last_round=prompts.MINION_LAST_ROUND if last else "",
+    )
+    return [SystemMessage(prompts.MINION_REMOTE_SYSTEM), HumanMessage(user)]
+
+
+def _last_local(state: MinionState) -> str:
+    answers = [t["content"] for t in state.get("conversation") or [] if t["role"] == "local"]
+    return answers[-1] if answers else "no answer"
+
+
+def make_minion_remote(models: ModelProvider) -> Callable[[MinionState], dict[str, Any]]:
+    def minion_remote(state: MinionState) -> dict[str, Any]:
+        settings = settings_of(state)
+        round_ = state["round"]
+        last = round_ >= settings.max_rounds
+        client = models.client(settings.remote, "remote", settings.remote_max_tokens)
+        reply = client.structured(MinionTurn, minion_remote_messages(state, settings, last))
+        blobs = BlobBatch()
+        update: dict[str, Any] = {"usage": usage_records(reply.calls, "remote", "minion_remote", round_, client.name, blobs)}
+        blobs.write(get_store())
+        emit_usage(update["usage"])
+        turn = reply.parsed if isinstance(reply.parsed, MinionTurn) else None
+        notes: list[str] = []
+        if turn is None:
+            log.warning("turn %s: the supervisor's reply was unusable (%s)", round_, reply.error)
+            notes.append(f"turn {round_}: the supervisor's reply was unusable ({reply.error})")
+        answering = turn is not None and turn.decision == "provide_final_answer" and bool(turn.answer)
+        if last or answering:
+            forced = not answering
+            answer = turn.answer if turn is not None and turn.answer else _last_local(state)
+            if forced:
+                notes.append(f"turn {round_}: last turn, final answer forced")
+            update["final"] = FinalAnswer(answer=answer, explanation="from the conversation with the local model",
+                                          citations=[], rounds=round_, forced=forced, fallback=turn is None)
+            update["decision"] = {"decision": "provide_final_answer", "answer": answer}
+        else:
+            message = turn.message if turn is not None and turn.message else FALLBACK_QUESTION.format(task=state["task"])
+            update["conversation"] = [ChatTurn(round=round_, role="remote", content=message)]
+            update["decision"] = {"decision": "request_additional_info", "message": message}
+        update["notes"] = notes
+        emit({"type": "minion_remote", "round": round_, "decision": update["decision"]["decision"]})
+        return update
+
+    return minion_remote
+
+
+def route_after_remote(state: MinionState) -> str:
+    return END if state.get("final") else "minion_local"

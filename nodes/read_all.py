@@ -1,0 +1,46 @@
+"""read_all: the baselines. One model (the remote one, or the local one) reads
+every document in one prompt and answers. What MinionS and Minion are compared
+against: the remote-only cost is what they save."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.config import get_store
+from minionflow.graphs.state import FinalAnswer, ReadAllState
+
+from . import prompts
+from .accounting import usage_records
+from .common import emit_usage, settings_of
+from .models import ModelProvider, Role
+from .store import BlobBatch, get_texts
+
+
+def read_all_messages(task: str, titles: list[str], texts: list[str]) -> list[Any]:
+    documents = "\n\n".join(prompts.READ_ALL_DOCUMENT.format(title=t, text=x) for t, x in zip(titles, texts, strict=True))
+    return [SystemMessage(prompts.READ_ALL_SYSTEM), HumanMessage(prompts.READ_ALL_USER.format(documents=documents, task=task))]
+
+
+def make_read_all(models: ModelProvider, role: Role) -> Callable[[ReadAllState], dict[str, Any]]:
+    def read_all(state: ReadAllState) -> dict[str, Any]:
+        settings = settings_of(state)
+        spec = settings.remote if role == "remote" else settings.local
+        max_tokens = settings.remote_max_tokens if role == "remote" else settings.local_max_tokens
+        client = models.client(spec, role, max_tokens)
+        store = get_store()
+        docs = state["documents"]
+        call = client.text(read_all_messages(state["task"], [d["title"] for d in docs],
+                                             get_texts(store, [d["sha256"] for d in docs])))
+        blobs = BlobBatch()
+        usage = usage_records([call], role, f"read_all_{role}", 1, client.name, blobs)
+        blobs.write(store)
+        emit_usage(usage)
+        answer = str(call.message.content).strip() if call.message is not None else ""
+        notes = [] if answer else [f"the {role} model gave no answer: {call.error or 'empty reply'}"]
+        return {"usage": usage, "notes": notes,
+                "final": FinalAnswer(answer=answer or "(no answer)", explanation=f"the {role} model read everything",
+                                     citations=[], rounds=1, forced=False, fallback=not answer)}
+
+    return read_all
