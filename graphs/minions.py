@@ -1,6 +1,6 @@
 """The MinionS graph builder.
 
-    START -> [ingest] -> decompose -> sandboxed_execute -(code failed, attempts left)-> decompose
+    START -> [ingest] -> [prelude ...] -> decompose -> sandboxed_execute -(code failed, attempts left)-> decompose
                                 | (one Send per job)
                                 v
                        parallel_minion_map x N -> filter -> aggregate -(final)-> END
@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -32,27 +33,41 @@ from .state import JobInput, MinionsState
 NODE_NAMES = ("decompose", "sandboxed_execute", "parallel_minion_map", "filter", "aggregate", "retry_round")
 
 
+Node = Callable[..., dict[str, Any]]  # a function of the state returning an update
+
+
 def minions_builder(models: ModelProvider | None = None, sandbox: SandboxBackend | None = None, *,
+                    prelude: Sequence[tuple[str, Node]] = (), filter_node: Node = filter_outputs,
                     from_request: bool = False) -> StateGraph[Any]:
-    """The uncompiled MinionS graph: add or replace nodes here to build a variant.
+    """The uncompiled MinionS graph, to compile as it is or to change.
+
+    ``prelude``: (name, node) pairs run in order before the first ``decompose``, e.g.
+    ``[("retrieve", make_bm25_prefilter(8))]``. ``filter_node`` replaces the default
+    filter (same state in and out), e.g. ``majority_vote_filter``. Anything else:
+    add nodes and edges to the returned builder (it is a plain ``StateGraph``).
 
     It starts from an initial ``MinionsState`` (``nodes.ingest.initial_state``); with
     ``from_request`` it takes a plain-JSON ``RunRequest`` instead and starts with the
     ``ingest`` node (for graphs served to Studio and other LangGraph clients)."""
     models = models or DefaultModelProvider()
     builder: StateGraph[Any] = StateGraph(MinionsState, input_schema=RunRequest if from_request else None)
-    if from_request:
-        builder.add_node("ingest", ingest, input_schema=RunRequest)
-        builder.add_edge(START, "ingest")
-        builder.add_edge("ingest", "decompose")
-    else:
-        builder.add_edge(START, "decompose")
+    steps: list[tuple[str, Any]] = [("ingest", ingest)] if from_request else []
+    steps += list(prelude)
+    previous = START
+    for name, node in steps:
+        if name == "ingest":
+            builder.add_node(name, node, input_schema=RunRequest)
+        else:
+            builder.add_node(name, node)
+        builder.add_edge(previous, name)
+        previous = name
+    builder.add_edge(previous, "decompose")
     builder.add_node("decompose", make_decompose(models), retry_policy=TRANSIENT_RETRY)
     builder.add_node("sandboxed_execute", make_sandboxed_execute(sandbox), destinations=DESTINATIONS)
     builder.add_node(
         "parallel_minion_map", make_parallel_minion_map(models), input_schema=JobInput, retry_policy=TRANSIENT_RETRY
     )
-    builder.add_node("filter", filter_outputs)
+    builder.add_node("filter", filter_node)
     builder.add_node("aggregate", make_aggregate(models), retry_policy=TRANSIENT_RETRY)
     builder.add_node("retry_round", retry_round)
     builder.add_edge("decompose", "sandboxed_execute")

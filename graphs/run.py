@@ -283,7 +283,8 @@ def failure_message(exc: Exception, thread_id: str) -> str:
 def _check_resumable(thread_id: str, values: dict[str, Any], pending: tuple[str, ...], fresh: dict[str, Any]) -> None:
     if values.get("final") and not pending:
         raise BadInput(f"thread {thread_id} already finished; start a new thread to ask again")
-    same_docs = [d["sha256"] for d in values.get("documents", [])] == [d["sha256"] for d in fresh["documents"]]
+    given = values.get("source_documents") or values.get("documents", [])
+    same_docs = [d["sha256"] for d in given] == [d["sha256"] for d in fresh["documents"]]
     if values.get("task") != fresh["task"] or not same_docs:
         raise BadInput(f"thread {thread_id} belongs to another question or other documents")
 

@@ -111,6 +111,7 @@ class MinionsState(TypedDict, total=False):
     settings_ref: str
     task: str
     documents: list[DocumentRef]
+    source_documents: list[DocumentRef]  # set by a step that narrows `documents` (nodes.retrieve)
     round: int
     code: str | None
     code_errors: list[str]

@@ -47,9 +47,12 @@ class CallRecord:
     latency_s: float
     error: str | None = None
     messages: list[BaseMessage] = field(default_factory=list)  # what was sent
+    tokens: tuple[int, int, int] | None = None  # usage of a failed call, when the server reported it
 
     @property
     def usage(self) -> tuple[int, int, int]:
+        if self.tokens is not None:
+            return self.tokens
         meta = self.message.usage_metadata if self.message is not None else None
         if not meta:
             return 0, 0, 0
@@ -162,7 +165,8 @@ class ModelClient:
                 assert isinstance(out, dict)  # include_raw=True: {"raw", "parsed", "parsing_error"}
                 message = out["raw"]
         except Exception as exc:
-            reply.calls.append(CallRecord(None, time.monotonic() - started, f"{type(exc).__name__}: {exc}", messages))
+            reply.calls.append(CallRecord(None, time.monotonic() - started, f"{type(exc).__name__}: {exc}", messages,
+                                          tokens=_failed_usage(exc)))
             if _is_format_rejection(exc) and self.method == "auto":
                 raise
             if isinstance(exc, TRANSIENT_ERRORS):
@@ -180,6 +184,16 @@ class ModelClient:
             reply.parsed = parse_json_reply(reply_text(message), schema)
         except (ValidationError, ValueError) as exc:
             record.error = reply.error = f"the reply does not match the {schema.__name__} schema: {_short(exc)}"
+
+
+def _failed_usage(exc: Exception) -> tuple[int, int, int] | None:
+    """Tokens a failed call still cost: a reply cut at the length limit was generated
+    (and is billed) in full."""
+    if isinstance(exc, openai.LengthFinishReasonError) and exc.completion.usage is not None:
+        usage = exc.completion.usage
+        details = usage.prompt_tokens_details
+        return usage.prompt_tokens, usage.completion_tokens, (details.cached_tokens or 0) if details else 0
+    return None
 
 
 def reply_text(message: AIMessage) -> str:

@@ -99,3 +99,32 @@ def test_accounting_numbers():
     assert summary.remote_only_prompt_tokens == count_tokens("What jumps?") + count_tokens(doc) == 3 + 10001  # cl100k_base: 10 tokens a sentence, +1 for the trailing space
     assert summary.remote_only_completion_tokens == count_tokens("The fox.") == 3
     assert summary.savings_ratio == pytest.approx(summary.remote_only_cost_usd / summary.total_cost_usd)
+
+
+def test_a_reply_cut_at_the_length_limit_still_counts_its_tokens():
+    """langchain-openai raises LengthFinishReasonError for a structured reply that hit
+    max_tokens; the tokens were generated and billed, so they are counted."""
+    import openai
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+    from langchain_core.messages import HumanMessage
+    from langchain_core.runnables import RunnableLambda
+    from minionflow.graphs.settings import ModelSpec
+    from minionflow.nodes.models import ModelClient
+    from minionflow.nodes.schemas import JobOutput
+    from openai.types import CompletionUsage
+    from openai.types.chat import ChatCompletion
+
+    def cut(_: object) -> None:
+        completion = ChatCompletion(id="c", choices=[], created=0, model="m", object="chat.completion",
+                                    usage=CompletionUsage(prompt_tokens=141, completion_tokens=256, total_tokens=397))
+        raise openai.LengthFinishReasonError(completion=completion)
+
+    class Cut(FakeListChatModel):
+        def with_structured_output(self, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+            return RunnableLambda(cut)
+
+    client = ModelClient(ModelSpec.parse("m@http://127.0.0.1:1/v1"), Cut(responses=["x"]), method="json_schema")
+    reply = client.structured(JobOutput, [HumanMessage("hi")])
+    assert reply.parsed is None and "length limit" in (reply.error or "")
+    (call,) = reply.calls
+    assert call.usage == (141, 256, 0) and call.error is not None

@@ -1,0 +1,31 @@
+"""Two MinionS variants built from the nodes, the composition examples of the README.
+Run them with ``minionflow run DOC -q ... --graph minionflow.graphs.variants:retrieval_minions``.
+
+Each is a function ``(models, sandbox) -> StateGraph``: minionflow compiles it with
+the run's checkpointer and store, so checkpointing, resume, accounting and the CLI
+work as with the default graph.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.graph import StateGraph
+from minionflow.nodes.models import ModelProvider
+from minionflow.nodes.retrieve import make_bm25_prefilter
+from minionflow.nodes.vote import majority_vote_filter
+from minionflow.sandbox.base import SandboxBackend
+
+from .minions import minions_builder
+
+RETRIEVAL_TOP_K = 8
+
+
+def retrieval_minions(models: ModelProvider | None = None, sandbox: SandboxBackend | None = None) -> StateGraph[Any]:
+    """MinionS over the chunks BM25 ranks highest for the task (a pre-filter node)."""
+    return minions_builder(models, sandbox, prelude=[("retrieve", make_bm25_prefilter(RETRIEVAL_TOP_K))])
+
+
+def majority_vote_minions(models: ModelProvider | None = None, sandbox: SandboxBackend | None = None) -> StateGraph[Any]:
+    """MinionS whose filter keeps each task's majority answer (a replaced node)."""
+    return minions_builder(models, sandbox, filter_node=majority_vote_filter)

@@ -1,0 +1,58 @@
+"""majority_vote_filter (a composition example): a filter that keeps, for each
+task, the answer most of the task's jobs agree on, and says how many agreed. It
+replaces the default ``filter`` node with the same inputs and outputs; use it when
+several jobs see the same evidence (overlapping chunks, or a job repeated as
+several samples) and lone answers are more likely noise than signal.
+
+    builder = minions_builder(models, sandbox, filter_node=majority_vote_filter)
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+from langgraph.config import get_store
+from langgraph.types import Overwrite
+from minionflow.graphs.state import JobResult, MinionsState
+
+from .common import emit, settings_of
+from .filter import _cut, _norm, is_abstention
+from .store import get_json_many, put_json
+
+
+def vote(results: list[JobResult], max_forwarded: int, max_chars: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    stats = {"jobs": len(results), "failed": 0, "abstained": 0, "outvoted": 0, "kept": 0, "dropped_over_cap": 0}
+    by_task: dict[str, list[JobResult]] = defaultdict(list)
+    for r in sorted(results, key=lambda r: r["job_id"]):
+        if r["status"] != "ok":
+            stats["failed"] += 1
+        elif is_abstention(r["answer"]):
+            stats["abstained"] += 1
+        else:
+            by_task[_norm(r["task"])].append(r)
+    kept: list[dict[str, Any]] = []
+    for answers in by_task.values():
+        counts = Counter(_norm(r["answer"]) for r in answers)
+        winner, votes = max(counts.items(), key=lambda kv: (kv[1], -min(i for i, r in enumerate(answers) if _norm(r["answer"]) == kv[0])))
+        first = next(r for r in answers if _norm(r["answer"]) == winner)
+        stats["outvoted"] += len(answers) - votes
+        kept.append({
+            "job_id": first["job_id"], "task": first["task"], "answer": _cut(first["answer"], max_chars),
+            "citation": _cut(first["citation"], max_chars),
+            "explanation": f"{votes} of {len(answers)} jobs agree. " + (_cut(first["explanation"], max_chars) or ""),
+        })
+    stats["dropped_over_cap"] = max(len(kept) - max_forwarded, 0)
+    kept = kept[:max_forwarded]
+    stats["kept"] = len(kept)
+    return kept, stats
+
+
+def majority_vote_filter(state: MinionsState) -> dict[str, Any]:
+    settings = settings_of(state)
+    store = get_store()
+    refs = sorted(state.get("job_results") or [], key=lambda r: r["job_id"])
+    results: list[JobResult] = get_json_many(store, [r["ref"] for r in refs])
+    kept, stats = vote(results, settings.max_forwarded_outputs, settings.max_answer_chars)
+    emit({"type": "filter", "round": state["round"], **stats})
+    return {"kept": kept, "filter_stats": stats, "results_ref": put_json(store, results), "job_results": Overwrite([])}

@@ -1,0 +1,135 @@
+"""The composition examples: a BM25 retrieval pre-filter node and a majority-vote
+filter, built from the nodes with minions_builder, run through run_minions (and
+the CLI's --graph) with the same checkpointing, resume and accounting."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from conftest import GOOD_CODE, cli_env, default_local, default_remote, final_json, worker_json
+from fakes import FakeProvider, PromptFake
+from minionflow.graphs import RunSettings
+from minionflow.graphs.persistence import open_persistence
+from minionflow.graphs.run import resume_minions, run_minions
+from minionflow.graphs.threads import show_thread
+from minionflow.nodes.documents import LoadedDocument
+from minionflow.nodes.retrieve import top_chunks
+from minionflow.sandbox import BwrapBackend
+
+CLI = str(Path(sys.executable).parent / "minionflow")
+RETRIEVAL = "minionflow.graphs.variants:retrieval_minions"
+VOTE = "minionflow.graphs.variants:majority_vote_minions"
+QUESTION = "What is the secret number?"
+
+
+# the supervisor chunks the (retrieved) document with the helper it is given
+CHUNKING_CODE = GOOD_CODE.replace('doc.split("\\n\\n")', "chunk_by_tokens(doc, max_tokens=40)")
+
+
+def long_doc(paragraphs_count: int = 40) -> LoadedDocument:
+    """Paragraphs of about 120 characters: one 40-token chunk each."""
+    paragraphs = [f"Paragraph {i:02d} covers the harbour cranes, the tides, the shipping lanes and the weather of week {i:02d}."
+                  for i in range(paragraphs_count)]
+    paragraphs[min(29, paragraphs_count - 1)] = "Paragraph 29: the secret number is 42, written in the ledger kept by the harbour master in week 29."
+    return LoadedDocument(title="harbour.txt", text="\n\n".join(paragraphs), pages=1)
+
+
+def test_bm25_ranks_the_chunk_that_matches_the_task_first():
+    chunks = ["tides and weather", "the secret number is 42", "cranes", "the number of cranes", "weather again"]
+    assert top_chunks("What is the secret number?", chunks, 2) == [1, 3]  # in document order
+    assert top_chunks("anything", chunks[:2], 5) == [0, 1]
+
+
+def test_retrieval_prefilter_sends_only_the_top_chunks_and_resumes(tmp_path):
+    assert "chunk_by_tokens" in CHUNKING_CODE
+
+    def down(prompt: str) -> str:
+        if "Write prepare_jobs now" in prompt:
+            return CHUNKING_CODE
+        raise openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions"))
+
+    settings = RunSettings(graph=RETRIEVAL, chunk_tokens=40, max_chunk_chars=4000)
+    local = PromptFake(responder=default_local)
+    failed = run_minions([long_doc()], QUESTION, settings, checkpoint=tmp_path, sandbox=BwrapBackend(),
+                         models=FakeProvider(PromptFake(responder=down), local))
+    assert failed.status == "failed"
+    assert len(local.prompts) == 8  # the 8 best of 40 chunks, not 40
+    assert sum("written in the ledger" in p for p in local.prompts) == 1  # BM25 kept the one that matters
+    remote = PromptFake(responder=lambda p: CHUNKING_CODE if "Write prepare_jobs now" in p else default_remote(p))
+    local2 = PromptFake(responder=default_local)
+    # `run --thread` on the same question and document resumes (the original documents are kept)
+    done = run_minions([long_doc()], QUESTION, settings, thread_id=failed.thread_id, checkpoint=tmp_path,
+                       sandbox=BwrapBackend(), models=FakeProvider(remote, local2))
+    assert done.status == "answered" and done.answer == "42"
+    assert local2.prompts == [] and not any("Write prepare_jobs now" in p for p in remote.prompts)
+    assert done.usage is not None and done.usage.local.calls == 8 and done.usage.remote.calls == 2
+    assert any("retrieval (BM25) kept the 8 best of 40 chunks" in n for n in done.notes)
+    with open_persistence(tmp_path) as (saver, store):
+        view = show_thread(saver, store, done.thread_id)
+    assert view.summary.protocol == RETRIEVAL and view.summary.jobs == 8
+    assert view.documents[0]["title"] == "harbour.txt (retrieved)"
+    from minionflow.nodes.documents import BadInput
+
+    with pytest.raises(BadInput, match="already finished"):
+        resume_minions(failed.thread_id, checkpoint=tmp_path, sandbox=BwrapBackend(), models=FakeProvider(remote, local2))
+
+
+def test_majority_vote_keeps_the_answer_most_jobs_agree_on(tmp_path):
+    paragraphs = ["The secret number is 42 per the ledger.", "Harbour cranes.", "The secret number is 7, says a rumour.",
+                  "Again: the secret number is 42.", "Tides.", "A note: secret number 42."]
+    doc = LoadedDocument(title="votes.txt", text="\n\n".join(paragraphs), pages=1)
+
+    def local(prompt: str) -> str:
+        chunk = prompt.split('"""')[1]
+        if "7" in chunk:
+            return worker_json("7", "The secret number is 7")
+        if "42" in chunk:
+            return worker_json("42", "secret number is 42")
+        return worker_json(None)
+
+    def remote(prompt: str) -> str:
+        if "Write prepare_jobs now" in prompt:
+            return GOOD_CODE
+        return final_json("42" if "3 of 4 jobs agree" in prompt else "?")
+
+    results = {}
+    for name, graph in (("default", None), ("vote", VOTE)):
+        remote_fake = PromptFake(responder=remote)
+        results[name] = (run_minions([doc], QUESTION, RunSettings(graph=graph, chunk_tokens=40, max_chunk_chars=4000),
+                                     checkpoint=tmp_path / name, sandbox=BwrapBackend(),
+                                     models=FakeProvider(remote_fake, PromptFake(responder=local))), remote_fake)
+    vote, vote_remote = results["vote"]
+    assert vote.status == "answered" and vote.answer == "42"
+    aggregate_prompt = [p for p in vote_remote.prompts if "Minion answers" in p][0]
+    assert "answer: 7" not in aggregate_prompt  # outvoted
+    default, default_remote_fake = results["default"]
+    assert "answer: 7" in [p for p in default_remote_fake.prompts if "Minion answers" in p][0]
+    assert vote.usage is not None and vote.usage.local.calls == 6 == default.usage.local.calls  # type: ignore[union-attr]
+    with open_persistence(tmp_path / "vote") as (saver, store):
+        view = show_thread(saver, store, vote.thread_id)
+    assert len(view.rounds[0].kept) == 1 and view.rounds[0].kept[0]["explanation"].startswith("3 of 4 jobs agree")
+
+
+@pytest.mark.embedded
+def test_custom_graphs_run_through_the_cli_with_the_embedded_model(tmp_path):
+    doc = tmp_path / "harbour.txt"
+    doc.write_text(long_doc(12).text)
+    for graph in (RETRIEVAL, VOTE):
+        home = tmp_path / graph.rsplit(":", 1)[1]
+        out = subprocess.run([CLI, "run", str(doc), "-q", QUESTION, "--graph", graph, "--chunk-tokens", "40",
+                              "--sandbox", "bwrap", "--json"], capture_output=True, text=True, env=cli_env(home), timeout=900)
+        assert out.returncode == 0, out.stderr[-2000:]
+        result = json.loads(out.stdout)
+        assert result["status"] == "answered"
+        local_calls = [c for c in result["calls"] if c["role"] == "local"]
+        # every call counted, a reply cut at the token limit included (it was generated and billed)
+        assert local_calls and all(c["prompt_tokens"] > 0 for c in local_calls)
+        assert len(local_calls) == (8 if graph == RETRIEVAL else 12)  # the built-in plan: one job per chunk
+        runs = json.loads(subprocess.run([CLI, "runs", "--json"], capture_output=True, text=True, env=cli_env(home)).stdout)
+        assert [r["protocol"] for r in runs] == [graph]
