@@ -1,4 +1,9 @@
-"""Graph builders, state schemas and run settings.
+"""Graph builders, state schemas and run settings: the public API to run a
+protocol (``run_minions`` with ``RunSettings.protocol`` / ``.graph``), to build the
+standard graphs (``build_minions_graph``, ``build_graph``), and to assemble your own
+(``minions_builder(prelude=..., filter_node=...)`` returns a plain ``StateGraph``
+over ``MinionsState``; ``retrieval_minions`` and ``majority_vote_minions`` are two
+worked examples).
 
 Names are loaded on first use (PEP 562), so node modules can import
 ``minionflow.graphs.settings`` and ``minionflow.graphs.state`` without pulling in
@@ -11,6 +16,17 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
+    "Node": ".minions",
+    "minion_builder": ".minion",
+    "local_only_builder": ".baselines",
+    "remote_only_builder": ".baselines",
+    "build_graph": ".protocols",
+    "retrieval_minions": ".variants",
+    "majority_vote_minions": ".variants",
+    "PROTOCOLS": ".settings",
+    "default_settings": ".settings",
+    "MinionState": ".state",
+    "ReadAllState": ".state",
     "NODE_NAMES": ".minions",
     "build_minions_graph": ".minions",
     "minions_builder": ".minions",
@@ -30,6 +46,17 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "PROTOCOLS",
+    "MinionState",
+    "Node",
+    "ReadAllState",
+    "build_graph",
+    "default_settings",
+    "local_only_builder",
+    "majority_vote_minions",
+    "minion_builder",
+    "remote_only_builder",
+    "retrieval_minions",
     "NODE_NAMES",
     "JobInput",
     "MinionsState",
@@ -49,11 +76,15 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .minions import NODE_NAMES, build_minions_graph, minions_builder
+    from .baselines import local_only_builder, remote_only_builder
+    from .minion import minion_builder
+    from .minions import NODE_NAMES, Node, build_minions_graph, minions_builder
     from .persistence import open_persistence, postgres_persistence, sqlite_persistence
+    from .protocols import build_graph
     from .run import RunResult, fork_minions, resume_minions, run_minions
-    from .settings import ModelSpec, PriceTable, RolePrices, RunSettings
-    from .state import JobInput, MinionsState
+    from .settings import PROTOCOLS, ModelSpec, PriceTable, RolePrices, RunSettings, default_settings
+    from .state import JobInput, MinionsState, MinionState, ReadAllState
+    from .variants import majority_vote_minions, retrieval_minions
 
 
 def __getattr__(name: str) -> Any:

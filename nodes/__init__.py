@@ -1,23 +1,50 @@
-"""The MinionS nodes (one module each), prompts, the model factory and accounting."""
+"""The nodes (one module each), prompts, the model factory and accounting: the
+building blocks of the graphs in ``minionflow.graphs``.
+
+MinionS: ``make_decompose``, ``make_sandboxed_execute`` (with the ``fan_out`` of one
+``Send`` per job), ``make_parallel_minion_map``, ``filter_outputs``,
+``make_aggregate`` / ``route_after_aggregate``, ``retry_round``; before them,
+``ingest`` for graphs served to LangGraph clients. Alternatives to compose with:
+``make_bm25_prefilter`` (a step before ``decompose``) and ``majority_vote_filter``
+(in place of ``filter_outputs``). Minion: ``make_minion_remote`` /
+``route_after_remote`` and ``make_minion_local``. Baselines: ``make_read_all``.
+A node is a function of the graph state returning an update; ``make_*`` builds
+one around a ``ModelProvider`` (``DefaultModelProvider``, or your own).
+"""
 
 from .aggregate import make_aggregate, route_after_aggregate
 from .decompose import make_decompose
 from .filter import filter_outputs
+from .ingest import ingest, initial_state
+from .minion_local import make_minion_local
+from .minion_remote import make_minion_remote, route_after_remote
 from .models import DefaultModelProvider, ModelClient, ModelProvider
-from .parallel_minion_map import make_parallel_minion_map
+from .parallel_minion_map import TRANSIENT_RETRY, make_parallel_minion_map
+from .read_all import make_read_all
+from .retrieve import make_bm25_prefilter
 from .retry_round import retry_round
 from .sandboxed_execute import fan_out, make_sandboxed_execute
+from .vote import majority_vote_filter
 
 __all__ = [
+    "TRANSIENT_RETRY",
     "DefaultModelProvider",
     "ModelClient",
     "ModelProvider",
     "fan_out",
     "filter_outputs",
+    "ingest",
+    "initial_state",
+    "majority_vote_filter",
     "make_aggregate",
+    "make_bm25_prefilter",
     "make_decompose",
+    "make_minion_local",
+    "make_minion_remote",
     "make_parallel_minion_map",
+    "make_read_all",
     "make_sandboxed_execute",
     "retry_round",
     "route_after_aggregate",
+    "route_after_remote",
 ]

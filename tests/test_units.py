@@ -128,3 +128,16 @@ def test_a_reply_cut_at_the_length_limit_still_counts_its_tokens():
     assert reply.parsed is None and "length limit" in (reply.error or "")
     (call,) = reply.calls
     assert call.usage == (141, 256, 0) and call.error is not None
+
+
+def test_the_public_api_resolves():
+    import minionflow.graphs as graphs
+    import minionflow.nodes as nodes
+
+    for module in (graphs, nodes):
+        missing = [name for name in module.__all__ if getattr(module, name, None) is None]
+        assert missing == []
+    builder = graphs.minions_builder(prelude=[("retrieve", nodes.make_bm25_prefilter(3))],
+                                     filter_node=nodes.majority_vote_filter)
+    assert list(builder.nodes)[:2] == ["retrieve", "decompose"]
+    assert set(graphs.PROTOCOLS) == {"minions", "minion", "remote-only", "local-only"}

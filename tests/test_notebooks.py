@@ -1,0 +1,31 @@
+"""The notebooks run end to end against the embedded model (nbclient), each in a
+data folder of its own; their assert cells check what they show."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import ROOT
+from nbclient import NotebookClient
+
+pytestmark = pytest.mark.embedded
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_three_notebooks():
+    assert [p.stem for p in NOTEBOOKS] == ["01_quickstart", "02_custom_graph", "03_pause_inspect_resume"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MINIONFLOW_HOME", str(tmp_path))  # the kernel inherits it
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    book = nbformat.read(path, as_version=4)
+    NotebookClient(book, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    errors = [o for c in book.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert errors == []
+    text = "".join(o.get("text", "") for c in book.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "answered" in text
+    assert nbformat.read(path, as_version=4).cells[1].get("outputs", []) == []  # the committed file stays clean
