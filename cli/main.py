@@ -123,8 +123,8 @@ def _parse_spec(value: str | None, role: str) -> ModelSpec | None:
 def run(
     documents: Annotated[list[Path], typer.Argument(help="documents to read (.txt, .md, .pdf)", show_default=False)],
     question: Annotated[str, typer.Option("--question", "-q", help="the question to answer")],
-    remote: Annotated[str | None, typer.Option(help="supervisor model spec (default: openai:gpt-4o if OPENAI_API_KEY is set, else embedded)")] = None,
-    local: Annotated[str, typer.Option(help="worker model spec")] = "embedded",
+    remote: Annotated[str | None, typer.Option(envvar="MINIONFLOW_REMOTE", help="supervisor model spec (default: openai:gpt-4o if OPENAI_API_KEY is set, else embedded)")] = None,
+    local: Annotated[str, typer.Option(envvar="MINIONFLOW_LOCAL", help="worker model spec")] = "embedded",
     max_rounds: Annotated[int | None, typer.Option(min=1, max=50, help="rounds of MinionS (default 5; 1 with an embedded supervisor)")] = None,
     max_code_attempts: Annotated[int | None, typer.Option(min=1, max=10, help="tries for the supervisor's code per round (default 3; 1 with an embedded supervisor)")] = None,
     chunk_tokens: Annotated[int | None, typer.Option(min=10, help="chunk size of the built-in plan, in tokens (default 1000)")] = None,

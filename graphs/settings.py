@@ -25,8 +25,9 @@ PROVIDERS: dict[str, tuple[str, str | None, StructuredMethod]] = {
 
 SPEC_HELP = (
     "a model spec is one of: 'embedded' (SmolLM2-135M-Instruct, offline), 'embedded:/path/model.gguf', "
-    "'openai:MODEL', 'openrouter:MODEL', 'ollama:MODEL', or 'MODEL@http://host:port/v1' for any "
-    "OpenAI-compatible server (vLLM, llama.cpp, Docker Model Runner); append ';key=ENV_VAR' to read an "
+    "'openai:MODEL', 'openrouter:MODEL', 'ollama:MODEL', 'MODEL@http://host:port/v1' for any "
+    "OpenAI-compatible server (vLLM, llama.cpp, Docker Model Runner), or 'dmr:NAME' for the model Docker "
+    "Compose injects as $NAME_URL and $NAME_MODEL; append ';key=ENV_VAR' to read an "
     "API key from ENV_VAR and ';structured=json_schema|json_object_schema|function_calling' to set how "
     "structured output is requested"
 )
@@ -77,6 +78,8 @@ class ModelSpec(BaseModel):
             name = os.path.basename(path)[: -len(".gguf")] if path else "SmolLM2-135M-Instruct"
             return cls(kind="embedded", model=name, gguf_path=path, structured="json_object_schema")
         prefix, sep, rest = head.partition(":")
+        if prefix == "dmr" and sep:
+            return cls._from_compose(rest, options.get("key"), structured)
         if sep and prefix in PROVIDERS and rest and "//" not in rest:
             base_url, key_env, method = PROVIDERS[prefix]
             return cls(
@@ -96,6 +99,22 @@ class ModelSpec(BaseModel):
                 structured=structured,  # type: ignore[arg-type]
             )
         raise ModelSpecError(f"unknown model spec {spec!r}; {SPEC_HELP}")
+
+    @classmethod
+    def _from_compose(cls, name: str, key_env: str | None, structured: str) -> ModelSpec:
+        """``dmr:NAME``: the model Docker Compose's ``models:`` gives a service, read from
+        the variables it injects, ``NAME_URL`` and ``NAME_MODEL`` (the default
+        ``endpoint_var`` and ``model_var`` for a model named ``name``)."""
+        prefix = name.upper().replace("-", "_")
+        url, model = os.environ.get(f"{prefix}_URL"), os.environ.get(f"{prefix}_MODEL")
+        if not prefix or not url or not model:
+            raise ModelSpecError(
+                f"dmr:{name} reads the Docker Model Runner endpoint from ${prefix}_URL and the model from "
+                f"${prefix}_MODEL, which Docker Compose sets for a service with `models: [{name.lower()}]`; "
+                "they are not set here"
+            )
+        return cls(kind="openai_compatible", model=model, base_url=url.rstrip("/"), api_key_env=key_env,
+                   structured=structured)  # type: ignore[arg-type]
 
 
 def default_remote_spec(environ: dict[str, str] | None = None) -> ModelSpec:

@@ -42,7 +42,8 @@ class DockerBackend:
     name = "docker"
 
     def __init__(self, image: str | None = None, runtime: str | None = None) -> None:
-        self.image = image or image_tag()
+        # MINIONFLOW_SANDBOX_IMAGE: an image built elsewhere (compose.yaml builds minionflow-sandbox:compose)
+        self.image = image or os.environ.get("MINIONFLOW_SANDBOX_IMAGE") or image_tag()
         self.runtime = runtime
 
     @cached_property

@@ -1,0 +1,25 @@
+# The minionflow app image (compose.yaml's `app` and `studio` services). Holds no
+# secrets: API keys and passwords come from the environment at run time.
+# The supervisor's code never runs in this container: the docker sandbox backend
+# starts a fresh, hardened container for each execution (see compose.yaml).
+ARG PYTHON=python:3.11-slim-bookworm
+FROM ${PYTHON}
+# a C++ toolchain for llama-cpp-python (the embedded model, the offline default);
+# with a Docker Model Runner worker it is installed but unused
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential cmake \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY minionflow ./minionflow
+COPY graphs ./graphs
+COPY nodes ./nodes
+COPY sandbox ./sandbox
+COPY cli ./cli
+COPY langgraph.json ./
+ENV CMAKE_ARGS="-DGGML_NATIVE=OFF"
+RUN pip install --no-cache-dir '.[studio]'
+ENV MINIONFLOW_HOME=/data
+VOLUME /data
+ENTRYPOINT ["minionflow"]
+CMD ["--help"]
