@@ -4,6 +4,7 @@ what is forwarded to the remote model."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from langgraph.config import get_store
@@ -63,13 +64,24 @@ def filter_results(results: list[JobResult], max_forwarded: int, max_chars: int)
     return kept, stats
 
 
-def filter_outputs(state: MinionsState) -> dict[str, Any]:
-    """Load the round's results, keep what is worth forwarding, and archive the
-    results as one blob (state keeps only its reference)."""
-    settings = settings_of(state)
-    store = get_store()
-    refs = sorted(state.get("job_results") or [], key=lambda r: r["job_id"])
-    results: list[JobResult] = get_json_many(store, [r["ref"] for r in refs])
-    kept, stats = filter_results(results, settings.max_forwarded_outputs, settings.max_answer_chars)
-    emit({"type": "filter", "round": state["round"], **stats})
-    return {"kept": kept, "filter_stats": stats, "results_ref": put_json(store, results), "job_results": Overwrite([])}
+Selector = Callable[[list[JobResult], int, int], tuple[list[dict[str, Any]], dict[str, int]]]
+
+
+def make_filter(select: Selector) -> Callable[[MinionsState], dict[str, Any]]:
+    """A filter node around a selection rule ``(results, max_forwarded, max_chars) ->
+    (kept, stats)``: it loads the round's results, keeps what the rule keeps, and
+    archives the results as one blob (state keeps only its reference)."""
+
+    def filter_node(state: MinionsState) -> dict[str, Any]:
+        settings = settings_of(state)
+        store = get_store()
+        refs = sorted(state.get("job_results") or [], key=lambda r: r["job_id"])
+        results: list[JobResult] = get_json_many(store, [r["ref"] for r in refs])
+        kept, stats = select(results, settings.max_forwarded_outputs, settings.max_answer_chars)
+        emit({"type": "filter", "round": state["round"], **stats})
+        return {"kept": kept, "filter_stats": stats, "results_ref": put_json(store, results), "job_results": Overwrite([])}
+
+    return filter_node
+
+
+filter_outputs = make_filter(filter_results)

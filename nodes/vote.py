@@ -12,13 +12,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from langgraph.config import get_store
-from langgraph.types import Overwrite
-from minionflow.graphs.state import JobResult, MinionsState
+from minionflow.graphs.state import JobResult
 
-from .common import emit, settings_of
-from .filter import _cut, _norm, is_abstention
-from .store import get_json_many, put_json
+from .filter import _cut, _norm, is_abstention, make_filter
 
 
 def vote(results: list[JobResult], max_forwarded: int, max_chars: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -34,7 +30,7 @@ def vote(results: list[JobResult], max_forwarded: int, max_chars: int) -> tuple[
     kept: list[dict[str, Any]] = []
     for answers in by_task.values():
         counts = Counter(_norm(r["answer"]) for r in answers)
-        winner, votes = max(counts.items(), key=lambda kv: (kv[1], -min(i for i, r in enumerate(answers) if _norm(r["answer"]) == kv[0])))
+        winner, votes = counts.most_common(1)[0]  # a tie goes to the answer seen first
         first = next(r for r in answers if _norm(r["answer"]) == winner)
         stats["outvoted"] += len(answers) - votes
         kept.append({
@@ -48,11 +44,4 @@ def vote(results: list[JobResult], max_forwarded: int, max_chars: int) -> tuple[
     return kept, stats
 
 
-def majority_vote_filter(state: MinionsState) -> dict[str, Any]:
-    settings = settings_of(state)
-    store = get_store()
-    refs = sorted(state.get("job_results") or [], key=lambda r: r["job_id"])
-    results: list[JobResult] = get_json_many(store, [r["ref"] for r in refs])
-    kept, stats = vote(results, settings.max_forwarded_outputs, settings.max_answer_chars)
-    emit({"type": "filter", "round": state["round"], **stats})
-    return {"kept": kept, "filter_stats": stats, "results_ref": put_json(store, results), "job_results": Overwrite([])}
+majority_vote_filter = make_filter(vote)
