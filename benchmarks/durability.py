@@ -85,7 +85,8 @@ def overhead(store_kind: str, jobs: int, postgres: str) -> dict[str, Any]:
     from langgraph.store.memory import InMemoryStore
     from minionflow.graphs import RunSettings, build_minions_graph
     from minionflow.graphs.persistence import open_persistence
-    from minionflow.graphs.run import initial_state, run_config
+    from minionflow.graphs.run import run_config
+    from minionflow.nodes.ingest import initial_state
 
     settings = RunSettings(max_rounds=1, max_jobs_per_round=max(jobs, 10), local_concurrency=8)
     backend, spent = timed_bwrap()

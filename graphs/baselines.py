@@ -9,26 +9,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, StateGraph
 from minionflow.nodes.models import DefaultModelProvider, ModelProvider, Role
 from minionflow.nodes.parallel_minion_map import TRANSIENT_RETRY
 from minionflow.nodes.read_all import make_read_all
 from minionflow.sandbox.base import SandboxBackend
 
+from .entry import add_entry, new_builder
 from .state import ReadAllState
 
 
-def read_all_builder(role: Role, models: ModelProvider | None = None) -> StateGraph[Any]:
-    builder: StateGraph[Any] = StateGraph(ReadAllState)
+def read_all_builder(role: Role, models: ModelProvider | None = None, *, from_request: bool = False) -> StateGraph[Any]:
+    builder = new_builder(ReadAllState, from_request)
     builder.add_node("read_all", make_read_all(models or DefaultModelProvider(), role), retry_policy=TRANSIENT_RETRY)
-    builder.add_edge(START, "read_all")
+    add_entry(builder, "read_all", from_request=from_request, protocol=f"{role}-only")
     builder.add_edge("read_all", END)
     return builder
 
 
-def remote_only_builder(models: ModelProvider | None = None, sandbox: SandboxBackend | None = None) -> StateGraph[Any]:
-    return read_all_builder("remote", models)
+def remote_only_builder(models: ModelProvider | None = None, sandbox: SandboxBackend | None = None, *,
+                        from_request: bool = False) -> StateGraph[Any]:
+    return read_all_builder("remote", models, from_request=from_request)
 
 
-def local_only_builder(models: ModelProvider | None = None, sandbox: SandboxBackend | None = None) -> StateGraph[Any]:
-    return read_all_builder("local", models)
+def local_only_builder(models: ModelProvider | None = None, sandbox: SandboxBackend | None = None, *,
+                       from_request: bool = False) -> StateGraph[Any]:
+    return read_all_builder("local", models, from_request=from_request)

@@ -13,23 +13,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, StateGraph
 from minionflow.nodes.minion_local import make_minion_local
 from minionflow.nodes.minion_remote import make_minion_remote, route_after_remote
 from minionflow.nodes.models import DefaultModelProvider, ModelProvider
 from minionflow.nodes.parallel_minion_map import TRANSIENT_RETRY
 from minionflow.sandbox.base import SandboxBackend
 
+from .entry import add_entry, new_builder
 from .state import MinionState
 
 
-def minion_builder(models: ModelProvider | None = None, sandbox: SandboxBackend | None = None) -> StateGraph[Any]:
+def minion_builder(models: ModelProvider | None = None, sandbox: SandboxBackend | None = None, *,
+                   from_request: bool = False) -> StateGraph[Any]:
     """The uncompiled Minion graph (``sandbox`` is unused: no code runs)."""
     models = models or DefaultModelProvider()
-    builder: StateGraph[Any] = StateGraph(MinionState)
+    builder = new_builder(MinionState, from_request)
     builder.add_node("minion_remote", make_minion_remote(models), retry_policy=TRANSIENT_RETRY)
     builder.add_node("minion_local", make_minion_local(models), retry_policy=TRANSIENT_RETRY)
-    builder.add_edge(START, "minion_remote")
+    add_entry(builder, "minion_remote", from_request=from_request, protocol="minion")
     builder.add_conditional_edges("minion_remote", route_after_remote, ["minion_local", END])
     builder.add_edge("minion_local", "minion_remote")
     return builder

@@ -15,19 +15,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 from minionflow.nodes.aggregate import make_aggregate, route_after_aggregate
 from minionflow.nodes.decompose import make_decompose
 from minionflow.nodes.filter import filter_outputs
-from minionflow.nodes.ingest import RunRequest, ingest
 from minionflow.nodes.models import DefaultModelProvider, ModelProvider
 from minionflow.nodes.parallel_minion_map import TRANSIENT_RETRY, make_parallel_minion_map
 from minionflow.nodes.retry_round import retry_round
 from minionflow.nodes.sandboxed_execute import DESTINATIONS, make_sandboxed_execute
 from minionflow.sandbox.base import SandboxBackend
 
+from .entry import add_entry, new_builder
 from .state import JobInput, MinionsState
 
 NODE_NAMES = ("decompose", "sandboxed_execute", "parallel_minion_map", "filter", "aggregate", "retry_round")
@@ -50,18 +50,12 @@ def minions_builder(models: ModelProvider | None = None, sandbox: SandboxBackend
     ``from_request`` it takes a plain-JSON ``RunRequest`` instead and starts with the
     ``ingest`` node (for graphs served to Studio and other LangGraph clients)."""
     models = models or DefaultModelProvider()
-    builder: StateGraph[Any] = StateGraph(MinionsState, input_schema=RunRequest if from_request else None)
-    steps: list[tuple[str, Any]] = [("ingest", ingest)] if from_request else []
-    steps += list(prelude)
-    previous = START
-    for name, node in steps:
-        if name == "ingest":
-            builder.add_node(name, node, input_schema=RunRequest)
-        else:
-            builder.add_node(name, node)
-        builder.add_edge(previous, name)
-        previous = name
-    builder.add_edge(previous, "decompose")
+    builder = new_builder(MinionsState, from_request)
+    first = prelude[0][0] if prelude else "decompose"
+    add_entry(builder, first, from_request=from_request, protocol="minions")
+    for i, (name, node) in enumerate(prelude):
+        builder.add_node(name, node)
+        builder.add_edge(name, prelude[i + 1][0] if i + 1 < len(prelude) else "decompose")
     builder.add_node("decompose", make_decompose(models), retry_policy=TRANSIENT_RETRY)
     builder.add_node("sandboxed_execute", make_sandboxed_execute(sandbox), destinations=DESTINATIONS)
     builder.add_node(

@@ -1,4 +1,4 @@
-"""Running the MinionS graph on documents: start, resume, fork, and the result.
+"""Running a protocol's graph on documents: start, resume, fork, and the result.
 
 Threads live where ``checkpoint`` says (see ``graphs.persistence``): a folder with
 SQLite files (the default, ``$MINIONFLOW_HOME`` or ``~/.local/share/minionflow``)
@@ -20,7 +20,7 @@ from langgraph.store.base import BaseStore
 from langgraph.types import Command
 from minionflow.nodes.accounting import UsageSummary, count_tokens, summarize
 from minionflow.nodes.documents import BadInput, LoadedDocument
-from minionflow.nodes.ingest import initial_state
+from minionflow.nodes.ingest import protocol_state
 from minionflow.nodes.models import ModelProvider
 from minionflow.nodes.parallel_minion_map import TRANSIENT_RETRY, is_transient
 from minionflow.nodes.sandboxed_execute import Approval
@@ -214,16 +214,6 @@ def _known_thread(saver: Any, thread_id: str, checkpoint: Location | None) -> Ru
     if settings is None:
         raise BadInput(f"no thread {thread_id!r} in {describe(resolve_location(checkpoint))}")
     return settings
-
-
-def protocol_state(store: BaseStore, documents: list[LoadedDocument], task: str, settings: RunSettings) -> dict[str, Any]:
-    """The initial state for the run's graph: MinionS's (also the base of custom
-    graphs), or the fields the other protocols share."""
-    state = dict(initial_state(store, documents, task, settings))
-    if settings.protocol != "minions" and not settings.graph:
-        shared = ("settings", "settings_ref", "task", "documents", "final")
-        state = {k: state[k] for k in shared} | ({"round": 1} if settings.protocol == "minion" else {})
-    return state
 
 
 # What a local model's prompt holds besides the documents (instructions, the question,

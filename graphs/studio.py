@@ -1,7 +1,8 @@
 """What ``langgraph.json`` serves to ``langgraph dev`` and LangGraph Studio.
 
 ``graph`` is the MinionS graph taking a plain-JSON ``RunRequest`` (question,
-paths or inline texts, settings). ``checkpointer`` and ``store`` open the same
+paths or inline texts, settings); ``minion``, ``remote_only`` and ``local_only``
+are the other protocols, taking the same input. ``checkpointer`` and ``store`` open the same
 location the CLI uses (``$MINIONFLOW_CHECKPOINT``, else the SQLite files in
 ``$MINIONFLOW_HOME``), so threads started in Studio show in ``minionflow runs``,
 and a CLI thread can be opened in Studio (README: "Watch a run in Studio").
@@ -18,11 +19,16 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore
 from minionflow.nodes.blobstore import SqliteBlobStore
 
+from .baselines import local_only_builder, remote_only_builder
+from .minion import minion_builder
 from .minions import build_minions_graph
 from .persistence import is_postgres, resolve_location
 
-# the server gives the graph its checkpointer and store
+# the server gives the graphs their checkpointer and store
 graph = build_minions_graph(from_request=True)
+minion = minion_builder(from_request=True).compile(name="minion")
+remote_only = remote_only_builder(from_request=True).compile(name="remote-only")
+local_only = local_only_builder(from_request=True).compile(name="local-only")
 
 
 @asynccontextmanager

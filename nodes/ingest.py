@@ -8,6 +8,7 @@ run can be started from any LangGraph client with plain JSON input.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from langgraph.config import get_store
@@ -60,21 +61,40 @@ def initial_state(store: BaseStore, documents: list[LoadedDocument], task: str, 
     )
 
 
-def request_state(store: BaseStore, request: dict[str, Any]) -> MinionsState:
+def protocol_state(store: BaseStore, documents: list[LoadedDocument], task: str, settings: RunSettings) -> dict[str, Any]:
+    """The initial state for the run's graph: MinionS's (also the base of custom
+    graphs), or the fields the other protocols share."""
+    state = dict(initial_state(store, documents, task, settings))
+    if settings.protocol != "minions" and not settings.graph:
+        shared = ("settings", "settings_ref", "task", "documents", "final")
+        state = {k: state[k] for k in shared} | ({"round": 1} if settings.protocol == "minion" else {})
+    return state
+
+
+def request_state(store: BaseStore, request: dict[str, Any], protocol: str | None = None) -> dict[str, Any]:
     """Validate a run request and build the initial state from it (BadInput if unusable)."""
     try:
         valid = ValidRequest.model_validate(request)
-        settings = default_settings(valid.settings)
+        settings = default_settings({**valid.settings, **({"protocol": protocol} if protocol else {})})
     except ValidationError as exc:
         first = exc.errors()[0]
         raise BadInput(f"invalid run request at {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     documents = [LoadedDocument(title=d.title, text=d.text, pages=1) for d in valid.texts if d.text.strip()]
     documents += [load_document(p) for p in valid.paths]
-    return initial_state(store, documents, valid.question, settings)
+    return protocol_state(store, documents, valid.question, settings)
 
 
-def ingest(state: dict[str, Any]) -> dict[str, Any]:
-    request = {k: state[k] for k in ("question", "paths", "texts", "settings") if state.get(k) is not None}
-    update: dict[str, Any] = dict(request_state(get_store(), request))
-    update["texts"] = []  # the text is in the blob store now; later checkpoints need not carry it
-    return update
+def make_ingest(protocol: str | None = None) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The ingest node of a served graph; ``protocol`` fixes the run's protocol (the
+    graph it starts is that protocol's)."""
+
+    def ingest(state: dict[str, Any]) -> dict[str, Any]:
+        request = {k: state[k] for k in ("question", "paths", "texts", "settings") if state.get(k) is not None}
+        update = request_state(get_store(), request, protocol)
+        update["texts"] = []  # the text is in the blob store now; later checkpoints need not carry it
+        return update
+
+    return ingest
+
+
+ingest = make_ingest()

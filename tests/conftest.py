@@ -16,8 +16,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fakes import FakeProvider, PromptFake  # noqa: E402
 from minionflow.graphs import RunSettings, build_minions_graph  # noqa: E402
-from minionflow.graphs.run import all_usage, initial_state, run_config  # noqa: E402
+from minionflow.graphs.run import all_usage, run_config  # noqa: E402
 from minionflow.nodes.documents import LoadedDocument  # noqa: E402
+from minionflow.nodes.ingest import initial_state  # noqa: E402
 from minionflow.nodes.store import get_json  # noqa: E402
 from minionflow.sandbox import BwrapBackend  # noqa: E402
 

@@ -74,7 +74,7 @@ def test_a_run_through_the_sdk_is_checkpointed_where_the_cli_reads(server):
 
     url, home = server
     client = get_sync_client(url=url)
-    assert [a["graph_id"] for a in client.assistants.search()] == ["minions"]
+    assert sorted(a["graph_id"] for a in client.assistants.search()) == ["local-only", "minion", "minions", "remote-only"]
     thread = client.threads.create()["thread_id"]
     request = {
         "question": "What is the secret number?",
@@ -99,6 +99,20 @@ def test_a_run_through_the_sdk_is_checkpointed_where_the_cli_reads(server):
     assert out.returncode == 0, out.stderr
     (listed,) = [t for t in json.loads(out.stdout) if t["thread_id"] == thread]
     assert listed["status"] == "answered" and listed["jobs"] == len(jobs) and listed["local_tokens"] > 0
+
+
+def test_the_other_protocols_are_served_too(server):
+    from langgraph_sdk import get_sync_client
+
+    url, _ = server
+    client = get_sync_client(url=url)
+    thread = client.threads.create()["thread_id"]
+    request = {"question": "What is the secret number?",
+               "texts": [{"title": "ledger.txt", "text": secret_doc(paragraphs=3, secret_at=1).text}]}
+    client.runs.wait(thread, "remote-only", input=request)
+    values = client.threads.get_state(thread)["values"]
+    assert values["settings"]["protocol"] == "remote-only" and values["final"]["answer"]
+    assert [u["node"] for u in values["usage"]] == ["read_all_remote"]
 
 
 def test_a_cli_thread_opens_in_the_server(server):
