@@ -3,6 +3,7 @@ round, list a thread's checkpoints. Read-only: nothing here calls a model."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -17,6 +18,8 @@ from .protocols import build_graph, thread_settings
 from .run import all_usage
 from .settings import RunSettings
 from .state import UsageRecord
+
+log = logging.getLogger(__name__)
 
 Status = Literal["answered", "unfinished"]
 
@@ -113,7 +116,15 @@ def _graph(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id: str,
     settings = thread_settings(saver, thread_id, checkpoint_id)
     if settings is None:
         raise BadInput(f"no thread {thread_id!r} in this checkpoint database")
-    return build_graph(settings, checkpointer=saver, store=store)
+    try:
+        return build_graph(settings, checkpointer=saver, store=store)
+    except BadInput as exc:
+        if not settings.graph:
+            raise
+        # a custom graph that cannot be imported here: its state is MinionsState, which the
+        # default graph reads as well (to resume it, the module must be importable again)
+        log.warning("thread %s: %s; reading it with the default MinionS graph", thread_id, exc)
+        return build_graph(settings.model_copy(update={"graph": None}), checkpointer=saver, store=store)
 
 
 def list_threads(saver: BaseCheckpointSaver[Any], store: BaseStore) -> list[ThreadSummary]:

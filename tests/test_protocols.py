@@ -181,3 +181,31 @@ def test_compare_runs_every_protocol_with_the_embedded_model(tmp_path):
     table = cli("runs", "--json", home=tmp_path / "h")
     protocols = sorted(t["protocol"] for t in json.loads(table.stdout))
     assert protocols == sorted(rows)
+
+
+def test_a_thread_of_a_custom_graph_that_is_gone_is_still_listed(tmp_path, monkeypatch):
+    from conftest import default_local, default_remote
+    from minionflow.graphs.threads import list_threads
+
+    module = tmp_path / "gone_graphs.py"
+    module.write_text("from minionflow.graphs import minions_builder\n\n"
+                      "def build(models, sandbox):\n    return minions_builder(models, sandbox)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def down(prompt: str) -> str:
+        if "Write prepare_jobs now" in prompt:
+            return default_remote(prompt)
+        raise openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions"))
+
+    failed = run_minions([secret_doc()], QUESTION, RunSettings(graph="gone_graphs:build", chunk_tokens=40, max_chunk_chars=4000),
+                         checkpoint=tmp_path / "home", models=FakeProvider(PromptFake(responder=down), PromptFake(responder=default_local)))
+    assert failed.status == "failed"
+    module.unlink()
+    monkeypatch.delitem(sys.modules, "gone_graphs")
+    from minionflow.graphs.persistence import open_persistence
+
+    with open_persistence(tmp_path / "home") as (saver, store):
+        (summary,) = list_threads(saver, store)
+    assert summary.protocol == "gone_graphs:build" and summary.status == "unfinished" and summary.jobs == 12
+    with pytest.raises(BadInput, match="cannot import gone_graphs"):
+        resume_minions(failed.thread_id, checkpoint=tmp_path / "home")
