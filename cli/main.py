@@ -12,12 +12,12 @@ from minionflow.graphs.persistence import Location, data_dir, resolve_location
 from minionflow.graphs.protocols import check_graph, load_custom_graph
 from minionflow.graphs.run import RunResult, run_minions
 from minionflow.graphs.settings import (
-    EMBEDDED_SUPERVISOR_DEFAULTS,
     PROTOCOLS,
     ModelSpec,
     ModelSpecError,
     RunSettings,
     default_remote_spec,
+    embedded_supervisor_defaults,
 )
 from minionflow.nodes.documents import BadInput, LoadedDocument, load_document
 from minionflow.nodes.models import ModelConfigError, preflight
@@ -82,13 +82,15 @@ def build_settings(remote: str | None, local: str | None, *, protocol: str = "mi
     local_spec = _parse_spec(local, "local") or ModelSpec.parse("embedded")
     overrides: dict[str, Any] = {"remote": remote_spec, "local": local_spec, "protocol": protocol, "graph": graph}
     if remote_spec.kind == "embedded":
-        overrides.update(EMBEDDED_SUPERVISOR_DEFAULTS)
+        overrides.update(embedded_supervisor_defaults(protocol))
     overrides.update({k: v for k, v in given.items() if v is not None})
     try:
         settings = RunSettings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise _fail(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        where = ".".join(map(str, first["loc"]))
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise _fail(f"invalid setting {where}: {message}" if where else f"invalid settings: {message}") from None
     if graph:
         try:
             check_graph(graph, load_custom_graph(graph)(None, None))

@@ -132,6 +132,14 @@ PROTOCOLS: tuple[str, ...] = ("minions", "minion", "remote-only", "local-only")
 EMBEDDED_SUPERVISOR_DEFAULTS: dict[str, int] = {"max_rounds": 1, "max_code_attempts": 1}
 
 
+def embedded_supervisor_defaults(protocol: str) -> dict[str, int]:
+    """The defaults above; a Minion chat needs two turns (a question, then the answer)."""
+    return {**EMBEDDED_SUPERVISOR_DEFAULTS, "max_rounds": MIN_MINION_TURNS} if protocol == "minion" else dict(EMBEDDED_SUPERVISOR_DEFAULTS)
+
+
+MIN_MINION_TURNS = 2
+
+
 def default_settings(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> RunSettings:
     """Settings for a run that names only what it changes: the default supervisor
     (``default_remote_spec``), with the embedded-supervisor defaults when that is
@@ -141,7 +149,7 @@ def default_settings(overrides: dict[str, Any] | None = None, environ: dict[str,
     remote = ModelSpec.model_validate(remote)
     base: dict[str, Any] = {"remote": remote}
     if remote.kind == "embedded":
-        base.update(EMBEDDED_SUPERVISOR_DEFAULTS)
+        base.update(embedded_supervisor_defaults(str(data.get("protocol", "minions"))))
     return RunSettings.model_validate({**base, **{k: v for k, v in data.items() if k != "remote"}})
 
 
@@ -197,6 +205,12 @@ class RunSettings(BaseModel):
     def _spec_string(cls, value: Any) -> Any:
         """A spec may be given as its string (``openai:gpt-4o``, ``embedded``, ``M@URL``)."""
         return ModelSpec.parse(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _minion_turns(self) -> RunSettings:
+        if self.protocol == "minion" and self.max_rounds < MIN_MINION_TURNS:
+            raise ValueError(f"the minion protocol needs max_rounds >= {MIN_MINION_TURNS} (a question, then the answer)")
+        return self
 
     @model_validator(mode="after")
     def _chunks_fit(self) -> RunSettings:

@@ -1,7 +1,7 @@
 """minion_remote (remote): the supervisor's turn in the Minion chat. It reads the
 question and the conversation so far (never the document) and either asks the
-local model one more question or answers. The last turn forces an answer; an
-unusable reply never crashes the run."""
+local model one more question or answers. The first turn always asks; the last
+turn forces an answer; an unusable reply never crashes the run."""
 
 from __future__ import annotations
 
@@ -66,6 +66,11 @@ def make_minion_remote(models: ModelProvider) -> Callable[[MinionState], dict[st
             log.warning("turn %s: the supervisor's reply was unusable (%s)", round_, reply.error)
             notes.append(f"turn {round_}: the supervisor's reply was unusable ({reply.error})")
         answering = turn is not None and turn.decision == "provide_final_answer" and bool(turn.answer)
+        if answering and not state.get("conversation"):
+            # the protocol starts with a question: an answer before the local model has said
+            # anything can only be a guess
+            answering = False
+            notes.append(f"turn {round_}: the supervisor answered before asking anything; the local model was asked instead")
         if last or answering:
             forced = not answering
             answer = turn.answer if turn is not None and turn.answer else _last_local(state)

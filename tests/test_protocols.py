@@ -147,6 +147,7 @@ def test_bad_protocols_and_graphs_are_clear_errors(tmp_path):
     env_home = tmp_path / "home"
     cases = [
         (["--protocol", "telepathy"], "unknown protocol 'telepathy'; choose one of minions, minion, remote-only, local-only"),
+        (["--protocol", "minion", "--max-rounds", "1"], "invalid settings: the minion protocol needs max_rounds >= 2"),
         (["--graph", "nope"], "write it as module:attr"),
         (["--graph", "no_such_module:x"], "cannot import no_such_module"),
         (["--graph", "not_graphs:missing"], "has no attribute 'missing'"),
@@ -209,3 +210,15 @@ def test_a_thread_of_a_custom_graph_that_is_gone_is_still_listed(tmp_path, monke
     assert summary.protocol == "gone_graphs:build" and summary.status == "unfinished" and summary.jobs == 12
     with pytest.raises(BadInput, match="cannot import gone_graphs"):
         resume_minions(failed.thread_id, checkpoint=tmp_path / "home")
+
+
+def test_minion_never_answers_before_asking(tmp_path):
+    def hasty(prompt: str) -> str:
+        if "(none yet" in prompt:  # the first turn: no conversation yet
+            return turn("provide_final_answer", answer="a guess")
+        return supervisor(prompt)
+
+    result, remote, local = run(tmp_path, remote=hasty, protocol="minion")
+    assert result.answer == "42" and len(local.prompts) == 2  # the fallback question, then the supervisor's
+    assert "What does the document say that helps answer" in local.prompts[0]
+    assert any("answered before asking" in n for n in result.notes)
