@@ -115,6 +115,24 @@ def test_majority_vote_keeps_the_answer_most_jobs_agree_on(tmp_path):
         view = show_thread(saver, store, vote.thread_id)
     assert len(view.rounds[0].kept) == 1 and view.rounds[0].kept[0]["explanation"].startswith("3 of 4 jobs agree")
 
+    # the supervisor is down at aggregation: the run stops resumable, and the resume aggregates
+    # the saved vote without running a job again
+    def down(prompt: str) -> str:
+        if "Write prepare_jobs now" in prompt:
+            return GOOD_CODE
+        raise openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions"))
+
+    first_local = PromptFake(responder=local)
+    failed = run_minions([doc], QUESTION, RunSettings(graph=VOTE, chunk_tokens=40, max_chunk_chars=4000),
+                         checkpoint=tmp_path / "resume", sandbox=BwrapBackend(),
+                         models=FakeProvider(PromptFake(responder=down), first_local))
+    assert failed.status == "failed" and len(first_local.prompts) == 6
+    again_local = PromptFake(responder=local)
+    done = resume_minions(failed.thread_id, checkpoint=tmp_path / "resume", sandbox=BwrapBackend(),
+                          models=FakeProvider(PromptFake(responder=remote), again_local))
+    assert done.status == "answered" and done.answer == "42" and again_local.prompts == []
+    assert done.usage is not None and done.usage.local.calls == 6
+
 
 @pytest.mark.embedded
 def test_custom_graphs_run_through_the_cli_with_the_embedded_model(tmp_path):
