@@ -18,9 +18,9 @@ from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
 from langgraph.store.base import BaseStore
 from langgraph.types import Command
-from minionflow.nodes.accounting import UsageSummary, count_tokens, summarize
+from minionflow.nodes.accounting import UsageSummary, summarize
 from minionflow.nodes.documents import BadInput, LoadedDocument
-from minionflow.nodes.ingest import protocol_state
+from minionflow.nodes.ingest import check_fits, protocol_state
 from minionflow.nodes.models import ModelProvider
 from minionflow.nodes.parallel_minion_map import TRANSIENT_RETRY, is_transient
 from minionflow.nodes.sandboxed_execute import Approval
@@ -214,26 +214,6 @@ def _known_thread(saver: Any, thread_id: str, checkpoint: Location | None) -> Ru
     if settings is None:
         raise BadInput(f"no thread {thread_id!r} in {describe(resolve_location(checkpoint))}")
     return settings
-
-
-# What a local model's prompt holds besides the documents (instructions, the question,
-# the reply), in tokens.
-PROMPT_RESERVE_TOKENS = 600
-
-
-def check_fits(settings: RunSettings, documents: list[LoadedDocument]) -> None:
-    """The protocols where the local model reads every document need them to fit its
-    context window; refuse before any call rather than fail on every turn."""
-    if settings.graph or settings.protocol not in ("minion", "local-only"):
-        return
-    tokens = sum(count_tokens(d.text) for d in documents)
-    room = settings.local.context_window - settings.local_max_tokens - PROMPT_RESERVE_TOKENS
-    if tokens > room:
-        raise BadInput(
-            f"the documents are about {tokens:,} tokens, more than the local model's context holds "
-            f"({settings.local.context_window:,} tokens, {room:,} after the prompt and reply): protocol "
-            f"{settings.protocol} needs them whole; use minions (the default), which reads them in chunks"
-        )
 
 
 def _stream(graph: Any, run_input: dict[str, Any] | Command[Any] | None, thread_id: str, settings: RunSettings, store: BaseStore,

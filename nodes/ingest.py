@@ -18,6 +18,7 @@ from minionflow.graphs.state import DocumentRef, MinionsState
 from pydantic import BaseModel, Field, ValidationError
 from typing_extensions import TypedDict
 
+from .accounting import count_tokens
 from .documents import BadInput, LoadedDocument, load_document
 from .store import put_json, put_text
 
@@ -71,6 +72,26 @@ def protocol_state(store: BaseStore, documents: list[LoadedDocument], task: str,
     return state
 
 
+# What a local model's prompt holds besides the documents (instructions, the question,
+# the reply), in tokens.
+PROMPT_RESERVE_TOKENS = 600
+
+
+def check_fits(settings: RunSettings, documents: list[LoadedDocument]) -> None:
+    """The protocols where the local model reads every document need them to fit its
+    context window; refuse before any call rather than fail on every turn."""
+    if settings.graph or settings.protocol not in ("minion", "local-only"):
+        return
+    tokens = sum(count_tokens(d.text) for d in documents)
+    room = settings.local.context_window - settings.local_max_tokens - PROMPT_RESERVE_TOKENS
+    if tokens > room:
+        raise BadInput(
+            f"the documents are about {tokens:,} tokens, more than the local model's context holds "
+            f"({settings.local.context_window:,} tokens, {room:,} after the prompt and reply): protocol "
+            f"{settings.protocol} needs them whole; use minions (the default), which reads them in chunks"
+        )
+
+
 def request_state(store: BaseStore, request: dict[str, Any], protocol: str | None = None) -> dict[str, Any]:
     """Validate a run request and build the initial state from it (BadInput if unusable)."""
     try:
@@ -81,6 +102,7 @@ def request_state(store: BaseStore, request: dict[str, Any], protocol: str | Non
         raise BadInput(f"invalid run request at {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     documents = [LoadedDocument(title=d.title, text=d.text, pages=1) for d in valid.texts if d.text.strip()]
     documents += [load_document(p) for p in valid.paths]
+    check_fits(settings, documents)
     return protocol_state(store, documents, valid.question, settings)
 
 

@@ -141,3 +141,22 @@ def test_the_public_api_resolves():
                                      filter_node=nodes.majority_vote_filter)
     assert list(builder.nodes)[:2] == ["retrieve", "decompose"]
     assert set(graphs.PROTOCOLS) == {"minions", "minion", "remote-only", "local-only"}
+
+
+def test_a_run_request_is_validated_like_a_cli_run():
+    import pytest
+    from langgraph.store.memory import InMemoryStore
+    from minionflow.nodes.documents import BadInput
+    from minionflow.nodes.ingest import request_state
+
+    store = InMemoryStore()
+    state = request_state(store, {"question": "Why?", "texts": [{"title": "a.txt", "text": "Because."}]}, "minion")
+    assert state["settings"]["protocol"] == "minion" and state["round"] == 1 and "code" not in state
+    with pytest.raises(BadInput, match="more than the local model's context holds"):
+        request_state(store, {"question": "Why?", "texts": [{"text": "word " * 40_000}]}, "local-only")
+    with pytest.raises(BadInput, match="the question is empty"):
+        request_state(store, {"question": " ", "texts": [{"text": "x"}]})
+    with pytest.raises(BadInput, match="invalid run request at texts"):
+        request_state(store, {"question": "Why?", "texts": "not a list"})
+    with pytest.raises(BadInput, match="no such file"):
+        request_state(store, {"question": "Why?", "paths": ["/nonexistent/report.pdf"]})
