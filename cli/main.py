@@ -11,14 +11,7 @@ import typer
 from minionflow.graphs.persistence import Location, data_dir, resolve_location
 from minionflow.graphs.protocols import check_graph, load_custom_graph
 from minionflow.graphs.run import RunResult, run_minions
-from minionflow.graphs.settings import (
-    PROTOCOLS,
-    ModelSpec,
-    ModelSpecError,
-    RunSettings,
-    default_remote_spec,
-    embedded_supervisor_defaults,
-)
+from minionflow.graphs.settings import PROTOCOLS, ModelSpec, ModelSpecError, RunSettings, default_settings, first_error
 from minionflow.nodes.documents import BadInput, LoadedDocument, load_document
 from minionflow.nodes.models import ModelConfigError, preflight
 from minionflow.sandbox.base import SandboxUnavailable
@@ -78,18 +71,11 @@ def build_settings(remote: str | None, local: str | None, *, protocol: str = "mi
     """RunSettings from command-line options (None: the default), or a clear exit 2."""
     if protocol not in PROTOCOLS:
         raise _fail(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    remote_spec = _parse_spec(remote, "remote") or default_remote_spec()
-    local_spec = _parse_spec(local, "local") or ModelSpec.parse("embedded")
-    overrides: dict[str, Any] = {"remote": remote_spec, "local": local_spec, "protocol": protocol, "graph": graph}
-    if remote_spec.kind == "embedded":
-        overrides.update(embedded_supervisor_defaults(protocol))
-    overrides.update({k: v for k, v in given.items() if v is not None})
     try:
-        settings = RunSettings(**overrides)
+        settings = default_settings({"remote": _parse_spec(remote, "remote"), "local": _parse_spec(local, "local"),
+                                     "protocol": protocol, "graph": graph, **given})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(map(str, first["loc"]))
-        message = str(first["msg"]).removeprefix("Value error, ")
+        where, message = first_error(exc)
         raise _fail(f"invalid setting {where}: {message}" if where else f"invalid settings: {message}") from None
     if graph:
         try:

@@ -7,10 +7,10 @@ the settings it started with.
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from minionflow.sandbox.base import SandboxLimits
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 StructuredMethod = Literal["auto", "json_schema", "json_object_schema", "function_calling"]
 
@@ -124,7 +124,8 @@ def default_remote_spec(environ: dict[str, str] | None = None) -> ModelSpec:
 
 
 Protocol = Literal["minions", "minion", "remote-only", "local-only"]
-PROTOCOLS: tuple[str, ...] = ("minions", "minion", "remote-only", "local-only")
+PROTOCOLS: tuple[str, ...] = get_args(Protocol)
+MIN_MINION_TURNS = 2  # a Minion chat: a question, then the answer
 
 # With the embedded model as the supervisor (a 135M model), extra rounds and code
 # attempts cost minutes (one pass over a 100 KB document takes about three on two
@@ -133,24 +134,29 @@ EMBEDDED_SUPERVISOR_DEFAULTS: dict[str, int] = {"max_rounds": 1, "max_code_attem
 
 
 def embedded_supervisor_defaults(protocol: str) -> dict[str, int]:
-    """The defaults above; a Minion chat needs two turns (a question, then the answer)."""
+    """The defaults above; a Minion chat needs its two turns."""
     return {**EMBEDDED_SUPERVISOR_DEFAULTS, "max_rounds": MIN_MINION_TURNS} if protocol == "minion" else dict(EMBEDDED_SUPERVISOR_DEFAULTS)
 
 
-MIN_MINION_TURNS = 2
-
-
 def default_settings(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> RunSettings:
-    """Settings for a run that names only what it changes: the default supervisor
-    (``default_remote_spec``), with the embedded-supervisor defaults when that is
-    the embedded model, then the overrides."""
-    data: dict[str, Any] = dict(overrides or {})
-    remote = RunSettings._spec_string(data["remote"]) if data.get("remote") else default_remote_spec(environ)
+    """Settings for a run that names only what it changes (a None value changes
+    nothing): the default supervisor (``default_remote_spec``), with the
+    embedded-supervisor defaults when that is the embedded model, then the overrides.
+    Used by the CLI and by the runs LangGraph clients start."""
+    data: dict[str, Any] = {k: v for k, v in (overrides or {}).items() if v is not None}
+    remote = RunSettings._spec_string(data["remote"]) if "remote" in data else default_remote_spec(environ)
     remote = ModelSpec.model_validate(remote)
     base: dict[str, Any] = {"remote": remote}
     if remote.kind == "embedded":
         base.update(embedded_supervisor_defaults(str(data.get("protocol", "minions"))))
     return RunSettings.model_validate({**base, **{k: v for k, v in data.items() if k != "remote"}})
+
+
+def first_error(exc: ValidationError) -> tuple[str, str]:
+    """Where the first validation error is (dotted, empty for the whole model) and
+    what it says, for a one-line message."""
+    first = exc.errors()[0]
+    return ".".join(map(str, first["loc"])), str(first["msg"]).removeprefix("Value error, ")
 
 
 class RolePrices(BaseModel):

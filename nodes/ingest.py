@@ -13,7 +13,7 @@ from typing import Any
 
 from langgraph.config import get_store
 from langgraph.store.base import BaseStore
-from minionflow.graphs.settings import RunSettings, default_settings
+from minionflow.graphs.settings import RunSettings, default_settings, first_error
 from minionflow.graphs.state import DocumentRef, MinionsState
 from pydantic import BaseModel, Field, ValidationError
 from typing_extensions import TypedDict
@@ -98,8 +98,8 @@ def request_state(store: BaseStore, request: dict[str, Any], protocol: str | Non
         valid = ValidRequest.model_validate(request)
         settings = default_settings({**valid.settings, **({"protocol": protocol} if protocol else {})})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise BadInput(f"invalid run request at {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        where, message = first_error(exc)
+        raise BadInput(f"invalid run request at {where}: {message}" if where else f"invalid run request: {message}") from None
     documents = [LoadedDocument(title=d.title, text=d.text, pages=1) for d in valid.texts if d.text.strip()]
     documents += [load_document(p) for p in valid.paths]
     check_fits(settings, documents)
