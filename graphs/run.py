@@ -19,12 +19,13 @@ from langgraph.runtime import RunControl
 from langgraph.store.base import BaseStore
 from langgraph.types import Command
 from minionflow.nodes.accounting import UsageSummary, summarize
+from minionflow.nodes.common import document_texts
 from minionflow.nodes.documents import BadInput, LoadedDocument
 from minionflow.nodes.ingest import check_fits, protocol_state
 from minionflow.nodes.models import ModelProvider
 from minionflow.nodes.parallel_minion_map import TRANSIENT_RETRY, is_transient
 from minionflow.nodes.sandboxed_execute import Approval
-from minionflow.nodes.store import get_json, get_json_many, get_text, put_json
+from minionflow.nodes.store import get_json, get_json_many, put_json
 from minionflow.sandbox.base import SandboxBackend
 from pydantic import BaseModel, Field, ValidationError
 
@@ -259,16 +260,26 @@ def _check_resumable(thread_id: str, values: dict[str, Any], pending: tuple[str,
         raise BadInput(f"thread {thread_id} belongs to another question or other documents")
 
 
-def _result(thread_id: str, values: dict[str, Any], store: BaseStore, error: str | None, elapsed: float) -> RunResult:
+def thread_usage(values: dict[str, Any], store: BaseStore) -> tuple[list[UsageRecord], UsageSummary]:
+    """Every model call of a thread and its usage summary (with the remote-only estimate)."""
     settings = RunSettings.model_validate(values["settings"])
-    final = values.get("final")
     records = all_usage(values, store)
-    texts = [get_text(store, d["sha256"]) for d in values.get("documents", [])]
-    usage = summarize(records, settings.prices, values.get("task", ""), texts, (final or {}).get("answer", ""))
+    texts = document_texts(store, values.get("documents") or [])
+    answer = (values.get("final") or {}).get("answer", "")
+    return records, summarize(records, settings.prices, values.get("task", ""), texts, answer)
+
+
+def rounds_done(values: dict[str, Any]) -> int:
+    """Finished rounds: MinionS records each; the other protocols count turns."""
+    return len(values.get("rounds") or []) or (values.get("final") or {}).get("rounds") or max(values.get("round", 1) - 1, 0)
+
+
+def _result(thread_id: str, values: dict[str, Any], store: BaseStore, error: str | None, elapsed: float) -> RunResult:
+    final = values.get("final")
+    records, usage = thread_usage(values, store)
     common: dict[str, Any] = {
         "thread_id": thread_id, "notes": list(values.get("notes") or []), "usage": usage,
-        "calls": records, "elapsed_s": round(elapsed, 3),
-        "rounds": len(values.get("rounds") or []) or (final or {}).get("rounds", 0),
+        "calls": records, "elapsed_s": round(elapsed, 3), "rounds": rounds_done(values),
     }
     if final and error is None:
         return RunResult(

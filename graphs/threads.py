@@ -9,13 +9,13 @@ from typing import Any, Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore
-from minionflow.nodes.accounting import Transcript, UsageSummary, load_transcripts, role_totals, summarize
+from minionflow.nodes.accounting import Transcript, UsageSummary, load_transcripts, role_totals
 from minionflow.nodes.documents import BadInput
-from minionflow.nodes.store import get_json, get_text
+from minionflow.nodes.store import get_json
 from pydantic import BaseModel
 
 from .protocols import build_graph, thread_settings
-from .run import all_usage
+from .run import all_usage, rounds_done, thread_usage
 from .settings import RunSettings
 from .state import UsageRecord
 
@@ -100,7 +100,7 @@ def _summary(thread_id: str, values: dict[str, Any], nxt: tuple[str, ...], creat
         protocol=settings.graph or settings.protocol,
         status="answered" if values.get("final") and not nxt else "unfinished",
         question=values.get("task", ""),
-        rounds=len(values.get("rounds") or []) or (values.get("final") or {}).get("rounds") or max(values.get("round", 1) - 1, 0),
+        rounds=rounds_done(values),
         jobs=sum(r["jobs"] for r in values.get("rounds") or []) + (values.get("job_count") or 0 if not values.get("final") else 0),
         remote_tokens=totals["remote"].prompt_tokens + totals["remote"].completion_tokens,
         local_tokens=totals["local"].prompt_tokens + totals["local"].completion_tokens,
@@ -153,11 +153,8 @@ def show_thread(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id: st
                 decision=r["decision"],
             )
         )
-    settings = RunSettings.model_validate(values["settings"])
     final = values.get("final")
-    texts = [get_text(store, d["sha256"]) for d in values.get("documents") or []]
-    records = all_usage(values, store)
-    usage = summarize(records, settings.prices, values.get("task", ""), texts, (final or {}).get("answer", ""))
+    records, usage = thread_usage(values, store)
     return ThreadView(
         summary=_summary(thread_id, values, snapshot.next, snapshot.created_at, records),
         settings=values["settings"], documents=list(values.get("documents") or []), rounds=rounds,

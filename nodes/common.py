@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 from langgraph.config import get_stream_writer
 from langgraph.store.base import BaseStore
 from minionflow.graphs.settings import RunSettings
-from minionflow.graphs.state import JobBatch
+from minionflow.graphs.state import DocumentRef, JobBatch
 
 from .store import get_json, get_texts
 
@@ -53,6 +53,11 @@ def batch_from_ref(store: BaseStore, ref: str) -> LoadedBatch:
             refs = sorted({job["chunk_ref"] for job in batch["jobs"]})
             loaded = _batches_by_ref[ref] = LoadedBatch(batch, dict(zip(refs, get_texts(store, refs), strict=True)))
         return loaded
+
+
+def document_texts(store: BaseStore, documents: list[DocumentRef]) -> list[str]:
+    """The texts of a run's documents, in one store round trip."""
+    return get_texts(store, [d["sha256"] for d in documents])
 
 
 def emit_usage(records: list[Any]) -> None:

@@ -12,9 +12,9 @@ from minionflow.graphs.state import ChatTurn, MinionState
 
 from . import prompts
 from .accounting import usage_records
-from .common import emit, emit_usage, settings_of
-from .models import ModelProvider
-from .store import BlobBatch, get_texts
+from .common import document_texts, emit, emit_usage, settings_of
+from .models import ModelProvider, reply_text
+from .store import BlobBatch
 
 
 def document_block(titles: list[str], texts: list[str]) -> str:
@@ -27,7 +27,7 @@ def make_minion_local(models: ModelProvider) -> Callable[[MinionState], dict[str
         round_ = state["round"]
         store = get_store()
         docs = state["documents"]
-        texts = get_texts(store, [d["sha256"] for d in docs])
+        texts = document_texts(store, docs)
         question = [t for t in state.get("conversation") or [] if t["role"] == "remote"][-1]["content"]
         messages = [
             SystemMessage(prompts.MINION_LOCAL_SYSTEM),
@@ -40,7 +40,7 @@ def make_minion_local(models: ModelProvider) -> Callable[[MinionState], dict[str
         usage = usage_records([call], "local", "minion_local", round_, client.name, blobs)
         blobs.write(store)
         emit_usage(usage)
-        content = str(call.message.content).strip() if call.message is not None else ""
+        content = reply_text(call.message).strip() if call.message is not None else ""
         if not content:
             content = f"(the local model gave no answer: {call.error or 'empty reply'})"
         emit({"type": "minion_local", "round": round_})

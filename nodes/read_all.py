@@ -13,9 +13,9 @@ from minionflow.graphs.state import FinalAnswer, ReadAllState
 
 from . import prompts
 from .accounting import usage_records
-from .common import emit_usage, settings_of
-from .models import ModelProvider, Role
-from .store import BlobBatch, get_texts
+from .common import document_texts, emit_usage, settings_of
+from .models import ModelProvider, Role, reply_text
+from .store import BlobBatch
 
 
 def read_all_messages(task: str, titles: list[str], texts: list[str]) -> list[Any]:
@@ -31,13 +31,12 @@ def make_read_all(models: ModelProvider, role: Role) -> Callable[[ReadAllState],
         client = models.client(spec, role, max_tokens)
         store = get_store()
         docs = state["documents"]
-        call = client.text(read_all_messages(state["task"], [d["title"] for d in docs],
-                                             get_texts(store, [d["sha256"] for d in docs])))
+        call = client.text(read_all_messages(state["task"], [d["title"] for d in docs], document_texts(store, docs)))
         blobs = BlobBatch()
         usage = usage_records([call], role, f"read_all_{role}", 1, client.name, blobs)
         blobs.write(store)
         emit_usage(usage)
-        answer = str(call.message.content).strip() if call.message is not None else ""
+        answer = reply_text(call.message).strip() if call.message is not None else ""
         notes = [] if answer else [f"the {role} model gave no answer: {call.error or 'empty reply'}"]
         return {"usage": usage, "notes": notes,
                 "final": FinalAnswer(answer=answer or "(no answer)", explanation=f"the {role} model read everything",

@@ -17,8 +17,8 @@ from minionflow.graphs.state import DocumentRef, MinionsState
 from minionflow.sandbox.chunking import chunk_by_tokens
 from rank_bm25 import BM25Okapi
 
-from .common import emit, settings_of
-from .store import get_texts, put_text
+from .common import document_texts, emit, settings_of
+from .store import put_text
 
 SKIPPED = "\n\n[...]\n\n"
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -45,7 +45,7 @@ def make_bm25_prefilter(top_k: int = 8) -> Callable[[MinionsState], dict[str, An
         settings = settings_of(state)
         store = get_store()
         originals = state.get("source_documents") or state["documents"]
-        texts = get_texts(store, [d["sha256"] for d in originals])
+        texts = document_texts(store, originals)
         # one ranking over every document's chunks: the best chunks wherever they are
         pieces = [(doc, chunk) for doc, text in zip(originals, texts, strict=True)
                   for chunk in chunk_by_tokens(text, max_tokens=settings.chunk_tokens)]

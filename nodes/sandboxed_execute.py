@@ -21,7 +21,7 @@ from minionflow.sandbox.chunking import chunk_by_tokens
 from minionflow.sandbox.select import get_backend
 from pydantic import BaseModel
 
-from .common import emit, settings_of
+from .common import document_texts, emit, settings_of
 from .store import get_json, get_text, put_json, put_texts
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def make_sandboxed_execute(sandbox: SandboxBackend | None = None) -> Callable[[M
         store = get_store()
         round_ = state["round"]
         errors = list(state.get("code_errors") or [])
-        texts = [get_text(store, d["sha256"]) for d in state["documents"]]
+        texts = document_texts(store, state["documents"])
         specs: list[JobSpec] = []
         code = state.get("code")
         update: dict[str, Any] = {}
