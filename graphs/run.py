@@ -264,7 +264,8 @@ def thread_usage(values: dict[str, Any], store: BaseStore) -> tuple[list[UsageRe
     """Every model call of a thread and its usage summary (with the remote-only estimate)."""
     settings = RunSettings.model_validate(values["settings"])
     records = all_usage(values, store)
-    texts = document_texts(store, values.get("documents") or [])
+    # the estimate sends everything: the documents as given, before any step narrowed them
+    texts = document_texts(store, values.get("source_documents") or values.get("documents") or [])
     answer = (values.get("final") or {}).get("answer", "")
     return records, summarize(records, settings.prices, values.get("task", ""), texts, answer)
 

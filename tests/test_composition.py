@@ -70,6 +70,10 @@ def test_retrieval_prefilter_sends_only_the_top_chunks_and_resumes(tmp_path):
     assert local2.prompts == [] and not any("Write prepare_jobs now" in p for p in remote.prompts)
     assert done.usage is not None and done.usage.local.calls == 8 and done.usage.remote.calls == 2
     assert any("retrieval (BM25) kept the 8 best of 40 chunks" in n for n in done.notes)
+    from minionflow.nodes.accounting import count_tokens
+
+    # remote-only means sending the whole document, not the retrieved part
+    assert done.usage.remote_only_prompt_tokens == count_tokens(QUESTION) + count_tokens(long_doc().text)
     with open_persistence(tmp_path) as (saver, store):
         view = show_thread(saver, store, done.thread_id)
     assert view.summary.protocol == RETRIEVAL and view.summary.jobs == 8
