@@ -15,7 +15,6 @@ from typing import Any
 from langgraph.config import get_store
 from minionflow.graphs.state import DocumentRef, MinionsState
 from minionflow.sandbox.chunking import chunk_by_tokens
-from rank_bm25 import BM25Okapi
 
 from .common import document_texts, emit, settings_of
 from .store import put_text
@@ -32,6 +31,8 @@ def top_chunks(task: str, chunks: list[str], top_k: int) -> list[int]:
     """Indices of the ``top_k`` chunks BM25 ranks highest for the task, in document order."""
     if len(chunks) <= top_k:
         return list(range(len(chunks)))
+    from rank_bm25 import BM25Okapi  # imports numpy: only when a graph retrieves
+
     scores = BM25Okapi([tokenize(c) or [""] for c in chunks]).get_scores(tokenize(task))
     best = sorted(range(len(chunks)), key=lambda i: (-scores[i], i))[:top_k]
     return sorted(best)
