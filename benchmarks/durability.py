@@ -32,49 +32,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-CODE = (
-    "```python\ndef prepare_jobs(context, prev_job_manifests, prev_job_outputs):\n"
-    "    return [JobManifest(chunk=c, task='Find the code word', chunk_id=i) "
-    "for i, c in enumerate(context[0].split('\\n\\n'))]\n```"
-)
+from workload import QUESTION, document, local, remote, timed_bwrap  # noqa: E402
+
 DOWN_MARKER = "Paragraph DOWN:"
-
-
-def remote(prompt: str) -> str:
-    if "Write prepare_jobs now" in prompt:
-        return CODE
-    return json.dumps({"decision": "provide_final_answer", "answer": "x", "explanation": "e",
-                       "feedback": None, "scratchpad": None})
-
-
-def local(prompt: str) -> str:
-    return json.dumps({"explanation": "none here", "citation": None, "answer": None})
-
-
-def document(jobs: int, down: bool = False) -> Any:
-    from minionflow.nodes.documents import LoadedDocument
-
-    paragraphs = [f"Paragraph {i}: " + "cargo manifest entry. " * 30 for i in range(jobs)]
-    if down:
-        paragraphs.append(DOWN_MARKER + " cargo manifest entry." * 30)
-    return LoadedDocument(title="bench.txt", text="\n\n".join(paragraphs), pages=1)
-
-
-def timed_bwrap() -> tuple[Any, list[float]]:
-    from minionflow.sandbox import BwrapBackend
-
-    backend = BwrapBackend()
-    backend.check()
-    spent: list[float] = []
-    original = backend.execute
-
-    def execute(request, limits):  # type: ignore[no-untyped-def]
-        result = original(request, limits)
-        spent.append(result.duration_s)
-        return result
-
-    backend.execute = execute  # type: ignore[method-assign]
-    return backend, spent
 
 
 def overhead(store_kind: str, jobs: int, postgres: str) -> dict[str, Any]:
@@ -98,7 +58,7 @@ def overhead(store_kind: str, jobs: int, postgres: str) -> dict[str, Any]:
                                         backend, saver, store)
             thread = str(uuid.uuid4())
             started = time.perf_counter()
-            state = initial_state(store, [document(jobs)], "What is the code word?", settings)
+            state = initial_state(store, [document(jobs)], QUESTION, settings)
             for _ in graph.stream(state, run_config(thread, settings), stream_mode="custom", durability="sync"):
                 pass
             wall = time.perf_counter() - started
@@ -132,7 +92,7 @@ def resume_start(store_kind: str, jobs: int, postgres: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         location = tmp if store_kind == "sqlite" else postgres
         thread = str(uuid.uuid4())
-        stopped = run_minions([document(jobs, down=True)], "What is the code word?", settings, thread_id=thread,
+        stopped = run_minions([document(jobs, extra=[DOWN_MARKER + " cargo manifest entry." * 30])], QUESTION, settings, thread_id=thread,
                               checkpoint=location, sandbox=backend,
                               models=FakeProvider(PromptFake(responder=remote), PromptFake(responder=local_down)))
         assert stopped.status == "failed", stopped.status

@@ -26,53 +26,25 @@ def one(jobs: int) -> dict[str, float]:
     from fakes import FakeProvider, PromptFake
     from minionflow.graphs import RunSettings
     from minionflow.graphs.run import run_minions
-    from minionflow.nodes.documents import LoadedDocument
-    from minionflow.sandbox import BwrapBackend
+    from workload import QUESTION, document, local, remote, timed_bwrap
 
-    code = (
-        "```python\ndef prepare_jobs(context, prev_job_manifests, prev_job_outputs):\n"
-        "    return [JobManifest(chunk=c, task='Find the code word', chunk_id=i) "
-        "for i, c in enumerate(context[0].split('\\n\\n'))]\n```"
-    )
-
-    def remote(prompt: str) -> str:
-        if "Write prepare_jobs now" in prompt:
-            return code
-        return json.dumps({"decision": "provide_final_answer", "answer": "x", "explanation": "e",
-                           "feedback": None, "scratchpad": None})
-
-    def local(prompt: str) -> str:
-        return json.dumps({"explanation": "none here", "citation": None, "answer": None})
-
-    text = "\n\n".join(f"Paragraph {i}: " + "cargo manifest entry. " * 30 for i in range(jobs))
-    doc = LoadedDocument(title="bench.txt", text=text, pages=1)
+    doc = document(jobs)
     settings = RunSettings(max_rounds=1, max_jobs_per_round=max(jobs, 10), local_concurrency=8)
-    backend = BwrapBackend()
-    backend.check()
-    sandbox_time = 0.0
-    original = backend.execute
-
-    def timed(request, limits):  # type: ignore[no-untyped-def]
-        nonlocal sandbox_time
-        result = original(request, limits)
-        sandbox_time += result.duration_s
-        return result
-
-    backend.execute = timed  # type: ignore[method-assign]
+    backend, spent = timed_bwrap()
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        result = run_minions([doc], "What is the code word?", settings, checkpoint=Path(tmp),
+        result = run_minions([doc], QUESTION, settings, checkpoint=Path(tmp),
                              models=FakeProvider(PromptFake(responder=remote), PromptFake(responder=local)),
                              sandbox=backend)
         wall = time.perf_counter() - started
         db = (Path(tmp) / "checkpoints.sqlite").stat().st_size
     assert result.status == "answered", result.error
     assert result.usage is not None and result.usage.local.calls == jobs
-    framework = wall - sandbox_time
+    framework = wall - sum(spent)
     return {
         "jobs": jobs,
         "wall_s": round(wall, 3),
-        "sandbox_s": round(sandbox_time, 3),
+        "sandbox_s": round(sum(spent), 3),
         "framework_ms_per_job": round(1000 * framework / jobs, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "checkpoint_db_kb": round(db / 1024, 1),

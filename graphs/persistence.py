@@ -24,6 +24,7 @@ from minionflow.nodes.documents import BadInput
 
 Location = str | Path
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+CHECKPOINTS_FILE, BLOBS_FILE = "checkpoints.sqlite", "blobs.sqlite"  # in a location that is a folder
 # Connections shared by the checkpointer and the blob store. Jobs of a round
 # finish on many threads; each write borrows a connection for a few ms.
 POSTGRES_POOL_SIZE = 16
@@ -54,7 +55,7 @@ def describe(location: Location) -> str:
 
 def exists(location: Location) -> bool:
     """Whether the location can hold threads already (a Postgres URL always may)."""
-    return is_postgres(location) or (Path(location) / "checkpoints.sqlite").exists()
+    return is_postgres(location) or (Path(location) / CHECKPOINTS_FILE).exists()
 
 
 @contextmanager
@@ -77,13 +78,13 @@ def sqlite_persistence(directory: Path | None = None) -> Iterator[tuple[SqliteSa
     ck: sqlite3.Connection | None = None
     blobs: SqliteBlobStore | None = None
     try:
-        ck = sqlite3.connect(directory / "checkpoints.sqlite", check_same_thread=False)
+        ck = sqlite3.connect(directory / CHECKPOINTS_FILE, check_same_thread=False)
         # WAL with synchronous=NORMAL: a committed write survives a killed or crashed
         # process (what resuming relies on) without an fsync per finished job; only an
         # OS crash or power cut can lose the last transactions.
         ck.execute("PRAGMA journal_mode=WAL")
         ck.execute("PRAGMA synchronous=NORMAL")
-        blobs = SqliteBlobStore(directory / "blobs.sqlite")
+        blobs = SqliteBlobStore(directory / BLOBS_FILE)
         saver = SqliteSaver(ck)
         saver.setup()
     except sqlite3.DatabaseError as exc:

@@ -117,7 +117,7 @@ def run_minions(
         check_fits(settings, documents)
         fresh = protocol_state(store, documents, task, settings)
         existing = graph.get_state({"configurable": {"thread_id": thread_id}})
-        run_input: dict[str, Any] | None = dict(fresh)
+        run_input: dict[str, Any] | None = fresh
         if existing.values:
             _check_resumable(thread_id, existing.values, existing.next, fresh)
             run_input = None

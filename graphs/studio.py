@@ -22,7 +22,7 @@ from minionflow.nodes.blobstore import SqliteBlobStore
 from .baselines import local_only_builder, remote_only_builder
 from .minion import minion_builder
 from .minions import build_minions_graph
-from .persistence import is_postgres, resolve_location
+from .persistence import BLOBS_FILE, CHECKPOINTS_FILE, is_postgres, resolve_location
 
 # the server gives the graphs their checkpointer and store
 graph = build_minions_graph(from_request=True)
@@ -45,7 +45,7 @@ async def checkpointer() -> AsyncIterator[BaseCheckpointSaver[Any]]:
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
         Path(location).mkdir(parents=True, exist_ok=True)
-        async with AsyncSqliteSaver.from_conn_string(str(Path(location) / "checkpoints.sqlite")) as saver:
+        async with AsyncSqliteSaver.from_conn_string(str(Path(location) / CHECKPOINTS_FILE)) as saver:
             await saver.setup()
             yield saver
 
@@ -62,7 +62,7 @@ async def store() -> AsyncIterator[BaseStore]:
             yield pg
     else:
         Path(location).mkdir(parents=True, exist_ok=True)
-        blobs = SqliteBlobStore(Path(location) / "blobs.sqlite")
+        blobs = SqliteBlobStore(Path(location) / BLOBS_FILE)
         try:
             yield blobs
         finally:
