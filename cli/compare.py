@@ -9,12 +9,24 @@ from typing import Annotated
 import typer
 from minionflow.graphs.run import run_minions
 from minionflow.graphs.settings import PROTOCOLS
-from minionflow.nodes.documents import BadInput, LoadedDocument, load_document
+from minionflow.nodes.documents import BadInput
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from .main import CheckpointOption, DataDir, _fail, _setup_logging, app, build_settings, data_dir, err, location, ready
+from .main import (
+    CheckpointOption,
+    DataDir,
+    _fail,
+    _setup_logging,
+    app,
+    build_settings,
+    data_dir,
+    err,
+    load_documents,
+    location,
+    ready,
+)
 from .progress import RunProgress
 
 
@@ -57,10 +69,7 @@ def compare(
         raise _fail("the question (-q) is empty")
     all_settings = [build_settings(remote, local, protocol=p, sandbox=sandbox, max_rounds=max_rounds,
                                    chunk_tokens=chunk_tokens) for p in chosen]
-    try:
-        docs: list[LoadedDocument] = [load_document(p) for p in documents]
-    except BadInput as exc:
-        raise _fail(str(exc)) from None
+    docs = load_documents(documents)
     rows: list[CompareRow] = []
     for settings in all_settings:
         backend = ready(settings)

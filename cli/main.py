@@ -85,6 +85,14 @@ def build_settings(remote: str | None, local: str | None, *, protocol: str = "mi
     return settings
 
 
+def load_documents(paths: list[Path]) -> list[LoadedDocument]:
+    """The documents, or a clear exit 2 naming the first that cannot be read."""
+    try:
+        return [load_document(p) for p in paths]
+    except BadInput as exc:
+        raise _fail(str(exc)) from None
+
+
 def ready(settings: RunSettings) -> Any:
     """Check the models and the sandbox before any call; the sandbox backend, or None
     for protocols that run no code."""
@@ -137,10 +145,7 @@ def run(
     settings = build_settings(remote, local, protocol=protocol, graph=graph, sandbox=sandbox, sandbox_runtime=sandbox_runtime,
                               approve_code=approve, max_rounds=max_rounds, max_code_attempts=max_code_attempts,
                               chunk_tokens=chunk_tokens, local_concurrency=concurrency)
-    try:
-        docs: list[LoadedDocument] = [load_document(p) for p in documents]
-    except BadInput as exc:
-        raise _fail(str(exc)) from None
+    docs = load_documents(documents)
     backend = ready(settings)
     remote_spec = settings.remote
     if remote_spec.kind == "embedded" and not json_out:
