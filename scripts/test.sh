@@ -8,5 +8,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/sandbox-setup.sh
 MINIONFLOW_TEST_POSTGRES="$(bash scripts/postgres-setup.sh)"
-export MINIONFLOW_TEST_POSTGRES
+case "$MINIONFLOW_TEST_POSTGRES" in
+  postgresql://*) export MINIONFLOW_TEST_POSTGRES ;;
+  *) echo "scripts/postgres-setup.sh printed no URL: $MINIONFLOW_TEST_POSTGRES" >&2; exit 1 ;;
+esac
 exec .venv/bin/python -m pytest "$@"
