@@ -206,7 +206,7 @@ def test_drain_pauses_at_the_step_boundary_then_resumes(where: Where):
 
 
 @pytest.mark.embedded
-def test_sigint_pauses_the_cli_and_resume_finishes(tmp_path):
+def test_sigint_pauses_the_cli_and_resume_finishes(where: Where, tmp_path):
     import signal
     import time
 
@@ -214,11 +214,10 @@ def test_sigint_pauses_the_cli_and_resume_finishes(tmp_path):
     from test_cli import PAGES
 
     doc = write_pdf(tmp_path / "review.pdf", PAGES)
-    home = tmp_path / "home"
-    env = cli_env(home)
-    proc = subprocess.Popen([CLI, "run", str(doc), "-q", "Why was the pier closed?", "--json", "--thread", "t-sigint"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    log = home / "embedded-server.log"
+    proc = subprocess.Popen([CLI, "run", str(doc), "-q", "Why was the pier closed?", "--json", "--thread", "t-sigint",
+                             *where.cli_args()],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(where.home))
+    log = where.home / "embedded-server.log"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not (log.exists() and log.read_text().count("POST") >= 2):
         time.sleep(0.2)  # the decompose call and one job have answered: the map is running
@@ -227,7 +226,7 @@ def test_sigint_pauses_the_cli_and_resume_finishes(tmp_path):
     assert proc.returncode == 130, err[-2000:]
     paused = json.loads(out)
     assert paused["status"] == "paused" and "pausing after the current step" in err
-    resumed = cli("resume", "t-sigint", "--json", home=home)
+    resumed = cli("resume", "t-sigint", "--json", home=where)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     result = json.loads(resumed.stdout)
     assert result["status"] == "answered"
@@ -344,22 +343,21 @@ def test_approval_accept_edit_and_reject(where: Where):
 
 
 @pytest.mark.embedded
-def test_approve_through_the_cli(tmp_path):
+def test_approve_through_the_cli(where: Where, tmp_path):
     from pdfgen import write_pdf
     from test_cli import PAGES
 
     doc = write_pdf(tmp_path / "review.pdf", PAGES)
-    home = tmp_path / "home"
-    env = cli_env(home)
     first = subprocess.run([CLI, "run", str(doc), "-q", "Why was the pier closed?", "--approve", "--json",
-                            "--thread", "t-review"], capture_output=True, text=True, env=env, timeout=600)
+                            "--thread", "t-review", *where.cli_args()],
+                           capture_output=True, text=True, env=cli_env(where.home), timeout=600)
     assert first.returncode == 3, first.stderr[-2000:]
     waiting = json.loads(first.stdout)
     assert waiting["status"] == "awaiting_approval" and waiting["pending_approval"]["round"] == 1
     assert "review it with: minionflow resume t-review --accept | --reject REASON | --edit FILE" in first.stderr
-    both = cli("resume", "t-review", "--accept", "--reject", "no", home=home)
+    both = cli("resume", "t-review", "--accept", "--reject", "no", home=where)
     assert both.returncode == 2 and "choose one of" in both.stderr
-    done = cli("resume", "t-review", "--reject", "do not import modules that do not exist", "--json", home=home)
+    done = cli("resume", "t-review", "--reject", "do not import modules that do not exist", "--json", home=where)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     assert result["status"] == "answered"
