@@ -1,12 +1,15 @@
-"""compose.yaml: the file is checked as data (this machine has Debian's docker.io,
-without the Compose v2 plugin, so `docker compose config` cannot run here), and
-the app's settings are resolved from the variables Compose and Docker Model
-Runner inject."""
+"""compose.yaml: the file is validated against the official Compose specification
+schema (the copy check-jsonschema vendors; this machine has Debian's docker.io,
+without the Compose v2 plugin, so `docker compose config` cannot run here), its
+security properties are checked as data, and the app's settings are resolved from
+the variables Compose and Docker Model Runner inject."""
 
 from __future__ import annotations
 
 import re
 import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +37,30 @@ def interpolate(value: str, env: dict[str, str]) -> str:
             raise KeyError(f"{name}: {arg}")
         return arg if op == ":-" else ""
     return re.sub(r"\$\{([A-Z0-9_]+)(:-|:\?)?([^}]*)\}", one, value)
+
+
+def check_compose_schema(path: Path) -> subprocess.CompletedProcess[str]:
+    checker = str(Path(sys.executable).parent / "check-jsonschema")
+    return subprocess.run([checker, "--builtin-schema", "vendor.compose-spec", str(path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_compose_yaml_follows_the_compose_specification(compose, tmp_path):
+    out = check_compose_schema(ROOT / "compose.yaml")
+    assert out.returncode == 0, out.stdout + out.stderr
+    # the check can fail: a misspelt key, a malformed models: binding, a bad context size
+    broken = {
+        "'prots' was unexpected": lambda c: c["services"]["app"].__setitem__("prots", ["127.0.0.1:1:1"]),
+        "$.services.app.models.worker": lambda c: c["services"]["app"]["models"].__setitem__("worker", {"endpoint": "W"}),
+        "$.models.worker.context_size": lambda c: c["models"]["worker"].__setitem__("context_size", "big"),
+    }
+    for i, (error, spoil) in enumerate(broken.items()):
+        changed = yaml.safe_load((ROOT / "compose.yaml").read_text())
+        spoil(changed)
+        path = tmp_path / f"broken-{i}.yaml"
+        path.write_text(yaml.safe_dump(changed))
+        out = check_compose_schema(path)
+        assert out.returncode == 1 and error in out.stdout, (error, out.stdout)
 
 
 def test_the_worker_comes_from_docker_model_runner(compose):
