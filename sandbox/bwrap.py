@@ -11,6 +11,9 @@ Hardening follows DESIGN.md:
   --die-with-parent --new-session``; ``/usr`` is bound read-only, ``/proc/sys``
   read-only, ``/tmp`` is a size-limited tmpfs and the root is remounted
   read-only last;
+* a seccomp filter (``sandbox/seccomp.py``, compiled with libseccomp) refuses
+  ptrace, new namespaces, mounts, keyrings, eBPF, perf, io_uring, userfaultfd,
+  non-Unix sockets and the other kernel interfaces job preparation never needs;
 * the runner lowers its own rlimits (CPU, address space, processes, file size,
   open files) before it executes the supervisor's code, and the host kills the
   whole sandbox (pid namespace) past the wall-clock limit.
@@ -37,6 +40,7 @@ from .base import (
     parse_runner_output,
     runner_source,
 )
+from .seccomp import SeccompUnavailable, filter_fd
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +82,10 @@ class BwrapBackend:
 
     name = "bwrap"
 
-    def __init__(self, bwrap: str | None = None, python: str = "/usr/bin/python3") -> None:
+    def __init__(self, bwrap: str | None = None, python: str = "/usr/bin/python3", seccomp: bool = True) -> None:
         self.bwrap = bwrap or os.environ.get("MINIONFLOW_BWRAP") or shutil.which("bwrap") or "/usr/bin/bwrap"
         self.python = python
+        self.seccomp = seccomp  # False runs without the filter: weaker, for kernels that refuse it
 
     # -- availability -----------------------------------------------------------------
     @cached_property
@@ -92,6 +97,11 @@ class BwrapBackend:
             )
         if not os.path.exists(self.python) or not os.stat(self.python).st_mode & 0o005:
             return f"{self.python} is missing or not world-executable; the bwrap sandbox needs a system Python 3"
+        if self.seccomp:
+            try:
+                os.close(filter_fd())
+            except SeccompUnavailable as exc:
+                return f"the bwrap sandbox's seccomp filter cannot be built: {exc}"
         probe = self._run(b'{"code": "def prepare_jobs(c, m, o):\\n    return []", "context": []}', SandboxLimits(timeout_s=20))
         if probe.status is not SandboxStatus.OK:
             return (
@@ -105,9 +115,11 @@ class BwrapBackend:
             raise SandboxUnavailable(self._unavailable_reason)
 
     # -- execution --------------------------------------------------------------------
-    def command(self, limits: SandboxLimits) -> list[str]:
+    def command(self, limits: SandboxLimits, seccomp_fd: int | None = None) -> list[str]:
+        """The bwrap command line; ``seccomp_fd`` is an open descriptor holding the filter."""
         return [
             self.bwrap,
+            *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
             "--unshare-all",
             "--unshare-user",
             "--disable-userns",
@@ -143,19 +155,25 @@ class BwrapBackend:
     def _run(self, stdin: bytes, limits: SandboxLimits, max_jobs: int = 1000) -> ExecutionResult:
         drop = os.geteuid() == 0
         started = time.monotonic()
-        proc = subprocess.Popen(
-            self.command(limits),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(_MINIMAL_ENV),
-            cwd="/",
-            close_fds=True,
-            start_new_session=True,
-            user=NOBODY if drop else None,
-            group=NOBODY if drop else None,
-            extra_groups=[] if drop else None,
-        )
+        seccomp_fd = filter_fd() if self.seccomp else None
+        try:
+            proc = subprocess.Popen(
+                self.command(limits, seccomp_fd),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=dict(_MINIMAL_ENV),
+                cwd="/",
+                close_fds=True,
+                pass_fds=() if seccomp_fd is None else (seccomp_fd,),
+                start_new_session=True,
+                user=NOBODY if drop else None,
+                group=NOBODY if drop else None,
+                extra_groups=[] if drop else None,
+            )
+        finally:
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)  # bwrap has its own copy
         out, err = _Captured(), _Captured()
         kill = lambda: _kill(proc)  # noqa: E731
         threads = [

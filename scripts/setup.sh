@@ -13,6 +13,8 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 need_apt=()
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
+# the bwrap sandbox's seccomp filter is compiled with libseccomp (apt itself needs it on Debian)
+ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || need_apt+=(libseccomp2)
 [ -x /usr/bin/python3 ] || need_apt+=(python3)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++)

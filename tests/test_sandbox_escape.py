@@ -282,6 +282,69 @@ return [JobManifest(chunk='x', task=' '.join(out))]
     assert socket.gethostname() != "pwned"
 
 
+# -- kernel interfaces (seccomp) ---------------------------------------------------
+
+SYSCALLS = {  # name: (x86_64, aarch64)
+    "ptrace": (101, 117), "io_uring_setup": (425, 425), "bpf": (321, 280), "keyctl": (250, 219),
+    "perf_event_open": (298, 241), "userfaultfd": (323, 282), "add_key": (248, 217), "kcmp": (312, 272),
+}
+# what Docker's default seccomp profile refuses among them (it allows ptrace, and io_uring before Docker 25)
+DOCKER_DEFAULT_REFUSES = {"bpf", "keyctl", "perf_event_open", "userfaultfd", "add_key", "kcmp"}
+
+
+def kernel_interfaces(backend) -> dict[str, str]:
+    """Try each interface from inside the sandbox: 'OK' or the errno's name."""
+    import platform
+
+    column = {"x86_64": 0, "aarch64": 1}.get(platform.machine())
+    assert column is not None, f"no syscall numbers for {platform.machine()} in this test"
+    numbers = {name: nrs[column] for name, nrs in SYSCALLS.items()}
+    seen = told(backend, f"""
+import ctypes, ctypes.util, errno, os, socket, time
+libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
+buf = ctypes.create_string_buffer(256)
+child = os.fork()
+if child == 0:
+    time.sleep(30)
+    os._exit(0)
+args = {{'ptrace': (16, child, 0, 0), 'io_uring_setup': (1, buf), 'bpf': (0, buf, 48), 'keyctl': (0, -3, 0),
+        'perf_event_open': (buf, 0, -1, -1, 0), 'userfaultfd': (0,), 'add_key': (b'user', b'k', b'v', 1, -3),
+        'kcmp': (os.getpid(), os.getpid(), 0, 0, 0)}}
+out = []
+for name, nr in {numbers!r}.items():
+    ctypes.set_errno(0)
+    rc = libc.syscall(nr, *args[name])
+    out.append('%s=%s' % (name, 'OK' if rc >= 0 else errno.errorcode[ctypes.get_errno()]))
+os.kill(child, 9)
+os.waitpid(child, 0)
+for family in ('AF_INET', 'AF_NETLINK', 'AF_UNIX'):
+    try:
+        socket.socket(getattr(socket, family), socket.SOCK_DGRAM).close()
+        out.append('socket_%s=OK' % family)
+    except OSError as e:
+        out.append('socket_%s=%s' % (family, errno.errorcode[e.errno]))
+return [JobManifest(chunk='x', task=' '.join(out))]
+""")
+    return dict(item.split("=") for item in seen.split())
+
+
+def test_kernel_interfaces_a_sandbox_never_needs_are_refused(backend):
+    seen = kernel_interfaces(backend)
+    refused = {name for name, how in seen.items() if how != "OK"}
+    assert seen["socket_AF_UNIX"] == "OK"  # what Python itself may use still works
+    if backend.name == "bwrap":
+        assert {name: seen[name] for name in SYSCALLS} == dict.fromkeys(SYSCALLS, "EPERM"), seen
+        assert seen["socket_AF_INET"] == seen["socket_AF_NETLINK"] == "EAFNOSUPPORT", seen
+    else:  # the engine's default profile: this fails if the container ran seccomp=unconfined
+        assert DOCKER_DEFAULT_REFUSES <= refused, seen
+
+
+def test_without_its_seccomp_filter_bwrap_would_allow_them():
+    """The check above can fail: the same probe, with the filter off, gets through."""
+    seen = kernel_interfaces(BwrapBackend(seccomp=False))
+    assert seen["ptrace"] == seen["keyctl"] == seen["socket_AF_INET"] == "OK", seen
+
+
 # -- protocol -----------------------------------------------------------------------
 
 def test_two_mib_context_round_trips(backend):
@@ -317,6 +380,20 @@ def test_docker_without_an_engine_fails_closed(monkeypatch):
 def test_bwrap_without_bubblewrap_fails_closed():
     with pytest.raises(SandboxUnavailable, match="bubblewrap is not installed"):
         BwrapBackend(bwrap="/nonexistent/bwrap").check()
+
+
+def test_bwrap_without_libseccomp_fails_closed(monkeypatch):
+    import sys
+
+    from minionflow.sandbox import seccomp
+
+    monkeypatch.setitem(sys.modules, "pyseccomp", None)  # as if libseccomp could not be loaded
+    seccomp.compiled_filter.cache_clear()
+    try:
+        with pytest.raises(SandboxUnavailable, match="seccomp filter cannot be built.*apt-get install libseccomp2"):
+            BwrapBackend().check()
+    finally:
+        seccomp.compiled_filter.cache_clear()
 
 
 def test_containers_of_killed_processes_are_swept():
