@@ -12,6 +12,7 @@ from minionflow.graphs.settings import PriceTable
 from minionflow.graphs.state import UsageRecord
 from pydantic import BaseModel
 
+from .common import emit_usage
 from .models import CallRecord, Role, reply_text
 from .store import BlobBatch, get_json_many, get_texts
 
@@ -72,6 +73,18 @@ def usage_records(calls: Iterable[CallRecord], role: Role, node: str, round_: in
         if blobs is not None:
             record["transcript"] = transcript_blob(blobs, call)
         records.append(record)
+    return records
+
+
+def record_calls(store: BaseStore, calls: Iterable[CallRecord], role: Role, node: str, round_: int,
+                 model: str) -> list[UsageRecord]:
+    """What a node does with the calls it made: their usage records, their
+    transcripts written to the store in one round trip, and a progress event with
+    their tokens."""
+    blobs = BlobBatch()
+    records = usage_records(calls, role, node, round_, model, blobs)
+    blobs.write(store)
+    emit_usage(records)
     return records
 
 

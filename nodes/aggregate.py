@@ -17,11 +17,11 @@ from minionflow.graphs.settings import RunSettings
 from minionflow.graphs.state import FinalAnswer, MinionsState, RoundRecord
 
 from . import prompts
-from .accounting import usage_records
-from .common import emit, emit_usage, settings_of
+from .accounting import record_calls
+from .common import emit, settings_of
 from .models import CallRecord, ModelProvider
 from .schemas import AggregateDecision
-from .store import BlobBatch, get_json, put_json
+from .store import get_json, put_json
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,6 @@ def make_aggregate(models: ModelProvider) -> Callable[[MinionsState], dict[str, 
         decision["decision"] = "provide_final_answer" if final else "request_additional_info"
         stats = state.get("filter_stats") or {}
         store = get_store()
-        blobs = BlobBatch()
         record = RoundRecord(
             round=round_, plan_source=state.get("plan_source", "fallback"), code=state.get("code"),
             code_errors=list(state.get("code_errors") or []), jobs=stats.get("jobs", 0),
@@ -123,7 +122,7 @@ def make_aggregate(models: ModelProvider) -> Callable[[MinionsState], dict[str, 
             "feedback": parsed.feedback,
             "scratchpad": parsed.scratchpad or state.get("scratchpad"),
             "rounds": [record],
-            "usage": (records := usage_records(calls, "remote", "aggregate", round_, client.name, blobs)),
+            "usage": record_calls(store, calls, "remote", "aggregate", round_, client.name),
             "notes": notes,
         }
         if final:
@@ -131,8 +130,6 @@ def make_aggregate(models: ModelProvider) -> Callable[[MinionsState], dict[str, 
                 answer=parsed.answer or _fallback_answer(kept), explanation=parsed.explanation,
                 citations=_citations(store, state, kept), rounds=round_, forced=forced, fallback=fallback,
             )
-        blobs.write(store)
-        emit_usage(records)
         emit({"type": "aggregate", "round": round_, "decision": decision["decision"]})
         return update
 

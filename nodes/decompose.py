@@ -14,10 +14,9 @@ from minionflow.graphs.settings import RunSettings
 from minionflow.graphs.state import MinionsState
 
 from . import prompts
-from .accounting import usage_records
-from .common import emit, emit_usage, settings_of
+from .accounting import record_calls
+from .common import emit, settings_of
 from .models import ModelProvider
-from .store import BlobBatch
 
 _CODE_BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
@@ -95,10 +94,7 @@ def make_decompose(models: ModelProvider) -> Callable[[MinionsState], dict[str, 
         emit({"type": "decompose", "round": round_, "attempt": attempt})
         client = models.client(settings.remote, "remote", settings.remote_max_tokens)
         call = client.text(decompose_messages(state, settings))
-        blobs = BlobBatch()
-        update: dict[str, Any] = {"usage": usage_records([call], "remote", "decompose", round_, client.name, blobs)}
-        blobs.write(get_store())
-        emit_usage(update["usage"])
+        update: dict[str, Any] = {"usage": record_calls(get_store(), [call], "remote", "decompose", round_, client.name)}
         code = extract_code(str(call.message.content)) if call.message is not None else None
         if code is None:
             error = call.error or NO_CODE_ERROR

@@ -11,10 +11,9 @@ from langgraph.config import get_store
 from minionflow.graphs.state import ChatTurn, MinionState
 
 from . import prompts
-from .accounting import usage_records
-from .common import document_texts, emit, emit_usage, settings_of
+from .accounting import record_calls
+from .common import document_texts, emit, settings_of
 from .models import ModelProvider, reply_text
-from .store import BlobBatch
 
 
 def document_block(titles: list[str], texts: list[str]) -> str:
@@ -36,10 +35,7 @@ def make_minion_local(models: ModelProvider) -> Callable[[MinionState], dict[str
         ]
         client = models.client(settings.local, "local", settings.local_max_tokens)
         call = client.text(messages)
-        blobs = BlobBatch()
-        usage = usage_records([call], "local", "minion_local", round_, client.name, blobs)
-        blobs.write(store)
-        emit_usage(usage)
+        usage = record_calls(store, [call], "local", "minion_local", round_, client.name)
         content = reply_text(call.message).strip() if call.message is not None else ""
         if not content:
             content = f"(the local model gave no answer: {call.error or 'empty reply'})"

@@ -16,11 +16,10 @@ from minionflow.graphs.settings import RunSettings
 from minionflow.graphs.state import ChatTurn, FinalAnswer, MinionState
 
 from . import prompts
-from .accounting import usage_records
-from .common import emit, emit_usage, settings_of
+from .accounting import record_calls
+from .common import emit, settings_of
 from .models import ModelProvider
 from .schemas import MinionTurn
-from .store import BlobBatch
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +55,8 @@ def make_minion_remote(models: ModelProvider) -> Callable[[MinionState], dict[st
         last = round_ >= settings.max_rounds
         client = models.client(settings.remote, "remote", settings.remote_max_tokens)
         reply = client.structured(MinionTurn, minion_remote_messages(state, settings, last))
-        blobs = BlobBatch()
-        update: dict[str, Any] = {"usage": usage_records(reply.calls, "remote", "minion_remote", round_, client.name, blobs)}
-        blobs.write(get_store())
-        emit_usage(update["usage"])
+        update: dict[str, Any] = {"usage": record_calls(get_store(), reply.calls, "remote", "minion_remote", round_,
+                                                        client.name)}
         turn = reply.parsed if isinstance(reply.parsed, MinionTurn) else None
         notes: list[str] = []
         if turn is None:

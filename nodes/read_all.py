@@ -12,10 +12,9 @@ from langgraph.config import get_store
 from minionflow.graphs.state import FinalAnswer, ReadAllState
 
 from . import prompts
-from .accounting import usage_records
-from .common import document_texts, emit_usage, settings_of
+from .accounting import record_calls
+from .common import document_texts, settings_of
 from .models import ModelProvider, Role, reply_text
-from .store import BlobBatch
 
 
 def read_all_messages(task: str, titles: list[str], texts: list[str]) -> list[Any]:
@@ -32,10 +31,7 @@ def make_read_all(models: ModelProvider, role: Role) -> Callable[[ReadAllState],
         store = get_store()
         docs = state["documents"]
         call = client.text(read_all_messages(state["task"], [d["title"] for d in docs], document_texts(store, docs)))
-        blobs = BlobBatch()
-        usage = usage_records([call], role, f"read_all_{role}", 1, client.name, blobs)
-        blobs.write(store)
-        emit_usage(usage)
+        usage = record_calls(store, [call], role, f"read_all_{role}", 1, client.name)
         answer = reply_text(call.message).strip() if call.message is not None else ""
         notes = [] if answer else [f"the {role} model gave no answer: {call.error or 'empty reply'}"]
         return {"usage": usage, "notes": notes,
