@@ -40,7 +40,7 @@ from .base import (
     parse_runner_output,
     runner_source,
 )
-from .seccomp import SeccompUnavailable, filter_fd
+from .seccomp import SeccompUnavailable, compiled_filter, filter_fd
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class BwrapBackend:
             return f"{self.python} is missing or not world-executable; the bwrap sandbox needs a system Python 3"
         if self.seccomp:
             try:
-                os.close(filter_fd())
+                compiled_filter()
             except SeccompUnavailable as exc:
                 return f"the bwrap sandbox's seccomp filter cannot be built: {exc}"
         probe = self._run(b'{"code": "def prepare_jobs(c, m, o):\\n    return []", "context": []}', SandboxLimits(timeout_s=20))
