@@ -110,13 +110,17 @@ def _summary(thread_id: str, values: dict[str, Any], nxt: tuple[str, ...], creat
     )
 
 
-def _graph(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id: str,
-           checkpoint_id: str | None = None, built: dict[str, Any] | None = None) -> Any:
-    """The graph a thread ran with (read-only use: no model is called). ``built``
-    keeps the graphs compiled so far, by protocol or custom graph (5 ms each)."""
-    settings = thread_settings(saver, thread_id, checkpoint_id)
+def _settings(saver: BaseCheckpointSaver[Any], thread_id: str) -> RunSettings:
+    settings = thread_settings(saver, thread_id)
     if settings is None:
         raise BadInput(f"no thread {thread_id!r} in this checkpoint database")
+    return settings
+
+
+def _graph(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id: str, settings: RunSettings,
+           built: dict[str, Any] | None = None) -> Any:
+    """The graph a thread ran with (read-only use: no model is called). ``built``
+    keeps the graphs compiled so far, by protocol or custom graph (5 ms each)."""
     built = {} if built is None else built
     key = settings.graph or settings.protocol
     if key not in built:
@@ -136,18 +140,19 @@ def list_threads(saver: BaseCheckpointSaver[Any], store: BaseStore) -> list[Thre
     out = []
     built: dict[str, Any] = {}
     for thread_id in _thread_ids(saver):
-        snapshot = _graph(saver, store, thread_id, built=built).get_state({"configurable": {"thread_id": thread_id}})
-        if snapshot.values.get("settings"):
-            records = all_usage(snapshot.values, store)
-            out.append(_summary(thread_id, snapshot.values, snapshot.next, snapshot.created_at, records))
+        settings = thread_settings(saver, thread_id)
+        if settings is None:  # no run state: e.g. a LangGraph client's request that ingest refused
+            continue
+        snapshot = _graph(saver, store, thread_id, settings, built).get_state({"configurable": {"thread_id": thread_id}})
+        records = all_usage(snapshot.values, store)
+        out.append(_summary(thread_id, snapshot.values, snapshot.next, snapshot.created_at, records))
     return sorted(out, key=lambda t: t.updated, reverse=True)
 
 
 def show_thread(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id: str) -> ThreadView:
-    snapshot = _graph(saver, store, thread_id).get_state({"configurable": {"thread_id": thread_id}})
+    graph = _graph(saver, store, thread_id, _settings(saver, thread_id))
+    snapshot = graph.get_state({"configurable": {"thread_id": thread_id}})
     values = snapshot.values
-    if not values.get("settings"):
-        raise BadInput(f"no thread {thread_id!r} in this checkpoint database")
     rounds = []
     for r in values.get("rounds") or []:
         rounds.append(
@@ -183,8 +188,8 @@ def _calls(store: BaseStore, records: list[UsageRecord]) -> list[CallView]:
 
 
 def thread_history(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id: str) -> list[CheckpointView]:
-    graph = _graph(saver, store, thread_id)
-    out = [
+    graph = _graph(saver, store, thread_id, _settings(saver, thread_id))
+    return [
         CheckpointView(
             checkpoint_id=s.config["configurable"]["checkpoint_id"], step=s.metadata.get("step", -1) if s.metadata else -1,
             source=(s.metadata or {}).get("source", ""), next=list(s.next), round=s.values.get("round"),
@@ -192,6 +197,3 @@ def thread_history(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id:
         )
         for s in graph.get_state_history({"configurable": {"thread_id": thread_id}})
     ]
-    if not out:
-        raise BadInput(f"no thread {thread_id!r} in this checkpoint database")
-    return out

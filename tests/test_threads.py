@@ -111,6 +111,22 @@ def test_bad_thread_ids(interrupted):
         assert out.returncode == 2 and "no thread 'nope'" in out.stderr, out.stderr
 
 
+def test_a_request_ingest_refused_does_not_break_the_listing(interrupted, tmp_path):
+    """A LangGraph client's run whose request was refused leaves a thread with its
+    input only (no settings): runs lists the others, show says there is no run."""
+    from minionflow.graphs import build_minions_graph
+
+    home, thread, _ = interrupted
+    copy = home.copy(tmp_path / "copy")
+    with open_persistence(copy.location) as (saver, store):
+        graph = build_minions_graph(checkpointer=saver, store=store, from_request=True)
+        with pytest.raises(BadInput, match="the question is empty"):
+            graph.invoke({"question": " ", "texts": [{"text": "x"}]}, {"configurable": {"thread_id": "t-refused"}})
+        assert [t.thread_id for t in list_threads(saver, store)] == [thread]
+        with pytest.raises(BadInput, match="no thread 't-refused'"):
+            show_thread(saver, store, "t-refused")
+
+
 def test_missing_and_corrupt_sqlite_databases(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
