@@ -176,9 +176,17 @@ def _render_view(console: Console, view: ThreadView) -> None:
         if r.code:
             console.print(Syntax(r.code, "python", line_numbers=False))
         failed = [x for x in r.results if x["status"] != "ok"]
-        console.print(f"jobs: {len(r.jobs)}, failed: {len(failed)}, kept: {len(r.kept)}", highlight=False)
+        ungrounded = r.ungrounded
+        console.print(f"jobs: {len(r.jobs)}, failed: {len(failed)}, ungrounded: {len(ungrounded)}, kept: {len(r.kept)}",
+                      highlight=False)
         for k in r.kept:
             console.print(f"  [{k['job_id']}] {k['answer']}  (\"{k['citation'] or ''}\")", highlight=False)
+        if ungrounded:
+            console.print("not forwarded, not grounded in their chunks:", highlight=False)
+        for x in ungrounded[:10]:
+            console.print(f"  [dim][{x['job_id']}] {x['answer']}  — {x['grounding'].get('reason')}[/]", highlight=False)
+        if len(ungrounded) > 10:
+            console.print(f"  [dim]... and {len(ungrounded) - 10} more (show --json lists all)[/]", highlight=False)
         for x in failed[:10]:
             console.print(f"  [red][{x['job_id']}] {x['error']}[/]", highlight=False)
         d = r.decision

@@ -13,8 +13,13 @@ from minionflow.sandbox.base import SandboxLimits
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 StructuredMethod = Literal["auto", "json_schema", "json_object_schema", "function_calling"]
+ReplyFormat = Literal["json", "text"]
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+# How the embedded model replies as a minion unless the spec says (";reply=json"):
+# measured on the bundled suite (README, "Answer quality").
+EMBEDDED_REPLY: ReplyFormat = "text"
 
 # Named providers: prefix -> (base URL, API key variable, structured-output method).
 PROVIDERS: dict[str, tuple[str, str | None, StructuredMethod]] = {
@@ -28,8 +33,8 @@ SPEC_HELP = (
     "'openai:MODEL', 'openrouter:MODEL', 'ollama:MODEL', 'MODEL@http://host:port/v1' for any "
     "OpenAI-compatible server (vLLM, llama.cpp, Docker Model Runner), or 'dmr:NAME' for the model Docker "
     "Compose injects as $NAME_URL and $NAME_MODEL; append ';key=ENV_VAR' to read an "
-    "API key from ENV_VAR and ';structured=json_schema|json_object_schema|function_calling' to set how "
-    "structured output is requested"
+    "API key from ENV_VAR, ';structured=json_schema|json_object_schema|function_calling' to set how "
+    "structured output is requested and ';reply=json|text' to set how a worker replies"
 )
 
 
@@ -49,6 +54,11 @@ class ModelSpec(BaseModel):
     gguf_path: str | None = None
     structured: StructuredMethod = "auto"
     context_window: int = Field(8192, gt=512)
+    # how the model replies when it works as a minion: a JSON JobOutput (structured
+    # output), or plain text read leniently (nodes.replies). Tiny models lose answers
+    # under grammar-constrained JSON; the embedded default is the format that measured
+    # best on the bundled eval suite (README, "Answer quality").
+    reply: ReplyFormat = "json"
 
     @property
     def label(self) -> str:
@@ -65,18 +75,26 @@ class ModelSpec(BaseModel):
         options: dict[str, str] = {}
         for opt in opts:
             key, sep, value = opt.partition("=")
-            if not sep or key.strip() not in {"key", "structured"}:
+            if not sep or key.strip() not in {"key", "structured", "reply"}:
                 raise ModelSpecError(f"unknown option {opt!r} in model spec {spec!r}; {SPEC_HELP}")
             options[key.strip()] = value.strip()
         structured = options.get("structured", "auto")
         if structured not in ("auto", "json_schema", "json_object_schema", "function_calling"):
             raise ModelSpecError(f"unknown structured-output method {structured!r} in {spec!r}; {SPEC_HELP}")
+        reply = options.get("reply")
+        if reply not in (None, "json", "text"):
+            raise ModelSpecError(f"unknown reply format {reply!r} in {spec!r}; {SPEC_HELP}")
+        spec_obj = cls._parse_head(spec, head, options, structured)
+        return spec_obj if reply is None else spec_obj.model_copy(update={"reply": reply})
+
+    @classmethod
+    def _parse_head(cls, spec: str, head: str, options: dict[str, str], structured: str) -> ModelSpec:
         if head == "embedded" or head.startswith("embedded:"):
             path = head.partition(":")[2] or None
             if path and not path.endswith(".gguf"):
                 raise ModelSpecError(f"embedded model path must be a .gguf file, got {path!r}")
             name = os.path.basename(path)[: -len(".gguf")] if path else "SmolLM2-135M-Instruct"
-            return cls(kind="embedded", model=name, gguf_path=path, structured="json_object_schema")
+            return cls(kind="embedded", model=name, gguf_path=path, structured="json_object_schema", reply=EMBEDDED_REPLY)
         prefix, sep, rest = head.partition(":")
         if prefix == "dmr" and sep:
             return cls._from_compose(rest, options.get("key"), structured)
@@ -197,6 +215,8 @@ class RunSettings(BaseModel):
     local_concurrency: int = Field(4, ge=1, le=256)
     max_forwarded_outputs: int = Field(30, ge=1, description="cap on minion outputs forwarded to the remote model")
     max_answer_chars: int = Field(600, ge=20, description="longer minion answers are cut before forwarding")
+    min_citation_score: float = Field(80.0, ge=0, le=100, description="a minion's quote must match its chunk this well (0-100, fuzzy) to be forwarded")
+    min_answer_support: float = Field(0.6, ge=0, le=1, description="share of a minion answer's words one passage of its chunk must hold for it to be forwarded")
     local_max_tokens: int = Field(256, ge=16)
     remote_max_tokens: int = Field(1024, ge=64)
     max_job_attempts: int = Field(2, ge=1, le=5, description="a failed job is re-run in the next round until this many attempts")

@@ -64,6 +64,10 @@ class JobResult(TypedDict):
     citation: str | None
     error: str | None
     usage: list[UsageRecord]
+    reply_format: NotRequired[str]  # json or text: how the local model replied
+    # nodes.grounding.Grounding of an answer (None for an abstention or a failure):
+    # grounded, reason, citation_score, answer_support, evidence
+    grounding: NotRequired[dict[str, Any] | None]
 
 
 class ResultRef(TypedDict):
@@ -82,6 +86,7 @@ class RoundRecord(TypedDict):
     jobs: int
     failed: int
     abstained: int
+    ungrounded: NotRequired[int]  # outputs the grounding check held back (threads from before it: absent)
     kept: int
     jobs_ref: str | None
     results_ref: str | None

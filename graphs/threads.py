@@ -48,6 +48,12 @@ class RoundView(BaseModel):
     kept: list[dict[str, Any]]
     decision: dict[str, Any]
 
+    @property
+    def ungrounded(self) -> list[dict[str, Any]]:
+        """Outputs the grounding check held back: kept in the thread, never forwarded."""
+        return [x for x in self.results if x.get("status") == "ok" and x.get("grounding")
+                and not x["grounding"].get("grounded", True)]
+
 
 class CallView(BaseModel):
     """One model call with its usage and its transcript (what was sent, what came back)."""

@@ -1,6 +1,8 @@
 """aggregate (remote): combine the filtered minion outputs into a decision:
 a final answer, or a request for another round. The last round forces a final
-answer; an unusable reply never crashes the run."""
+answer; an unusable reply never crashes the run. A final answer from a supervisor
+too weak to aggregate (its reply unusable, or its answer ignoring every grounded
+minion answer) is replaced by the extractive answer (``nodes.extractive``)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from minionflow.graphs.state import FinalAnswer, MinionsState, RoundRecord
 from . import prompts
 from .accounting import record_calls
 from .common import emit, settings_of
+from .extractive import extract, ignores_grounded
 from .models import CallRecord, ModelProvider
 from .schemas import AggregateDecision
 from .store import get_json, put_json
@@ -46,7 +49,7 @@ def aggregate_messages(state: MinionsState, settings: RunSettings, last_round: b
     user = prompts.AGGREGATE_USER.format(
         task=state["task"], round=state["round"], max_rounds=settings.max_rounds,
         jobs=stats.get("jobs", 0), kept_count=stats.get("kept", 0),
-        abstained=stats.get("abstained", 0), failed=stats.get("failed", 0),
+        abstained=stats.get("abstained", 0), failed=stats.get("failed", 0), ungrounded=stats.get("ungrounded", 0),
         scratchpad=f"Your scratchpad from earlier rounds:\n{scratchpad}\n" if scratchpad else "",
         outputs=_outputs_block(state.get("kept") or []),
         last_round=prompts.AGGREGATE_LAST_ROUND if last_round else "",
@@ -54,20 +57,29 @@ def aggregate_messages(state: MinionsState, settings: RunSettings, last_round: b
     return [SystemMessage(prompts.AGGREGATE_SYSTEM), HumanMessage(user)]
 
 
-def _citations(store: BaseStore, state: MinionsState, kept: list[dict[str, Any]]) -> list[str]:
-    """The minions' quotes behind the answer: this round's first, then earlier rounds'."""
+def forwarded_so_far(store: BaseStore, state: MinionsState, kept: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every output forwarded to the supervisor: this round's first, then earlier rounds'."""
     earlier = [get_json(store, r["kept_ref"]) for r in state.get("rounds") or [] if r["kept_ref"]]
-    seen: dict[str, None] = {}
-    for outputs in [kept, *reversed(earlier)]:
-        for k in outputs:
-            if k.get("citation"):
-                seen.setdefault(k["citation"], None)
+    return [k for outputs in [kept, *reversed(earlier)] for k in outputs]
+
+
+def _citations(outputs: list[dict[str, Any]], first: str | None = None) -> list[str]:
+    """The minions' quotes behind the answer (``first``, the one it rests on, first)."""
+    seen: dict[str, None] = {first: None} if first else {}
+    for k in outputs:
+        if k.get("citation"):
+            seen.setdefault(k["citation"], None)
     return list(seen)[:20]
 
 
-def _fallback_answer(kept: list[dict[str, Any]]) -> str:
+def _most_common_answer(kept: list[dict[str, Any]]) -> str:
     answers = Counter(k["answer"] for k in kept if k.get("answer"))
     return answers.most_common(1)[0][0] if answers else "No answer could be determined from the documents."
+
+
+def _short(text: str | None, limit: int = 200) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def make_aggregate(models: ModelProvider) -> Callable[[MinionsState], dict[str, Any]]:
@@ -92,12 +104,12 @@ def make_aggregate(models: ModelProvider) -> Callable[[MinionsState], dict[str, 
         forced = fallback = False
         if parsed is None:
             fallback = True
-            note = f"round {round_}: the supervisor's aggregation reply was unusable ({error})"
+            note = f"round {round_}: the supervisor's aggregation reply was unusable ({_short(error)})"
             log.warning(note)
             notes.append(note)
             parsed = AggregateDecision(
                 decision="provide_final_answer" if last_round else "request_additional_info",
-                answer=_fallback_answer(kept),
+                answer=_most_common_answer(kept),
                 explanation="The supervisor's reply could not be parsed; this is the most common minion answer.",
                 feedback=f"Your previous aggregation reply was invalid: {error}",
                 scratchpad=None,
@@ -110,10 +122,25 @@ def make_aggregate(models: ModelProvider) -> Callable[[MinionsState], dict[str, 
         decision["decision"] = "provide_final_answer" if final else "request_additional_info"
         stats = state.get("filter_stats") or {}
         store = get_store()
+        outputs = forwarded_so_far(store, state, kept)
+        quote = None
+        if final and (fallback or ignores_grounded(parsed.answer, state["task"], outputs)):
+            why = "its reply was unusable" if fallback else "its answer ignored every grounded minion answer"
+            extracted = extract(state["task"], outputs)
+            note = (f"round {round_}: the supervisor could not aggregate ({why}); the answer is extracted from the "
+                    f"minions: " + (f"the best-supported grounded answer (job {extracted.job_id})" if extracted.job_id
+                                    else "none of them found a grounded answer"))
+            log.warning(note)
+            notes.append(note)
+            fallback, quote = True, extracted.quote
+            decision["supervisor_answer"] = parsed.answer
+            parsed = parsed.model_copy(update={"answer": extracted.answer, "explanation": extracted.explanation})
+            decision.update(answer=extracted.answer, explanation=extracted.explanation)
         record = RoundRecord(
             round=round_, plan_source=state.get("plan_source", "fallback"), code=state.get("code"),
             code_errors=list(state.get("code_errors") or []), jobs=stats.get("jobs", 0),
-            failed=stats.get("failed", 0), abstained=stats.get("abstained", 0), kept=len(kept),
+            failed=stats.get("failed", 0), abstained=stats.get("abstained", 0), ungrounded=stats.get("ungrounded", 0),
+            kept=len(kept),
             jobs_ref=state.get("jobs_ref"), results_ref=state.get("results_ref"),
             kept_ref=put_json(store, kept), decision=decision,
         )
@@ -127,8 +154,8 @@ def make_aggregate(models: ModelProvider) -> Callable[[MinionsState], dict[str, 
         }
         if final:
             update["final"] = FinalAnswer(
-                answer=parsed.answer or _fallback_answer(kept), explanation=parsed.explanation,
-                citations=_citations(store, state, kept), rounds=round_, forced=forced, fallback=fallback,
+                answer=parsed.answer or _most_common_answer(kept), explanation=parsed.explanation,
+                citations=_citations(outputs, quote), rounds=round_, forced=forced, fallback=fallback,
             )
         emit({"type": "aggregate", "round": round_, "decision": decision["decision"]})
         return update

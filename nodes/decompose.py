@@ -47,7 +47,7 @@ def _history_block(state: MinionsState) -> str:
         return ""
     lines = [
         prompts.DECOMPOSE_ROUND_LINE.format(
-            round=r["round"], jobs=r["jobs"], failed=r["failed"], abstained=r["abstained"],
+            round=r["round"], jobs=r["jobs"], failed=r["failed"], abstained=r["abstained"], ungrounded=r.get("ungrounded", 0),
             feedback=(r["decision"].get("feedback") or "(none)"),
         )
         for r in rounds

@@ -1,17 +1,26 @@
-"""filter: drop failures, abstentions and duplicates, cut huge answers, and cap
-what is forwarded to the remote model."""
+"""filter: drop failures, abstentions, ungrounded outputs and duplicates, cut huge
+answers, rank what is left by its relevance to the question, and cap what is
+forwarded to the remote model.
+
+An output is *ungrounded* when its citation is not in its chunk or its chunk does
+not support its answer (``nodes.grounding``, checked by the map). It stays in the
+round's results (``minionflow show`` lists it, with the reason) and is counted in
+the filter's stats, but the supervisor never reads it. What the supervisor reads
+as an output's citation is its evidence: the chunk's own words.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from langgraph.config import get_store
 from langgraph.types import Overwrite
 from minionflow.graphs.state import JobResult, MinionsState
 
 from .common import emit, settings_of
+from .grounding import relevance
 from .store import get_json_many, put_json
 
 ABSTENTIONS = frozenset(
@@ -34,34 +43,86 @@ def _cut(text: str | None, limit: int) -> str | None:
     return text[:limit].rstrip() + " [...]"
 
 
+Verdict = Literal["failed", "abstained", "ungrounded", "usable"]
+
+
+def classify(result: JobResult) -> Verdict:
+    """What the filter makes of one job's result."""
+    if result["status"] != "ok":
+        return "failed"
+    if is_abstention(result["answer"]):
+        return "abstained"
+    grounding = result.get("grounding")
+    if grounding is not None and not grounding.get("grounded", True):
+        return "ungrounded"
+    return "usable"
+
+
+def evidence(result: JobResult) -> str | None:
+    """What the supervisor reads as the output's quote: the chunk passage that grounds
+    it (results from before grounding existed: the minion's own citation)."""
+    grounding = result.get("grounding")
+    if grounding is not None and grounding.get("evidence"):
+        return str(grounding["evidence"])
+    return result["citation"]
+
+
+def forwarded(result: JobResult, max_chars: int, explanation: str | None = None) -> dict[str, Any]:
+    """A result as the supervisor sees it (plus the scores the fallback ranks by)."""
+    grounding = result.get("grounding") or {}
+    return {
+        "job_id": result["job_id"], "task": result["task"],
+        "answer": _cut(grounding.get("supported_answer") or result["answer"], max_chars),
+        "citation": _cut(evidence(result), max_chars),
+        "explanation": _cut(result["explanation"] if explanation is None else explanation, max_chars),
+        "support": grounding.get("answer_support"), "relevance": grounding.get("relevance"),
+    }
+
+
+def empty_stats(results: list[JobResult], **extra: int) -> dict[str, int]:
+    return {"jobs": len(results), "failed": 0, "abstained": 0, "ungrounded": 0, **extra, "kept": 0, "dropped_over_cap": 0}
+
+
 def filter_results(results: list[JobResult], max_forwarded: int, max_chars: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    stats = {"jobs": len(results), "failed": 0, "abstained": 0, "duplicates": 0, "kept": 0, "dropped_over_cap": 0}
+    """The default rule: every usable output once per (task, answer), in the order given."""
+    stats = empty_stats(results, duplicates=0)
     seen: set[tuple[str, str]] = set()
     kept: list[dict[str, Any]] = []
-    for r in sorted(results, key=lambda r: r["job_id"]):
-        if r["status"] != "ok":
-            stats["failed"] += 1
-            continue
-        if is_abstention(r["answer"]):
-            stats["abstained"] += 1
+    for r in results:
+        verdict = classify(r)
+        if verdict != "usable":
+            stats[verdict] += 1
             continue
         key = (_norm(r["task"]), _norm(r["answer"]))
         if key in seen:
             stats["duplicates"] += 1
             continue
         seen.add(key)
-        kept.append(
-            {
-                "job_id": r["job_id"], "task": r["task"],
-                "answer": _cut(r["answer"], max_chars),
-                "citation": _cut(r["citation"], max_chars),
-                "explanation": _cut(r["explanation"], max_chars),
-            }
-        )
+        kept.append(forwarded(r, max_chars))
     stats["dropped_over_cap"] = max(len(kept) - max_forwarded, 0)
     kept = kept[:max_forwarded]
     stats["kept"] = len(kept)
     return kept, stats
+
+
+def rank(results: list[JobResult], question: str) -> list[JobResult]:
+    """Results with each usable one's relevance to the question (that of its evidence,
+    the document's own words) recorded in its grounding, most relevant and best
+    supported first (then by job id)."""
+    usable = [r for r in results if classify(r) == "usable"]
+    texts = [evidence(r) or r["answer"] or "" for r in usable]
+    ranked: list[JobResult] = []
+    for r, score in zip(usable, relevance(question, texts), strict=True):
+        grounding = dict(r.get("grounding") or {"grounded": True})
+        grounding["relevance"] = round(score, 3)
+        ranked.append(JobResult(**{**r, "grounding": grounding}))  # type: ignore[typeddict-item]
+
+    def key(r: JobResult) -> tuple[float, str]:
+        g = r.get("grounding") or {}
+        return -(float(g.get("relevance") or 0.0) + float(g.get("answer_support") or 0.0)), r["job_id"]
+
+    rest = sorted((r for r in results if classify(r) != "usable"), key=lambda r: r["job_id"])
+    return sorted(ranked, key=key) + rest
 
 
 Selector = Callable[[list[JobResult], int, int], tuple[list[dict[str, Any]], dict[str, int]]]
@@ -69,17 +130,20 @@ Selector = Callable[[list[JobResult], int, int], tuple[list[dict[str, Any]], dic
 
 def make_filter(select: Selector) -> Callable[[MinionsState], dict[str, Any]]:
     """A filter node around a selection rule ``(results, max_forwarded, max_chars) ->
-    (kept, stats)``: it loads the round's results, keeps what the rule keeps, and
-    archives the results as one blob (state keeps only its reference)."""
+    (kept, stats)``: it loads the round's results, ranks them (``rank``: usable ones
+    first, by relevance to the question), keeps what the rule keeps, and archives the
+    ranked results as one blob (state keeps only its reference). ``classify`` and
+    ``forwarded`` give a rule the default's notion of a usable output and its form."""
 
     def filter_node(state: MinionsState) -> dict[str, Any]:
         settings = settings_of(state)
         store = get_store()
         refs = sorted(state.get("job_results") or [], key=lambda r: r["job_id"])
-        results: list[JobResult] = get_json_many(store, [r["ref"] for r in refs])
+        results = rank(get_json_many(store, [r["ref"] for r in refs]), state["task"])
         kept, stats = select(results, settings.max_forwarded_outputs, settings.max_answer_chars)
         emit({"type": "filter", "round": state["round"], **stats})
-        return {"kept": kept, "filter_stats": stats, "results_ref": put_json(store, results), "job_results": Overwrite([])}
+        archived = sorted(results, key=lambda r: r["job_id"])
+        return {"kept": kept, "filter_stats": stats, "results_ref": put_json(store, archived), "job_results": Overwrite([])}
 
     return filter_node
 

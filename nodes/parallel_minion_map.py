@@ -1,7 +1,8 @@
 """parallel_minion_map (local): one ``Send`` task per job, one local-model call
-returning a validated ``JobOutput``. A bad reply is a recorded failure, never an
-exception that cancels the job's siblings; transport errors are left to the
-node's RetryPolicy."""
+returning a ``JobOutput`` (a validated JSON reply, or a plain-text reply read
+leniently, as the local model's spec says), checked against its chunk
+(``nodes.grounding``). A bad reply is a recorded failure, never an exception that
+cancels the job's siblings; transport errors are left to the node's RetryPolicy."""
 
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ from typing import Any
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.config import get_store
 from langgraph.types import RetryPolicy
+from minionflow.graphs.settings import ReplyFormat, RunSettings
 from minionflow.graphs.state import JobInput, JobRecord, JobResult, ResultRef
 
 from . import prompts
 from .accounting import usage_records
 from .common import batch_from_ref, emit, emit_usage, settings_from_ref
-from .models import TRANSIENT_ERRORS, ModelProvider
+from .filter import is_abstention
+from .grounding import Grounding, ground
+from .models import TRANSIENT_ERRORS, CallRecord, ModelClient, ModelProvider, reply_text
+from .replies import parse_text_reply
 from .schemas import JobOutput
 from .store import BlobBatch
 
@@ -42,12 +47,32 @@ def is_transient(exc: Exception) -> bool:
 TRANSIENT_RETRY = RetryPolicy(max_attempts=3, initial_interval=1.0, retry_on=is_transient)
 
 
-def worker_messages(job: JobRecord, chunk: str) -> list[Any]:
+def worker_messages(job: JobRecord, chunk: str, reply: ReplyFormat = "json") -> list[Any]:
     advice = f"Advice: {job['advice']}" if job["advice"] else ""
-    return [
-        SystemMessage(prompts.WORKER_SYSTEM),
-        HumanMessage(prompts.WORKER_USER.format(chunk=chunk, task=job["task"], advice=advice)),
-    ]
+    system = prompts.WORKER_TEXT_SYSTEM if reply == "text" else prompts.WORKER_SYSTEM
+    return [SystemMessage(system), HumanMessage(prompts.WORKER_USER.format(chunk=chunk, task=job["task"], advice=advice))]
+
+
+def ask_worker(client: ModelClient, messages: list[Any], reply: ReplyFormat) -> tuple[JobOutput | None, list[CallRecord], str | None]:
+    """One job's model call: the output (None when the reply was unusable), the call
+    records and the error."""
+    if reply == "text":
+        call = client.text(messages)
+        if call.message is None:
+            return None, [call], call.error or "no reply"
+        # a text reply cut at the token limit still holds what came before the cut
+        return parse_text_reply(reply_text(call.message)), [call], None
+    structured = client.structured(JobOutput, messages)
+    output = structured.parsed if isinstance(structured.parsed, JobOutput) else None
+    return output, structured.calls, None if output is not None else (structured.error or "no reply")
+
+
+def check_output(output: JobOutput, chunk: str, task: str, settings: RunSettings) -> Grounding | None:
+    """The grounding of an output that answers (None for an abstention)."""
+    if output.answer is None or is_abstention(output.answer):
+        return None
+    return ground(output.answer, output.citation, chunk, task, min_citation_score=settings.min_citation_score,
+                  min_support=settings.min_answer_support)
 
 
 def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput], dict[str, Any]]:
@@ -58,9 +83,10 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput], dict
         settings = settings_from_ref(store, batch["settings_ref"])
         chunk = chunks[job["chunk_ref"]]
         client = models.client(settings.local, "local", settings.local_max_tokens)
+        reply = settings.local.reply
         with local_slot(settings.local_concurrency):
-            reply = client.structured(JobOutput, worker_messages(job, chunk))
-        output = reply.parsed if isinstance(reply.parsed, JobOutput) else None
+            output, calls, error = ask_worker(client, worker_messages(job, chunk, reply), reply)
+        grounding = check_output(output, chunk, job["task"], settings) if output is not None else None
         blobs = BlobBatch()  # the result and the call transcripts, written in one round trip
         result = JobResult(
             job_id=job["job_id"], round=job["round"], attempt=job["attempt"], task_id=job["task_id"],
@@ -68,8 +94,9 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput], dict
             answer=output.answer if output else None,
             explanation=output.explanation if output else "",
             citation=output.citation if output else None,
-            error=None if output is not None else (reply.error or "no reply"),
-            usage=usage_records(reply.calls, "local", "parallel_minion_map", job["round"], client.name, blobs),
+            error=error, reply_format=reply,
+            grounding=grounding.model_dump() if grounding is not None else None,
+            usage=usage_records(calls, "local", "parallel_minion_map", job["round"], client.name, blobs),
         )
         emit_usage(result["usage"])
         emit({"type": "job", "round": job["round"], "job_id": job["job_id"], "status": result["status"]})

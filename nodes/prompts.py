@@ -48,7 +48,8 @@ Your scratchpad so far:
 {scratchpad}
 """
 
-DECOMPOSE_ROUND_LINE = "- round {round}: {jobs} jobs ({failed} failed, {abstained} abstained); your feedback then: {feedback}"
+DECOMPOSE_ROUND_LINE = ("- round {round}: {jobs} jobs ({failed} failed, {abstained} abstained, {ungrounded} not supported "
+                        "by their text); your feedback then: {feedback}")
 
 DECOMPOSE_RETRY_JOBS = "{count} job(s) failed last round and will be run again automatically: {tasks}\n"
 
@@ -63,6 +64,15 @@ You read one part of a document and answer a task about it. Use only this text.
 First copy the sentence from the text that is most relevant to the task, then answer the task from it.
 If no sentence is relevant, the citation and the answer are null.
 Reply with JSON: {"citation": "...", "answer": "...", "explanation": "..."}"""
+
+# the same job for a model that replies in plain text (ModelSpec.reply == "text"),
+# read by nodes.replies.parse_text_reply
+WORKER_TEXT_SYSTEM = """\
+You read one part of a document and answer a task about it. Use only this text.
+Reply in this form:
+QUOTE: the sentence of the text that answers the task, copied exactly
+ANSWER: a short answer
+If the text does not answer the task, reply NONE."""
 
 WORKER_USER = """\
 Text:
@@ -89,7 +99,7 @@ AGGREGATE_USER = """\
 Question: {task}
 
 Round {round} of at most {max_rounds}. {jobs} jobs ran: {kept_count} useful answers,
-{abstained} found nothing, {failed} failed.
+{abstained} found nothing, {ungrounded} were not supported by their text (dropped), {failed} failed.
 {scratchpad}
 Minion answers:
 {outputs}

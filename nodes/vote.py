@@ -14,30 +14,25 @@ from typing import Any
 
 from minionflow.graphs.state import JobResult
 
-from .filter import _cut, _norm, is_abstention, make_filter
+from .filter import _cut, _norm, classify, empty_stats, forwarded, make_filter
 
 
 def vote(results: list[JobResult], max_forwarded: int, max_chars: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    stats = {"jobs": len(results), "failed": 0, "abstained": 0, "outvoted": 0, "kept": 0, "dropped_over_cap": 0}
+    stats = empty_stats(results, outvoted=0)
     by_task: dict[str, list[JobResult]] = defaultdict(list)
-    for r in sorted(results, key=lambda r: r["job_id"]):
-        if r["status"] != "ok":
-            stats["failed"] += 1
-        elif is_abstention(r["answer"]):
-            stats["abstained"] += 1
-        else:
+    for r in results:
+        verdict = classify(r)
+        if verdict == "usable":
             by_task[_norm(r["task"])].append(r)
+        else:
+            stats[verdict] += 1
     kept: list[dict[str, Any]] = []
     for answers in by_task.values():
         counts = Counter(_norm(r["answer"]) for r in answers)
-        winner, votes = counts.most_common(1)[0]  # a tie goes to the answer seen first
+        winner, votes = counts.most_common(1)[0]  # a tie goes to the answer ranked first
         first = next(r for r in answers if _norm(r["answer"]) == winner)
         stats["outvoted"] += len(answers) - votes
-        kept.append({
-            "job_id": first["job_id"], "task": first["task"], "answer": _cut(first["answer"], max_chars),
-            "citation": _cut(first["citation"], max_chars),
-            "explanation": f"{votes} of {len(answers)} jobs agree. " + (_cut(first["explanation"], max_chars) or ""),
-        })
+        kept.append(forwarded(first, max_chars, f"{votes} of {len(answers)} jobs agree. " + (_cut(first["explanation"], max_chars) or "")))
     stats["dropped_over_cap"] = max(len(kept) - max_forwarded, 0)
     kept = kept[:max_forwarded]
     stats["kept"] = len(kept)

@@ -115,8 +115,11 @@ def run_fake(bwrap: BwrapBackend) -> Callable[..., Run]:
         local_delay: float = 0.0,
         checkpointer: Any = None,
         store: Any = None,
+        reply: str | None = None,
         **settings: Any,
     ) -> Run:
+        if reply is not None:  # the local model's reply format (the embedded spec's default: text)
+            settings["local"] = f"embedded;reply={reply}"
         settings.setdefault("chunk_tokens", 40)
         settings.setdefault("max_chunk_chars", 4000)
         s = RunSettings(**settings)

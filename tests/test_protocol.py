@@ -12,7 +12,8 @@ def test_single_round_answers_with_citation(run_fake):
     run = run_fake()
     final = run.values["final"]
     assert final["answer"] == "42"
-    assert final["citations"] == ["The secret number is 42"]
+    # what the supervisor read, and what the answer cites: the chunk's own words
+    assert final["citations"] == ["The secret number is 42, written in the ledger."]
     assert final["forced"] is False and final["fallback"] is False
     (record,) = run.values["rounds"]
     assert record["plan_source"] == "supervisor"
@@ -110,7 +111,7 @@ def test_malformed_worker_output_is_a_recorded_failure(run_fake):
             return '{"answer": 7}'  # wrong schema: no explanation, answer not a string
         return default_local(prompt)
 
-    run = run_fake(local=local, documents=[doc])
+    run = run_fake(local=local, documents=[doc], reply="json")
     failed = [r for r in run.results() if r["status"] == "failed"]
     assert len(failed) == 2
     assert all("does not match the JobOutput schema" in r["error"] for r in failed)
@@ -139,7 +140,7 @@ def test_failed_jobs_are_run_again_next_round(run_fake):
             return final_json("?", "request_additional_info", feedback="again")
         return final_json()
 
-    run = run_fake(remote=remote, local=local, documents=[doc])
+    run = run_fake(remote=remote, local=local, documents=[doc], reply="json")
     assert len(seen) == 3  # round 1 (failed); round 2: the new plan's job and the carried-over retry
     assert "1 job(s) failed last round and will be run again" in run.remote_prompts("Write prepare_jobs now")[1]
     assert any(r["job_id"].startswith("r2-retry-r1-") and r["status"] == "ok" for r in run.results())
@@ -159,7 +160,8 @@ def test_abstentions_and_duplicates_are_filtered_before_the_remote_sees_them(run
 
     run = run_fake(local=local)
     stats = run.values["filter_stats"]
-    assert stats == {"jobs": 12, "failed": 0, "abstained": 9, "duplicates": 1, "kept": 2, "dropped_over_cap": 0}
+    assert stats == {"jobs": 12, "failed": 0, "abstained": 9, "ungrounded": 0, "duplicates": 1, "kept": 2,
+                     "dropped_over_cap": 0}
     (aggregate_prompt,) = run.remote_prompts("Minion answers:")
     assert aggregate_prompt.count("answer: ") == 2
     assert "answer: None" not in aggregate_prompt
@@ -168,14 +170,14 @@ def test_abstentions_and_duplicates_are_filtered_before_the_remote_sees_them(run
 def test_forwarded_outputs_are_capped(run_fake):
     def local(prompt: str) -> str:
         n = re.search(r"Paragraph (\d+)", prompt)
-        return worker_json(f"answer {n.group(1) if n else 'x'} " + "long " * 400)
+        return worker_json(f"paragraph {n.group(1) if n else 'x'} talks about " + "harbours " * 400)
 
     run = run_fake(local=local, max_forwarded_outputs=3, max_answer_chars=50)
     assert run.values["filter_stats"]["kept"] == 3
-    assert run.values["filter_stats"]["dropped_over_cap"] == 9
+    assert run.values["filter_stats"]["dropped_over_cap"] == 8  # 11 grounded answers (the secret's chunk has none)
     (aggregate_prompt,) = run.remote_prompts("Minion answers:")
-    assert aggregate_prompt.count("answer: answer") == 3
-    assert "long long" in aggregate_prompt and len(aggregate_prompt) < 4000
+    assert aggregate_prompt.count("answer: paragraph") == 3
+    assert "harbours harbours" in aggregate_prompt and len(aggregate_prompt) < 4000
 
 
 def test_last_round_forces_a_final_answer(run_fake):
@@ -198,8 +200,11 @@ def test_unusable_aggregate_reply_never_crashes(run_fake):
 
     run = run_fake(remote=remote, max_rounds=1)
     final = run.values["final"]
-    assert final["fallback"] is True and final["answer"] == "42"
+    # the extractive answer: the grounded minion answer, with its quote
+    assert final["fallback"] is True
+    assert final["answer"] == '42 (the document: "The secret number is 42, written in the ledger.")'
     assert any("aggregation reply was unusable" in n for n in run.values["notes"])
+    assert any("the answer is extracted from the minions" in n for n in run.values["notes"])
     assert len(run.remote_prompts("Minion answers:")) == 2  # one retry
 
 

@@ -1,0 +1,88 @@
+"""The extractive fallback: when the supervisor is too weak to aggregate, answer with
+the best-supported grounded minion answer, and its quote.
+
+A supervisor "fails to aggregate" when its reply is unusable, or when its final
+answer ignores every grounded minion answer: it shares no word with any of them
+beyond the question's own words (a supervisor that says the documents do not answer
+is taken at its word). Each grounded output is then scored by
+
+- its **relevance**: the IDF-weighted share of the question's words in its quote,
+  the document's own words (``nodes.grounding.relevance``, over the candidates
+  themselves),
+- its **support**: how much of its answer one passage of its chunk holds,
+- **agreement**: how many other grounded outputs give the same answer,
+
+and the best one becomes the answer, carrying its quote. When no minion found a
+grounded answer in any round, the answer says that the documents did not yield
+one. The notes say plainly that this fallback was used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from .grounding import agreement, content_terms, relevance
+from .replies import says_not_found
+
+NO_EVIDENCE_ANSWER = "The documents do not appear to answer this: no minion found a passage that supports an answer."
+
+# how much support and agreement weigh next to relevance (each term is 0-1)
+SUPPORT_WEIGHT = 0.5
+AGREEMENT_WEIGHT = 0.5
+AGREEMENT_CAP = 3  # agreeing outputs beyond this add nothing
+
+
+class Extracted(BaseModel):
+    answer: str  # the minion's answer with its quote
+    quote: str | None
+    job_id: str | None
+    score: float
+    explanation: str
+
+
+def ignores_grounded(answer: str | None, question: str, grounded: list[dict[str, Any]]) -> bool:
+    """True when a supervisor's answer takes nothing from the grounded outputs: it
+    shares none of its own words (the question's excluded) with any output's answer or
+    quote. Saying that the documents do not answer is not ignoring them."""
+    if answer is None or not answer.strip():
+        return True
+    if says_not_found(answer):
+        return False
+    own = set(content_terms(answer)) - set(content_terms(question))
+    if not own:
+        return True  # it restates the question
+    for output in grounded:
+        if own & set(content_terms(f"{output.get('answer') or ''} {output.get('citation') or ''}")):
+            return False
+    return True
+
+
+def scores(question: str, candidates: list[dict[str, Any]]) -> list[float]:
+    texts = [c.get("citation") or c.get("answer") or "" for c in candidates]
+    agree = agreement([c.get("answer") or "" for c in candidates])
+    return [
+        rel + SUPPORT_WEIGHT * float(c.get("support") or 0.0) + AGREEMENT_WEIGHT * min(a, AGREEMENT_CAP) / AGREEMENT_CAP
+        for c, rel, a in zip(candidates, relevance(question, texts), agree, strict=True)
+    ]
+
+
+def extract(question: str, candidates: list[dict[str, Any]]) -> Extracted:
+    """The best grounded output as an answer (or the no-evidence answer)."""
+    usable = [c for c in candidates if c.get("answer")]
+    if not usable:
+        return Extracted(answer=NO_EVIDENCE_ANSWER, quote=None, job_id=None, score=0.0,
+                         explanation="No minion gave an answer its chunk supports.")
+    scored = scores(question, usable)
+    best_index = max(range(len(usable)), key=lambda i: (scored[i], -i))
+    best = usable[best_index]
+    quote = best.get("citation")
+    answer = str(best["answer"]).strip()
+    text = f'{answer} (the document: "{quote}")' if quote and quote.strip() not in answer else answer
+    return Extracted(
+        answer=text, quote=quote, job_id=best.get("job_id"), score=round(scored[best_index], 3),
+        explanation=(f"Extracted from minion job {best.get('job_id')}: of {len(usable)} grounded answers, the one whose "
+                     f"quote is most relevant to the question, best supported by its chunk and most agreed with "
+                     f"(score {scored[best_index]:.2f})."),
+    )
