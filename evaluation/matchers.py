@@ -1,0 +1,188 @@
+"""Deterministic answer matching: whether a system's answer is right, by rules a
+reader can check (no model involved).
+
+- Text is normalised first: Unicode compatibility forms, case, punctuation (kept
+  inside numbers: ``1,577.5``), the articles *a*, *an* and *the*, whitespace.
+- ``contains``: the normalised answer contains one acceptable answer, on word
+  boundaries ("Duluth" is in "the Duluth facility", "ort" is not in "report").
+- ``exact``: the normalised answer is one acceptable answer (a trailing full stop
+  or a leading "Yes," do not count as more).
+- ``numeric``: a number in the answer equals the expected number at the precision
+  the coarser of the two is written with (half a unit in its last digit: "72.7
+  billion" = "$72,705 million" = "$72.7bn", and "79" matches 79.2, but 78.9 does
+  not), or within the item's relative ``tolerance`` when it sets one; currency,
+  thousands separators, scale words and percentages are understood. When one side
+  states no scale ("$1577.00" in a dataset whose figures are in millions) the
+  numbers are compared as written.
+- ``all``: every part is contained (a part may list alternatives).
+- ``abstain``: the documents do not answer the question, and the answer says so
+  ("the documents do not mention ...", "not stated", "no information").
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from .suite import Answer, SuiteItem
+
+_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
+_DIGIT_COMMA = re.compile(r"(?<=\d),(?=\d{3}\b)")  # 1,577 -> 1577
+_PUNCT = re.compile(r"[^\w\s.%]|_")  # everything but letters, digits, points and %
+_STRAY_POINT = re.compile(r"(?<!\d)\.|\.(?!\d)")  # a point that is not a decimal point
+
+
+def normalize(text: str) -> str:
+    """Lowercase, no punctuation (but numbers keep their point), no articles, single spaces."""
+    text = unicodedata.normalize("NFKC", text).lower().replace("\u2212", "-")
+    text = _STRAY_POINT.sub(" ", _PUNCT.sub(" ", _DIGIT_COMMA.sub("", text))).replace("%", " percent ")
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def contains(answer: str, expected: str) -> bool:
+    needle = normalize(expected)
+    return bool(needle) and f" {needle} " in f" {normalize(answer)} "
+
+
+_LEADING_YES_NO = re.compile(r"^(yes|no)\b")
+
+
+def exact(answer: str, expected: str) -> bool:
+    got, want = normalize(answer), normalize(expected)
+    if got == want:
+        return True
+    # "Yes, the report says so." is an exact "yes"
+    m = _LEADING_YES_NO.match(got)
+    return want in ("yes", "no") and m is not None and m.group(1) == want
+
+
+# --- numbers ---------------------------------------------------------------------------
+
+_SCALES = {
+    "thousand": 1e3, "k": 1e3, "million": 1e6, "millions": 1e6, "mn": 1e6, "mm": 1e6, "m": 1e6,
+    "billion": 1e9, "billions": 1e9, "bn": 1e9, "b": 1e9, "trillion": 1e12, "tn": 1e12,
+}
+# single letters only count as a scale right after a currency amount ($5m), never after
+# a bare number (a manual's "5 m" is metres)
+_LETTER_SCALES = {"k", "m", "b", "mm"}
+_NUMBER = re.compile(
+    r"(?:(?<![\w.])(?P<neg>[-\u2212]))?\s?(?P<cur>[$€£¥]|usd\s?|eur\s?)?\s?"
+    r"(?P<int>\d{1,3}(?:,\d{3})+|\d+)(?:\.(?P<frac>\d+))?"
+    r"(?:\s?(?P<pct>%|percent\b|per cent\b)|\s?(?P<scale>thousand|millions?|billions?|trillion|bn|mn|mm|tn|k|m|b)\b)?",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Number:
+    """A number as written (``mantissa``), its scale (1 when none was stated) and
+    whether it was a percentage."""
+
+    mantissa: float
+    scale: float
+    stated_scale: bool
+    percent: bool
+    unit: float = 1.0  # the mantissa's last stated digit: 0.1 for "79.2"
+
+    @property
+    def value(self) -> float:
+        return self.mantissa * self.scale
+
+
+def numbers(text: str) -> list[Number]:
+    """Every number in a text, with its currency, scale and percent read."""
+    found: list[Number] = []
+    text = unicodedata.normalize("NFKC", text)
+    for m in _NUMBER.finditer(text):
+        mantissa = float(m.group("int").replace(",", "") + ("." + m.group("frac") if m.group("frac") else ""))
+        if m.group("neg") in ("-", "\u2212"):
+            mantissa = -mantissa
+        scale_word = (m.group("scale") or "").lower()
+        if scale_word in _LETTER_SCALES and not m.group("cur"):
+            scale_word = ""
+        scale = _SCALES.get(scale_word, 1.0)
+        unit = 10.0 ** -len(m.group("frac") or "")
+        found.append(Number(mantissa, scale, bool(scale_word), bool(m.group("pct")), unit))
+    return found
+
+
+def _same(a: float, b: float, slack: float, tolerance: float | None) -> bool:
+    if abs(a - b) <= slack * (1 + 1e-9):
+        return True
+    return tolerance is not None and math.isclose(a, b, rel_tol=tolerance)
+
+
+def numeric(answer: str, expected: str, tolerance: float | None = None) -> bool:
+    wanted = numbers(expected)
+    if not wanted:  # the expected answer is not a number: fall back to text
+        return contains(answer, expected)
+    target = wanted[0]
+    for got in numbers(answer):
+        if _same(got.value, target.value, 0.5 * max(got.unit * got.scale, target.unit * target.scale), tolerance):
+            return True
+        if got.stated_scale != target.stated_scale and _same(got.mantissa, target.mantissa,
+                                                             0.5 * max(got.unit, target.unit), tolerance):
+            return True
+    return False
+
+
+# --- saying the documents do not answer -------------------------------------------------
+
+_REPORTING = (r"(?:say|says|mention|mentions|state|states|specify|specifies|provide|provides|contain|contains|include|"
+              r"includes|give|gives|list|lists|disclose|discloses|report|reports|indicate|indicates|address|addresses|"
+              r"describe|describes|discuss|discusses|document|documents|cover|covers|record|records|answer|answers|"
+              r"identify|identifies|show|shows|name|names|reveal|reveals)")
+_PARTICIPLES = (r"(?:found|mentioned|stated|specified|provided|given|included|available|listed|disclosed|reported|"
+                r"addressed|described|discussed|documented|indicated|known|covered|recorded|identified|shown|named|"
+                r"revealed|present)")
+# normalised text (lowercase, no punctuation: "doesn't" is "doesn t")
+_ABSTAIN = re.compile(
+    r"\b(?:"
+    rf"not\s+(?:\w+\s+){{0,2}}{_PARTICIPLES}|"  # not (explicitly) mentioned, not found in
+    rf"(?:does|do|did)\s*(?:not|n t)\s+(?:\w+\s+){{0,3}}{_REPORTING}|"  # does not (appear to) say
+    rf"(?:no|none|nothing)\s+(?:\w+\s+){{0,3}}(?:is|are|was|were|has been|have been)\s+(?:\w+\s+)?{_PARTICIPLES}|"
+    rf"none\s+of\s+(?:\w+\s+){{0,3}}{_REPORTING}|"
+    r"no\s+(?:\w+\s+)?(?:information|mention|data|record|records|details?|answer|indication|evidence|reference|passage)|"
+    r"(?:cannot|can not|can t|could not|couldn t|unable\s+to)\s+(?:be\s+)?(?:\w+\s+)?"
+    r"(?:determined?|found|find|answered|answer|identif\w*|tell|locate|located)|"
+    r"unknown|not\s+(?:in|part\s+of)\s+(?:\w+\s+)?(?:document|documents|text|report|record|manual)|there\s+is\s+nothing"
+    r")\b"
+)
+
+
+_BARE_ABSTENTIONS = frozenset({"none", "n a", "na", "null", "nil", "nothing", "no answer", "not found", "not available"})
+
+
+def abstains(answer: str) -> bool:
+    """The answer says the documents do not hold what was asked."""
+    text = normalize(answer)
+    return text in _BARE_ABSTENTIONS or bool(_ABSTAIN.search(text))
+
+
+# --- one question ------------------------------------------------------------------------
+
+
+def _alternatives(answer: Answer) -> list[str]:
+    return [answer] if isinstance(answer, str) else list(answer)
+
+
+def is_correct(item: SuiteItem, answer: str | None) -> bool | None:
+    """The deterministic verdict: True or False, or None for an unscored question."""
+    if not item.scored:
+        return None
+    text = answer or ""
+    if item.match == "abstain":
+        return abstains(text)
+    if not text.strip():
+        return False
+    if item.match == "all":
+        return all(any(contains(text, alt) for alt in _alternatives(part)) for part in item.answers)
+    candidates = [a for a in item.answers if isinstance(a, str)]
+    if item.match == "exact":
+        return any(exact(text, a) for a in candidates)
+    if item.match == "numeric":
+        return any(numeric(text, a, item.tolerance) for a in candidates)
+    return any(contains(text, a) for a in candidates)
