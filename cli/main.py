@@ -199,6 +199,7 @@ def _finish(result: RunResult, json_out: bool) -> None:
 
 
 from . import compare as _compare  # noqa: E402,F401 - registers compare
+from . import evals as _evals  # noqa: E402,F401 - registers eval and convert
 from . import threads as _threads  # noqa: E402,F401 - registers resume, runs, show, history
 
 if __name__ == "__main__":

@@ -204,6 +204,20 @@ def fork_minions(
         return _stream(graph, None, new_thread_id, settings, store, on_event, control)
 
 
+def finished_result(thread_id: str, checkpoint: Location | None = None) -> RunResult | None:
+    """The result of a thread that finished (None for an unknown or unfinished one),
+    read from its checkpoint without running anything."""
+    with open_persistence(checkpoint) as (saver, store):
+        settings = thread_settings(saver, thread_id)
+        if settings is None:
+            return None
+        graph = build_graph(settings, None, None, saver, store)
+        snapshot = graph.get_state({"configurable": {"thread_id": thread_id}})
+        if not snapshot.values.get("final") or snapshot.next:
+            return None
+        return _result(thread_id, snapshot.values, store, None, 0.0)
+
+
 def resume_settings(thread_id: str, checkpoint: Location | None = None) -> RunSettings:
     """The settings an existing thread started with (for preflight checks before a resume)."""
     with open_persistence(checkpoint) as (saver, _store):

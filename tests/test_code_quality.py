@@ -11,7 +11,7 @@ BIN = Path(sys.executable).parent
 
 
 def test_mypy_clean():
-    out = subprocess.run([str(BIN / "mypy"), "graphs", "nodes", "sandbox", "cli", "minionflow"],
+    out = subprocess.run([str(BIN / "mypy"), "graphs", "nodes", "sandbox", "cli", "minionflow", "evaluation"],
                          cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-4000:]
 

@@ -1,0 +1,204 @@
+"""``minionflow eval``: run a suite of questions with several protocols and show what
+each buys (accuracy, tokens, cost, latency); ``minionflow convert``: turn a
+downloaded dataset (FinanceBench, QASPER, LongHealth) into a suite."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from minionflow.evaluation.report import summarize, table_rows, write_reports
+from minionflow.evaluation.runner import EvalPlan, ItemResult, run_eval
+from minionflow.evaluation.suite import SuiteItem, load_suite
+from minionflow.graphs.persistence import data_dir, describe, resolve_location
+from minionflow.graphs.settings import PROTOCOLS
+from minionflow.nodes.documents import BadInput
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .main import (
+    EXIT_ANSWERED,
+    EXIT_FAILED,
+    CheckpointOption,
+    DataDir,
+    _fail,
+    _parse_spec,
+    _setup_logging,
+    app,
+    build_settings,
+    err,
+    ready,
+)
+from .signals import EXIT_PAUSED, pause_on_signals
+
+DEFAULT_PROTOCOLS = "minions,remote-only"
+
+
+class EvalProgress:
+    """One bar over the suite's items, and what the current run is doing."""
+
+    def __init__(self, console: Console, items: int, protocols: list[str], enabled: bool) -> None:
+        self.protocols = protocols
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console,
+                                 disable=not enabled)
+        self.task = self.progress.add_task("items", total=items, detail="")
+        self.finished: dict[str, int] = {}
+        self.jobs = (0, 0)
+
+    def __enter__(self) -> EvalProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def start(self, item: SuiteItem, protocol: str, previous: ItemResult | None) -> None:
+        again = " (resumed)" if previous is not None else ""
+        self.jobs = (0, 0)
+        self.progress.update(self.task, description=f"{item.id} · {protocol}{again}", detail="")
+
+    def done(self, item: SuiteItem, protocol: str, result: ItemResult | None) -> None:
+        if result is not None and result.status == "paused":
+            return
+        self.finished[item.id] = self.finished.get(item.id, 0) + 1
+        if self.finished[item.id] == len(self.protocols):
+            self.progress.advance(self.task)
+
+    def event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "jobs":
+            self.jobs = (0, int(event["total"]))
+        elif kind == "job":
+            self.jobs = (self.jobs[0] + 1, self.jobs[1])
+        else:
+            return
+        self.progress.update(self.task, detail=f"jobs {self.jobs[0]}/{self.jobs[1]}")
+
+
+def _protocols(value: str) -> list[str]:
+    chosen = list(dict.fromkeys(p.strip() for p in value.split(",") if p.strip()))
+    if not chosen:
+        raise _fail("--protocols is empty")
+    unknown = [p for p in chosen if p not in PROTOCOLS]
+    if unknown:
+        raise _fail(f"unknown protocol {unknown[0]!r} in --protocols; choose from {', '.join(PROTOCOLS)}")
+    return chosen
+
+
+@app.command("eval")
+def eval_command(
+    suite_path: Annotated[Path, typer.Argument(metavar="SUITE", help="the suite: a JSONL file (id, documents, question, answers, match, tags)", show_default=False)],
+    protocols: Annotated[str, typer.Option(help="comma-separated protocols to run: " + ", ".join(PROTOCOLS))] = DEFAULT_PROTOCOLS,
+    remote: Annotated[str | None, typer.Option(envvar="MINIONFLOW_REMOTE", help="supervisor model spec (default: openai:gpt-4o if OPENAI_API_KEY is set, else embedded)")] = None,
+    local: Annotated[str, typer.Option(envvar="MINIONFLOW_LOCAL", help="worker model spec")] = "embedded",
+    max_rounds: Annotated[int | None, typer.Option(min=1, max=50, help="rounds of MinionS (default 5; 1 with an embedded supervisor)")] = None,
+    max_code_attempts: Annotated[int | None, typer.Option(min=1, max=10, help="tries for the supervisor's code per round")] = None,
+    chunk_tokens: Annotated[int | None, typer.Option(min=10, help="chunk size of the built-in plan, in tokens (default 1000)")] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, max=256, help="local-model calls in flight (default 4)")] = None,
+    sandbox: Annotated[str, typer.Option(help="sandbox backend: auto, docker or bwrap")] = "auto",
+    sandbox_runtime: Annotated[str | None, typer.Option(help="OCI runtime for the docker sandbox, e.g. runsc")] = None,
+    judge: Annotated[str | None, typer.Option(help="model spec of an LLM judge; its verdict is recorded apart from the deterministic score")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="the eval's folder (default: eval-results/SUITE-NAME); run again to resume")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="only the first N questions")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    home: DataDir = None,
+    checkpoint: CheckpointOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run every question of SUITE with each protocol and score the answers: accuracy
+    (95% Wilson interval), tokens, cost, latency and savings against remote-only.
+    Every question x protocol is a thread; an interrupted eval resumes where it stopped."""
+    home = home or data_dir()
+    _setup_logging(verbose, home)
+    chosen = _protocols(protocols)
+    try:
+        suite = load_suite(suite_path)
+    except BadInput as exc:
+        raise _fail(str(exc)) from None
+    all_settings = {p: build_settings(remote, local, protocol=p, sandbox=sandbox, sandbox_runtime=sandbox_runtime,
+                                      max_rounds=max_rounds, max_code_attempts=max_code_attempts,
+                                      chunk_tokens=chunk_tokens, local_concurrency=concurrency) for p in chosen}
+    judge_spec = _parse_spec(judge, "judge")
+    out_dir = out or Path("eval-results") / suite.name
+    try:
+        plan = EvalPlan(suite=suite, protocols=chosen, settings=all_settings, out_dir=out_dir,
+                        checkpoint=resolve_location(checkpoint) if checkpoint else None, judge=judge_spec, limit=limit)
+    except ValidationError as exc:
+        raise _fail(f"invalid eval: {exc.errors()[0]['msg']}") from None
+    backends = [ready(s) for s in all_settings.values()]
+    if judge_spec is not None:
+        from minionflow.nodes.models import ModelConfigError, preflight
+
+        try:
+            preflight(judge_spec, "remote")
+        except ModelConfigError as exc:
+            raise _fail(f"--judge: {exc}") from None
+    backend = next((b for b in backends if b is not None), None)
+    with EvalProgress(err, len(plan.items), chosen, enabled=not json_out) as progress, pause_on_signals(err) as control:
+        try:
+            results = run_eval(plan, sandbox=backend, on_start=progress.start, on_done=progress.done,
+                               on_event=progress.event, control=control)
+        except BadInput as exc:
+            raise _fail(str(exc)) from None
+    summary = summarize(suite.name, len(plan.items), not any(i.scored for i in plan.items), chosen, results)
+    paths = write_reports(summary, out_dir)
+    paused = control.drain_requested or len(results) < len(plan.items) * len(chosen)
+    failed = any(r.status == "failed" for r in results)
+    if json_out:
+        sys.stdout.write(summary.model_dump_json(indent=2) + "\n")
+    else:
+        _print(summary, paths, plan)
+        if paused:
+            err.print(f"[yellow]paused[/]: {len(results)} of {len(plan.items) * len(chosen)} runs finished; "
+                      "run the same command again to resume", highlight=False)
+        elif failed:
+            err.print("[red]some runs failed[/] (see results.jsonl); run the same command again to resume them", highlight=False)
+    raise typer.Exit(EXIT_PAUSED if paused else EXIT_FAILED if failed else EXIT_ANSWERED)
+
+
+def _print(summary: Any, paths: dict[str, Path], plan: EvalPlan) -> None:
+    console = Console()
+    headers, rows = table_rows(summary)
+    # one column per protocol, one row per figure: fits a narrow terminal
+    table = Table(title=f"Eval: {summary.suite}, {summary.items} questions", title_justify="left")
+    table.add_column("", no_wrap=True)
+    for row in rows:
+        table.add_column(row[0], justify="right")
+    for i, header in enumerate(headers[1:], start=1):
+        table.add_row(header, *(row[i] for row in rows))
+    console.print(table)
+    for p in summary.protocols:
+        if p.failed or p.refused or p.fallback_answers:
+            console.print(f"{p.protocol}: {p.failed} failed, {p.refused} refused, {p.fallback_answers} answers from a "
+                          "fallback", highlight=False)
+    console.print(f"results: {paths['summary'].parent}/ (results.jsonl, {paths['summary'].name}, {paths['table'].name}, "
+                  f"{paths['plot'].name})", highlight=False)
+    console.print(f"threads: minionflow show THREAD --checkpoint {describe(plan.location)}", highlight=False)
+
+
+@app.command("convert")
+def convert_command(
+    dataset: Annotated[str, typer.Argument(metavar="DATASET", help="financebench, qasper or longhealth", show_default=False)],
+    source: Annotated[Path, typer.Argument(metavar="SOURCE", help="the dataset file as downloaded: financebench_open_source.jsonl, qasper-*-v0.3.json or benchmark_v5.json", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for suite.jsonl and the documents it needs")],
+    pdfs: Annotated[Path | None, typer.Option(help="FinanceBench's PDFs folder (default: pdfs/ next to SOURCE or one level up)")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="only the first N questions (by id)")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing suite.jsonl")] = False,
+) -> None:
+    """Convert a downloaded dataset (FinanceBench, QASPER, LongHealth) into a suite for
+    `minionflow eval`. Nothing is downloaded."""
+    from minionflow.evaluation.loaders import KINDS, convert
+
+    if dataset not in KINDS:
+        raise _fail(f"unknown dataset {dataset!r}; choose one of {', '.join(KINDS)}")
+    try:
+        report = convert(dataset, source, out, pdfs=pdfs, limit=limit, overwrite=overwrite)  # type: ignore[arg-type]
+    except BadInput as exc:
+        raise _fail(str(exc)) from None
+    Console().print(report.summary(), highlight=False, soft_wrap=True)
+    Console().print(f"run it with: minionflow eval {report.suite}", highlight=False, soft_wrap=True)
