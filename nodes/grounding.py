@@ -41,10 +41,12 @@ STOPWORDS = frozenset(
     not now of off on once only or other our ours out over own per same she should so some such than that the
     their theirs them then there these they this those through to too under until up upon very via was we were
     what when where which while who whom whose why will with within without would yes you your yours""".split()
+    # words about the exchange, not the content: "the text says", "the task is to find"
+    + "answer answers document documents question task text passage chunk mention mentions mentioned".split()
 )
 
 _WORD = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
-_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n+")
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
 
 
 def _fold(text: str) -> str:
