@@ -35,7 +35,9 @@ def _savings(usage: UsageSummary) -> str:
 
 def render_result(console: Console, result: RunResult) -> None:
     if result.status == "answered":
-        console.print(f"[bold]Answer:[/] {result.answer}", highlight=False)
+        console.print(f"[bold]Answer:[/] {result.answer or '(no answer)'}", highlight=False)
+        if result.quote:
+            console.print(f"[bold]The document says:[/] \"{result.quote}\"", highlight=False)
         if result.explanation:
             console.print(f"[bold]Why:[/] {result.explanation}", highlight=False)
         if result.citations:

@@ -201,7 +201,9 @@ def _render_view(console: Console, view: ThreadView) -> None:
     for note in view.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     if view.final:
-        console.print(f"[bold]Answer:[/] {view.final['answer']}", highlight=False)
+        console.print(f"[bold]Answer:[/] {view.final['answer'] or '(no answer)'}", highlight=False)
+        if view.final.get("quote"):
+            console.print(f"[bold]The document says:[/] \"{view.final['quote']}\"", highlight=False)
     console.print(usage_table(view.usage))
 
 

@@ -79,6 +79,7 @@ class ItemResult(BaseModel):
     protocol: str
     status: Status
     answer: str | None = None
+    quote: str | None = None  # the passage the answer rests on (scored with it: the user reads both)
     correct: bool | None = None  # the deterministic verdict; None when the item is not scored
     judge: JudgeVerdict | None = None  # recorded apart, never mixed into ``correct``
     match: str
@@ -183,11 +184,16 @@ def _usage(result: RunResult) -> Usage:
     )
 
 
+def scored_text(answer: str | None, quote: str | None) -> str:
+    """What a verdict reads: the answer, and the quote it rests on when it has one."""
+    return " ".join(x for x in (answer, f'"{quote}"' if quote else None) if x)
+
+
 def item_result(item: SuiteItem, protocol: str, run: RunResult) -> ItemResult:
     answered = run.status == "answered"
     return ItemResult(
-        item_id=item.id, protocol=protocol, status=run.status, answer=run.answer,
-        correct=is_correct(item, run.answer if answered else None) if item.scored else None,
+        item_id=item.id, protocol=protocol, status=run.status, answer=run.answer, quote=run.quote,
+        correct=is_correct(item, scored_text(run.answer, run.quote) if answered else None) if item.scored else None,
         match=item.match, tags=item.tags, fallback=run.fallback_answer, notes=run.notes, error=run.error,
         usage=_usage(run), elapsed_s=run.elapsed_s, thread_id=run.thread_id,
     )
@@ -241,7 +247,7 @@ def run_eval(
                 on_start(item, protocol, previous)
             result = _run_one(plan, manifest, item, protocol, docs, models, sandbox, on_event, control)
             if plan.judge is not None and result.status == "answered" and item.scored:
-                result.judge = judge_answer(plan.judge, item, result.answer or "", judge_models)
+                result.judge = judge_answer(plan.judge, item, scored_text(result.answer, result.quote), judge_models)
             if result.status != "paused":
                 _append(plan.out_dir, result)
                 done[(item.id, protocol)] = result

@@ -44,6 +44,7 @@ class RunResult(BaseModel):
     status: Literal["answered", "failed", "paused", "awaiting_approval"]
     pending_approval: dict[str, Any] | None = None
     answer: str | None = None
+    quote: str | None = None  # the passage of the documents the answer rests on, when it rests on one
     explanation: str = ""
     citations: list[str] = Field(default_factory=list)
     rounds: int = 0
@@ -298,7 +299,7 @@ def _result(thread_id: str, values: dict[str, Any], store: BaseStore, error: str
     }
     if final and error is None:
         return RunResult(
-            status="answered", answer=final["answer"], explanation=final["explanation"],
+            status="answered", answer=final["answer"], quote=final.get("quote"), explanation=final["explanation"],
             citations=final["citations"], forced_final=final["forced"], fallback_answer=final["fallback"], **common,
         )
     return RunResult(status="failed", error=error or "the run stopped before an answer", **common)

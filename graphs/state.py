@@ -101,6 +101,9 @@ class FinalAnswer(TypedDict):
     rounds: int
     forced: bool
     fallback: bool
+    # the passage of the documents the answer rests on, when it rests on one minion's
+    # grounded answer (the extractive fallback, or a supervisor that took one as it is)
+    quote: NotRequired[str | None]
 
 
 def merge_results(left: list[ResultRef], right: list[ResultRef]) -> list[ResultRef]:

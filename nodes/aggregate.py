@@ -21,7 +21,7 @@ from minionflow.graphs.state import FinalAnswer, MinionsState, RoundRecord
 from . import prompts
 from .accounting import record_calls
 from .common import emit, settings_of
-from .extractive import extract, ignores_grounded
+from .extractive import adopted_output, extract, ignores_grounded
 from .models import CallRecord, ModelProvider
 from .schemas import AggregateDecision
 from .store import get_json, put_json
@@ -136,6 +136,10 @@ def make_aggregate(models: ModelProvider) -> Callable[[MinionsState], dict[str, 
             decision["supervisor_answer"] = parsed.answer
             parsed = parsed.model_copy(update={"answer": extracted.answer, "explanation": extracted.explanation})
             decision.update(answer=extracted.answer, explanation=extracted.explanation)
+        elif final and parsed.answer:
+            adopted = adopted_output(parsed.answer, outputs)
+            if adopted is not None:  # the supervisor took one minion's answer as it is: it carries that quote
+                quote = adopted.get("citation")
         record = RoundRecord(
             round=round_, plan_source=state.get("plan_source", "fallback"), code=state.get("code"),
             code_errors=list(state.get("code_errors") or []), jobs=stats.get("jobs", 0),
@@ -155,7 +159,7 @@ def make_aggregate(models: ModelProvider) -> Callable[[MinionsState], dict[str, 
         if final:
             update["final"] = FinalAnswer(
                 answer=parsed.answer or _most_common_answer(kept), explanation=parsed.explanation,
-                citations=_citations(outputs, quote), rounds=round_, forced=forced, fallback=fallback,
+                citations=_citations(outputs, quote), rounds=round_, forced=forced, fallback=fallback, quote=quote,
             )
         emit({"type": "aggregate", "round": round_, "decision": decision["decision"]})
         return update

@@ -15,6 +15,10 @@ is taken at its word). Each grounded output is then scored by
 and the best one becomes the answer, carrying its quote. When no minion found a
 grounded answer in any round, the answer says that the documents did not yield
 one. The notes say plainly that this fallback was used.
+
+A supervisor that does aggregate, by taking one minion's answer as it is, gets that
+answer's quote too (``adopted_output``): every answer that rests on one passage of
+the documents carries it (``FinalAnswer.quote``).
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ AGREEMENT_CAP = 3  # agreeing outputs beyond this add nothing
 
 
 class Extracted(BaseModel):
-    answer: str  # the minion's answer with its quote
-    quote: str | None
+    answer: str  # the minion's answer
+    quote: str | None  # the passage of its chunk that supports it
     job_id: str | None
     score: float
     explanation: str
@@ -59,6 +63,20 @@ def ignores_grounded(answer: str | None, question: str, grounded: list[dict[str,
     return True
 
 
+def adopted_output(answer: str, outputs: list[dict[str, Any]], min_overlap: float = 0.6) -> dict[str, Any] | None:
+    """The grounded output whose answer the supervisor's answer repeats (their content
+    words overlap by ``min_overlap`` or more, Jaccard), if any."""
+    own = set(content_terms(answer))
+    best, best_overlap = None, 0.0
+    for output in outputs:
+        theirs = set(content_terms(output.get("answer") or ""))
+        if own and theirs:
+            overlap = len(own & theirs) / len(own | theirs)
+            if overlap > best_overlap:
+                best, best_overlap = output, overlap
+    return best if best_overlap >= min_overlap else None
+
+
 def scores(question: str, candidates: list[dict[str, Any]]) -> list[float]:
     texts = [c.get("citation") or c.get("answer") or "" for c in candidates]
     agree = agreement([c.get("answer") or "" for c in candidates])
@@ -78,10 +96,8 @@ def extract(question: str, candidates: list[dict[str, Any]]) -> Extracted:
     best_index = max(range(len(usable)), key=lambda i: (scored[i], -i))
     best = usable[best_index]
     quote = best.get("citation")
-    answer = str(best["answer"]).strip()
-    text = f'{answer} (the document: "{quote}")' if quote and quote.strip() not in answer else answer
     return Extracted(
-        answer=text, quote=quote, job_id=best.get("job_id"), score=round(scored[best_index], 3),
+        answer=str(best["answer"]).strip(), quote=quote, job_id=best.get("job_id"), score=round(scored[best_index], 3),
         explanation=(f"Extracted from minion job {best.get('job_id')}: of {len(usable)} grounded answers, the one whose "
                      f"quote is most relevant to the question, best supported by its chunk and most agreed with "
                      f"(score {scored[best_index]:.2f})."),

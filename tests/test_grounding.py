@@ -158,7 +158,7 @@ def test_extract_prefers_relevant_supported_and_agreed_answers():
     ]
     chosen = extract(TASK, outputs)
     assert chosen.job_id == "b"
-    assert chosen.answer == 'Duluth (the document: "We closed the Duluth facility after an inspection.")'
+    assert (chosen.answer, chosen.quote) == ("Duluth", "We closed the Duluth facility after an inspection.")
     nothing = extract(TASK, [])
     assert nothing.answer == NO_EVIDENCE_ANSWER and nothing.job_id is None
 
@@ -195,7 +195,7 @@ def test_a_supervisor_that_ignores_the_minions_gets_the_extractive_answer(run_fa
     run = run_fake(remote=remote)
     final = run.values["final"]
     assert final["fallback"] is True
-    assert final["answer"] == '42 (the document: "The secret number is 42, written in the ledger.")'
+    assert (final["answer"], final["quote"]) == ("42", "The secret number is 42, written in the ledger.")
     assert final["citations"][0] == "The secret number is 42, written in the ledger."
     (note,) = [n for n in run.values["notes"] if "could not aggregate" in n]
     assert "its answer ignored every grounded minion answer" in note and "job r1-j0007" in note
@@ -211,6 +211,18 @@ def test_with_no_grounded_answer_the_run_says_the_documents_do_not_answer(run_fa
     assert final["answer"] == NO_EVIDENCE_ANSWER and final["fallback"] is True
 
 
-def test_a_good_supervisor_answer_is_kept(run_fake):
+def test_a_good_supervisor_answer_is_kept_with_the_quote_of_the_answer_it_took(run_fake):
     run = run_fake(documents=[secret_doc()])
-    assert run.values["final"]["answer"] == "42" and run.values["final"]["fallback"] is False
+    final = run.values["final"]
+    assert final["answer"] == "42" and final["fallback"] is False
+    assert final["quote"] == "The secret number is 42, written in the ledger."
+
+
+def test_a_synthesised_supervisor_answer_has_no_single_quote(run_fake):
+    def remote(prompt: str) -> str:
+        if "Write prepare_jobs now" in prompt:
+            return GOOD_CODE
+        return final_json("The ledger's secret number, 42, matches the harbour records.")
+
+    final = run_fake(remote=remote).values["final"]
+    assert final["fallback"] is False and final["quote"] is None

@@ -202,7 +202,7 @@ def test_unusable_aggregate_reply_never_crashes(run_fake):
     final = run.values["final"]
     # the extractive answer: the grounded minion answer, with its quote
     assert final["fallback"] is True
-    assert final["answer"] == '42 (the document: "The secret number is 42, written in the ledger.")'
+    assert (final["answer"], final["quote"]) == ("42", "The secret number is 42, written in the ledger.")
     assert any("aggregation reply was unusable" in n for n in run.values["notes"])
     assert any("the answer is extracted from the minions" in n for n in run.values["notes"])
     assert len(run.remote_prompts("Minion answers:")) == 2  # one retry
