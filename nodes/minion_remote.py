@@ -45,7 +45,7 @@ def minion_remote_messages(state: MinionState, settings: RunSettings, last: bool
 
 def _last_local(state: MinionState) -> str:
     answers = [t["content"] for t in state.get("conversation") or [] if t["role"] == "local"]
-    return answers[-1] if answers else "no answer"
+    return answers[-1] if answers else ""  # no answer: empty, never a text a matcher could read
 
 
 def make_minion_remote(models: ModelProvider) -> Callable[[MinionState], dict[str, Any]]:

@@ -35,7 +35,8 @@ def make_read_all(models: ModelProvider, role: Role) -> Callable[[ReadAllState],
         answer = reply_text(call.message).strip() if call.message is not None else ""
         notes = [] if answer else [f"the {role} model gave no answer: {call.error or 'empty reply'}"]
         return {"usage": usage, "notes": notes,
-                "final": FinalAnswer(answer=answer or "(no answer)", explanation=f"the {role} model read everything",
+                # no answer is an empty answer (shown as "(no answer)"), never a text a matcher could read
+                "final": FinalAnswer(answer=answer, explanation=f"the {role} model read everything",
                                      citations=[], rounds=1, forced=False, fallback=not answer)}
 
     return read_all
