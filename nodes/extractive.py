@@ -2,9 +2,10 @@
 the best-supported grounded minion answer, and its quote.
 
 A supervisor "fails to aggregate" when its reply is unusable, or when its final
-answer ignores every grounded minion answer: it shares no word with any of them
-beyond the question's own words (a supervisor that says the documents do not answer
-is taken at its word). Each grounded output is then scored by
+answer ignores every grounded minion answer about the question (one whose quote
+shares a word with the question): it shares no word with any of them beyond the
+question's own words (a supervisor that says the documents do not answer is taken
+at its word). Each grounded output about the question is then scored by
 
 - its **relevance**: the IDF-weighted share of the question's words in its quote,
   the document's own words (``nodes.grounding.relevance``, over the candidates
@@ -46,10 +47,20 @@ class Extracted(BaseModel):
     explanation: str
 
 
+def about_the_question(question: str, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The outputs whose quote (the document's words) shares a word with the question:
+    a sentence that shares none ("The board's audit committee reviewed the
+    methodology", for "Who is the CFO?") is not an answer to it, however well the
+    minion copied it."""
+    asked = set(content_terms(question))
+    return [o for o in outputs if asked & set(content_terms(o.get("citation") or o.get("answer") or ""))]
+
+
 def ignores_grounded(answer: str | None, question: str, grounded: list[dict[str, Any]]) -> bool:
-    """True when a supervisor's answer takes nothing from the grounded outputs: it
-    shares none of its own words (the question's excluded) with any output's answer or
-    quote. Saying that the documents do not answer is not ignoring them."""
+    """True when a supervisor's answer takes nothing from the grounded outputs about
+    the question: it shares none of its own words (the question's excluded) with any
+    such output's answer or quote. Saying that the documents do not answer is not
+    ignoring them."""
     if answer is None or not answer.strip():
         return True
     if says_not_found(answer):
@@ -57,7 +68,7 @@ def ignores_grounded(answer: str | None, question: str, grounded: list[dict[str,
     own = set(content_terms(answer)) - set(content_terms(question))
     if not own:
         return True  # it restates the question
-    for output in grounded:
+    for output in about_the_question(question, grounded):
         if own & set(content_terms(f"{output.get('answer') or ''} {output.get('citation') or ''}")):
             return False
     return True
@@ -87,8 +98,8 @@ def scores(question: str, candidates: list[dict[str, Any]]) -> list[float]:
 
 
 def extract(question: str, candidates: list[dict[str, Any]]) -> Extracted:
-    """The best grounded output as an answer (or the no-evidence answer)."""
-    usable = [c for c in candidates if c.get("answer")]
+    """The best grounded output about the question as an answer (or the no-evidence answer)."""
+    usable = [c for c in about_the_question(question, candidates) if c.get("answer")]
     if not usable:
         return Extracted(answer=NO_EVIDENCE_ANSWER, quote=None, job_id=None, score=0.0,
                          explanation="No minion gave an answer its chunk supports.")

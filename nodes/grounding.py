@@ -9,6 +9,8 @@ before anything is forwarded to the supervisor:
 - the **answer's support**: the share of the answer's content words (stemmed, Snowball)
   found together in one passage of the chunk (a sentence, or two adjacent ones), and
   the same share for the words the answer adds to its task: support is the smaller.
+  Most of the numbers the answer states (all, if it states one) must be in that
+  passage: small models copy a sentence and change its figures.
   Words scattered over a chunk ("Freight Brokerage" here, "facility" there) are not
   support; the sentence that holds them is. An answer that only restates its task
   ("Northwind closed the facility in 2025") adds nothing to support, and is not
@@ -139,9 +141,12 @@ def support(answer: str, chunk: str, task: str = "") -> tuple[float, str | None]
     if not terms:
         return 0.0, None
     new = terms - set(content_terms(task))
+    figures = {t for t in terms if t[0].isdigit()}
     best, best_passage = 0.0, None
     for passage in _passages(chunk):
         held = set(content_terms(passage))
+        if 2 * len(figures - held) > len(figures):
+            continue  # numbers the passage does not state are not supported, however many words match
         share = len(terms & held) / len(terms)
         if new:
             share = min(share, len(new & held) / len(new))

@@ -70,7 +70,8 @@ Reply with JSON: {"citation": "...", "answer": "...", "explanation": "..."}"""
 # (nodes.grounding). Measured with benchmarks/worker_formats.py on the bundled suite
 # (SmolLM2-135M, 1,000-token chunks): this plain wording got the answer from 25 of 91
 # chunks that hold it; asking for "QUOTE: ... ANSWER: ..." lines, 15 of 74; asking for
-# "one short sentence", 18 of 91.
+# "one short sentence", 18 of 91. It shares WORKER_USER: labelling the task "Question:"
+# there stopped the model's "The task is to find ..." replies but found 21 of 91.
 WORKER_TEXT_SYSTEM = """\
 Answer the question using only the text. If the text does not answer it, reply NONE."""
 

@@ -73,6 +73,17 @@ def test_words_scattered_over_the_chunk_are_not_support():
     assert not g.grounded and "does not support" in (g.reason or "")
 
 
+def test_numbers_the_chunk_does_not_state_are_not_supported():
+    chunk = "The Warehousing segment serves 577 customers from 40 sites and employed 2,269 people at year end."
+    task = "How many people did the Warehousing segment employ?"
+    assert not ground_("The Warehousing segment serves 421 customers from 37 sites and employed 509 people.", chunk=chunk,
+                       task=task).grounded  # the words are all there, the figures are not
+    assert ground_("It employed 2,269 people at year end.", chunk=chunk, task=task).grounded
+    # one added figure of two (a year the model inferred) is tolerated
+    assert ground_("The fiscal year ends on September 30, 2025.", chunk="Our fiscal year ends on September 30.",
+                   task="When does the fiscal year end?").grounded
+
+
 def test_an_answer_that_restates_the_task_is_not_grounded():
     g = ground_("Northwind closed the facility in fiscal 2025.")
     assert not g.grounded and g.reason == "the answer only restates the task"
@@ -148,6 +159,10 @@ def test_a_supervisor_answer_that_ignores_every_grounded_output_is_detected():
     assert not ignores_grounded("It closed Duluth after an inspection", TASK, outputs)
     assert not ignores_grounded("The documents do not say.", TASK, outputs)  # taken at its word
     assert ignores_grounded("The Duluth facility", TASK, [])  # nothing grounded to rest on
+    # a grounded output whose quote shares no word with the question is not an answer to it
+    off_topic = [{"answer": "the audit committee reviewed it", "citation": "The audit committee reviewed the estimates."}]
+    assert ignores_grounded("The audit committee reviewed it", TASK, off_topic)
+    assert extract(TASK, off_topic).answer == NO_EVIDENCE_ANSWER
 
 
 def test_extract_prefers_relevant_supported_and_agreed_answers():
