@@ -21,12 +21,8 @@ from minionflow.graphs.state import JobResult, MinionsState
 
 from .common import emit, settings_of
 from .grounding import relevance
+from .replies import says_not_found
 from .store import get_json_many, put_json
-
-ABSTENTIONS = frozenset(
-    {"", "none", "null", "nil", "n/a", "na", "unknown", "not found", "no answer", "not mentioned",
-     "not applicable", "not available", "not provided", "not specified", "not stated", "no information"}
-)
 
 
 def _norm(text: str | None) -> str:
@@ -34,7 +30,9 @@ def _norm(text: str | None) -> str:
 
 
 def is_abstention(answer: str | None) -> bool:
-    return _norm(answer) in ABSTENTIONS
+    """The minion says its chunk does not hold the answer ("None", "not found", "The text
+    does not mention the CFO."): one rule for JSON and text replies (``nodes.replies``)."""
+    return says_not_found(answer)
 
 
 def _cut(text: str | None, limit: int) -> str | None:

@@ -5,12 +5,15 @@ quote sentences that are not there. Both are checked here, on the local side,
 before anything is forwarded to the supervisor:
 
 - the **citation** against the chunk: the best fuzzy alignment of the normalised
-  quote inside the normalised chunk (RapidFuzz ``partial_ratio``, 0-100);
+  quote inside the normalised chunk (RapidFuzz ``partial_ratio``, 0-100). A quote
+  that is the chunk's own sentence grounds its answer (a capable model may
+  paraphrase or compute from what it quotes); an invented one fails it; one of
+  fewer than three content words verifies nothing and is not counted;
 - the **answer's support**: the share of the answer's content words (stemmed, Snowball)
   found together in one passage of the chunk (a sentence, or two adjacent ones), and
   the same share for the words the answer adds to its task: support is the smaller.
-  Most of the numbers the answer states (all, if it states one) must be in that
-  passage: small models copy a sentence and change its figures.
+  At least half of the numbers the answer states (the one, if it states one) must
+  be in that passage: small models copy a sentence and change its figures.
   Words scattered over a chunk ("Freight Brokerage" here, "facility" there) are not
   support; the sentence that holds them is. An answer that only restates its task
   ("Northwind closed the facility in 2025") adds nothing to support, and is not
@@ -19,6 +22,10 @@ before anything is forwarded to the supervisor:
 The passage that best supports the answer becomes the output's **evidence**: the
 verified quote as the chunk writes it, or else the supporting sentence found here.
 It is what the supervisor reads, so what it reads is always document text.
+
+These are checks of co-occurrence, not of entailment: a wrong name taken from the
+right sentence passes. They catch what small models do most (answers from chunks
+that do not hold them, invented quotes and figures), cheaply, on the local side.
 
 The same word statistics rank outputs by their **relevance** to the question (the
 IDF-weighted share of the question's words in the evidence), which orders what is
@@ -47,16 +54,17 @@ STOPWORDS = frozenset(
     + "answer answers document documents question task text passage chunk mention mentions mentioned".split()
 )
 
-_WORD = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
+_WORD = re.compile(r"[^\W_]+(?:\.[0-9]+)?")
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
 
 
 def _fold(text: str) -> str:
-    return text.lower().replace("\u2019", "'").replace(",", "")
+    return text.casefold().replace("\u2019", "'").replace(",", "")
 
 
 def words(text: str) -> list[str]:
-    """Lowercase word tokens (numbers keep their decimal point, lose thousands commas)."""
+    """Casefolded word tokens in any script (numbers keep their decimal point, lose
+    thousands commas)."""
     return _WORD.findall(_fold(text))
 
 
@@ -192,39 +200,47 @@ def ground(answer: str, citation: str | None, chunk: str, task: str = "", *, min
            min_support: float) -> Grounding:
     """Check one output (its answer to ``task`` and its citation) against its chunk. An
     answer whose whole is not supported but whose leading clauses are is grounded as
-    those clauses (``supported_answer``)."""
+    those clauses (``supported_answer``), even when its quote would ground it whole."""
     whole = _ground_one(answer, citation, chunk, task, min_citation_score, min_support)
-    if whole.grounded or (whole.citation_score is not None and whole.citation_score < min_citation_score):
-        return whole  # grounded as it is, or its citation is not in the chunk (no cut mends that)
+    if whole.grounded and whole.answer_support >= min_support:
+        return whole  # supported as it is
+    if whole.citation_score is not None and whole.citation_score < min_citation_score:
+        return whole  # its citation is not in the chunk: no cut mends that
     for part in prefixes(answer)[1:]:
         if task and restates(part, task):
             break
         grounding = _ground_one(part, citation, chunk, task, min_citation_score, min_support)
-        if grounding.grounded:
+        if grounding.grounded and grounding.answer_support >= min_support:
             grounding.supported_answer = part
             return grounding
-    return whole
+    return whole  # grounded by its quote alone, or not at all
+
+
+MIN_QUOTE_TERMS = 3  # a shorter quote ("2019", "the CFO") aligns with almost any chunk: it verifies nothing
 
 
 def _ground_one(answer: str, citation: str | None, chunk: str, task: str, min_citation_score: float,
                 min_support: float) -> Grounding:
-    score = citation_score(citation, chunk) if citation and citation.strip() else None
-    quoted = _quoted_passage(citation, chunk) if citation and score is not None and score >= min_citation_score else None
+    quote = citation if citation and len(content_terms(citation)) >= MIN_QUOTE_TERMS else None
+    score = citation_score(quote, chunk) if quote else None
+    verified = score is not None and score >= min_citation_score
+    quoted = _quoted_passage(quote, chunk) if quote and verified else None
     share, passage = support(answer, chunk, task)
     if task and restates(answer, task):
         return Grounding(grounded=False, reason="the answer only restates the task", citation_score=score,
                          answer_support=0.0, evidence=None)
-    if not content_terms(answer):
-        # a bare "Yes" / "No": nothing to look for but the quote it rests on
-        share, passage = ((score or 0.0) / 100, quoted)
-    evidence = quoted if quoted and (share == 0 or _overlaps(answer, quoted)) else passage
-    if score is not None and score < min_citation_score:
+    if score is not None and not verified:
         return Grounding(grounded=False, reason=f"the citation is not in the chunk (match {score:.0f}/100)",
                          citation_score=score, answer_support=round(share, 3), evidence=passage)
+    if quoted is not None:
+        # a quote that is the chunk's own sentence grounds the answer it comes with: a capable
+        # model may paraphrase, compute or summarise what it quotes; the supervisor reads the quote
+        evidence = passage if passage and share >= min_support and not _overlaps(answer, quoted) else quoted
+        return Grounding(grounded=True, citation_score=score, answer_support=round(share, 3), evidence=evidence)
     if share < min_support:
         return Grounding(grounded=False, reason=f"the chunk does not support the answer (support {share:.2f})",
                          citation_score=score, answer_support=round(share, 3), evidence=passage)
-    return Grounding(grounded=True, citation_score=score, answer_support=round(share, 3), evidence=evidence)
+    return Grounding(grounded=True, citation_score=score, answer_support=round(share, 3), evidence=passage)
 
 
 def _overlaps(answer: str, passage: str) -> bool:

@@ -7,10 +7,11 @@ is read leniently:
 - a JSON object with the ``JobOutput`` fields (some models answer JSON unasked) is
   read as such;
 - labelled fields (``QUOTE:`` / ``CITATION:`` / ``EVIDENCE:``, ``ANSWER:``,
-  ``EXPLANATION:`` / ``REASON:``, with or without Markdown bold) are taken as such;
+  ``EXPLANATION:`` / ``REASON:``, with or without Markdown bold, always with a colon)
+  are taken as such;
 - without labels, the whole reply is the answer (its first paragraph, within reason);
-- "NONE", "not found", "the text does not mention ..." and the like are an
-  abstention: the answer is null.
+- "NONE", "not found", "the text does not mention ..." and the like, as the whole
+  reply or its first sentence, are an abstention: the answer is null.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .schemas import JobOutput
 
 _LABEL = re.compile(
     r"^[ \t>*_-]*(?:\*\*|__)?(?P<label>quote|citation|evidence|answer|final answer|explanation|reason)(?:\*\*|__)?"
-    r"[ \t]*(?:\*\*|__)?[ \t]*[:\-\u2013][ \t]*(?:\*\*|__)?",
+    r"[ \t]*(?:\*\*|__)?[ \t]*[:\uff1a][ \t]*(?:\*\*|__)?",
     re.IGNORECASE | re.MULTILINE,
 )
 _FIELD = {"quote": "citation", "citation": "citation", "evidence": "citation", "answer": "answer",
@@ -44,9 +45,16 @@ _NOT_FOUND = re.compile(
 MAX_ANSWER_CHARS = 600
 
 
+_FIRST_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n")
+
+
 def says_not_found(text: str | None) -> bool:
-    """The text says that the answer is not there (an abstention)."""
-    return text is None or not text.strip() or bool(_NOT_FOUND.search(text.strip()))
+    """The text says that the answer is not there (an abstention): as a whole, or in its
+    first sentence. "Northwind closed Duluth. The text does not say why." answers."""
+    if text is None or not text.strip():
+        return True
+    first = _FIRST_SENTENCE.split(text.strip(), maxsplit=1)[0]
+    return bool(_NOT_FOUND.search(first))
 
 
 def _clean(value: str) -> str:
