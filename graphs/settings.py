@@ -147,11 +147,13 @@ MIN_MINION_TURNS = 2  # a Minion chat: a question, then the answer
 
 # With the embedded model as the supervisor (a 135M model), extra rounds and code
 # attempts cost minutes (one pass over a 100 KB document takes about three on two
-# cores) and rarely help: these defaults keep the offline run under five minutes.
-EMBEDDED_SUPERVISOR_DEFAULTS: dict[str, int] = {"max_rounds": 1, "max_code_attempts": 1}
+# cores) and rarely help: these defaults keep the offline run under five minutes. Its
+# final answers often take nothing from the grounded minion answers: they are
+# replaced by the extractive answer (nodes.extractive).
+EMBEDDED_SUPERVISOR_DEFAULTS: dict[str, Any] = {"max_rounds": 1, "max_code_attempts": 1, "extractive_fallback": "ignored"}
 
 
-def embedded_supervisor_defaults(protocol: str) -> dict[str, int]:
+def embedded_supervisor_defaults(protocol: str) -> dict[str, Any]:
     """The defaults above; a Minion chat needs its two turns."""
     return {**EMBEDDED_SUPERVISOR_DEFAULTS, "max_rounds": MIN_MINION_TURNS} if protocol == "minion" else dict(EMBEDDED_SUPERVISOR_DEFAULTS)
 
@@ -220,6 +222,10 @@ class RunSettings(BaseModel):
     local_max_tokens: int = Field(256, ge=16)
     remote_max_tokens: int = Field(1024, ge=64)
     max_job_attempts: int = Field(2, ge=1, le=5, description="a failed job is re-run in the next round until this many attempts")
+    extractive_fallback: Literal["unusable", "ignored"] = Field(
+        "unusable", description="when the extractive answer replaces the supervisor's final answer: when its reply is "
+        "unusable, or also when its answer ignores every grounded minion answer about the question ('ignored', the "
+        "default with the embedded supervisor)")
     approve_code: bool = Field(False, description="interrupt before each execution of supervisor code for a human to review")
     sandbox: Literal["auto", "docker", "bwrap"] = "auto"
     sandbox_runtime: str | None = Field(None, description="OCI runtime for the docker backend, e.g. runsc (gVisor)")

@@ -124,7 +124,8 @@ def make_aggregate(models: ModelProvider) -> Callable[[MinionsState], dict[str, 
         store = get_store()
         outputs = forwarded_so_far(store, state, kept)
         quote = None
-        if final and (fallback or ignores_grounded(parsed.answer, state["task"], outputs)):
+        ignored = settings.extractive_fallback == "ignored" and ignores_grounded(parsed.answer, state["task"], outputs)
+        if final and (fallback or ignored):
             why = "its reply was unusable" if fallback else "its answer ignored every grounded minion answer"
             extracted = extract(state["task"], outputs)
             note = (f"round {round_}: the supervisor could not aggregate ({why}); the answer is extracted from the "

@@ -160,3 +160,20 @@ def test_a_run_request_is_validated_like_a_cli_run():
         request_state(store, {"question": "Why?", "texts": "not a list"})
     with pytest.raises(BadInput, match="no such file"):
         request_state(store, {"question": "Why?", "paths": ["/nonexistent/report.pdf"]})
+
+
+def test_reply_format_is_a_spec_option():
+    assert ModelSpec.parse("embedded").reply == "text"  # measured: benchmarks/worker_formats.py
+    assert ModelSpec.parse("embedded;reply=json").reply == "json"
+    assert ModelSpec.parse("openai:gpt-4o-mini").reply == "json"
+    assert ModelSpec.parse("m@http://127.0.0.1:8000/v1;reply=text;key=K").reply == "text"
+    with pytest.raises(ModelSpecError, match="unknown reply format 'xml'"):
+        ModelSpec.parse("embedded;reply=xml")
+
+
+def test_the_extractive_check_is_on_by_default_only_for_the_embedded_supervisor():
+    from minionflow.graphs.settings import default_settings
+
+    assert default_settings({"remote": "embedded"}).extractive_fallback == "ignored"
+    assert default_settings({"remote": "openai:gpt-4o"}).extractive_fallback == "unusable"
+    assert default_settings({"remote": "embedded", "extractive_fallback": "unusable"}).extractive_fallback == "unusable"
