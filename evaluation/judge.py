@@ -14,6 +14,7 @@ import logging
 from langchain_core.messages import HumanMessage, SystemMessage
 from minionflow.graphs.settings import ModelSpec
 from minionflow.nodes.models import DefaultModelProvider, ModelProvider
+from minionflow.nodes.prompts import JUDGE_SYSTEM, JUDGE_USER
 from pydantic import BaseModel, Field
 
 from .suite import SuiteItem
@@ -21,23 +22,6 @@ from .suite import SuiteItem
 log = logging.getLogger(__name__)
 
 JUDGE_MAX_TOKENS = 300
-
-JUDGE_SYSTEM = """\
-You grade answers to questions about documents. You are given the question, the reference
-answer(s) and a candidate answer. The candidate is correct when it states the reference answer
-(other wording, units or precision that round to the same value are fine) and does not
-contradict it. When the reference says the documents do not answer the question, the candidate
-is correct only if it says so too instead of giving an answer.
-
-Reply with JSON: {"correct": true or false, "reason": "one short sentence"}"""
-
-JUDGE_USER = """\
-Question: {question}
-
-Reference answer(s): {reference}
-
-Candidate answer: {answer}"""
-
 
 class JudgeReply(BaseModel):
     correct: bool

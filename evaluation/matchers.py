@@ -4,7 +4,8 @@ reader can check (no model involved).
 - Text is normalised first: Unicode compatibility forms, case, punctuation (kept
   inside numbers: ``1,577.5``), the articles *a*, *an* and *the*, whitespace.
 - ``contains``: the normalised answer contains one acceptable answer, on word
-  boundaries ("Duluth" is in "the Duluth facility", "ort" is not in "report").
+  boundaries ("Duluth" is in "the Duluth facility", "ort" is not in "report"); an
+  expected answer that is an article ("A", a blood type) keeps the articles.
 - ``exact``: the normalised answer is one acceptable answer (a trailing full stop
   or a leading "Yes," do not count as more).
 - ``numeric``: a number in the answer equals the expected number at the precision
@@ -14,7 +15,8 @@ reader can check (no model involved).
   thousands separators, scale words and percentages are understood. When one side
   states no scale ("$1577.00" in a dataset whose figures are in millions) the
   numbers are compared as written.
-- ``all``: every part is contained (a part may list alternatives).
+- ``all``: every part is contained (a part may list alternatives); the quote an
+  answer rests on may hold parts, once the answer itself holds one.
 - ``abstain``: the documents do not answer the question, and the answer says so
   ("the documents do not mention ...", "not stated", "no information").
 """
@@ -34,29 +36,38 @@ _PUNCT = re.compile(r"[^\w\s.%]|_")  # everything but letters, digits, points an
 _STRAY_POINT = re.compile(r"(?<!\d)\.|\.(?!\d)")  # a point that is not a decimal point
 
 
-def normalize(text: str) -> str:
-    """Lowercase, no punctuation (but numbers keep their point), no articles, single spaces."""
-    text = unicodedata.normalize("NFKC", text).lower().replace("\u2212", "-")
+def normalize(text: str, articles: bool = False) -> str:
+    """Lowercase, no punctuation (but numbers keep their point), no articles (unless
+    ``articles``), single spaces."""
+    text = unicodedata.normalize("NFKC", text).casefold().replace("\u2212", "-")
     text = _STRAY_POINT.sub(" ", _PUNCT.sub(" ", _DIGIT_COMMA.sub("", text))).replace("%", " percent ")
-    text = _ARTICLES.sub(" ", text)
+    if not articles:
+        text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 
 
+def _pair(answer: str, expected: str) -> tuple[str, str]:
+    """Both normalised; articles are kept when the expected answer is one ("A", a blood type)."""
+    want = normalize(expected)
+    keep = not want or (len(want.split()) == 1 and want != normalize(expected, articles=True))
+    return (normalize(answer, keep), normalize(expected, keep)) if keep else (normalize(answer), want)
+
+
 def contains(answer: str, expected: str) -> bool:
-    needle = normalize(expected)
-    return bool(needle) and f" {needle} " in f" {normalize(answer)} "
+    got, want = _pair(answer, expected)
+    return bool(want) and f" {want} " in f" {got} "
 
 
 _LEADING_YES_NO = re.compile(r"^(yes|no)\b")
 
 
 def exact(answer: str, expected: str) -> bool:
-    got, want = normalize(answer), normalize(expected)
+    got, want = _pair(answer, expected)
     if got == want:
         return True
-    # "Yes, the report says so." is an exact "yes"
+    # "Yes, the report says so." is an exact "yes"; "No idea" and "No information" are not a "no"
     m = _LEADING_YES_NO.match(got)
-    return want in ("yes", "no") and m is not None and m.group(1) == want
+    return want in ("yes", "no") and m is not None and m.group(1) == want and not abstains(answer)
 
 
 # --- numbers ---------------------------------------------------------------------------
@@ -86,6 +97,7 @@ class Number:
     stated_scale: bool
     percent: bool
     unit: float = 1.0  # the mantissa's last stated digit: 0.1 for "79.2"
+    digits: int = 1  # significant digits as written: 3 for "72.7", 5 for "72,705"
 
     @property
     def value(self) -> float:
@@ -105,14 +117,22 @@ def numbers(text: str) -> list[Number]:
             scale_word = ""
         scale = _SCALES.get(scale_word, 1.0)
         unit = 10.0 ** -len(m.group("frac") or "")
-        found.append(Number(mantissa, scale, bool(scale_word), bool(m.group("pct")), unit))
+        digits = len((m.group("int").replace(",", "") + (m.group("frac") or "")).lstrip("0")) or 1
+        found.append(Number(mantissa, scale, bool(scale_word), bool(m.group("pct")), unit, digits))
     return found
 
 
-def _same(a: float, b: float, slack: float, tolerance: float | None) -> bool:
-    if abs(a - b) <= slack * (1 + 1e-9):
+MIN_ROUNDED_DIGITS = 3  # an answer rounder than the expected number keeps this many significant digits
+
+
+def _same(got: Number, target: Number, scaled: bool, tolerance: float | None) -> bool:
+    a, b = (got.value, target.value) if scaled else (got.mantissa, target.mantissa)
+    if tolerance is not None and math.isclose(a, b, rel_tol=tolerance):
         return True
-    return tolerance is not None and math.isclose(a, b, rel_tol=tolerance)
+    unit_a, unit_b = (got.unit * got.scale, target.unit * target.scale) if scaled else (got.unit, target.unit)
+    if unit_a > unit_b * (1 + 1e-9) and got.digits < MIN_ROUNDED_DIGITS:
+        return False  # "2" is not 1.94, "$3 billion" is not $3,066.0 million
+    return abs(a - b) <= 0.5 * max(unit_a, unit_b) * (1 + 1e-9)
 
 
 def numeric(answer: str, expected: str, tolerance: float | None = None) -> bool:
@@ -121,10 +141,9 @@ def numeric(answer: str, expected: str, tolerance: float | None = None) -> bool:
         return contains(answer, expected)
     target = wanted[0]
     for got in numbers(answer):
-        if _same(got.value, target.value, 0.5 * max(got.unit * got.scale, target.unit * target.scale), tolerance):
+        if _same(got, target, True, tolerance):
             return True
-        if got.stated_scale != target.stated_scale and _same(got.mantissa, target.mantissa,
-                                                             0.5 * max(got.unit, target.unit), tolerance):
+        if got.stated_scale != target.stated_scale and _same(got, target, False, tolerance):
             return True
     return False
 
@@ -148,7 +167,7 @@ _ABSTAIN = re.compile(
     r"no\s+(?:\w+\s+)?(?:information|mention|data|record|records|details?|answer|indication|evidence|reference|passage)|"
     r"(?:cannot|can not|can t|could not|couldn t|unable\s+to)\s+(?:be\s+)?(?:\w+\s+)?"
     r"(?:determined?|found|find|answered|answer|identif\w*|tell|locate|located)|"
-    r"unknown|not\s+(?:in|part\s+of)\s+(?:\w+\s+)?(?:document|documents|text|report|record|manual)|there\s+is\s+nothing"
+    r"unknown|no\s+idea|(?:do|does)\s*(?:not|n t)\s+know|not\s+(?:in|part\s+of)\s+(?:\w+\s+)?(?:document|documents|text|report|record|manual)|there\s+is\s+nothing"
     r")\b"
 )
 
@@ -169,17 +188,32 @@ def _alternatives(answer: Answer) -> list[str]:
     return [answer] if isinstance(answer, str) else list(answer)
 
 
-def is_correct(item: SuiteItem, answer: str | None) -> bool | None:
-    """The deterministic verdict: True or False, or None for an unscored question."""
+_FIRST_SENTENCE = re.compile(r"(?<=[.!?;])\s+|\n")
+
+
+def first_sentence(text: str) -> str:
+    return _FIRST_SENTENCE.split(text.strip(), maxsplit=1)[0]
+
+
+def is_correct(item: SuiteItem, answer: str | None, quote: str | None = None) -> bool | None:
+    """The deterministic verdict: True or False, or None for an unscored question.
+
+    ``quote`` is the passage an answer rests on (``FinalAnswer.quote``). It may
+    complete an answer, never be it: for ``all``, parts may be found in the quote once
+    one part is in the answer itself; every other match reads the answer alone. An
+    answer that opens by saying the documents do not answer is wrong wherever they do."""
     if not item.scored:
         return None
     text = answer or ""
     if item.match == "abstain":
         return abstains(text)
-    if not text.strip():
+    if not text.strip() or abstains(first_sentence(text)):
         return False
     if item.match == "all":
-        return all(any(contains(text, alt) for alt in _alternatives(part)) for part in item.answers)
+        parts = [_alternatives(part) for part in item.answers]
+        in_answer = [any(contains(text, alt) for alt in part) for part in parts]
+        in_quote = [bool(quote) and any(contains(quote or "", alt) for alt in part) for part in parts]
+        return any(in_answer) and all(a or q for a, q in zip(in_answer, in_quote, strict=True))
     candidates = [a for a in item.answers if isinstance(a, str)]
     if item.match == "exact":
         return any(exact(text, a) for a in candidates)

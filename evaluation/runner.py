@@ -2,27 +2,29 @@
 
 An eval lives in one output folder:
 
-- ``eval.json``: what was asked (the suite's path and hash, the protocols, each
-  protocol's settings, the judge). A folder holds one eval: running it again with
-  the same suite and settings resumes it; anything else is refused.
+- ``eval.json``: what was asked (an id, the suite's path and hash, each document's
+  hash, each protocol's settings). A folder holds one eval: running it again with
+  the same suite, documents and settings resumes it, and may add protocols, a larger
+  ``--limit`` or a judge; anything else is refused. One process at a time (a lock).
 - ``results.jsonl``: one line per item x protocol, appended as each finishes
   (answer, verdict, judge verdict, usage, time, thread). A later line for the same
   pair replaces an earlier one (a failed run that was resumed).
 - the threads, in the folder's own SQLite files unless ``checkpoint`` says
   otherwise, so ``minionflow show THREAD --checkpoint FOLDER`` opens any of them.
 
-Thread ids are derived from the eval and the item (UUID 5), so an interrupted eval
-resumes each unfinished thread where it stopped, and runs nothing that finished.
+Thread ids are derived from the eval's id, the item and the protocol (UUID 5), so an
+interrupted eval resumes each unfinished thread where it stopped, and runs nothing
+that finished; two eval folders sharing one ``--checkpoint`` never share a thread.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import time
 import uuid
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,9 +33,10 @@ from minionflow.graphs.persistence import Location
 from minionflow.graphs.run import RunResult, finished_result, run_minions
 from minionflow.graphs.settings import ModelSpec, RunSettings
 from minionflow.nodes.documents import BadInput, LoadedDocument, load_document
+from minionflow.nodes.ingest import check_fits
 from minionflow.nodes.models import ModelProvider
 from minionflow.sandbox.base import SandboxBackend
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from .judge import JudgeVerdict, judge_answer
 from .matchers import is_correct
@@ -48,19 +51,15 @@ Status = Literal["answered", "failed", "refused", "paused", "awaiting_approval"]
 
 
 class Manifest(BaseModel):
-    """What an output folder's eval is: resuming needs the same."""
+    """What an output folder's eval is. Resuming needs the same suite, the same
+    documents and, for each protocol already run, the same settings; more protocols,
+    a larger --limit or a judge can be added."""
 
+    eval_id: str = Field(default_factory=lambda: uuid.uuid4().hex)  # threads of two eval folders never meet
     suite: str
     suite_sha256: str
-    protocols: list[str]
-    settings: dict[str, dict[str, Any]]
-    judge: str | None = None
-    limit: int | None = None
-
-    @property
-    def key(self) -> str:
-        data = self.model_dump(mode="json", exclude={"suite"})
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    documents: dict[str, str]  # path (as the suite gives it) -> sha256 of the file
+    settings: dict[str, dict[str, Any]]  # protocol -> RunSettings
 
 
 class Usage(BaseModel):
@@ -79,7 +78,7 @@ class ItemResult(BaseModel):
     protocol: str
     status: Status
     answer: str | None = None
-    quote: str | None = None  # the passage the answer rests on (scored with it: the user reads both)
+    quote: str | None = None  # the passage the answer rests on (it may complete an "all" answer, never be one)
     correct: bool | None = None  # the deterministic verdict; None when the item is not scored
     judge: JudgeVerdict | None = None  # recorded apart, never mixed into ``correct``
     match: str
@@ -88,7 +87,8 @@ class ItemResult(BaseModel):
     notes: list[str] = Field(default_factory=list)
     error: str | None = None
     usage: Usage = Field(default_factory=Usage)
-    elapsed_s: float = 0.0
+    elapsed_s: float = 0.0  # of the last leg, for a run that was resumed
+    resumed: bool = False  # the thread had started before this eval process ran it
     thread_id: str | None = None
 
 
@@ -103,6 +103,13 @@ class EvalPlan(BaseModel):
     judge: ModelSpec | None = None
     limit: int | None = Field(None, ge=1)
 
+    @model_validator(mode="after")
+    def _settings_for_every_protocol(self) -> EvalPlan:
+        missing = [p for p in self.protocols if p not in self.settings]
+        if missing:
+            raise ValueError(f"no settings for protocol {missing[0]!r}")
+        return self
+
     @property
     def items(self) -> list[SuiteItem]:
         return self.suite.items[: self.limit] if self.limit else list(self.suite.items)
@@ -111,41 +118,84 @@ class EvalPlan(BaseModel):
     def location(self) -> Location:
         return self.checkpoint if self.checkpoint is not None else self.out_dir
 
-    def manifest(self) -> Manifest:
-        return Manifest(
-            suite=str(self.suite.path), suite_sha256=self.suite.sha256, protocols=self.protocols,
-            settings={p: self.settings[p].model_dump(mode="json") for p in self.protocols},
-            judge=self.judge.label if self.judge else None, limit=self.limit,
-        )
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def thread_id(manifest: Manifest, item: SuiteItem, protocol: str) -> str:
-    return str(uuid.uuid5(NAMESPACE, f"{manifest.key}/{item.id}/{protocol}"))
+    return str(uuid.uuid5(NAMESPACE, f"{manifest.eval_id}/{item.id}/{protocol}"))
 
 
 def prepare_out_dir(plan: EvalPlan) -> Manifest:
-    """Create the output folder, or check that it holds this same eval (BadInput if not)."""
-    manifest = plan.manifest()
+    """Create the output folder's manifest, or check that the folder holds this eval
+    (BadInput if not) and add the protocols it did not run yet."""
+    documents = {d: _sha256(p) for item in plan.suite.items for d, p in zip(item.documents, plan.suite.document_paths(item),
+                                                                             strict=True)}
+    settings = {p: plan.settings[p].model_dump(mode="json") for p in plan.protocols}
     path = plan.out_dir / MANIFEST
     if path.exists():
         try:
-            existing = Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+            manifest = Manifest.model_validate_json(path.read_text(encoding="utf-8"))
         except (ValidationError, OSError, ValueError) as exc:
             raise BadInput(f"{path}: not an eval manifest ({type(exc).__name__}); use another --out") from None
-        if existing.key != manifest.key:
-            differs = [k for k in ("suite_sha256", "protocols", "settings", "judge", "limit")
-                       if getattr(existing, k) != getattr(manifest, k)]
-            raise BadInput(f"{plan.out_dir} holds another eval (its {', '.join(differs) or 'settings'} differ); "
-                           "use another --out, or delete that folder to start over")
-        return existing
+        if manifest.suite_sha256 != plan.suite.sha256:
+            raise BadInput(f"{plan.out_dir} holds an eval of another suite (or the suite changed); use another --out")
+        changed = sorted(d for d, sha in documents.items() if manifest.documents.get(d, sha) != sha)
+        if changed:
+            raise BadInput(f"{plan.out_dir} holds an eval of other documents ({changed[0]} changed since); use another --out")
+        differ = [p for p in plan.protocols if p in manifest.settings and manifest.settings[p] != settings[p]]
+        if differ:
+            raise BadInput(f"{plan.out_dir} ran {differ[0]} with other settings; use another --out, or the same settings")
+        added = {p: s for p, s in settings.items() if p not in manifest.settings}
+        if not added:
+            return manifest
+        manifest = manifest.model_copy(update={"settings": {**manifest.settings, **added}})
+    else:
+        manifest = Manifest(suite=str(plan.suite.path), suite_sha256=plan.suite.sha256, documents=documents,
+                            settings=settings)
     try:
         plan.out_dir.mkdir(parents=True, exist_ok=True)
-        if any(p.name == RESULTS for p in plan.out_dir.iterdir()):
+        if not path.exists() and (plan.out_dir / RESULTS).exists():
             raise BadInput(f"{plan.out_dir} has {RESULTS} but no {MANIFEST}; use another --out")
         path.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
     except OSError as exc:
         raise BadInput(f"cannot write the eval folder {plan.out_dir}: {exc.strerror or exc}") from None
     return manifest
+
+
+@contextmanager
+def eval_lock(out_dir: Path) -> Iterator[None]:
+    """One eval process per folder at a time (an advisory lock on ``.lock``)."""
+    import fcntl
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        handle = (out_dir / ".lock").open("a")
+    except OSError as exc:
+        raise BadInput(f"cannot write the eval folder {out_dir}: {exc.strerror or exc}") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BadInput(f"another minionflow eval is running in {out_dir}") from None
+        yield
+
+
+def _mend_results(out_dir: Path) -> None:
+    """Cut a torn last line (a kill mid-write) so the next line starts on its own; the
+    run it held finished, and its thread gives the result again."""
+    path = out_dir / RESULTS
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
 
 
 def read_results(out_dir: Path) -> dict[tuple[str, str], ItemResult]:
@@ -155,7 +205,7 @@ def read_results(out_dir: Path) -> dict[tuple[str, str], ItemResult]:
     results: dict[tuple[str, str], ItemResult] = {}
     if not path.exists():
         return results
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(path.read_bytes().decode("utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -184,32 +234,43 @@ def _usage(result: RunResult) -> Usage:
     )
 
 
-def scored_text(answer: str | None, quote: str | None) -> str:
-    """What a verdict reads: the answer, and the quote it rests on when it has one."""
-    return " ".join(x for x in (answer, f'"{quote}"' if quote else None) if x)
+def judged_text(answer: str | None, quote: str | None) -> str:
+    """What the judge reads: the answer, and the quote it rests on when it has one."""
+    return (answer or "") + (f'\n(The answer rests on this passage of the documents: "{quote}")' if quote else "")
 
 
 def item_result(item: SuiteItem, protocol: str, run: RunResult) -> ItemResult:
     answered = run.status == "answered"
     return ItemResult(
         item_id=item.id, protocol=protocol, status=run.status, answer=run.answer, quote=run.quote,
-        correct=is_correct(item, scored_text(run.answer, run.quote) if answered else None) if item.scored else None,
+        correct=is_correct(item, run.answer if answered else None, run.quote) if item.scored else None,
         match=item.match, tags=item.tags, fallback=run.fallback_answer, notes=run.notes, error=run.error,
         usage=_usage(run), elapsed_s=run.elapsed_s, thread_id=run.thread_id,
     )
 
 
 class DocumentCache:
-    """Documents are read once per eval (many items share one)."""
+    """Documents are read when an item needs them, the last few kept (consecutive items
+    often share one); ``check`` reads every one up front, so an unreadable document is
+    refused before any model call, without holding them all (FinanceBench has 300 PDFs)."""
 
-    def __init__(self) -> None:
-        self._docs: dict[Path, LoadedDocument] = {}
+    def __init__(self, keep: int = 8) -> None:
+        self.keep = keep
+        self._docs: OrderedDict[Path, LoadedDocument] = OrderedDict()
+
+    def check(self, paths: Iterable[Path]) -> None:
+        for p in dict.fromkeys(paths):
+            self.load([p])
 
     def load(self, paths: list[Path]) -> list[LoadedDocument]:
         out = []
         for p in paths:
-            if p not in self._docs:
+            if p in self._docs:
+                self._docs.move_to_end(p)
+            else:
                 self._docs[p] = load_document(p)
+                while len(self._docs) > self.keep:
+                    self._docs.popitem(last=False)
             out.append(self._docs[p])
         return out
 
@@ -230,32 +291,48 @@ def run_eval(
 ) -> list[ItemResult]:
     """Run (or resume) the eval; returns the latest result of every item x protocol
     that has one. Stops early, with what finished saved, when ``control`` drains
-    (Ctrl-C): the paused run's thread resumes on the next call."""
+    (Ctrl-C): the paused run's thread resumes on the next call. Bad input (an
+    unreadable document, a folder that holds another eval or is in use) raises
+    ``BadInput`` before any model is called."""
     docs = DocumentCache()
-    for item in plan.items:  # an unreadable document is bad input: refused before any model call
-        docs.load(plan.suite.document_paths(item))
-    manifest = prepare_out_dir(plan)
-    done = read_results(plan.out_dir)
-    for item in plan.items:
-        for protocol in plan.protocols:
-            previous = done.get((item.id, protocol))
-            if previous is not None and previous.status in ("answered", "refused"):
+    docs.check(p for item in plan.items for p in plan.suite.document_paths(item))
+    with eval_lock(plan.out_dir):
+        manifest = prepare_out_dir(plan)
+        _mend_results(plan.out_dir)
+        done = read_results(plan.out_dir)
+        for item in plan.items:
+            for protocol in plan.protocols:
+                result = _one(plan, manifest, item, protocol, done.get((item.id, protocol)), docs, models, sandbox,
+                              judge_models, on_start, on_event, control)
+                if result is not None and result.status != "paused":
+                    _append(plan.out_dir, result)
+                    done[(item.id, protocol)] = result
                 if on_done:
-                    on_done(item, protocol, None)  # nothing new
-                continue
-            if on_start:
-                on_start(item, protocol, previous)
-            result = _run_one(plan, manifest, item, protocol, docs, models, sandbox, on_event, control)
-            if plan.judge is not None and result.status == "answered" and item.scored:
-                result.judge = judge_answer(plan.judge, item, scored_text(result.answer, result.quote), judge_models)
-            if result.status != "paused":
-                _append(plan.out_dir, result)
-                done[(item.id, protocol)] = result
-            if on_done:
-                on_done(item, protocol, result)
-            if result.status == "paused" or (control is not None and control.drain_requested):
-                return _ordered(plan, done)
+                    on_done(item, protocol, result)
+                if (result is not None and result.status == "paused") or (control is not None and control.drain_requested):
+                    return _ordered(plan, done)
     return _ordered(plan, done)
+
+
+def _one(plan: EvalPlan, manifest: Manifest, item: SuiteItem, protocol: str, previous: ItemResult | None,
+         docs: DocumentCache, models: ModelProvider | None, sandbox: SandboxBackend | None,
+         judge_models: ModelProvider | None, on_start: ItemHook | None,
+         on_event: Callable[[dict[str, Any]], None] | None, control: RunControl | None) -> ItemResult | None:
+    """One item x protocol: run (or resume) it, or only judge a finished one the judge
+    has not read; None when there is nothing new."""
+    judged = previous is not None and previous.judge is not None and plan.judge is not None \
+        and previous.judge.model == plan.judge.label
+    if previous is not None and previous.status in ("answered", "refused"):
+        if plan.judge is None or judged or previous.status != "answered" or not item.scored:
+            return None
+        result = previous.model_copy()
+    else:
+        if on_start:
+            on_start(item, protocol, previous)
+        result = _run_one(plan, manifest, item, protocol, docs, models, sandbox, on_event, control)
+    if plan.judge is not None and result.status == "answered" and item.scored:
+        result.judge = judge_answer(plan.judge, item, judged_text(result.answer, result.quote), judge_models)
+    return result
 
 
 def _ordered(plan: EvalPlan, done: dict[tuple[str, str], ItemResult]) -> list[ItemResult]:
@@ -266,17 +343,21 @@ def _run_one(plan: EvalPlan, manifest: Manifest, item: SuiteItem, protocol: str,
              models: ModelProvider | None, sandbox: SandboxBackend | None,
              on_event: Callable[[dict[str, Any]], None] | None, control: RunControl | None) -> ItemResult:
     tid = thread_id(manifest, item, protocol)
-    finished = finished_result(tid, plan.location)
+    exists, finished = finished_result(tid, plan.location)
     if finished is not None:  # it finished, but was killed before its line was written
         run = finished.model_copy(update={"elapsed_s": round(sum(c["latency_s"] for c in finished.calls), 3)})
-        return item_result(item, protocol, run)
-    started = time.monotonic()
+        return item_result(item, protocol, run).model_copy(update={"resumed": True})
+    documents = docs.load(plan.suite.document_paths(item))
+    settings = plan.settings[protocol]
     try:
-        documents = docs.load(plan.suite.document_paths(item))
-        run = run_minions(documents, item.question, plan.settings[protocol], thread_id=tid, checkpoint=plan.location,
-                          models=models, sandbox=sandbox, on_event=on_event, control=control)
-    except BadInput as exc:  # e.g. the documents do not fit the local model's context (local-only, minion)
+        check_fits(settings, documents)
+    except BadInput as exc:  # the documents do not fit the local model's context (local-only, minion)
         return ItemResult(item_id=item.id, protocol=protocol, status="refused", error=str(exc), match=item.match,
-                          tags=item.tags, correct=False if item.scored else None,
-                          elapsed_s=round(time.monotonic() - started, 3), thread_id=None)
-    return item_result(item, protocol, run)
+                          tags=item.tags, correct=False if item.scored else None, thread_id=None)
+    try:
+        run = run_minions(documents, item.question, settings, thread_id=tid, checkpoint=plan.location,
+                          models=models, sandbox=sandbox, on_event=on_event, control=control)
+    except BadInput as exc:  # not this item's fault (the thread store says no): a failure, tried again next time
+        return ItemResult(item_id=item.id, protocol=protocol, status="failed", error=str(exc), match=item.match,
+                          tags=item.tags, correct=False if item.scored else None, thread_id=tid, resumed=exists)
+    return item_result(item, protocol, run).model_copy(update={"resumed": exists})

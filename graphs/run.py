@@ -205,18 +205,18 @@ def fork_minions(
         return _stream(graph, None, new_thread_id, settings, store, on_event, control)
 
 
-def finished_result(thread_id: str, checkpoint: Location | None = None) -> RunResult | None:
-    """The result of a thread that finished (None for an unknown or unfinished one),
-    read from its checkpoint without running anything."""
+def finished_result(thread_id: str, checkpoint: Location | None = None) -> tuple[bool, RunResult | None]:
+    """Whether the thread exists, and its result if it finished, read from its
+    checkpoint without running anything."""
     with open_persistence(checkpoint) as (saver, store):
         settings = thread_settings(saver, thread_id)
         if settings is None:
-            return None
+            return False, None
         graph = build_graph(settings, None, None, saver, store)
         snapshot = graph.get_state({"configurable": {"thread_id": thread_id}})
         if not snapshot.values.get("final") or snapshot.next:
-            return None
-        return _result(thread_id, snapshot.values, store, None, 0.0)
+            return True, None
+        return True, _result(thread_id, snapshot.values, store, None, 0.0)
 
 
 def resume_settings(thread_id: str, checkpoint: Location | None = None) -> RunSettings:

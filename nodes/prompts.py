@@ -160,3 +160,22 @@ READ_ALL_USER = """\
 Question: {task}"""
 
 READ_ALL_DOCUMENT = "Document {title}:\n\"\"\"\n{text}\n\"\"\""
+
+# --- the eval's LLM judge (evaluation/judge.py) ---------------------------------------
+
+JUDGE_SYSTEM = """\
+You grade answers to questions about documents. You are given the question, the reference
+answer(s) and a candidate answer. The candidate is correct when it states the reference answer
+(other wording, units or precision that round to the same value are fine) and does not
+contradict it. A passage the answer rests on may complete it, but cannot replace it. When the
+reference says the documents do not answer the question, the candidate is correct only if it
+says so too instead of giving an answer.
+
+Reply with JSON: {"correct": true or false, "reason": "one short sentence"}"""
+
+JUDGE_USER = """\
+Question: {question}
+
+Reference answer(s): {reference}
+
+Candidate answer: {answer}"""

@@ -24,6 +24,7 @@ from fakes import FakeProvider, PromptFake  # noqa: E402
 from minionflow.evaluation.runner import EvalPlan, run_eval  # noqa: E402
 from minionflow.evaluation.suite import load_suite  # noqa: E402
 from minionflow.graphs.settings import ModelSpec, RunSettings  # noqa: E402
+from minionflow.nodes.documents import BadInput  # noqa: E402
 from minionflow.sandbox import BwrapBackend  # noqa: E402
 
 # the supervisor's code: one job per paragraph, the user's question as the task
@@ -89,16 +90,22 @@ def main() -> None:
     parser.add_argument("--protocols", default="minions,remote-only,local-only")
     parser.add_argument("--hang")
     parser.add_argument("--judge", action="store_true")
+    parser.add_argument("--max-rounds", type=int, default=1)
     args = parser.parse_args()
     protocols = args.protocols.split(",")
     provider = FakeProvider(make_remote(args.calls), make_local(args.calls, args.hang))
     plan = EvalPlan(
         suite=load_suite(args.suite), protocols=protocols, out_dir=args.out,
-        settings={p: RunSettings(protocol=p, chunk_tokens=40, max_chunk_chars=4000, max_rounds=1) for p in protocols},  # type: ignore[arg-type]
+        settings={p: RunSettings(protocol=p, chunk_tokens=40, max_chunk_chars=4000, max_rounds=args.max_rounds)  # type: ignore[arg-type]
+                  for p in protocols},
         judge=ModelSpec.parse("judge@http://127.0.0.1:9/v1") if args.judge else None,
     )
     backend = BwrapBackend()
-    results = run_eval(plan, models=provider, sandbox=backend, judge_models=provider)
+    try:
+        results = run_eval(plan, models=provider, sandbox=backend, judge_models=provider)
+    except BadInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     print(json.dumps([r.model_dump(mode="json") for r in results]))
 
 

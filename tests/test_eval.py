@@ -52,8 +52,10 @@ def test_contains_on_word_boundaries_and_exact():
     ("$72.7bn", "$72,705 million", True),
     ("about $73.5 billion", "$72,705 million", False),  # 1.1% off
     ("She weighed 78.9 kg", "79.2 kg", False),  # a neighbouring value, not a rounding
-    ("She weighed 79 kg", "79.2 kg", True),  # a rounding of it
-    ("$3.1 billion", "$3,066.0 million", True),
+    ("She weighed 79 kg", "79.2 kg", False),  # too round: two significant digits
+    ("$3.07 billion", "$3,066.0 million", True),  # rounded, three significant digits kept
+    ("$3 billion", "$3,066.0 million", False),
+    ("2", "1.94", False),
     ("The figure was $1,577 million.", "$1577.00", True),  # a dataset answer stated without its scale
     ("65.4 percent", "65.4%", True),
     ("a loss of -0.02 per share", "-0.02", True),
@@ -81,7 +83,7 @@ def test_numbers_reads_currency_scale_and_percent():
 def test_numeric_tolerance_is_per_item():
     assert not is_correct(item(["100"], "numeric"), "It is 104.")
     assert is_correct(item(["100"], "numeric", tolerance=0.05), "It is 104.")
-    assert is_correct(item(["100"], "numeric"), "It is 100.4.")
+    assert is_correct(item(["100"], "numeric"), "It is 100.4.")  # within half a unit of "100"
 
 
 @pytest.mark.parametrize("answer", [
@@ -98,8 +100,23 @@ def test_abstentions(answer):
 @pytest.mark.parametrize("answer", ["Duluth", "The text mentions her blood type as A", "Ernst & Young audited it",
                                     "No, the facility was not closed in 2024 but in 2025", ""])
 def test_answers_that_do_not_abstain(answer):
-    assert not abstains(answer) or answer == ""
-    assert is_correct(item([], "abstain"), answer) is abstains(answer)
+    assert not abstains(answer)
+    assert is_correct(item([], "abstain"), answer) is False
+
+
+def test_articles_yes_no_and_abstentions_cannot_fool_the_matchers():
+    assert is_correct(item(["A"]), "Her blood type is A positive") and not is_correct(item(["A"]), "type B")
+    assert not exact("The", "A") and not exact("No idea.", "no") and exact("No, it was not.", "no")
+    assert not is_correct(item(["Duluth"]), "The documents do not mention Duluth.")
+    assert is_correct(item(["Duluth"]), "Duluth. The documents do not say why.")  # an answer, then a gap
+
+
+def test_a_quote_completes_an_answer_but_is_never_the_answer():
+    parts = item([["Duluth"], ["ammonia", "refrigeration"]], "all")
+    assert is_correct(parts, "Northwind closed the Duluth facility.", "after its ammonia refrigeration failed")
+    assert not is_correct(parts, "Northwind closed a facility.", "the Duluth facility's refrigeration failed")
+    assert not is_correct(item(["Solberg"]), "Tomas Reyes", "The harbour master is Ingrid Solberg.")
+    assert not is_correct(item(["12.8"], "numeric"), "a charge", "an impairment charge of $12.8 million")
 
 
 def test_all_needs_every_part_and_accepts_alternatives():
@@ -274,12 +291,51 @@ def test_the_judge_is_recorded_apart_from_the_deterministic_verdict(tmp_path, su
     assert "judge" in markdown(summary)
 
 
-def test_an_eval_folder_holds_one_eval(tmp_path, suite):
-    out = tmp_path / "out"
-    run_worker(suite, out, tmp_path / "calls.log", "--protocols", "remote-only")
+def test_an_eval_folder_holds_one_eval_that_can_grow(tmp_path, suite):
+    out, calls = tmp_path / "out", tmp_path / "calls.log"
+    first = run_worker(suite, out, calls, "--protocols", "remote-only")
+    # other settings for a protocol that ran: refused, in one line, before any call
     proc = subprocess.run([sys.executable, str(HERE / "eval_worker.py"), str(suite), str(out), str(tmp_path / "c2"),
-                           "--protocols", "local-only"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0 and "holds another eval (its protocols, settings differ)" in proc.stderr
+                           "--protocols", "remote-only", "--max-rounds", "3"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {out} ran remote-only with other settings; use another --out, or the same settings"
+    assert not (tmp_path / "c2").exists()
+    # another protocol joins the same eval: only its runs happen
+    before = calls.read_text().splitlines()
+    both = run_worker(suite, out, calls, "--protocols", "remote-only,local-only")
+    added = calls.read_text().splitlines()[len(before):]
+    assert len(added) == 3 and all(c.startswith("local") for c in added)
+    assert [r["thread_id"] for r in both if r["protocol"] == "remote-only"] == [r["thread_id"] for r in first]
+    # a changed document is another eval
+    (tmp_path / "harbour.md").write_text(DOC.replace("granite", "basalt"))
+    proc = subprocess.run([sys.executable, str(HERE / "eval_worker.py"), str(suite), str(out), str(calls),
+                           "--protocols", "remote-only"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "holds an eval of other documents (harbour.md changed since)" in proc.stderr
+
+
+def test_a_torn_results_line_and_a_run_finished_but_not_recorded_are_recovered_without_calls(tmp_path, suite):
+    out, calls = tmp_path / "out", tmp_path / "calls.log"
+    results = run_worker(suite, out, calls, "--protocols", "minions")
+    lines = (out / RESULTS).read_text().splitlines(keepends=True)
+    # the process was killed while writing the last line: half of it is there
+    (out / RESULTS).write_text("".join(lines[:2]) + lines[2][: len(lines[2]) // 2])
+    before = calls.read_text()
+    again = run_worker(suite, out, calls, "--protocols", "minions")
+    assert calls.read_text() == before  # the thread had finished: its result is read, not run again
+    assert [r["answer"] for r in again] == [r["answer"] for r in results]
+    assert again[2]["resumed"] is True and again[2]["correct"] is results[2]["correct"]
+    assert [json.loads(line)["item_id"] for line in (out / RESULTS).read_text().splitlines()] == ["colour", "depth", "owner"]
+
+
+def test_one_eval_process_per_folder(tmp_path, suite):
+    import fcntl
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with (out / ".lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = subprocess.run([sys.executable, str(HERE / "eval_worker.py"), str(suite), str(out), str(tmp_path / "c"),
+                               "--protocols", "remote-only"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: another minionflow eval is running in {out}"
 
 
 # --- reports ------------------------------------------------------------------------------------
@@ -365,3 +421,61 @@ def test_convert_cli(tmp_path):
     bad = subprocess.run([MINIONFLOW, "convert", "squad", str(fixture), "--out", str(tmp_path / "s")],
                          capture_output=True, text=True, env=cli_env(tmp_path / "home"), timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: unknown dataset 'squad'; choose one of financebench, qasper, longhealth"
+
+
+# --- end to end, with the embedded model in both roles, through the CLI ------------------------
+
+E2E_DOC = """# Harbour office notes
+
+## Moorings
+The north pier was closed on 3 March because storm damage cracked its pilings.
+Visiting yachts moor at the east basin, which has 42 berths.
+
+## Staff
+The harbour master is Ingrid Solberg. She took over from Tomas Reyes in 2019.
+"""
+
+
+@pytest.mark.embedded
+def test_end_to_end_eval_of_three_questions_with_the_embedded_model(tmp_path):
+    (tmp_path / "notes.md").write_text(E2E_DOC)
+    suite = write(tmp_path / "suite.jsonl", [
+        json.dumps({"id": "master", "documents": ["notes.md"], "question": "Who is the harbour master?",
+                    "answers": ["Solberg"]}),
+        json.dumps({"id": "berths", "documents": ["notes.md"], "question": "How many berths does the east basin have?",
+                    "answers": ["42"], "match": "numeric"}),
+        json.dumps({"id": "fee", "documents": ["notes.md"], "question": "What is the mooring fee per night?",
+                    "answers": [], "match": "abstain"}),
+    ])
+    home, out = tmp_path / "home", tmp_path / "out"
+    args = [MINIONFLOW, "eval", str(suite), "--protocols", "minions,local-only", "--out", str(out), "--json"]
+    proc = subprocess.run(args, capture_output=True, text=True, env=cli_env(home), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    rows = {p["protocol"]: p for p in summary["protocols"]}
+    assert set(rows) == {"minions", "local-only"} and summary["items"] == 3 and summary["batch"] is False
+    for row in rows.values():
+        assert row["answered"] == row["scored"] == 3 and row["failed"] == row["refused"] == 0
+        assert 0 <= row["correct"] <= 3 and row["ci_low"] <= (row["accuracy"] or 0) <= row["ci_high"]
+        assert row["latency_p50_s"] > 0
+    # the roles: the minions spend supervisor (remote-role) and worker tokens, local-only only local ones
+    assert rows["minions"]["remote_prompt_tokens"] > 0 and rows["minions"]["local_tokens"] > 0
+    assert rows["local-only"]["remote_prompt_tokens"] == 0 and rows["local-only"]["local_tokens"] > 0
+    assert rows["local-only"]["savings_basis"] == "free"
+    results = [json.loads(line) for line in (out / RESULTS).read_text().splitlines()]
+    assert len(results) == 6 and all(r["status"] == "answered" and r["thread_id"] for r in results)
+    assert all(isinstance(r["correct"], bool) for r in results)
+    assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG" and "| minions |" in (out / "summary.md").read_text()
+    # each minions thread is a run like any other: `show` opens it from the eval's folder
+    thread = next(r["thread_id"] for r in results if r["protocol"] == "minions")
+    shown = subprocess.run([MINIONFLOW, "show", thread, "--checkpoint", str(out), "--json"], capture_output=True,
+                           text=True, env=cli_env(home), timeout=120)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["summary"]["thread_id"] == thread
+
+    # run again: everything finished, so no model is called and nothing is appended
+    calls_before = (home / "embedded-server.log").read_text().count("POST /v1/chat/completions")
+    again = subprocess.run(args, capture_output=True, text=True, env=cli_env(home), timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout) == summary
+    assert (home / "embedded-server.log").read_text().count("POST /v1/chat/completions") == calls_before
+    assert len((out / RESULTS).read_text().splitlines()) == 6

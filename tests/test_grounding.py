@@ -39,6 +39,10 @@ def ground_(answer: str, citation: str | None = None, chunk: str = CHUNK, task: 
     ("NONE", None, None),
     ("The text does not mention any facility.", None, None),
     ("QUOTE: none\nANSWER: not found", None, None),
+    # a partial answer is an answer; a label needs its colon
+    ("Northwind closed the Duluth facility. The text does not mention why.", None,
+     "Northwind closed the Duluth facility. The text does not mention why."),
+    ("Reason-based pricing was adopted in 2024.", None, "Reason-based pricing was adopted in 2024."),
     ("", None, None),
 ])
 def test_text_replies_are_read_leniently(reply, citation, answer):
@@ -97,6 +101,23 @@ def test_an_invented_citation_is_caught_and_a_true_one_accepted():
     good = ground_("Duluth cold-storage facility", citation="we closed the Duluth cold storage facility in the Upper Midwest")
     assert good.grounded and (good.citation_score or 0) >= 95
     assert citation_score("closed the Duluth facilty", CHUNK) > 80  # a typo is still the chunk's sentence
+
+
+def test_a_true_quote_grounds_a_paraphrase_and_a_short_quote_verifies_nothing():
+    chunk = "Total revenue for fiscal 2025 was $3,066.0 million, up from $2,840.2 million in fiscal 2024."
+    task = "By how much did revenue grow?"
+    # a capable model computes from what it quotes: the quote is the chunk's, the answer stands
+    g = ground_("About 8 percent.", citation="Total revenue for fiscal 2025 was $3,066.0 million", chunk=chunk, task=task)
+    assert g.grounded and g.citation_score == 100 and g.evidence is not None and "3,066.0" in g.evidence
+    # "2025" aligns with almost any chunk: it is not taken as a quote, the answer is checked instead
+    short = ground_("Revenue tripled to $9 billion.", citation="2025", chunk=chunk, task=task)
+    assert not short.grounded and short.citation_score is None
+
+
+def test_words_in_any_script_count():
+    chunk = "Die Anlage in Düsseldorf wurde am 14. Juni geschlossen. 工厂在杭州关闭。"
+    assert ground_("Düsseldorf", chunk=chunk, task="Welche Anlage wurde geschlossen?").grounded
+    assert ground_("工厂在杭州关闭", chunk=chunk, task="哪家工厂关闭了？").grounded
 
 
 def test_an_answer_is_cut_to_its_supported_clauses():
@@ -207,7 +228,11 @@ def test_a_supervisor_that_ignores_the_minions_gets_the_extractive_answer(run_fa
             return GOOD_CODE
         return final_json("The secret number is 7, from the harbour records.")  # nothing a minion said
 
-    run = run_fake(remote=remote)
+    # by default (a capable supervisor may compute or paraphrase) its answer stands
+    kept = run_fake(remote=remote).values["final"]
+    assert kept["answer"] == "The secret number is 7, from the harbour records." and kept["fallback"] is False
+    # with the check the embedded supervisor gets by default, the extractive answer replaces it
+    run = run_fake(remote=remote, extractive_fallback="ignored")
     final = run.values["final"]
     assert final["fallback"] is True
     assert (final["answer"], final["quote"]) == ("42", "The secret number is 42, written in the ledger.")
@@ -221,7 +246,8 @@ def test_with_no_grounded_answer_the_run_says_the_documents_do_not_answer(run_fa
     def remote(prompt: str) -> str:
         return GOOD_CODE if "Write prepare_jobs now" in prompt else final_json("It is 99.")
 
-    run = run_fake(remote=remote, local=lambda prompt: json.dumps({"citation": None, "answer": None, "explanation": "no"}))
+    run = run_fake(remote=remote, local=lambda prompt: json.dumps({"citation": None, "answer": None, "explanation": "no"}),
+                   extractive_fallback="ignored")
     final = run.values["final"]
     assert final["answer"] == NO_EVIDENCE_ANSWER and final["fallback"] is True
 
@@ -241,3 +267,25 @@ def test_a_synthesised_supervisor_answer_has_no_single_quote(run_fake):
 
     final = run_fake(remote=remote).values["final"]
     assert final["fallback"] is False and final["quote"] is None
+
+
+def test_json_replies_are_grounded_by_their_quote(run_fake):
+    def local(prompt: str) -> str:
+        chunk = prompt.split('"""')[1]
+        if "secret number is 42" in chunk:  # a paraphrase, with the chunk's own sentence as its quote
+            return json.dumps({"citation": "The secret number is 42, written in the ledger.",
+                               "answer": "forty-two", "explanation": "the ledger says so"})
+        if "Paragraph 3 talks" in chunk:  # an invented quote
+            return json.dumps({"citation": "The harbour master keeps the number 17 in a safe.", "answer": "17",
+                               "explanation": "safe"})
+        return json.dumps({"citation": None, "answer": "The text does not mention a secret number.", "explanation": "-"})
+
+    run = run_fake(local=local, reply="json")
+    (record,) = run.values["rounds"]
+    assert (record["abstained"], record["ungrounded"], record["kept"]) == (10, 1, 1)
+    (kept,) = run.kept(1)
+    assert kept["answer"] == "forty-two" and kept["citation"] == "The secret number is 42, written in the ledger."
+    invented = next(r for r in run.results() if r["answer"] == "17")
+    assert invented["reply_format"] == "json" and "citation is not in the chunk" in invented["grounding"]["reason"]
+    # the worker prompt asked for JSON (structured output), not for plain text
+    assert all("Reply with JSON" in p for p in run.local.prompts)
