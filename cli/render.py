@@ -5,6 +5,7 @@ from __future__ import annotations
 from minionflow.graphs.run import RunResult
 from minionflow.nodes.accounting import UsageSummary
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -35,21 +36,21 @@ def _savings(usage: UsageSummary) -> str:
 
 def render_result(console: Console, result: RunResult) -> None:
     if result.status == "answered":
-        console.print(f"[bold]Answer:[/] {result.answer or '(no answer)'}", highlight=False)
+        console.print(f"[bold]Answer:[/] {escape(result.answer or '(no answer)')}", highlight=False)
         if result.quote:
-            console.print(f"[bold]The document says:[/] \"{result.quote}\"", highlight=False)
+            console.print(f"[bold]The document says:[/] \"{escape(result.quote)}\"", highlight=False)
         if result.explanation:
-            console.print(f"[bold]Why:[/] {result.explanation}", highlight=False)
+            console.print(f"[bold]Why:[/] {escape(result.explanation)}", highlight=False)
         if result.citations:
             console.print("[bold]Citations from the minions:[/]")
             for citation in result.citations:
-                console.print(f"  - \"{citation}\"", highlight=False)
+                console.print(f"  - \"{escape(citation)}\"", highlight=False)
     elif result.status == "paused":
         console.print("[bold yellow]The run is paused[/] at a step boundary; nothing that finished is lost.")
     else:
-        console.print(f"[bold red]The run failed:[/] {result.error}", highlight=False)
+        console.print(f"[bold red]The run failed:[/] {escape(str(result.error))}", highlight=False)
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     if result.usage:
         console.print(usage_table(result.usage))
         console.print(f"Against sending everything to the remote model: {_savings(result.usage)}", highlight=False)

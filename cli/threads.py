@@ -16,6 +16,7 @@ from minionflow.graphs.settings import RunSettings
 from minionflow.graphs.threads import ThreadView, list_threads, show_thread, thread_history
 from minionflow.nodes.documents import BadInput
 from rich.console import Console
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
@@ -165,14 +166,14 @@ def show(
 
 def _render_view(console: Console, view: ThreadView) -> None:
     s = view.summary
-    console.print(f"[bold]thread {s.thread_id}[/] ({s.status}): {s.question}", highlight=False)
+    console.print(f"[bold]thread {s.thread_id}[/] ({s.status}): {escape(s.question)}", highlight=False)
     for doc in view.documents:
         console.print(f"  document {doc['title']}: {doc['chars']:,} characters, {doc['pages']} page(s)", highlight=False)
     for r in view.rounds:
         console.rule(f"round {r.round}")
         console.print(f"plan: {r.plan_source}; code attempts that failed: {len(r.code_errors)}", highlight=False)
         for e in r.code_errors:
-            console.print(f"[red]  {e.splitlines()[0]}[/]", highlight=False)
+            console.print(f"[red]  {escape(e.splitlines()[0])}[/]", highlight=False)
         if r.code:
             console.print(Syntax(r.code, "python", line_numbers=False))
         failed = [x for x in r.results if x["status"] != "ok"]
@@ -180,30 +181,31 @@ def _render_view(console: Console, view: ThreadView) -> None:
         console.print(f"jobs: {len(r.jobs)}, failed: {len(failed)}, ungrounded: {len(ungrounded)}, kept: {len(r.kept)}",
                       highlight=False)
         for k in r.kept:
-            console.print(f"  [{k['job_id']}] {k['answer']}  (\"{k['citation'] or ''}\")", highlight=False)
+            console.print(escape(f"  [{k['job_id']}] {k['answer']}  (\"{k['citation'] or ''}\")"), highlight=False)
         if ungrounded:
             console.print("not forwarded, not grounded in their chunks:", highlight=False)
         for x in ungrounded[:10]:
-            console.print(f"  [dim][{x['job_id']}] {x['answer']}  — {x['grounding'].get('reason')}[/]", highlight=False)
+            console.print("  [dim]" + escape(f"[{x['job_id']}] {x['answer']}  — {x['grounding'].get('reason')}") + "[/]",
+                          highlight=False)
         if len(ungrounded) > 10:
             console.print(f"  [dim]... and {len(ungrounded) - 10} more (show --json lists all)[/]", highlight=False)
         for x in failed[:10]:
-            console.print(f"  [red][{x['job_id']}] {x['error']}[/]", highlight=False)
+            console.print("  [red]" + escape(f"[{x['job_id']}] {x['error']}") + "[/]", highlight=False)
         d = r.decision
-        console.print(f"decision: [bold]{d.get('decision')}[/] — {d.get('answer')}", highlight=False)
+        console.print(f"decision: [bold]{d.get('decision')}[/] — {escape(str(d.get('answer')))}", highlight=False)
         if d.get("feedback"):
-            console.print(f"feedback: {d['feedback']}", highlight=False)
+            console.print(f"feedback: {escape(d['feedback'])}", highlight=False)
     if view.conversation:
         console.rule("conversation (the supervisor never saw the document)")
         for turn in view.conversation:
             who = "supervisor" if turn["role"] == "remote" else "local model"
-            console.print(f"[bold]{who}[/] (turn {turn['round']}): {turn['content']}", highlight=False)
+            console.print(f"[bold]{who}[/] (turn {turn['round']}): {escape(turn['content'])}", highlight=False)
     for note in view.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     if view.final:
-        console.print(f"[bold]Answer:[/] {view.final['answer'] or '(no answer)'}", highlight=False)
+        console.print(f"[bold]Answer:[/] {escape(view.final['answer'] or '(no answer)')}", highlight=False)
         if view.final.get("quote"):
-            console.print(f"[bold]The document says:[/] \"{view.final['quote']}\"", highlight=False)
+            console.print(f"[bold]The document says:[/] \"{escape(view.final['quote'])}\"", highlight=False)
     console.print(usage_table(view.usage))
 
 

@@ -177,3 +177,16 @@ def test_the_extractive_check_is_on_by_default_only_for_the_embedded_supervisor(
     assert default_settings({"remote": "embedded"}).extractive_fallback == "ignored"
     assert default_settings({"remote": "openai:gpt-4o"}).extractive_fallback == "unusable"
     assert default_settings({"remote": "embedded", "extractive_fallback": "unusable"}).extractive_fallback == "unusable"
+
+
+def test_model_text_is_printed_as_it_is_not_as_rich_markup():
+    from minionflow.cli.render import render_result
+    from minionflow.graphs.run import RunResult
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    render_result(console, RunResult(thread_id="t", status="answered", answer="[r1-j0007] is [bold]42[/]",
+                                     quote="the [red] ledger", notes=["round 1: job [r1-j0003] failed"]))
+    text = console.export_text()
+    assert "Answer: [r1-j0007] is [bold]42[/]" in text and 'The document says: "the [red] ledger"' in text
+    assert "note: round 1: job [r1-j0003] failed" in text
