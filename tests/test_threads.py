@@ -92,8 +92,11 @@ def test_resume_redoes_no_finished_job_and_answers(interrupted, tmp_path):
     for c in calls:
         sent = c["transcript"]["messages"]
         assert [m["role"] for m in sent] == ["system", "human"] and c["transcript"]["reply"], c
-    secret = [c for c in calls if "42, written in the ledger" in c["transcript"]["messages"][1]["content"]]
-    assert [c["role"] for c in secret] == ["local"]  # the remote saw the quote, never the chunk
+    secret = [c for c in calls if c["role"] == "local" and "42, written in the ledger" in c["transcript"]["messages"][1]["content"]]
+    assert len(secret) == 1
+    # the remote saw the minion's quote (widened to its verified sentence), never the text of a chunk
+    to_remote = " ".join(m["content"] for c in calls if c["role"] == "remote" for m in c["transcript"]["messages"])
+    assert "The secret number is 42, written in the ledger." in to_remote and "talks about harbours" not in to_remote
     assert json.loads(secret[0]["transcript"]["reply"])["answer"] == "42"
     decompose = calls[0]["transcript"]
     assert "Write prepare_jobs now" in decompose["messages"][1]["content"] and "def prepare_jobs" in decompose["reply"]
