@@ -16,6 +16,7 @@ COPY graphs ./graphs
 COPY nodes ./nodes
 COPY sandbox ./sandbox
 COPY cli ./cli
+COPY evaluation ./evaluation
 COPY langgraph.json ./
 ENV CMAKE_ARGS="-DGGML_NATIVE=OFF"
 RUN pip install --no-cache-dir '.[studio]'

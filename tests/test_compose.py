@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,14 @@ def test_every_file_compose_builds_from_exists(compose):
             for source in line.split()[1:-1]:
                 assert list(ROOT.glob(source)), source
     assert (ROOT / "samples").is_dir()
+
+
+def test_the_app_image_copies_every_package_pyproject_installs():
+    """``pip install .`` in the Dockerfile fails on a package folder it was not given."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    folders = set(pyproject["tool"]["setuptools"]["package-dir"].values())
+    copied = {line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")}
+    assert folders - copied == set()
 
 
 def test_the_sandbox_image_gets_the_same_runner(tmp_path):
