@@ -16,6 +16,7 @@ COPY graphs ./graphs
 COPY nodes ./nodes
 COPY sandbox ./sandbox
 COPY cli ./cli
+COPY contracts ./contracts
 COPY evaluation ./evaluation
 COPY langgraph.json ./
 ENV CMAKE_ARGS="-DGGML_NATIVE=OFF"

@@ -14,7 +14,8 @@ import statistics
 import time
 from pathlib import Path
 
-from minionflow.sandbox import BwrapBackend, DockerBackend, ExecutionRequest, SandboxLimits, SandboxStatus
+from minionflow.contracts.settings import SandboxLimits
+from minionflow.sandbox import BwrapBackend, DockerBackend, ExecutionRequest, SandboxStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 

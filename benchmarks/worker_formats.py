@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from minionflow.contracts.settings import ModelSpec, RunSettings
+from minionflow.contracts.state import JobRecord
 from minionflow.evaluation.matchers import contains, normalize, numbers, numeric
 from minionflow.evaluation.suite import SuiteItem, load_suite
-from minionflow.graphs.settings import ModelSpec, RunSettings
-from minionflow.graphs.state import JobRecord
 from minionflow.nodes.documents import load_document
 from minionflow.nodes.filter import is_abstention
 from minionflow.nodes.models import DefaultModelProvider

@@ -7,21 +7,21 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from minionflow.contracts.errors import BadInput
+from minionflow.contracts.settings import PROTOCOLS
+from minionflow.graphs.persistence import data_dir
 from minionflow.graphs.run import run_minions
-from minionflow.graphs.settings import PROTOCOLS
-from minionflow.nodes.documents import BadInput
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from .main import (
+from .common import (
     CheckpointOption,
     DataDir,
     _fail,
     _setup_logging,
     app,
     build_settings,
-    data_dir,
     err,
     load_documents,
     location,

@@ -9,18 +9,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from minionflow.contracts.errors import BadInput
+from minionflow.contracts.settings import PROTOCOLS
 from minionflow.evaluation.report import summarize, table_rows, write_reports
 from minionflow.evaluation.runner import EvalPlan, ItemResult, run_eval
 from minionflow.evaluation.suite import SuiteItem, load_suite
 from minionflow.graphs.persistence import data_dir, describe, resolve_location
-from minionflow.graphs.settings import PROTOCOLS
-from minionflow.nodes.documents import BadInput
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .main import (
+from .common import (
     EXIT_ANSWERED,
     EXIT_FAILED,
     CheckpointOption,

@@ -10,17 +10,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from minionflow.contracts.errors import BadInput
+from minionflow.contracts.settings import RunSettings
 from minionflow.graphs.persistence import Location, data_dir, describe, exists, open_persistence
 from minionflow.graphs.run import fork_minions, resume_minions, resume_settings
-from minionflow.graphs.settings import RunSettings
 from minionflow.graphs.threads import ThreadView, list_threads, show_thread, thread_history
-from minionflow.nodes.documents import BadInput
 from rich.console import Console
 from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
-from .main import CheckpointOption, DataDir, _fail, _finish, _parse_spec, _setup_logging, app, err, location, ready, review_loop
+from .common import CheckpointOption, DataDir, _fail, _finish, _parse_spec, _setup_logging, app, err, location, ready, review_loop
 from .progress import RunProgress
 from .render import usage_table
 from .signals import pause_on_signals

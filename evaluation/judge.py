@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from langchain_core.messages import HumanMessage, SystemMessage
-from minionflow.graphs.settings import ModelSpec
+from minionflow.contracts.settings import ModelSpec
 from minionflow.nodes.models import DefaultModelProvider, ModelProvider
 from minionflow.nodes.prompts import JUDGE_SYSTEM, JUDGE_USER
 from pydantic import BaseModel, Field

@@ -78,7 +78,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from minionflow.nodes.documents import BadInput
+from minionflow.contracts.errors import BadInput
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .matchers import contains

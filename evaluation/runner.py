@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from langgraph.runtime import RunControl
+from minionflow.contracts.errors import BadInput
+from minionflow.contracts.settings import ModelSpec, RunSettings
 from minionflow.graphs.persistence import Location
 from minionflow.graphs.run import RunResult, finished_result, run_minions
-from minionflow.graphs.settings import ModelSpec, RunSettings
-from minionflow.nodes.documents import BadInput, LoadedDocument, load_document
+from minionflow.nodes.documents import LoadedDocument, load_document
 from minionflow.nodes.ingest import check_fits
 from minionflow.nodes.models import ModelProvider
 from minionflow.sandbox.base import SandboxBackend

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
-from minionflow.nodes.documents import BadInput
+from minionflow.contracts.errors import BadInput
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Match = Literal["contains", "exact", "numeric", "all", "abstain"]

@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from langgraph.graph import END, StateGraph
+from minionflow.contracts.errors import TRANSIENT_RETRY
+from minionflow.contracts.state import ReadAllState
 from minionflow.nodes.models import DefaultModelProvider, ModelProvider, Role
-from minionflow.nodes.parallel_minion_map import TRANSIENT_RETRY
 from minionflow.nodes.read_all import make_read_all
 from minionflow.sandbox.base import SandboxBackend
 
 from .entry import add_entry, new_builder
-from .state import ReadAllState
 
 
 def read_all_builder(role: Role, models: ModelProvider | None = None, *, from_request: bool = False) -> StateGraph[Any]:

@@ -14,14 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 from langgraph.graph import END, StateGraph
+from minionflow.contracts.errors import TRANSIENT_RETRY
+from minionflow.contracts.state import MinionState
 from minionflow.nodes.minion_local import make_minion_local
 from minionflow.nodes.minion_remote import make_minion_remote, route_after_remote
 from minionflow.nodes.models import DefaultModelProvider, ModelProvider
-from minionflow.nodes.parallel_minion_map import TRANSIENT_RETRY
 from minionflow.sandbox.base import SandboxBackend
 
 from .entry import add_entry, new_builder
-from .state import MinionState
 
 
 def minion_builder(models: ModelProvider | None = None, sandbox: SandboxBackend | None = None, *,

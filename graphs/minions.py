@@ -18,17 +18,18 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
+from minionflow.contracts.errors import TRANSIENT_RETRY
+from minionflow.contracts.state import JobInput, MinionsState
 from minionflow.nodes.aggregate import make_aggregate, route_after_aggregate
 from minionflow.nodes.decompose import make_decompose
 from minionflow.nodes.filter import filter_outputs
 from minionflow.nodes.models import DefaultModelProvider, ModelProvider
-from minionflow.nodes.parallel_minion_map import TRANSIENT_RETRY, make_parallel_minion_map
+from minionflow.nodes.parallel_minion_map import make_parallel_minion_map
 from minionflow.nodes.retry_round import retry_round
 from minionflow.nodes.sandboxed_execute import DESTINATIONS, make_sandboxed_execute
 from minionflow.sandbox.base import SandboxBackend
 
 from .entry import add_entry, new_builder
-from .state import JobInput, MinionsState
 
 NODE_NAMES = ("decompose", "sandboxed_execute", "parallel_minion_map", "filter", "aggregate", "retry_round")
 

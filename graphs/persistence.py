@@ -19,8 +19,8 @@ from pathlib import Path
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.store.base import BaseStore
+from minionflow.contracts.errors import BadInput
 from minionflow.nodes.blobstore import SqliteBlobStore
-from minionflow.nodes.documents import BadInput
 
 Location = str | Path
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")

@@ -21,14 +21,14 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
-from minionflow.nodes.documents import BadInput
+from minionflow.contracts.errors import BadInput
+from minionflow.contracts.settings import PROTOCOLS, RunSettings
 from minionflow.nodes.models import ModelProvider
 from minionflow.sandbox.base import SandboxBackend
 
 from .baselines import local_only_builder, remote_only_builder
 from .minion import minion_builder
 from .minions import minions_builder
-from .settings import PROTOCOLS, RunSettings
 
 Builder = Callable[[ModelProvider | None, SandboxBackend | None], StateGraph[Any]]
 

@@ -18,21 +18,21 @@ from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
 from langgraph.store.base import BaseStore
 from langgraph.types import Command
+from minionflow.contracts.errors import TRANSIENT_RETRY, BadInput, is_transient
+from minionflow.contracts.schemas import Approval
+from minionflow.contracts.settings import RunSettings
+from minionflow.contracts.state import UsageRecord
 from minionflow.nodes.accounting import UsageSummary, summarize
 from minionflow.nodes.common import document_texts
-from minionflow.nodes.documents import BadInput, LoadedDocument
+from minionflow.nodes.documents import LoadedDocument
 from minionflow.nodes.ingest import check_fits, protocol_state
 from minionflow.nodes.models import ModelProvider
-from minionflow.nodes.parallel_minion_map import TRANSIENT_RETRY, is_transient
-from minionflow.nodes.sandboxed_execute import Approval
 from minionflow.nodes.store import get_json, get_json_many, put_json
 from minionflow.sandbox.base import SandboxBackend
 from pydantic import BaseModel, Field, ValidationError
 
 from .persistence import Location, describe, open_persistence, resolve_location
 from .protocols import build_graph, thread_settings
-from .settings import RunSettings
-from .state import UsageRecord
 
 log = logging.getLogger(__name__)
 

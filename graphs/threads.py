@@ -9,15 +9,15 @@ from typing import Any, Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore
+from minionflow.contracts.errors import BadInput
+from minionflow.contracts.settings import RunSettings
+from minionflow.contracts.state import UsageRecord
 from minionflow.nodes.accounting import Transcript, UsageSummary, load_transcripts, role_totals
-from minionflow.nodes.documents import BadInput
 from minionflow.nodes.store import get_json
 from pydantic import BaseModel
 
 from .protocols import build_graph, thread_settings
 from .run import all_usage, rounds_done, thread_usage
-from .settings import RunSettings
-from .state import UsageRecord
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,8 @@ A node is a function of the graph state returning an update; ``make_*`` builds
 one around a ``ModelProvider`` (``DefaultModelProvider``, or your own).
 """
 
+from minionflow.contracts.errors import TRANSIENT_RETRY
+
 from .aggregate import make_aggregate, route_after_aggregate
 from .decompose import make_decompose
 from .filter import filter_outputs
@@ -19,7 +21,7 @@ from .ingest import ingest, initial_state
 from .minion_local import make_minion_local
 from .minion_remote import make_minion_remote, route_after_remote
 from .models import DefaultModelProvider, ModelClient, ModelProvider
-from .parallel_minion_map import TRANSIENT_RETRY, make_parallel_minion_map
+from .parallel_minion_map import make_parallel_minion_map
 from .read_all import make_read_all
 from .retrieve import make_bm25_prefilter
 from .retry_round import retry_round

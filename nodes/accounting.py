@@ -8,8 +8,8 @@ from functools import cache
 
 import tiktoken
 from langgraph.store.base import BaseStore
-from minionflow.graphs.settings import PriceTable
-from minionflow.graphs.state import UsageRecord
+from minionflow.contracts.settings import PriceTable
+from minionflow.contracts.state import UsageRecord
 from pydantic import BaseModel
 
 from .common import emit_usage

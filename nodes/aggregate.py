@@ -15,15 +15,15 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.config import get_store
 from langgraph.graph import END
 from langgraph.store.base import BaseStore
-from minionflow.graphs.settings import RunSettings
-from minionflow.graphs.state import FinalAnswer, MinionsState, RoundRecord
+from minionflow.contracts.schemas import AggregateDecision
+from minionflow.contracts.settings import RunSettings
+from minionflow.contracts.state import FinalAnswer, MinionsState, RoundRecord
 
 from . import prompts
 from .accounting import record_calls
 from .common import emit, settings_of
 from .extractive import adopted_output, extract, ignores_grounded
 from .models import CallRecord, ModelProvider
-from .schemas import AggregateDecision
 from .store import get_json, put_json
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from typing import Any, NamedTuple
 
 from langgraph.config import get_stream_writer
 from langgraph.store.base import BaseStore
-from minionflow.graphs.settings import RunSettings
-from minionflow.graphs.state import DocumentRef, JobBatch
+from minionflow.contracts.settings import RunSettings
+from minionflow.contracts.state import DocumentRef, JobBatch
 
 from .store import get_json, get_texts
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.config import get_store
-from minionflow.graphs.settings import RunSettings
-from minionflow.graphs.state import MinionsState
+from minionflow.contracts.settings import RunSettings
+from minionflow.contracts.state import MinionsState
 
 from . import prompts
 from .accounting import record_calls

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from minionflow.contracts.errors import BadInput
 from minionflow.sandbox.chunking import PAGE_BREAK
 from pydantic import BaseModel
 
 SUPPORTED = {".txt", ".md", ".markdown", ".pdf"}
-
-
-class BadInput(ValueError):
-    """Input that cannot be used; the message is one line meant for the user."""
 
 
 class LoadedDocument(BaseModel):

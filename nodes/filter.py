@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from langgraph.config import get_store
 from langgraph.types import Overwrite
-from minionflow.graphs.state import JobResult, MinionsState
+from minionflow.contracts.state import JobResult, MinionsState
 
 from .common import emit, settings_of
 from .grounding import relevance

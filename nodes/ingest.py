@@ -13,13 +13,14 @@ from typing import Any
 
 from langgraph.config import get_store
 from langgraph.store.base import BaseStore
-from minionflow.graphs.settings import RunSettings, default_settings, first_error
-from minionflow.graphs.state import DocumentRef, MinionsState
+from minionflow.contracts.errors import BadInput
+from minionflow.contracts.settings import RunSettings, default_settings, first_error
+from minionflow.contracts.state import DocumentRef, MinionsState
 from pydantic import BaseModel, Field, ValidationError
 from typing_extensions import TypedDict
 
 from .accounting import count_tokens
-from .documents import BadInput, LoadedDocument, load_document
+from .documents import LoadedDocument, load_document
 from .store import put_json, put_text
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.config import get_store
-from minionflow.graphs.state import ChatTurn, MinionState
+from minionflow.contracts.state import ChatTurn, MinionState
 
 from . import prompts
 from .accounting import record_calls

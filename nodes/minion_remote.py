@@ -12,14 +12,14 @@ from typing import Any
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.config import get_store
 from langgraph.graph import END
-from minionflow.graphs.settings import RunSettings
-from minionflow.graphs.state import ChatTurn, FinalAnswer, MinionState
+from minionflow.contracts.schemas import MinionTurn
+from minionflow.contracts.settings import RunSettings
+from minionflow.contracts.state import ChatTurn, FinalAnswer, MinionState
 
 from . import prompts
 from .accounting import record_calls
 from .common import emit, settings_of
 from .models import ModelProvider
-from .schemas import MinionTurn
 
 log = logging.getLogger(__name__)
 

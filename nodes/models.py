@@ -24,7 +24,8 @@ import httpx
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
-from minionflow.graphs.settings import OPENAI_BASE_URL, ModelSpec, StructuredMethod
+from minionflow.contracts.errors import TRANSIENT_ERRORS
+from minionflow.contracts.settings import OPENAI_BASE_URL, ModelSpec, StructuredMethod
 from pydantic import BaseModel, ValidationError
 
 from .embedded import embedded_server
@@ -67,10 +68,6 @@ class StructuredReply:
     error: str | None = None
 
 
-# Errors worth retrying: the node's RetryPolicy sees them, a bad reply never is one.
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
-    openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, httpx.TransportError, ConnectionError,
-)
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 

@@ -13,18 +13,17 @@ from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.config import get_store
-from langgraph.types import RetryPolicy
-from minionflow.graphs.settings import ReplyFormat, RunSettings
-from minionflow.graphs.state import JobInput, JobRecord, JobResult, ResultRef
+from minionflow.contracts.schemas import JobOutput
+from minionflow.contracts.settings import ReplyFormat, RunSettings
+from minionflow.contracts.state import JobInput, JobRecord, JobResult, ResultRef
 
 from . import prompts
 from .accounting import usage_records
 from .common import batch_from_ref, emit, emit_usage, settings_from_ref
 from .filter import is_abstention
 from .grounding import Grounding, ground
-from .models import TRANSIENT_ERRORS, CallRecord, ModelClient, ModelProvider, reply_text
+from .models import CallRecord, ModelClient, ModelProvider, reply_text
 from .replies import parse_text_reply
-from .schemas import JobOutput
 from .store import BlobBatch
 
 _limits: dict[int, threading.BoundedSemaphore] = {}
@@ -38,13 +37,6 @@ def local_slot(limit: int) -> Iterator[None]:
         sem = _limits.setdefault(limit, threading.BoundedSemaphore(limit))
     with sem:
         yield
-
-
-def is_transient(exc: Exception) -> bool:
-    return isinstance(exc, TRANSIENT_ERRORS)
-
-
-TRANSIENT_RETRY = RetryPolicy(max_attempts=3, initial_interval=1.0, retry_on=is_transient)
 
 
 def worker_messages(job: JobRecord, chunk: str, reply: ReplyFormat = "json") -> list[Any]:

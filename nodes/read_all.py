@@ -9,7 +9,7 @@ from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.config import get_store
-from minionflow.graphs.state import FinalAnswer, ReadAllState
+from minionflow.contracts.state import FinalAnswer, ReadAllState
 
 from . import prompts
 from .accounting import record_calls

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import re
 
+from minionflow.contracts.schemas import JobOutput
 from pydantic import ValidationError
 
 from .models import parse_json_reply
-from .schemas import JobOutput
 
 _LABEL = re.compile(
     r"^[ \t>*_-]*(?:\*\*|__)?(?P<label>quote|citation|evidence|answer|final answer|explanation|reason)(?:\*\*|__)?"

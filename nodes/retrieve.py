@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from langgraph.config import get_store
-from minionflow.graphs.state import DocumentRef, MinionsState
+from minionflow.contracts.state import DocumentRef, MinionsState
 from minionflow.sandbox.chunking import chunk_by_tokens
 
 from .common import document_texts, emit, settings_of

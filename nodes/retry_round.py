@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from langgraph.config import get_store
-from minionflow.graphs.state import JobRecord, JobResult, MinionsState
+from minionflow.contracts.state import JobRecord, JobResult, MinionsState
 
 from .common import emit, settings_of
 from .store import get_json

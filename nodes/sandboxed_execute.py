@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any
 
 from langgraph.config import get_store
 from langgraph.store.base import BaseStore
 from langgraph.types import Command, Overwrite, Send, interrupt
-from minionflow.graphs.settings import RunSettings
-from minionflow.graphs.state import JobBatch, JobInput, JobRecord, MinionsState
+from minionflow.contracts.schemas import Approval
+from minionflow.contracts.settings import RunSettings
+from minionflow.contracts.state import JobBatch, JobInput, JobRecord, MinionsState
 from minionflow.sandbox.base import ExecutionRequest, JobSpec, SandboxBackend
 from minionflow.sandbox.chunking import chunk_by_tokens
 from minionflow.sandbox.select import get_backend
-from pydantic import BaseModel
 
 from .common import document_texts, emit, settings_of
 from .store import get_json, get_text, put_json, put_texts
@@ -78,13 +78,6 @@ def _previous_round(state: MinionsState, store: BaseStore) -> tuple[list[dict[st
     ]
     return manifests, outputs
 
-
-class Approval(BaseModel):
-    """The reviewer's answer to an approval interrupt (``Command(resume=...)``)."""
-
-    action: Literal["accept", "edit", "reject"]
-    code: str | None = None
-    reason: str = ""
 
 
 def _review(code: str, round_: int, attempt: int) -> tuple[str, str | None]:

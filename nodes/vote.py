@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from minionflow.graphs.state import JobResult
+from minionflow.contracts.state import JobResult
 
 from .filter import _cut, _norm, classify, empty_stats, forwarded, make_filter
 

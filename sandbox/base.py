@@ -8,6 +8,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, Protocol
 
+from minionflow.contracts.settings import SandboxLimits
 from pydantic import BaseModel, Field, ValidationError
 
 
@@ -23,28 +24,6 @@ class SandboxStatus(StrEnum):
     OUTPUT_TRUNCATED = "output_truncated"
     INVALID_OUTPUT = "invalid_output"
 
-
-class SandboxLimits(BaseModel):
-    """Limits applied to every execution of supervisor code."""
-
-    timeout_s: float = Field(20.0, gt=0, description="wall-clock limit")
-    cpu_seconds: int = Field(15, gt=0)
-    memory_mb: int = Field(1024, gt=64, description="address-space limit")
-    processes: int = Field(32, gt=0)
-    file_size_mb: int = Field(16, gt=0)
-    open_files: int = Field(256, gt=16)
-    tmpfs_mb: int = Field(64, gt=0)
-    max_output_bytes: int = Field(64 * 1024 * 1024, gt=1024)
-    max_log_bytes: int = Field(64 * 1024, gt=0)
-
-    def runner_limits(self) -> dict[str, int]:
-        return {
-            "cpu_seconds": self.cpu_seconds,
-            "memory_bytes": self.memory_mb * 1024 * 1024,
-            "processes": self.processes,
-            "file_size_bytes": self.file_size_mb * 1024 * 1024,
-            "open_files": self.open_files,
-        }
 
 
 class JobSpec(BaseModel):

@@ -22,13 +22,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fakes import FakeProvider, PromptFake  # noqa: E402
+from minionflow.contracts.settings import SandboxLimits
 from minionflow.graphs import RunSettings  # noqa: E402
 from minionflow.graphs.persistence import open_persistence  # noqa: E402
 from minionflow.graphs.run import run_minions  # noqa: E402
 from minionflow.nodes.documents import LoadedDocument  # noqa: E402
 from minionflow.nodes.store import get_json  # noqa: E402
 from minionflow.sandbox import BwrapBackend  # noqa: E402
-from minionflow.sandbox.base import ExecutionRequest, ExecutionResult, SandboxLimits  # noqa: E402
+from minionflow.sandbox.base import ExecutionRequest, ExecutionResult  # noqa: E402
 
 CODE = r'''```python
 def prepare_jobs(context, prev_job_manifests, prev_job_outputs):

@@ -21,10 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fakes import FakeProvider, PromptFake  # noqa: E402
+from minionflow.contracts.errors import BadInput
+from minionflow.contracts.settings import ModelSpec, RunSettings  # noqa: E402
 from minionflow.evaluation.runner import EvalPlan, run_eval  # noqa: E402
 from minionflow.evaluation.suite import load_suite  # noqa: E402
-from minionflow.graphs.settings import ModelSpec, RunSettings  # noqa: E402
-from minionflow.nodes.documents import BadInput  # noqa: E402
 from minionflow.sandbox import BwrapBackend  # noqa: E402
 
 # the supervisor's code: one job per paragraph, the user's question as the task

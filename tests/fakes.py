@@ -11,7 +11,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from minionflow.graphs.settings import ModelSpec
+from minionflow.contracts.settings import ModelSpec
 from minionflow.nodes.models import ModelClient, Role
 from pydantic import ConfigDict, PrivateAttr
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 from conftest import ROOT
+from minionflow.contracts.settings import ModelSpec, ModelSpecError, default_settings
 from minionflow.graphs.persistence import describe, is_postgres, resolve_location
-from minionflow.graphs.settings import ModelSpec, ModelSpecError, default_settings
 from minionflow.sandbox.base import runner_source
 
 SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
@@ -162,7 +162,8 @@ def test_the_compose_sandbox_image_builds_and_runs_the_supervisor_code(monkeypat
     python image (no registry), then used by the docker backend exactly as the app
     container uses it: MINIONFLOW_SANDBOX_IMAGE names it."""
     import docker
-    from minionflow.sandbox.base import ExecutionRequest, SandboxLimits, SandboxStatus
+    from minionflow.contracts.settings import SandboxLimits
+    from minionflow.sandbox.base import ExecutionRequest, SandboxStatus
     from minionflow.sandbox.docker_backend import DockerBackend
     from minionflow.sandbox.image import BASE_TAG
 

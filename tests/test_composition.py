@@ -78,7 +78,7 @@ def test_retrieval_prefilter_sends_only_the_top_chunks_and_resumes(tmp_path):
         view = show_thread(saver, store, done.thread_id)
     assert view.summary.protocol == RETRIEVAL and view.summary.jobs == 8
     assert view.documents[0]["title"] == "harbour.txt (retrieved)"
-    from minionflow.nodes.documents import BadInput
+    from minionflow.contracts.errors import BadInput
 
     with pytest.raises(BadInput, match="already finished"):
         resume_minions(failed.thread_id, checkpoint=tmp_path, sandbox=BwrapBackend(), models=FakeProvider(remote, local2))

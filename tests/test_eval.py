@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, cli_env
+from minionflow.contracts.errors import BadInput
 from minionflow.evaluation.matchers import abstains, contains, exact, is_correct, normalize, numbers, numeric
 from minionflow.evaluation.report import EvalSummary, markdown, percentile, plot, summarize, wilson
 from minionflow.evaluation.runner import RESULTS, ItemResult, Usage, read_results
 from minionflow.evaluation.suite import SuiteItem, load_suite
-from minionflow.nodes.documents import BadInput
 
 HERE = Path(__file__).parent
 MINIONFLOW = str(Path(sys.executable).parent / "minionflow")

@@ -8,7 +8,7 @@ import json
 
 import pytest
 from conftest import GOOD_CODE, final_json, secret_doc
-from minionflow.graphs.state import JobResult
+from minionflow.contracts.state import JobResult
 from minionflow.nodes.extractive import NO_EVIDENCE_ANSWER, extract, ignores_grounded
 from minionflow.nodes.filter import classify, filter_results, rank
 from minionflow.nodes.grounding import citation_score, ground, prefixes, relevance, restates, sentences, support

@@ -93,7 +93,7 @@ def test_sandbox_errors_reach_the_supervisor_typed(run_fake):
             return GOOD_CODE
         return "```python\ndef prepare_jobs(context, a, b):\n    while True:\n        pass\n```"
 
-    from minionflow.sandbox import SandboxLimits
+    from minionflow.contracts.settings import SandboxLimits
 
     run = run_fake(remote=remote, sandbox_limits=SandboxLimits(timeout_s=1.0, cpu_seconds=5))
     assert "timeout: the code ran longer than the 1s limit" in run.remote_prompts("Write prepare_jobs now")[1]

@@ -15,10 +15,11 @@ import openai
 import pytest
 from conftest import cli_env, secret_doc
 from fakes import FakeProvider, PromptFake
+from minionflow.contracts.errors import BadInput
 from minionflow.graphs import RunSettings
 from minionflow.graphs.run import resume_minions, run_minions
 from minionflow.graphs.threads import show_thread
-from minionflow.nodes.documents import BadInput, LoadedDocument
+from minionflow.nodes.documents import LoadedDocument
 
 CLI = str(Path(sys.executable).parent / "minionflow")
 QUESTION = "What is the secret number?"

@@ -9,7 +9,8 @@ import threading
 import time
 import uuid
 
-from minionflow.sandbox import BwrapBackend, ExecutionRequest, SandboxLimits, SandboxStatus
+from minionflow.contracts.settings import SandboxLimits
+from minionflow.sandbox import BwrapBackend, ExecutionRequest, SandboxStatus
 
 
 def run_code(backend: BwrapBackend, body: str, context: list[str] | None = None, **limits) -> object:

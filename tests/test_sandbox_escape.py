@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from minionflow.sandbox import BwrapBackend, DockerBackend, ExecutionRequest, SandboxLimits, SandboxStatus, SandboxUnavailable
+from minionflow.contracts.settings import SandboxLimits
+from minionflow.sandbox import BwrapBackend, DockerBackend, ExecutionRequest, SandboxStatus, SandboxUnavailable
 from minionflow.sandbox.base import ExecutionResult
 
 ROOT = Path(__file__).resolve().parent.parent

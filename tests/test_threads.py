@@ -13,11 +13,11 @@ import openai
 import pytest
 from conftest import Where, cli_env, default_local, default_remote, make_where, secret_doc
 from fakes import FakeProvider, PromptFake
+from minionflow.contracts.errors import BadInput
 from minionflow.graphs import RunSettings
 from minionflow.graphs.persistence import open_persistence
 from minionflow.graphs.run import resume_minions, run_minions
 from minionflow.graphs.threads import list_threads, show_thread, thread_history
-from minionflow.nodes.documents import BadInput
 from minionflow.sandbox import BwrapBackend
 
 CLI = str(Path(sys.executable).parent / "minionflow")

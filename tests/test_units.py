@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from minionflow.graphs.settings import ModelSpec, ModelSpecError, PriceTable, RolePrices, RunSettings, default_remote_spec
-from minionflow.graphs.state import UsageRecord
+from minionflow.contracts.schemas import JobOutput
+from minionflow.contracts.settings import ModelSpec, ModelSpecError, PriceTable, RolePrices, RunSettings, default_remote_spec
+from minionflow.contracts.state import UsageRecord
 from minionflow.nodes.accounting import count_tokens, summarize
 from minionflow.nodes.decompose import extract_code
 from minionflow.nodes.filter import is_abstention
 from minionflow.nodes.models import parse_json_reply
-from minionflow.nodes.schemas import JobOutput
 from minionflow.sandbox.chunking import chunk_by_page, chunk_by_paragraph, chunk_by_section, chunk_by_tokens
 
 
@@ -108,9 +108,9 @@ def test_a_reply_cut_at_the_length_limit_still_counts_its_tokens():
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
     from langchain_core.messages import HumanMessage
     from langchain_core.runnables import RunnableLambda
-    from minionflow.graphs.settings import ModelSpec
+    from minionflow.contracts.schemas import JobOutput
+    from minionflow.contracts.settings import ModelSpec
     from minionflow.nodes.models import ModelClient
-    from minionflow.nodes.schemas import JobOutput
     from openai.types import CompletionUsage
     from openai.types.chat import ChatCompletion
 
@@ -146,7 +146,7 @@ def test_the_public_api_resolves():
 def test_a_run_request_is_validated_like_a_cli_run():
     import pytest
     from langgraph.store.memory import InMemoryStore
-    from minionflow.nodes.documents import BadInput
+    from minionflow.contracts.errors import BadInput
     from minionflow.nodes.ingest import request_state
 
     store = InMemoryStore()
@@ -172,7 +172,7 @@ def test_reply_format_is_a_spec_option():
 
 
 def test_the_extractive_check_is_on_by_default_only_for_the_embedded_supervisor():
-    from minionflow.graphs.settings import default_settings
+    from minionflow.contracts.settings import default_settings
 
     assert default_settings({"remote": "embedded"}).extractive_fallback == "ignored"
     assert default_settings({"remote": "openai:gpt-4o"}).extractive_fallback == "unusable"

@@ -37,3 +37,10 @@ class MinionTurn(BaseModel):
     decision: Literal["provide_final_answer", "request_additional_info"]
     answer: str | None = Field(description="the final answer (with provide_final_answer), else null")
     message: str | None = Field(description="the question for the local model (with request_additional_info), else null")
+
+class Approval(BaseModel):
+    """The reviewer's answer to an approval interrupt (``Command(resume=...)``)."""
+
+    action: Literal["accept", "edit", "reject"]
+    code: str | None = None
+    reason: str = ""

@@ -1,0 +1,152 @@
+"""What every command shares: the typer app, the options, the one error path (exit 2),
+the checks before a run, the review loop and the end of a run."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from minionflow.contracts.errors import BadInput
+from minionflow.contracts.settings import PROTOCOLS, ModelSpec, ModelSpecError, RunSettings, default_settings, first_error
+from minionflow.graphs.persistence import Location, resolve_location
+from minionflow.graphs.protocols import check_graph, load_custom_graph
+from minionflow.graphs.run import RunResult
+from minionflow.nodes.documents import LoadedDocument, load_document
+from minionflow.nodes.models import ModelConfigError, preflight
+from minionflow.sandbox.base import SandboxUnavailable
+from minionflow.sandbox.select import get_backend
+from pydantic import ValidationError
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.syntax import Syntax
+
+from .progress import RunProgress
+from .render import render_result
+from .signals import EXIT_PAUSED, pause_on_signals
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Local-remote LLM collaboration (MinionS) over long documents.")
+err = Console(stderr=True)
+
+EXIT_ANSWERED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_AWAITING = 0, 1, 2, 3
+
+
+@app.callback()
+def _callback() -> None:
+    """minionflow: MinionS and friends as checkpointed LangGraph graphs."""
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_BAD_INPUT)
+
+
+def _setup_logging(verbose: bool, home: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    file_handler = logging.FileHandler(home / "minionflow.log")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    console = RichHandler(console=err, show_path=False, show_time=False)
+    console.setLevel(logging.INFO if verbose else logging.ERROR)
+    root.handlers = [file_handler, console]
+    for noisy in ("httpx", "httpx2", "httpcore", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+DataDir = Annotated[Path | None, typer.Option(
+    "--data-dir", help="folder for the log and, by default, the SQLite checkpoints (default $MINIONFLOW_HOME or ~/.local/share/minionflow)")]
+CheckpointOption = Annotated[str | None, typer.Option(
+    "--checkpoint", envvar="MINIONFLOW_CHECKPOINT",
+    help="where threads are kept: a folder (SQLite) or a postgresql:// URL (default: the data dir)")]
+
+
+def location(home: Path, checkpoint: str | None) -> Location:
+    """Where the threads live: --checkpoint if given, else the data folder."""
+    return resolve_location(checkpoint or home)
+
+
+def build_settings(remote: str | None, local: str | None, *, protocol: str = "minions", graph: str | None = None,
+                   **given: Any) -> RunSettings:
+    """RunSettings from command-line options (None: the default), or a clear exit 2."""
+    if protocol not in PROTOCOLS:
+        raise _fail(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    try:
+        settings = default_settings({"remote": _parse_spec(remote, "remote"), "local": _parse_spec(local, "local"),
+                                     "protocol": protocol, "graph": graph, **given})
+    except ValidationError as exc:
+        where, message = first_error(exc)
+        raise _fail(f"invalid setting {where}: {message}" if where else f"invalid settings: {message}") from None
+    if graph:
+        try:
+            check_graph(graph, load_custom_graph(graph)(None, None))
+        except BadInput as exc:
+            raise _fail(str(exc)) from None
+    return settings
+
+
+def load_documents(paths: list[Path]) -> list[LoadedDocument]:
+    """The documents, or a clear exit 2 naming the first that cannot be read."""
+    try:
+        return [load_document(p) for p in paths]
+    except BadInput as exc:
+        raise _fail(str(exc)) from None
+
+
+def ready(settings: RunSettings) -> Any:
+    """Check the models and the sandbox before any call; the sandbox backend, or None
+    for protocols that run no code."""
+    try:
+        for spec, role in ((settings.remote, "remote"), (settings.local, "local")):
+            preflight(spec, role)  # type: ignore[arg-type]
+        if settings.protocol != "minions" and not settings.graph:
+            return None
+        return get_backend(settings.sandbox, settings.sandbox_runtime)
+    except (ModelConfigError, SandboxUnavailable) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _parse_spec(value: str | None, role: str) -> ModelSpec | None:
+    if value is None:
+        return None
+    try:
+        return ModelSpec.parse(value)
+    except ModelSpecError as exc:
+        raise _fail(f"--{role}: {exc}") from None
+
+
+def review_loop(result: RunResult, where: Location, backend: Any, json_out: bool) -> RunResult:
+    """While the run waits for a review of the supervisor's code: ask on a terminal,
+    or say how to answer with ``minionflow resume`` and stop (exit code 3)."""
+    from click import edit
+    from minionflow.graphs.run import resume_minions
+
+    while result.status == "awaiting_approval" and result.pending_approval is not None:
+        pending = result.pending_approval
+        err.print(f"[bold]round {pending['round']}, attempt {pending['attempt']}: the supervisor's code[/]")
+        err.print(Syntax(pending["code"], "python"))
+        if json_out or not sys.stdin.isatty():
+            err.print(f"review it with: minionflow resume {result.thread_id} --accept | --reject REASON | --edit FILE",
+                      highlight=False, soft_wrap=True)
+            _finish(result, json_out)
+        choice = typer.prompt("accept, edit or reject? [a/e/r]", default="a").strip().lower()[:1]
+        approval: dict[str, Any] = {"action": "accept"}
+        if choice == "e":
+            approval = {"action": "edit", "code": edit(pending["code"], extension=".py") or pending["code"]}
+        elif choice == "r":
+            approval = {"action": "reject", "reason": typer.prompt("why (the supervisor will read this)")}
+        with RunProgress(err) as progress, pause_on_signals(err) as control:
+            result = resume_minions(result.thread_id, checkpoint=where, sandbox=backend, on_event=progress.handle,
+                                    control=control, approval=approval)
+    return result
+
+
+def _finish(result: RunResult, json_out: bool) -> None:
+    if json_out:
+        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+    else:
+        render_result(Console(), result)
+    codes = {"answered": EXIT_ANSWERED, "paused": EXIT_PAUSED, "awaiting_approval": EXIT_AWAITING}
+    raise typer.Exit(codes.get(result.status, EXIT_FAILED))

@@ -1,0 +1,24 @@
+"""Errors: bad input for the user, and which failures of a model call are transient
+(retried by a node's ``RetryPolicy``; a bad reply never is)."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+from langgraph.types import RetryPolicy
+
+
+class BadInput(ValueError):
+    """Input that cannot be used; the message is one line meant for the user."""
+
+
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, httpx.TransportError, ConnectionError,
+)
+
+
+def is_transient(exc: Exception) -> bool:
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+TRANSIENT_RETRY = RetryPolicy(max_attempts=3, initial_interval=1.0, retry_on=is_transient)
