@@ -79,16 +79,25 @@ PROMPT_RESERVE_TOKENS = 600
 
 
 def check_fits(settings: RunSettings, documents: list[LoadedDocument]) -> None:
-    """The protocols where the local model reads every document need them to fit its
-    context window; refuse before any call rather than fail on every turn."""
-    if settings.graph or settings.protocol not in ("minion", "local-only"):
+    """The protocols where one model reads every document need them to fit its context
+    window; refuse before any call rather than fail on every turn. That is the local
+    model for minion and local-only, and the remote model for remote-only when its
+    window is known: the embedded server, which minionflow starts with that window
+    (a hosted model's window is not in its spec, so its own error says)."""
+    if settings.graph:
+        return
+    if settings.protocol in ("minion", "local-only"):
+        role, spec, max_tokens = "local", settings.local, settings.local_max_tokens
+    elif settings.protocol == "remote-only" and settings.remote is not None and settings.remote.kind == "embedded":
+        role, spec, max_tokens = "remote", settings.remote, settings.remote_max_tokens
+    else:
         return
     tokens = sum(count_tokens(d.text) for d in documents)
-    room = settings.local.context_window - settings.local_max_tokens - PROMPT_RESERVE_TOKENS
+    room = spec.context_window - max_tokens - PROMPT_RESERVE_TOKENS
     if tokens > room:
         raise BadInput(
-            f"the documents are about {tokens:,} tokens, more than the local model's context holds "
-            f"({settings.local.context_window:,} tokens, {room:,} after the prompt and reply): protocol "
+            f"the documents are about {tokens:,} tokens, more than the {role} model's context holds "
+            f"({spec.context_window:,} tokens, {room:,} after the prompt and reply): protocol "
             f"{settings.protocol} needs them whole; use minions (the default), which reads them in chunks"
         )
 

@@ -162,6 +162,24 @@ def test_a_run_request_is_validated_like_a_cli_run():
         request_state(store, {"question": "Why?", "paths": ["/nonexistent/report.pdf"]})
 
 
+def test_remote_only_is_refused_when_the_embedded_supervisor_cannot_hold_the_documents():
+    import pytest
+    from minionflow.contracts.errors import BadInput
+    from minionflow.contracts.settings import default_settings
+    from minionflow.nodes.documents import LoadedDocument
+    from minionflow.nodes.ingest import check_fits
+
+    big = [LoadedDocument(title="big.txt", text="cargo manifest entry. " * 8000, pages=1)]
+    small = [LoadedDocument(title="small.txt", text="cargo manifest entry. " * 100, pages=1)]
+    embedded = default_settings({"protocol": "remote-only", "remote": ModelSpec.parse("embedded")})
+    with pytest.raises(BadInput, match=r"more than the remote model's context holds \(8,192 tokens"):
+        check_fits(embedded, big)
+    check_fits(embedded, small)
+    # a hosted model's window is not in its spec: its own error speaks, nothing is refused here
+    check_fits(default_settings({"protocol": "remote-only", "remote": ModelSpec.parse("openai:gpt-4o")}), big)
+    check_fits(default_settings({"protocol": "minions", "remote": ModelSpec.parse("embedded")}), big)
+
+
 def test_reply_format_is_a_spec_option():
     assert ModelSpec.parse("embedded").reply == "text"  # measured: benchmarks/worker_formats.py
     assert ModelSpec.parse("embedded;reply=json").reply == "json"
