@@ -4,7 +4,7 @@ State is plain data (TypedDicts of JSON-compatible values), so checkpoints need
 no custom serializer. SqliteSaver writes the whole state into every checkpoint,
 so text and per-job data never live in state: the documents, chunks, the job
 list of a round and every job's result are content-addressed blobs in the store,
-and state holds their sha256 references (docs/design.md, guarantee 4).
+and state holds their sha256 references (docs/architecture.md, guarantee 4).
 """
 
 from __future__ import annotations

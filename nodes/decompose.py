@@ -1,6 +1,6 @@
 """decompose (remote): the supervisor writes ``prepare_jobs`` from the task and the
 documents' metadata, earlier rounds' feedback and scratchpad, and the error of a
-failed attempt. It never sees document text (docs/design.md, guarantee 1)."""
+failed attempt. It never sees document text (docs/architecture.md, guarantee 1)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Both roles are LangChain chat models. Every endpoint is reached through
 ``langchain-openai``'s ``ChatOpenAI`` with a ``base_url``; the embedded model is
 llama-cpp-python's server on 127.0.0.1. How structured output is requested is a
-per-endpoint setting (servers differ: docs/design.md), and every reply is
+per-endpoint setting (servers differ: docs/architecture.md), and every reply is
 validated with pydantic whatever the method.
 """
 

@@ -2,7 +2,7 @@
 
 Errors go back to decompose with the traceback; after ``max_code_attempts`` the
 round uses the built-in plan (every chunk x the task) and records that it did.
-Model-written code never runs in this process (docs/design.md, guarantee 2). The jobs fan out as
+Model-written code never runs in this process (docs/architecture.md, guarantee 2). The jobs fan out as
 one ``Send`` each to parallel_minion_map."""
 
 from __future__ import annotations

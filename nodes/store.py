@@ -2,7 +2,7 @@
 LangGraph store.
 
 State holds sha256 references; text and per-job data are written once, whatever
-the number of checkpoints (docs/design.md, guarantee 4: SqliteSaver writes the full state into
+the number of checkpoints (docs/architecture.md, guarantee 4: SqliteSaver writes the full state into
 every checkpoint). The default persistent store is a SQLite file beside the
 checkpoint database; any LangGraph ``BaseStore`` works (in-memory for tests,
 PostgreSQL for teams).

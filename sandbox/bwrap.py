@@ -1,6 +1,6 @@
 """The bubblewrap backend: Linux namespaces for machines without a Docker engine.
 
-Hardening (docs/design.md, guarantee 2):
+Hardening (docs/architecture.md, guarantee 2):
 
 * bwrap is launched as an unprivileged user (when minionflow runs as root, the
   child drops to ``nobody`` before exec), so uid 65534 inside is not host root

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from minionflow.contracts.schemas import JobOutput
 from minionflow.contracts.settings import ModelSpec, ModelSpecError, PriceTable, RolePrices, RunSettings, default_remote_spec
@@ -208,3 +210,15 @@ def test_model_text_is_printed_as_it_is_not_as_rich_markup():
     text = console.export_text()
     assert "Answer: [r1-j0007] is [bold]42[/]" in text and 'The document says: "the [red] ledger"' in text
     assert "note: round 1: job [r1-j0003] failed" in text
+
+
+def test_the_architecture_page_draws_the_graphs_as_they_compile():
+    import re
+
+    from minionflow.graphs import build_graph
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text()
+    drawn = re.findall(r"```mermaid\n(.*?)\n```", page, re.S)
+    compiled = [build_graph(RunSettings(protocol=p, sandbox="bwrap")).get_graph().draw_mermaid().strip()
+                for p in ("minions", "minion")]
+    assert drawn == compiled
