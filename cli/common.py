@@ -21,20 +21,31 @@ from minionflow.sandbox.select import get_backend
 from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.syntax import Syntax
+
+from minionflow import __version__
 
 from .progress import RunProgress
-from .render import render_result
+from .render import print_code, render_result
 from .signals import EXIT_PAUSED, pause_on_signals
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Local-remote LLM collaboration (MinionS) over long documents.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]},
+                  help="Local-remote LLM collaboration (MinionS) over long documents.")
 err = Console(stderr=True)
 
 EXIT_ANSWERED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_AWAITING = 0, 1, 2, 3
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"minionflow {__version__}\n")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _callback() -> None:
+def _callback(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
     """minionflow: MinionS and friends as checkpointed LangGraph graphs."""
 
 
@@ -126,7 +137,7 @@ def review_loop(result: RunResult, where: Location, backend: Any, json_out: bool
     while result.status == "awaiting_approval" and result.pending_approval is not None:
         pending = result.pending_approval
         err.print(f"[bold]round {pending['round']}, attempt {pending['attempt']}: the supervisor's code[/]")
-        err.print(Syntax(pending["code"], "python"))
+        print_code(err, pending["code"])
         if json_out or not sys.stdin.isatty():
             err.print(f"review it with: minionflow resume {result.thread_id} --accept | --reject REASON | --edit FILE",
                       highlight=False, soft_wrap=True)

@@ -13,7 +13,7 @@ from minionflow.graphs.persistence import data_dir
 from minionflow.graphs.run import run_minions
 from pydantic import BaseModel
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from .common import (
     CheckpointOption,
@@ -28,6 +28,7 @@ from .common import (
     ready,
 )
 from .progress import RunProgress
+from .render import print_rows
 
 
 class CompareRow(BaseModel):
@@ -70,7 +71,7 @@ def compare(
     all_settings = [build_settings(remote, local, protocol=p, sandbox=sandbox, max_rounds=max_rounds,
                                    chunk_tokens=chunk_tokens) for p in chosen]
     docs = load_documents(documents)
-    rows: list[CompareRow] = []
+    results: list[CompareRow] = []
     for settings in all_settings:
         backend = ready(settings)
         err.print(f"[bold]{settings.protocol}[/]", highlight=False)
@@ -78,25 +79,30 @@ def compare(
             try:
                 result = run_minions(docs, question, settings, checkpoint=where, sandbox=backend, on_event=progress.handle)
             except BadInput as exc:  # e.g. the documents do not fit the local model for minion / local-only
-                rows.append(CompareRow(protocol=settings.protocol, status="refused", answer=None, error=str(exc),
+                results.append(CompareRow(protocol=settings.protocol, status="refused", answer=None, error=str(exc),
                                        remote_tokens=0, local_tokens=0, cost_usd=0.0, elapsed_s=0.0, thread_id=None))
                 continue
         usage = result.usage
-        rows.append(CompareRow(
+        results.append(CompareRow(
             protocol=settings.protocol, status=result.status, answer=result.answer, error=result.error,
             remote_tokens=(usage.remote.prompt_tokens + usage.remote.completion_tokens) if usage else 0,
             local_tokens=(usage.local.prompt_tokens + usage.local.completion_tokens) if usage else 0,
             cost_usd=usage.total_cost_usd if usage else 0.0, elapsed_s=result.elapsed_s, thread_id=result.thread_id,
         ))
     if json_out:
-        sys.stdout.write("[" + ",".join(r.model_dump_json() for r in rows) + "]\n")
+        sys.stdout.write("[" + ",".join(r.model_dump_json() for r in results) + "]\n")
     else:
-        table = Table(title=f"Compare: {question}", title_justify="left")
-        for column in ("protocol", "answer", "remote tokens", "local tokens", "cost (USD)", "time (s)", "thread"):
-            table.add_column(column, justify="right" if column in ("remote tokens", "local tokens", "cost (USD)", "time (s)") else "left")
-        for r in rows:
-            answer = r.answer if r.status == "answered" else f"[red]{r.status}: {r.error}[/]"
-            table.add_row(r.protocol, answer or "", f"{r.remote_tokens:,}", f"{r.local_tokens:,}", f"{r.cost_usd:.4f}",
-                          f"{r.elapsed_s:.1f}", r.thread_id or "-")
-        Console().print(table)
-    raise typer.Exit(0 if all(r.status == "answered" for r in rows) else 1)
+        console = Console()
+        columns = ["protocol", "status", "remote tokens", "local tokens", "cost (USD)", "time (s)", "thread"]
+        cells = [[r.protocol, r.status, f"{r.remote_tokens:,}", f"{r.local_tokens:,}", f"{r.cost_usd:.4f}", f"{r.elapsed_s:.1f}",
+                 r.thread_id or "-"] for r in results]
+        if not console.is_terminal:  # one row per protocol, the answer (or the error) last and whole
+            print_rows(console, "", [*columns, "answer"],
+                       [[*row, (r.answer or "") if r.status == "answered" else f"{r.error}"] for row, r in zip(cells, results, strict=True)])
+        else:
+            print_rows(console, f"Compare: {question}", columns, cells,
+                       right=frozenset({"remote tokens", "local tokens", "cost (USD)", "time (s)"}), ids=frozenset({"thread"}))
+            for r in results:
+                said = escape(r.answer or "") if r.status == "answered" else f"[red]{escape(f'{r.status}: {r.error}')}[/]"
+                console.print(f"[bold]{r.protocol}:[/] {said}", highlight=False)
+    raise typer.Exit(0 if all(r.status == "answered" for r in results) else 1)

@@ -6,7 +6,9 @@ from minionflow.graphs.run import RunResult
 from minionflow.nodes.accounting import UsageSummary
 from rich.console import Console
 from rich.markup import escape
+from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
 
 def usage_table(usage: UsageSummary) -> Table:
@@ -57,3 +59,41 @@ def render_result(console: Console, result: RunResult) -> None:
     console.print(f"rounds: {result.rounds}   time: {result.elapsed_s:.1f}s   thread: {result.thread_id}")
     if result.status != "answered":
         console.print(f"resume with: minionflow resume {result.thread_id}")
+
+
+def print_rows(console: Console, title: str, columns: list[str], rows: list[list[str]], *,
+               right: frozenset[str] = frozenset(), ids: frozenset[str] = frozenset()) -> None:
+    """A listing, with every id whole. In a pipe: tab-separated rows under a header
+    line, with no padding, wrapping or markup (``cut -f1`` gives the ids). On a
+    terminal wide enough for every cell: a table. On a narrower one: one record per
+    row, its id on a line of its own and the other fields wrapped beneath it."""
+    if not console.is_terminal:
+        clean = [[cell.replace("\t", " ").replace("\n", " ") for cell in row] for row in [columns, *rows]]
+        console.file.write("".join("\t".join(row) + "\n" for row in clean))
+        return
+    widths = [max(len(cell) for cell in column) for column in zip(columns, *rows, strict=True)]
+    if sum(w + 3 for w in widths) + 1 <= console.width:
+        table = Table(title=title, title_justify="left")
+        for column in columns:
+            table.add_column(column, justify="right" if column in right else "left", no_wrap=True)
+        for row in rows:
+            table.add_row(*(escape(cell) for cell in row))
+        console.print(table)
+        return
+    if title:
+        console.print(f"[italic]{escape(title)}[/]", highlight=False)
+    first = next((i for i, c in enumerate(columns) if c in ids), 0)
+    for row in rows:
+        console.print(f"[bold]{escape(row[first])}[/]", highlight=False, overflow="fold")
+        rest = "; ".join(f"{c}: {v}" for i, (c, v) in enumerate(zip(columns, row, strict=True)) if i != first and v)
+        console.print(Text(rest, overflow="fold"), highlight=False)
+
+
+def print_code(console: Console, code: str) -> None:
+    """Supervisor code, every character of it: on a terminal, highlighted with line
+    numbers and long lines folded (a folded line goes on without a number); in a
+    pipe, exactly as written."""
+    if not console.is_terminal:
+        console.file.write(code if code.endswith("\n") else code + "\n")
+        return
+    console.print(Syntax(code.rstrip("\n"), "python", line_numbers=True, word_wrap=True))

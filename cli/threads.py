@@ -14,15 +14,20 @@ from minionflow.contracts.errors import BadInput
 from minionflow.contracts.settings import RunSettings
 from minionflow.graphs.persistence import Location, data_dir, describe, exists, open_persistence
 from minionflow.graphs.run import fork_minions, resume_minions, resume_settings
-from minionflow.graphs.threads import ThreadView, list_threads, show_thread, thread_history
+from minionflow.graphs.threads import (
+    ThreadView,
+    list_threads,
+    resolve_checkpoint,
+    resolve_thread,
+    show_thread,
+    thread_history,
+)
 from rich.console import Console
 from rich.markup import escape
-from rich.syntax import Syntax
-from rich.table import Table
 
 from .common import CheckpointOption, DataDir, _fail, _finish, _parse_spec, _setup_logging, app, err, location, ready, review_loop
 from .progress import RunProgress
-from .render import usage_table
+from .render import print_code, print_rows, usage_table
 from .signals import pause_on_signals
 
 
@@ -42,6 +47,25 @@ def _existing(home: Path | None, checkpoint: str | None) -> Location:
     if not exists(where):
         raise _fail(f"no checkpoint database in {describe(where)}")
     return where
+
+
+def _resolved(where: Location, thread: str, at: str | None = None) -> tuple[str, str | None]:
+    """The whole thread (and checkpoint) id for what the user typed: an id, or the
+    start of exactly one."""
+    try:
+        with open_persistence(where) as (saver, _):
+            thread = resolve_thread(saver, thread)
+            return thread, (resolve_checkpoint(saver, thread, at) if at is not None else None)
+    except BadInput as exc:
+        raise _fail(str(exc)) from None
+
+
+def _next(names: list[str]) -> str:
+    """The nodes a checkpoint waits for, repeats counted: "parallel_minion_map x31"."""
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    return ", ".join(name if n == 1 else f"{name} x{n}" for name, n in counts.items())
 
 
 def _age(when: datetime) -> str:
@@ -67,6 +91,7 @@ def resume(
     pending review of the supervisor's code with --accept, --reject or --edit)."""
     where = _existing(home, checkpoint)
     _setup_logging(verbose, home or data_dir())
+    thread, _ = _resolved(where, thread)
     try:
         settings = resume_settings(thread, where)
     except BadInput as exc:
@@ -115,6 +140,9 @@ def fork(
             changes[role] = spec.model_dump()
     if max_rounds is not None:
         changes["max_rounds"] = max_rounds
+    thread, resolved_at = _resolved(where, thread, at)
+    assert resolved_at is not None
+    at = resolved_at
     try:
         settings = RunSettings.model_validate({**resume_settings(thread, where).model_dump(mode="json"), **changes})
     except BadInput as exc:
@@ -130,21 +158,26 @@ def fork(
 
 
 @app.command()
-def runs(home: DataDir = None, checkpoint: CheckpointOption = None, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """List the runs (threads) in the checkpoint database."""
+def runs(home: DataDir = None, checkpoint: CheckpointOption = None,
+         json_out: Annotated[bool, typer.Option("--json", help="the runs as a JSON list")] = False) -> None:
+    """List the runs (threads) in the checkpoint database, newest first."""
+    if not exists(location(home or data_dir(), checkpoint)):
+        sys.stdout.write("[]\n" if json_out else "no runs yet\n")
+        return
     with _opened(home, checkpoint) as (saver, store):
         threads = list_threads(saver, store)
     if json_out:
         sys.stdout.write("[" + ",".join(t.model_dump_json() for t in threads) + "]\n")
         return
-    table = Table(title="Runs", title_justify="left")
-    for column in ("thread", "protocol", "status", "rounds", "jobs", "remote tokens", "local tokens", "cost (USD)", "age", "question"):
-        table.add_column(column, justify="right" if column in ("rounds", "jobs", "remote tokens", "local tokens", "cost (USD)", "age") else "left")
-    for t in threads:
-        status = t.status if t.status == "answered" else f"unfinished (next: {', '.join(t.next) or '-'})"
-        table.add_row(t.thread_id, t.protocol, status, str(t.rounds), str(t.jobs), f"{t.remote_tokens:,}", f"{t.local_tokens:,}",
-                      f"{t.cost_usd:.4f}", _age(t.updated), t.question[:60])
-    Console().print(table)
+    if not threads:
+        sys.stdout.write("no runs yet\n")
+        return
+    rows = [[t.thread_id, t.protocol, t.status if t.status == "answered" else f"unfinished (next: {_next(t.next) or '-'})",
+             str(t.rounds), str(t.jobs), f"{t.remote_tokens:,}", f"{t.local_tokens:,}", f"{t.cost_usd:.4f}", _age(t.updated),
+             t.question] for t in threads]
+    print_rows(Console(), "Runs", ["thread", "protocol", "status", "rounds", "jobs", "remote tokens", "local tokens",
+                                   "cost (USD)", "age", "question"], rows,
+               right=frozenset({"rounds", "jobs", "remote tokens", "local tokens", "cost (USD)", "age"}), ids=frozenset({"thread"}))
 
 
 @app.command()
@@ -157,7 +190,7 @@ def show(
     """Show a run round by round: code, its execution, jobs and outputs, what the
     filter kept, the supervisor's decision, usage."""
     with _opened(home, checkpoint) as (saver, store):
-        view = show_thread(saver, store, thread)
+        view = show_thread(saver, store, resolve_thread(saver, thread))
     if json_out:
         sys.stdout.write(view.model_dump_json(indent=2) + "\n")
         return
@@ -175,7 +208,7 @@ def _render_view(console: Console, view: ThreadView) -> None:
         for e in r.code_errors:
             console.print(f"[red]  {escape(e.splitlines()[0])}[/]", highlight=False)
         if r.code:
-            console.print(Syntax(r.code, "python", line_numbers=False))
+            print_code(console, r.code)
         failed = [x for x in r.results if x["status"] != "ok"]
         ungrounded = r.ungrounded
         console.print(f"jobs: {len(r.jobs)}, failed: {len(failed)}, ungrounded: {len(ungrounded)}, kept: {len(r.kept)}",
@@ -210,14 +243,16 @@ def _render_view(console: Console, view: ThreadView) -> None:
 
 
 @app.command()
-def history(thread: Annotated[str, typer.Argument(help="thread id")], home: DataDir = None,
-            checkpoint: CheckpointOption = None) -> None:
-    """List a thread's checkpoints, newest first."""
+def history(thread: Annotated[str, typer.Argument(help="thread id, or the start of one")], home: DataDir = None,
+            checkpoint: CheckpointOption = None,
+            json_out: Annotated[bool, typer.Option("--json", help="the checkpoints as a JSON list")] = False) -> None:
+    """List a thread's checkpoints, newest first (fork --at takes their ids)."""
     with _opened(home, checkpoint) as (saver, store):
+        thread = resolve_thread(saver, thread)
         checkpoints = thread_history(saver, store, thread)
-    table = Table(title=f"Checkpoints of {thread}", title_justify="left")
-    for column in ("checkpoint", "step", "round", "source", "next"):
-        table.add_column(column)
-    for c in checkpoints:
-        table.add_row(c.checkpoint_id, str(c.step), str(c.round or "-"), c.source, ", ".join(c.next) or "(end)")
-    Console().print(table)
+    if json_out:
+        sys.stdout.write("[" + ",".join(c.model_dump_json() for c in checkpoints) + "]\n")
+        return
+    rows = [[c.checkpoint_id, str(c.step), str(c.round or "-"), c.source, _next(c.next) or "(end)"] for c in checkpoints]
+    print_rows(Console(), f"Checkpoints of {thread}", ["checkpoint", "step", "round", "source", "next"], rows,
+               right=frozenset({"step", "round"}), ids=frozenset({"checkpoint"}))

@@ -97,6 +97,30 @@ def _thread_ids(saver: BaseCheckpointSaver[Any]) -> list[str]:
     return list(seen)
 
 
+def _unique(typed: str, ids: list[str], what: str, listed_by: str) -> str:
+    if typed in ids:
+        return typed
+    matches = sorted({i for i in ids if typed and i.startswith(typed)})
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise BadInput(f"no {what} {typed!r} in this checkpoint database ({listed_by} lists them)")
+    shown = ", ".join(matches[:3]) + (", ..." if len(matches) > 3 else "")
+    raise BadInput(f"{typed!r} starts {len(matches)} {what} ids ({shown}): type more of it")
+
+
+def resolve_thread(saver: BaseCheckpointSaver[Any], typed: str) -> str:
+    """The thread id a user typed: whole, or the start of exactly one thread's id."""
+    return _unique(typed, _thread_ids(saver), "thread", "minionflow runs")
+
+
+def resolve_checkpoint(saver: BaseCheckpointSaver[Any], thread_id: str, typed: str) -> str:
+    """A checkpoint id of the thread: whole, or the start of exactly one of its ids."""
+    ids = [item.config["configurable"]["checkpoint_id"]
+           for item in saver.list({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})]
+    return _unique(typed, ids, "checkpoint", f"minionflow history {thread_id}")
+
+
 def _summary(thread_id: str, values: dict[str, Any], nxt: tuple[str, ...], created: str | None,
              records: list[UsageRecord]) -> ThreadSummary:
     settings = RunSettings.model_validate(values["settings"])

@@ -4,6 +4,8 @@ database and on a real PostgreSQL server."""
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -107,6 +109,69 @@ def test_resume_redoes_no_finished_job_and_answers(interrupted, tmp_path):
         resume_minions(thread, checkpoint=copy.location, sandbox=BwrapBackend(), models=FakeProvider(remote, local))
 
 
+def strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
+def in_a_terminal(*args: str, home: Where, columns: int) -> str:
+    """The CLI on a pseudo-terminal of the given width (script(1) from util-linux)."""
+    command = " ".join(shlex.quote(a) for a in [CLI, *args, *home.cli_args()])
+    env = {**cli_env(), "COLUMNS": str(columns), "TERM": "xterm"}
+    out = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:]
+    return strip_ansi(out.stdout).replace("\r", "")
+
+
+def test_ids_stay_whole_in_pipes_and_narrow_terminals_and_a_prefix_is_enough(interrupted):
+    home, thread, _ = interrupted
+    piped = cli("runs", home=home)  # a pipe: tab-separated rows under a header, nothing cut
+    header, *rows = piped.stdout.splitlines()
+    assert header.split("\t")[:3] == ["thread", "protocol", "status"]
+    assert [r.split("\t")[0] for r in rows] == [thread] and rows[0].split("\t")[-1] == "What is the secret number?"
+    history = json.loads(cli("history", thread[:4], "--json", home=home).stdout)
+    assert history[0]["next"] == ["aggregate"] and history[-1]["source"] == "input"
+    piped_history = cli("history", thread[:4], home=home).stdout.splitlines()[1:]
+    assert [line.split("\t")[0] for line in piped_history] == [c["checkpoint_id"] for c in history]
+    assert "parallel_minion_map x12" in "\n".join(piped_history)  # a fan-out is counted, not listed 12 times
+    for columns in (80, 120):
+        runs = in_a_terminal("runs", home=home, columns=columns)
+        assert thread in runs and "What is the secret number?" in runs.replace("\n", " ").replace("  ", " ")
+        checkpoints = in_a_terminal("history", thread, home=home, columns=columns)
+        assert all(c["checkpoint_id"] in checkpoints for c in history)
+        assert max(len(line) for line in (runs + checkpoints).splitlines()) <= columns
+    shown = cli("show", thread[:3], home=home)
+    assert shown.returncode == 0 and shown.stdout.startswith(f"thread {thread} ")
+
+
+def test_an_ambiguous_prefix_is_refused_with_the_candidates(tmp_path):
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.graph import StateGraph
+    from minionflow.graphs.threads import resolve_checkpoint, resolve_thread
+    from typing_extensions import TypedDict
+
+    class S(TypedDict):
+        n: int
+
+    builder = StateGraph(S)
+    builder.add_node("step", lambda s: {"n": s["n"] + 1})
+    builder.set_entry_point("step")
+    saver = InMemorySaver()
+    graph = builder.compile(checkpointer=saver)
+    for thread in ("run-a1", "run-a2", "run-b1"):
+        graph.invoke({"n": 0}, {"configurable": {"thread_id": thread}})
+    assert resolve_thread(saver, "run-b") == "run-b1" and resolve_thread(saver, "run-a2") == "run-a2"
+    with pytest.raises(BadInput, match=r"^'run-a' starts 2 thread ids \(run-a1, run-a2\): type more of it$"):
+        resolve_thread(saver, "run-a")
+    with pytest.raises(BadInput, match=r"^no thread 'x' in this checkpoint database \(minionflow runs lists them\)$"):
+        resolve_thread(saver, "x")
+    with pytest.raises(BadInput, match="no thread ''"):
+        resolve_thread(saver, "")
+    ids = [c.config["configurable"]["checkpoint_id"] for c in saver.list({"configurable": {"thread_id": "run-b1"}})]
+    assert resolve_checkpoint(saver, "run-b1", ids[0]) == ids[0]
+    with pytest.raises(BadInput, match="starts 3 checkpoint ids"):
+        resolve_checkpoint(saver, "run-b1", ids[0][:2])
+
+
 def test_bad_thread_ids(interrupted):
     home, _, _ = interrupted
     for args in (["show", "nope"], ["history", "nope"], ["resume", "nope"]):
@@ -134,6 +199,10 @@ def test_missing_and_corrupt_sqlite_databases(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     out = cli("runs", home=empty)
+    assert (out.returncode, out.stdout, out.stderr) == (0, "no runs yet\n", "")
+    out = cli("runs", "--json", home=empty)
+    assert (out.returncode, out.stdout) == (0, "[]\n")
+    out = cli("show", "x", home=empty)
     assert out.returncode == 2 and "no checkpoint database" in out.stderr
     assert not (empty / "checkpoints.sqlite").exists()  # nothing written
     corrupt = tmp_path / "corrupt"
@@ -307,9 +376,12 @@ def test_fork_bad_input_through_the_cli(interrupted):
 def test_fork_through_the_cli_with_the_embedded_supervisor(interrupted, tmp_path):
     home, thread, _ = interrupted
     copy = home.copy(tmp_path / "copy")
-    with open_persistence(copy.location) as (saver, store):
-        at = next(c for c in thread_history(saver, store, thread) if c.next == ["aggregate"]).checkpoint_id
-    out = cli("fork", thread, "--at", at, "--max-rounds", "1", "--json", home=copy)
+    # ids as a user copies them from piped output, shortened to a unique prefix
+    rows = [line.split("\t") for line in cli("history", thread[:5], home=copy).stdout.splitlines()[1:]]
+    at = next(row[0] for row in rows if row[4] == "aggregate")
+    short = next(at[:n] for n in range(4, len(at)) if sum(row[0].startswith(at[:n]) for row in rows) == 1)
+    assert len(short) < len(at)
+    out = cli("fork", thread[:5], "--at", short, "--max-rounds", "1", "--json", home=copy)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
     assert result["status"] == "answered" and result["thread_id"] != thread

@@ -222,3 +222,26 @@ def test_the_architecture_page_draws_the_graphs_as_they_compile():
     compiled = [build_graph(RunSettings(protocol=p, sandbox="bwrap")).get_graph().draw_mermaid().strip()
                 for p in ("minions", "minion")]
     assert drawn == compiled
+
+
+def test_code_is_folded_never_cropped():
+    import io
+    import re
+
+    from minionflow.cli.render import print_code
+    from rich.console import Console
+
+    long_line = "    return [x for x in context if x] + " + " + ".join(f"value_{i}" for i in range(20)) + " if ok else None"
+    code = "def prepare_jobs(context):\n" + long_line + "\n"
+    assert len(long_line) > 200
+    piped = io.StringIO()
+    print_code(Console(file=piped, width=80), code)
+    assert piped.getvalue() == code  # a pipe gets the code exactly as written
+    terminal = io.StringIO()
+    print_code(Console(file=terminal, width=80, force_terminal=True, color_system=None), code)
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in terminal.getvalue().splitlines()]
+    assert all(len(line) <= 80 for line in lines) and len(lines) > 2  # folded
+    numbered = [re.match(r"^\s*(\d+)? (.*)$", line) for line in lines]
+    assert [m.group(1) for m in numbered if m and m.group(1)] == ["1", "2"]  # a folded line goes on without a number
+    text = "".join(m.group(2).rstrip() if m else "" for m in numbered[1:])
+    assert text.replace(" ", "") == long_line.replace(" ", "")  # every character is there
