@@ -4,6 +4,7 @@ the checks before a run, the review loop and the end of a run."""
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from minionflow.contracts.errors import BadInput
 from minionflow.contracts.settings import PROTOCOLS, ModelSpec, ModelSpecError, RunSettings, default_settings, first_error
-from minionflow.graphs.persistence import Location, resolve_location
+from minionflow.graphs.persistence import Location, is_postgres, resolve_location
 from minionflow.graphs.protocols import check_graph, load_custom_graph
 from minionflow.graphs.run import RunResult
 from minionflow.nodes.documents import LoadedDocument, load_document
@@ -128,7 +129,18 @@ def _parse_spec(value: str | None, role: str) -> ModelSpec | None:
         raise _fail(f"--{role}: {exc}") from None
 
 
-def review_loop(result: RunResult, where: Location, backend: Any, json_out: bool) -> RunResult:
+def resume_command(thread_id: str, home: Path | None, checkpoint: str | None) -> str:
+    """The command that continues a thread, with the location options the user gave
+    (a PostgreSQL URL is not repeated: it may hold a password)."""
+    parts = ["minionflow", "resume", thread_id]
+    if home is not None:
+        parts += ["--data-dir", shlex.quote(str(home))]
+    if checkpoint:
+        parts += ["--checkpoint", "URL" if is_postgres(checkpoint) else shlex.quote(checkpoint)]
+    return " ".join(parts)
+
+
+def review_loop(result: RunResult, where: Location, backend: Any, json_out: bool, resume: str) -> RunResult:
     """While the run waits for a review of the supervisor's code: ask on a terminal,
     or say how to answer with ``minionflow resume`` and stop (exit code 3)."""
     from click import edit
@@ -139,25 +151,25 @@ def review_loop(result: RunResult, where: Location, backend: Any, json_out: bool
         err.print(f"[bold]round {pending['round']}, attempt {pending['attempt']}: the supervisor's code[/]")
         print_code(err, pending["code"])
         if json_out or not sys.stdin.isatty():
-            err.print(f"review it with: minionflow resume {result.thread_id} --accept | --reject REASON | --edit FILE",
-                      highlight=False, soft_wrap=True)
-            _finish(result, json_out)
+            if json_out:
+                err.print(f"review it with: {resume} --accept | --reject REASON | --edit FILE", highlight=False, soft_wrap=True)
+            _finish(result, json_out, resume)
         choice = typer.prompt("accept, edit or reject? [a/e/r]", default="a").strip().lower()[:1]
         approval: dict[str, Any] = {"action": "accept"}
         if choice == "e":
             approval = {"action": "edit", "code": edit(pending["code"], extension=".py") or pending["code"]}
         elif choice == "r":
             approval = {"action": "reject", "reason": typer.prompt("why (the supervisor will read this)")}
-        with RunProgress(err) as progress, pause_on_signals(err) as control:
+        with RunProgress(err) as progress, pause_on_signals(err, resume) as control:
             result = resume_minions(result.thread_id, checkpoint=where, sandbox=backend, on_event=progress.handle,
                                     control=control, approval=approval)
     return result
 
 
-def _finish(result: RunResult, json_out: bool) -> None:
+def _finish(result: RunResult, json_out: bool, resume: str) -> None:
     if json_out:
         sys.stdout.write(result.model_dump_json(indent=2) + "\n")
     else:
-        render_result(Console(), result)
+        render_result(Console(), result, resume)
     codes = {"answered": EXIT_ANSWERED, "paused": EXIT_PAUSED, "awaiting_approval": EXIT_AWAITING}
     raise typer.Exit(codes.get(result.status, EXIT_FAILED))

@@ -36,7 +36,10 @@ def _savings(usage: UsageSummary) -> str:
     return f"{1 / ratio:.1f}x more expensive (a short document costs less to send whole)"
 
 
-def render_result(console: Console, result: RunResult) -> None:
+def render_result(console: Console, result: RunResult, resume: str | None = None) -> None:
+    """How a run ended and what to do next; ``resume`` is the command that continues
+    the thread (default: ``minionflow resume THREAD``)."""
+    resume = resume or f"minionflow resume {result.thread_id}"
     if result.status == "answered":
         console.print(f"[bold]Answer:[/] {escape(result.answer or '(no answer)')}", highlight=False)
         if result.quote:
@@ -47,6 +50,10 @@ def render_result(console: Console, result: RunResult) -> None:
             console.print("[bold]Citations from the minions:[/]")
             for citation in result.citations:
                 console.print(f"  - \"{escape(citation)}\"", highlight=False)
+    elif result.status == "awaiting_approval":
+        pending = result.pending_approval or {}
+        console.print(f"[bold yellow]Waiting for review[/] of the supervisor's code (round {pending.get('round', '?')}, "
+                      f"attempt {pending.get('attempt', '?')}); nothing ran yet.", highlight=False)
     elif result.status == "paused":
         console.print("[bold yellow]The run is paused[/] at a step boundary; nothing that finished is lost.")
     else:
@@ -55,10 +62,15 @@ def render_result(console: Console, result: RunResult) -> None:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     if result.usage:
         console.print(usage_table(result.usage))
-        console.print(f"Against sending everything to the remote model: {_savings(result.usage)}", highlight=False)
-    console.print(f"rounds: {result.rounds}   time: {result.elapsed_s:.1f}s   thread: {result.thread_id}")
-    if result.status != "answered":
-        console.print(f"resume with: minionflow resume {result.thread_id}")
+        if result.status == "answered":  # an unfinished run has saved nothing yet
+            console.print(f"Against sending everything to the remote model: {_savings(result.usage)}", highlight=False)
+    rounds = f"rounds: {result.rounds}" if result.status == "answered" else f"rounds finished: {result.rounds}"
+    console.print(f"{rounds}   time: {result.elapsed_s:.1f}s   thread: {result.thread_id}", highlight=False)
+    if result.status == "awaiting_approval":
+        console.print(escape(f"answer with one of:\n  {resume} --accept\n  {resume} --reject REASON\n  {resume} --edit FILE"),
+                      highlight=False, soft_wrap=True)
+    elif result.status != "answered":
+        console.print(escape(f"resume with: {resume}"), highlight=False, soft_wrap=True)
 
 
 def print_rows(console: Console, title: str, columns: list[str], rows: list[list[str]], *,

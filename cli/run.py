@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,7 @@ from .common import (
     load_documents,
     location,
     ready,
+    resume_command,
     review_loop,
 )
 from .progress import RunProgress
@@ -50,6 +52,8 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Answer QUESTION over DOCUMENTS with the MinionS protocol (or --protocol, --graph)."""
+    thread = thread or str(uuid.uuid4())  # known before the run, so that a second Ctrl-C can name it
+    resume = resume_command(thread, home, checkpoint)
     home = home or data_dir()
     _setup_logging(verbose, home)
     where = location(home, checkpoint)
@@ -67,10 +71,10 @@ def run(
             "answers will be weak. Set OPENAI_API_KEY, or pass --remote openai:gpt-4o or --remote MODEL@http://host/v1.",
             highlight=False,
         )
-    with RunProgress(err, enabled=not json_out) as progress, pause_on_signals(err) as control:
+    with RunProgress(err, enabled=not json_out) as progress, pause_on_signals(err, resume) as control:
         try:
             result = run_minions(docs, question, settings, thread_id=thread, checkpoint=where,
                                  sandbox=backend, on_event=progress.handle, control=control)
         except BadInput as exc:
             raise _fail(str(exc)) from None
-    _finish(review_loop(result, where, backend, json_out), json_out)
+    _finish(review_loop(result, where, backend, json_out, resume), json_out, resume)

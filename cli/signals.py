@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -17,12 +18,17 @@ EXIT_PAUSED = 130
 
 
 @contextmanager
-def pause_on_signals(console: Console) -> Iterator[RunControl]:
+def pause_on_signals(console: Console, resume: str | None = None) -> Iterator[RunControl]:
+    """``resume``: what to run to go on, printed on stdout when a second signal stops
+    the process at once."""
     control = RunControl()
 
     def handle(signum: int, _frame: FrameType | None) -> None:
         if control.drain_requested:
             console.print("[red]stopping now[/] (finished jobs are saved; resume the thread to go on)")
+            if resume:
+                sys.stdout.write(f"The run stopped; nothing that finished is lost. Resume with: {resume}\n")
+                sys.stdout.flush()
             os._exit(EXIT_PAUSED)
         control.request_drain(signal.Signals(signum).name)
         console.print("[yellow]pausing after the current step[/] (press Ctrl-C again to stop at once)")

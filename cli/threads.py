@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -25,7 +26,20 @@ from minionflow.graphs.threads import (
 from rich.console import Console
 from rich.markup import escape
 
-from .common import CheckpointOption, DataDir, _fail, _finish, _parse_spec, _setup_logging, app, err, location, ready, review_loop
+from .common import (
+    CheckpointOption,
+    DataDir,
+    _fail,
+    _finish,
+    _parse_spec,
+    _setup_logging,
+    app,
+    err,
+    location,
+    ready,
+    resume_command,
+    review_loop,
+)
 from .progress import RunProgress
 from .render import print_code, print_rows, usage_table
 from .signals import pause_on_signals
@@ -92,6 +106,7 @@ def resume(
     where = _existing(home, checkpoint)
     _setup_logging(verbose, home or data_dir())
     thread, _ = _resolved(where, thread)
+    again = resume_command(thread, home, checkpoint)
     try:
         settings = resume_settings(thread, where)
     except BadInput as exc:
@@ -109,13 +124,13 @@ def resume(
             approval = {"action": "edit", "code": edit.read_text(encoding="utf-8")}
         except OSError as exc:
             raise _fail(f"{edit}: {exc.strerror}") from None
-    with RunProgress(err, enabled=not json_out) as progress, pause_on_signals(err) as control:
+    with RunProgress(err, enabled=not json_out) as progress, pause_on_signals(err, again) as control:
         try:
             result = resume_minions(thread, checkpoint=where, sandbox=backend, on_event=progress.handle, control=control,
                                     approval=approval)
         except BadInput as exc:
             raise _fail(str(exc)) from None
-    _finish(review_loop(result, where, backend, json_out), json_out)
+    _finish(review_loop(result, where, backend, json_out, again), json_out, again)
 
 
 @app.command()
@@ -148,13 +163,15 @@ def fork(
     except BadInput as exc:
         raise _fail(str(exc)) from None
     backend = ready(settings)
-    with RunProgress(err, enabled=not json_out) as progress, pause_on_signals(err) as control:
+    new_thread = str(uuid.uuid4())
+    again = resume_command(new_thread, home, checkpoint)
+    with RunProgress(err, enabled=not json_out) as progress, pause_on_signals(err, again) as control:
         try:
-            result = fork_minions(thread, at, changes, checkpoint=where, sandbox=backend, on_event=progress.handle,
-                                  control=control)
+            result = fork_minions(thread, at, changes, new_thread_id=new_thread, checkpoint=where, sandbox=backend,
+                                  on_event=progress.handle, control=control)
         except BadInput as exc:
             raise _fail(str(exc)) from None
-    _finish(result, json_out)
+    _finish(review_loop(result, where, backend, json_out, again), json_out, again)
 
 
 @app.command()

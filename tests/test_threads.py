@@ -445,7 +445,8 @@ def test_approve_through_the_cli(where: Where, tmp_path):
     assert first.returncode == 3, first.stderr[-2000:]
     waiting = json.loads(first.stdout)
     assert waiting["status"] == "awaiting_approval" and waiting["pending_approval"]["round"] == 1
-    assert "review it with: minionflow resume t-review --accept | --reject REASON | --edit FILE" in first.stderr
+    assert re.search(r"review it with: minionflow resume t-review( --data-dir \S+| --checkpoint URL)* "
+                     r"--accept \| --reject REASON \| --edit FILE", first.stderr), first.stderr[-2000:]
     both = cli("resume", "t-review", "--accept", "--reject", "no", home=where)
     assert both.returncode == 2 and "choose one of" in both.stderr
     done = cli("resume", "t-review", "--reject", "do not import modules that do not exist", "--json", home=where)

@@ -245,3 +245,49 @@ def test_code_is_folded_never_cropped():
     assert [m.group(1) for m in numbered if m and m.group(1)] == ["1", "2"]  # a folded line goes on without a number
     text = "".join(m.group(2).rstrip() if m else "" for m in numbered[1:])
     assert text.replace(" ", "") == long_line.replace(" ", "")  # every character is there
+
+
+@pytest.mark.parametrize("status, says", [
+    ("awaiting_approval", ["Waiting for review of the supervisor's code (round 1, attempt 2)", "rounds finished: 0",
+                           "answer with one of:", "  minionflow resume t-9 --data-dir /d --accept",
+                           "  minionflow resume t-9 --data-dir /d --reject REASON", "  minionflow resume t-9 --data-dir /d --edit FILE"]),
+    ("paused", ["The run is paused", "rounds finished: 0", "resume with: minionflow resume t-9 --data-dir /d"]),
+    ("failed", ["The run failed: the endpoint stayed down", "resume with: minionflow resume t-9 --data-dir /d"]),
+])
+def test_an_unfinished_run_says_what_to_do_next_and_claims_no_savings(status, says):
+    from minionflow.cli.render import render_result
+    from minionflow.graphs.run import RunResult
+    from minionflow.nodes.accounting import RoleTotals, UsageSummary
+    from rich.console import Console
+
+    usage = UsageSummary(remote=RoleTotals(calls=1, prompt_tokens=500, cost_usd=0.001), local=RoleTotals(calls=12),
+                         total_cost_usd=0.001, remote_only_prompt_tokens=20_000, remote_only_completion_tokens=0,
+                         remote_only_cost_usd=0.05, savings_ratio=50.0)
+    result = RunResult(thread_id="t-9", status=status, usage=usage, error="the endpoint stayed down" if status == "failed" else None,
+                       pending_approval={"round": 1, "attempt": 2, "code": "x"} if status == "awaiting_approval" else None)
+    console = Console(record=True, width=200)
+    render_result(console, result, "minionflow resume t-9 --data-dir /d")
+    lines = console.export_text().splitlines()
+    for line in says:
+        assert any(line in shown for shown in lines), (line, lines)
+    assert not any("cheaper" in shown or "more expensive" in shown or "None" in shown for shown in lines)
+
+
+def test_a_second_signal_stops_at_once_and_says_how_to_resume():
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, time\n"
+        "from rich.console import Console\n"
+        "from minionflow.cli.signals import pause_on_signals\n"
+        "with pause_on_signals(Console(stderr=True), 'minionflow resume t-7') as control:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    assert control.drain_requested\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(30)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 130
+    assert out.stdout == "The run stopped; nothing that finished is lost. Resume with: minionflow resume t-7\n"
+    assert "pausing after the current step" in out.stderr and "stopping now" in out.stderr
