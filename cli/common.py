@@ -22,6 +22,7 @@ from minionflow.sandbox.select import get_backend
 from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from minionflow import __version__
 
@@ -50,16 +51,32 @@ def _callback(
     """minionflow: MinionS and friends as checkpointed LangGraph graphs."""
 
 
+MAX_ERROR_CHARS = 200
+
+
+def one_line_error(message: str) -> None:
+    """``error: MESSAGE`` on one line of stderr, at most about 200 characters."""
+    text = " ".join(message.split())
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[: MAX_ERROR_CHARS - 1].rstrip() + "…"
+    err.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    one_line_error(message)
     return typer.Exit(EXIT_BAD_INPUT)
 
 
 def _setup_logging(verbose: bool, home: Path) -> None:
-    home.mkdir(parents=True, exist_ok=True)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        log_file = home / "minionflow.log"
+        log_file.touch()
+    except OSError as exc:
+        raise _fail(f"data folder {home}: {exc.strerror or exc} (choose another with --data-dir or $MINIONFLOW_HOME)") from None
     root = logging.getLogger()
     root.setLevel(logging.INFO)
-    file_handler = logging.FileHandler(home / "minionflow.log")
+    file_handler = logging.FileHandler(log_file)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     console = RichHandler(console=err, show_path=False, show_time=False)
     console.setLevel(logging.INFO if verbose else logging.ERROR)
@@ -89,14 +106,28 @@ def build_settings(remote: str | None, local: str | None, *, protocol: str = "mi
         settings = default_settings({"remote": _parse_spec(remote, "remote"), "local": _parse_spec(local, "local"),
                                      "protocol": protocol, "graph": graph, **given})
     except ValidationError as exc:
-        where, message = first_error(exc)
-        raise _fail(f"invalid setting {where}: {message}" if where else f"invalid settings: {message}") from None
+        raise _fail(_settings_error(exc)) from None
     if graph:
         try:
             check_graph(graph, load_custom_graph(graph)(None, None))
         except BadInput as exc:
             raise _fail(str(exc)) from None
     return settings
+
+
+OPTION_OF_SETTING = {"local_concurrency": "--concurrency", "approve_code": "--approve"}
+
+
+def _settings_error(exc: ValidationError) -> str:
+    """A settings error in the words of the command line: the option, what was given,
+    what is allowed."""
+    where, message = first_error(exc)
+    first = exc.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
+    option = OPTION_OF_SETTING.get(field, "--" + field.replace("_", "-")) if field else "settings"
+    if first["type"] == "literal_error":
+        return f"{option}: {first['input']!r} is not a choice; choose {first['ctx']['expected']}"
+    return f"{option}: {message}" if where else f"invalid settings: {message}"
 
 
 def load_documents(paths: list[Path]) -> list[LoadedDocument]:

@@ -12,9 +12,34 @@ from . import compare as _compare  # noqa: F401 - registers compare
 from . import evals as _evals  # noqa: F401 - registers eval and convert
 from . import threads as _threads  # noqa: F401 - registers resume, fork, runs, show, history
 # isort: on
-from .common import app
+import sys
 
-__all__ = ["app"]
+import typer
+from typer.exceptions import TyperException
+
+from .common import EXIT_BAD_INPUT, app, one_line_error
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """The ``minionflow`` command. Every user error, the command line's own included
+    (an option out of range, an unknown option, a missing argument), ends the same
+    way: one ``error:`` line on stderr and exit code 2."""
+    try:
+        code = app(standalone_mode=False)
+    except TyperException as exc:
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:  # `minionflow` alone: the help
+            typer.echo(ctx.get_help())
+            sys.exit(0)
+        hint = f" (see minionflow {ctx.info_name} --help)" if ctx is not None and ctx.parent is not None else ""
+        one_line_error(exc.format_message() + hint)
+        sys.exit(EXIT_BAD_INPUT)
+    except typer.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
 
 if __name__ == "__main__":
-    app()
+    main()

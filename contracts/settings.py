@@ -51,14 +51,8 @@ PROVIDERS: dict[str, tuple[str, str | None, StructuredMethod]] = {
     "ollama": ("http://127.0.0.1:11434/v1", None, "json_schema"),
 }
 
-SPEC_HELP = (
-    "a model spec is one of: 'embedded' (SmolLM2-135M-Instruct, offline), 'embedded:/path/model.gguf', "
-    "'openai:MODEL', 'openrouter:MODEL', 'ollama:MODEL', 'MODEL@http://host:port/v1' for any "
-    "OpenAI-compatible server (vLLM, llama.cpp, Docker Model Runner), or 'dmr:NAME' for the model Docker "
-    "Compose injects as $NAME_URL and $NAME_MODEL; append ';key=ENV_VAR' to read an "
-    "API key from ENV_VAR, ';structured=json_schema|json_object_schema|function_calling' to set how "
-    "structured output is requested and ';reply=json|text' to set how a worker replies"
-)
+# what a model spec error ends with: short, one line (the full list is the README's table)
+SPEC_HINT = "model specs look like embedded, openai:gpt-4o, ollama:llama3.2 or MODEL@http://host:8000/v1 (README, 'Model specs')"
 
 
 class ModelSpecError(ValueError):
@@ -93,20 +87,20 @@ class ModelSpec(BaseModel):
     def parse(cls, spec: str) -> ModelSpec:
         text = spec.strip()
         if not text:
-            raise ModelSpecError(f"empty model spec; {SPEC_HELP}")
+            raise ModelSpecError(f"empty model spec; {SPEC_HINT}")
         head, *opts = text.split(";")
         options: dict[str, str] = {}
         for opt in opts:
             key, sep, value = opt.partition("=")
             if not sep or key.strip() not in {"key", "structured", "reply"}:
-                raise ModelSpecError(f"unknown option {opt!r} in model spec {spec!r}; {SPEC_HELP}")
+                raise ModelSpecError(f"unknown option {opt!r} in model spec {spec!r}; {SPEC_HINT}")
             options[key.strip()] = value.strip()
         structured = options.get("structured", "auto")
         if structured not in ("auto", "json_schema", "json_object_schema", "function_calling"):
-            raise ModelSpecError(f"unknown structured-output method {structured!r} in {spec!r}; {SPEC_HELP}")
+            raise ModelSpecError(f"unknown structured-output method {structured!r} in {spec!r}; use json_schema, json_object_schema or function_calling")
         reply = options.get("reply")
         if reply not in (None, "json", "text"):
-            raise ModelSpecError(f"unknown reply format {reply!r} in {spec!r}; {SPEC_HELP}")
+            raise ModelSpecError(f"unknown reply format {reply!r} in {spec!r}; use json or text")
         spec_obj = cls._parse_head(spec, head, options, structured)
         return spec_obj if reply is None else spec_obj.model_copy(update={"reply": reply})
 
@@ -139,7 +133,7 @@ class ModelSpec(BaseModel):
                 api_key_env=options.get("key"),
                 structured=structured,  # type: ignore[arg-type]
             )
-        raise ModelSpecError(f"unknown model spec {spec!r}; {SPEC_HELP}")
+        raise ModelSpecError(f"unknown model spec {spec!r}; {SPEC_HINT}")
 
     @classmethod
     def _from_compose(cls, name: str, key_env: str | None, structured: str) -> ModelSpec:

@@ -90,7 +90,13 @@ def test_bad_documents_exit_2_with_one_line(case, tmp_path, home):
         (["--remote", "openai:gpt-4o"], {}, "needs an API key: set the environment variable OPENAI_API_KEY"),
         (["--remote", "m@http://127.0.0.1:9/v1;key=MY_VLLM_KEY"], {}, "set the environment variable MY_VLLM_KEY"),
         (["--remote", "embedded;structured=xml"], {}, "unknown structured-output method 'xml'"),
-        (["--sandbox", "chroot"], {}, "invalid setting sandbox: Input should be 'auto', 'docker' or 'bwrap'"),
+        (["--sandbox", "chroot"], {}, "error: --sandbox: 'chroot' is not a choice; choose 'auto', 'docker' or 'bwrap'"),
+        (["--max-rounds", "0"], {}, "error: Invalid value for '--max-rounds': Input should be greater than or equal to 1"),
+        (["--chunk-tokens", "-5"], {}, "error: Invalid value for '--chunk-tokens'"),
+        (["--concurrency", "0"], {}, "error: Invalid value for '--concurrency'"),
+        (["--concurency", "2"], {}, "error: No such option: --concurency"),
+        (["--remote", "bogus"], {}, "error: --remote: unknown model spec 'bogus'; model specs look like embedded"),
+        (["--data-dir", "/proc/nope"], {}, "error: data folder /proc/nope: No such file or directory"),
         (["-q", "   "], {}, "the question (-q) is empty"),
         (["--sandbox", "docker"], {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, "no Docker engine answers"),
         (["--sandbox", "bwrap"], {"MINIONFLOW_BWRAP": "/nonexistent/bwrap"}, "bubblewrap is not installed"),
@@ -101,8 +107,21 @@ def test_bad_settings_exit_2_before_any_model_call(args, env, message, good_doc,
     result = cli(*base, *args, home=home, env=env)
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and message in lines[0], result.stderr
-    assert not (home / "embedded-server.log").exists()
+    assert len(lines) == 1 and message in lines[0] and len(lines[0]) <= 220, result.stderr
+    assert result.stdout == "" and not (home / "embedded-server.log").exists()
+
+
+def test_command_line_errors_take_the_same_one_line_path(home):
+    for args, message in ((["run"], "error: Missing argument 'documents'. (see minionflow run --help)"),
+                          (["show"], "error: Missing argument 'thread'. (see minionflow show --help)"),
+                          (["frobnicate"], "error: No such command 'frobnicate'.")):
+        result = cli(*args, home=home)
+        assert (result.returncode, result.stdout, result.stderr.strip()) == (2, "", message), result.stderr
+    alone = cli(home=home)
+    assert alone.returncode == 0 and "Usage: minionflow" in alone.stdout
+    version = cli("--version", home=home)
+    assert (version.returncode, version.stdout) == (0, "minionflow 0.1.0\n")
+    assert "Usage: minionflow runs" in cli("runs", "-h", home=home).stdout
 
 
 @pytest.mark.embedded
