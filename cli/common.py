@@ -87,6 +87,8 @@ def _setup_logging(verbose: bool, home: Path) -> None:
 
 DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", help="folder for the log and, by default, the SQLite checkpoints (default $MINIONFLOW_HOME or ~/.local/share/minionflow)")]
+QuietOption = Annotated[bool, typer.Option(
+    "--quiet", help="no progress on stderr (by default: bars on a terminal, a plain line per step otherwise)")]
 CheckpointOption = Annotated[str | None, typer.Option(
     "--checkpoint", envvar="MINIONFLOW_CHECKPOINT",
     help="where threads are kept: a folder (SQLite) or a postgresql:// URL (default: the data dir)")]

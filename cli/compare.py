@@ -18,6 +18,7 @@ from rich.markup import escape
 from .common import (
     CheckpointOption,
     DataDir,
+    QuietOption,
     _fail,
     _setup_logging,
     app,
@@ -56,6 +57,7 @@ def compare(
     json_out: Annotated[bool, typer.Option("--json", help="print the rows as JSON")] = False,
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
+    quiet: QuietOption = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run QUESTION over DOCUMENTS with each protocol and print answer, tokens, cost
@@ -75,7 +77,7 @@ def compare(
     for settings in all_settings:
         backend = ready(settings)
         err.print(f"[bold]{settings.protocol}[/]", highlight=False)
-        with RunProgress(err, enabled=not json_out) as progress:
+        with RunProgress(err, enabled=not quiet) as progress:
             try:
                 result = run_minions(docs, question, settings, checkpoint=where, sandbox=backend, on_event=progress.handle)
             except BadInput as exc:  # e.g. the documents do not fit the local model for minion / local-only

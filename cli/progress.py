@@ -1,7 +1,10 @@
-"""Rich progress bars drawn from the graph's custom stream events."""
+"""Progress drawn from the graph's custom stream events: Rich bars on a terminal,
+plain lines on stderr otherwise (a pipe, a log file, CI): one at each step, and one
+every few seconds while the minions work."""
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
 from typing import Any
 
@@ -10,17 +13,23 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 
 
 class RunProgress:
+    PLAIN_EVERY_S = 5.0
+
     def __init__(self, console: Console, enabled: bool = True) -> None:
         self.enabled = enabled
+        self.console = console
+        self.plain = enabled and not console.is_terminal
         self.progress = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
             TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console, transient=False,
-            disable=not enabled,
+            disable=not enabled or self.plain,
         )
         self.status: TaskID | None = None
         self.jobs: TaskID | None = None
         self.failed = 0
         self.tokens = {"remote": 0, "local": 0}
+        self.map_state = (0, 0)
+        self.last_line = 0.0
 
     def __enter__(self) -> RunProgress:
         self.progress.__enter__()
@@ -30,9 +39,22 @@ class RunProgress:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.progress.__exit__(exc_type, exc, tb)
 
+    def _line(self, text: str) -> None:
+        self.console.print(f"progress: {text}", highlight=False, markup=False, soft_wrap=True)
+        self.last_line = time.monotonic()
+
     def _say(self, text: str) -> None:
-        if self.status is not None:
+        if self.plain:
+            self._line(text)
+        elif self.status is not None:
             self.progress.update(self.status, description=text)
+
+    def _map_line(self, round_: Any, force: bool = False) -> None:
+        done, total = self.map_state
+        if self.plain and (force or time.monotonic() - self.last_line >= self.PLAIN_EVERY_S):
+            failed = f", {self.failed} failed" if self.failed else ""
+            self._line(f"round {round_}: minions {done}/{total} done{failed}; "
+                       f"tokens remote {self.tokens['remote']:,}, local {self.tokens['local']:,}")
 
     def handle(self, event: dict[str, Any]) -> None:
         kind, round_ = event.get("type"), event.get("round")
@@ -48,10 +70,14 @@ class RunProgress:
             self._say(f"round {round_}: code failed, built-in plan ({event['jobs']} jobs)")
         elif kind == "jobs":
             self.failed = 0
+            self.map_state = (0, int(event["total"]))
             self.jobs = self.progress.add_task(f"round {round_}: minions", total=event["total"],
                                                count=f"0/{event['total']}", detail="")
+            self._map_line(round_, force=True)
         elif kind == "job" and self.jobs is not None:
             self.failed += event["status"] != "ok"
+            self.map_state = (self.map_state[0] + 1, self.map_state[1])
+            self._map_line(round_, force=self.map_state[0] == self.map_state[1])
             self.progress.advance(self.jobs)
             task = self.progress.tasks[self.jobs]
             self.progress.update(self.jobs, count=f"{int(task.completed)}/{int(task.total or 0)}",

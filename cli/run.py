@@ -14,6 +14,7 @@ from minionflow.graphs.run import run_minions
 from .common import (
     CheckpointOption,
     DataDir,
+    QuietOption,
     _fail,
     _finish,
     _setup_logging,
@@ -49,6 +50,7 @@ def run(
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON result and nothing else on stdout")] = False,
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
+    quiet: QuietOption = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Answer QUESTION over DOCUMENTS with the MinionS protocol (or --protocol, --graph)."""
@@ -71,7 +73,7 @@ def run(
             "answers will be weak. Set OPENAI_API_KEY, or pass --remote openai:gpt-4o or --remote MODEL@http://host/v1.",
             highlight=False,
         )
-    with RunProgress(err, enabled=not json_out) as progress, pause_on_signals(err, resume) as control:
+    with RunProgress(err, enabled=not quiet) as progress, pause_on_signals(err, resume) as control:
         try:
             result = run_minions(docs, question, settings, thread_id=thread, checkpoint=where,
                                  sandbox=backend, on_event=progress.handle, control=control)

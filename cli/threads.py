@@ -29,6 +29,7 @@ from rich.markup import escape
 from .common import (
     CheckpointOption,
     DataDir,
+    QuietOption,
     _fail,
     _finish,
     _parse_spec,
@@ -99,6 +100,7 @@ def resume(
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON result")] = False,
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
+    quiet: QuietOption = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Continue an unfinished run with the settings it started with (answering a
@@ -124,7 +126,7 @@ def resume(
             approval = {"action": "edit", "code": edit.read_text(encoding="utf-8")}
         except OSError as exc:
             raise _fail(f"{edit}: {exc.strerror}") from None
-    with RunProgress(err, enabled=not json_out) as progress, pause_on_signals(err, again) as control:
+    with RunProgress(err, enabled=not quiet) as progress, pause_on_signals(err, again) as control:
         try:
             result = resume_minions(thread, checkpoint=where, sandbox=backend, on_event=progress.handle, control=control,
                                     approval=approval)
@@ -143,6 +145,7 @@ def fork(
     json_out: Annotated[bool, typer.Option("--json")] = False,
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
+    quiet: QuietOption = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start a new thread from a checkpoint with changed settings; the original stays as it is."""
@@ -165,7 +168,7 @@ def fork(
     backend = ready(settings)
     new_thread = str(uuid.uuid4())
     again = resume_command(new_thread, home, checkpoint)
-    with RunProgress(err, enabled=not json_out) as progress, pause_on_signals(err, again) as control:
+    with RunProgress(err, enabled=not quiet) as progress, pause_on_signals(err, again) as control:
         try:
             result = fork_minions(thread, at, changes, new_thread_id=new_thread, checkpoint=where, sandbox=backend,
                                   on_event=progress.handle, control=control)

@@ -148,6 +148,12 @@ def test_end_to_end_embedded_both_roles_json(good_doc, home):
     assert usage["remote_only_prompt_tokens"] > 500  # the whole document, counted with tiktoken
     assert usage["savings_ratio"] == pytest.approx(usage["remote_only_cost_usd"] / usage["total_cost_usd"])
     assert (home / "checkpoints.sqlite").exists() and (home / "blobs.sqlite").exists()
+    # piped: progress as plain lines on stderr, the JSON alone on stdout
+    progress = [line for line in result.stderr.splitlines() if line.startswith("progress: ")]
+    total = len(local_calls)
+    assert f"progress: round 1: minions 0/{total} done; tokens remote" in "\n".join(progress), result.stderr[-2000:]
+    assert any(line.startswith(f"progress: round 1: minions {total}/{total} done") for line in progress)
+    assert any("supervisor decided: provide_final_answer" in line for line in progress)
 
 
 @pytest.mark.embedded

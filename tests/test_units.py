@@ -291,3 +291,29 @@ def test_a_second_signal_stops_at_once_and_says_how_to_resume():
     assert out.returncode == 130
     assert out.stdout == "The run stopped; nothing that finished is lost. Resume with: minionflow resume t-7\n"
     assert "pausing after the current step" in out.stderr and "stopping now" in out.stderr
+
+
+def test_progress_off_a_terminal_is_plain_lines_and_quiet_is_silent(monkeypatch):
+    import io
+
+    from minionflow.cli.progress import RunProgress
+    from rich.console import Console
+
+    clock = iter([0.0, 1.0, 2.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0])
+    monkeypatch.setattr("minionflow.cli.progress.time.monotonic", lambda: next(clock))
+    events = [{"type": "decompose", "round": 1, "attempt": 1}, {"type": "jobs", "round": 1, "total": 3},
+              {"type": "usage", "role": "local", "tokens": 700},
+              {"type": "job", "round": 1, "status": "ok"}, {"type": "job", "round": 1, "status": "error"},
+              {"type": "job", "round": 1, "status": "ok"}, {"type": "aggregate", "round": 1, "decision": "provide_final_answer"}]
+    for enabled, expected in ((True, [
+        "progress: round 1: supervisor writes code (attempt 1)",
+        "progress: round 1: minions 0/3 done; tokens remote 0, local 0",
+        "progress: round 1: minions 2/3 done, 1 failed; tokens remote 0, local 700",  # 5 s after the last line
+        "progress: round 1: minions 3/3 done, 1 failed; tokens remote 0, local 700",  # the last job, always
+        "progress: round 1: supervisor decided: provide_final_answer",
+    ]), (False, [])):
+        out = io.StringIO()
+        with RunProgress(Console(file=out, width=80), enabled=enabled) as progress:
+            for event in events:
+                progress.handle(event)
+        assert out.getvalue().splitlines() == expected
