@@ -45,7 +45,7 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _callback(
-    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, metavar="",
                                           help="print the version and exit")] = False,
 ) -> None:
     """minionflow: MinionS and friends as checkpointed LangGraph graphs."""
@@ -86,11 +86,11 @@ def _setup_logging(verbose: bool, home: Path) -> None:
 
 
 DataDir = Annotated[Path | None, typer.Option(
-    "--data-dir", help="folder for the log and, by default, the SQLite checkpoints (default $MINIONFLOW_HOME or ~/.local/share/minionflow)")]
+    "--data-dir", metavar="DIR", help="folder for the log and, by default, the SQLite checkpoints (default $MINIONFLOW_HOME or ~/.local/share/minionflow)")]
 QuietOption = Annotated[bool, typer.Option(
-    "--quiet", help="no progress on stderr (by default: bars on a terminal, a plain line per step otherwise)")]
+    "--quiet", metavar="", help="no progress on stderr (by default: bars on a terminal, a plain line per step otherwise)")]
 CheckpointOption = Annotated[str | None, typer.Option(
-    "--checkpoint", envvar="MINIONFLOW_CHECKPOINT",
+    "--checkpoint", metavar="DIR|URL", envvar="MINIONFLOW_CHECKPOINT",
     help="where threads are kept: a folder (SQLite) or a postgresql:// URL (default: the data dir)")]
 
 

@@ -93,22 +93,22 @@ def _protocols(value: str) -> list[str]:
 @app.command("eval")
 def eval_command(
     suite_path: Annotated[Path, typer.Argument(metavar="SUITE", help="the suite: a JSONL file (id, documents, question, answers, match, tags)", show_default=False)],
-    protocols: Annotated[str, typer.Option(help="comma-separated protocols to run: " + ", ".join(PROTOCOLS))] = DEFAULT_PROTOCOLS,
-    remote: Annotated[str | None, typer.Option(envvar="MINIONFLOW_REMOTE", help="supervisor model spec (default: openai:gpt-4o if OPENAI_API_KEY is set, else embedded)")] = None,
-    local: Annotated[str, typer.Option(envvar="MINIONFLOW_LOCAL", help="worker model spec")] = "embedded",
-    max_rounds: Annotated[int | None, typer.Option(min=1, max=50, help="rounds of MinionS (default 5; 1 with an embedded supervisor)")] = None,
-    max_code_attempts: Annotated[int | None, typer.Option(min=1, max=10, help="tries for the supervisor's code per round")] = None,
-    chunk_tokens: Annotated[int | None, typer.Option(min=10, help="chunk size of the built-in plan, in tokens (default 1000)")] = None,
-    concurrency: Annotated[int | None, typer.Option(min=1, max=256, help="local-model calls in flight (default 4)")] = None,
-    sandbox: Annotated[str, typer.Option(help="sandbox backend: auto, docker or bwrap")] = "auto",
-    sandbox_runtime: Annotated[str | None, typer.Option(help="OCI runtime for the docker sandbox, e.g. runsc")] = None,
-    judge: Annotated[str | None, typer.Option(help="model spec of an LLM judge; its verdict is recorded apart from the deterministic score")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="the eval's folder (default: eval-results/SUITE-NAME); run again to resume")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="only the first N questions")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    protocols: Annotated[str, typer.Option(help="comma-separated protocols to run: " + ", ".join(PROTOCOLS), metavar="LIST")] = DEFAULT_PROTOCOLS,
+    remote: Annotated[str | None, typer.Option(envvar="MINIONFLOW_REMOTE", help="supervisor model spec (default: openai:gpt-4o if OPENAI_API_KEY is set, else embedded)", metavar="SPEC")] = None,
+    local: Annotated[str, typer.Option(envvar="MINIONFLOW_LOCAL", help="worker model spec", metavar="SPEC")] = "embedded",
+    max_rounds: Annotated[int | None, typer.Option(min=1, max=50, help="rounds of MinionS (default 5; 1 with an embedded supervisor)", metavar="N")] = None,
+    max_code_attempts: Annotated[int | None, typer.Option(min=1, max=10, help="tries for the supervisor's code per round", metavar="N")] = None,
+    chunk_tokens: Annotated[int | None, typer.Option(min=10, help="chunk size of the built-in plan, in tokens (default 1000)", metavar="N")] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, max=256, help="local-model calls in flight (default 4)", metavar="N")] = None,
+    sandbox: Annotated[str, typer.Option(help="sandbox backend: auto, docker or bwrap", metavar="auto|docker|bwrap")] = "auto",
+    sandbox_runtime: Annotated[str | None, typer.Option(help="OCI runtime for the docker sandbox, e.g. runsc", metavar="RUNTIME")] = None,
+    judge: Annotated[str | None, typer.Option(help="model spec of an LLM judge; its verdict is recorded apart from the deterministic score", metavar="SPEC")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="the eval's folder (default: eval-results/SUITE-NAME); run again to resume", metavar="DIR")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="only the first N questions", metavar="N")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON", metavar="")] = False,
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", metavar="", help="log each step on stderr (the log file always has it)")] = False,
 ) -> None:
     """Run every question of SUITE with each protocol and score the answers: accuracy
     (95% Wilson interval), tokens, cost, latency and savings against remote-only.
@@ -185,10 +185,10 @@ def _print(summary: Any, paths: dict[str, Path], plan: EvalPlan) -> None:
 def convert_command(
     dataset: Annotated[str, typer.Argument(metavar="DATASET", help="financebench, qasper or longhealth", show_default=False)],
     source: Annotated[Path, typer.Argument(metavar="SOURCE", help="the dataset file as downloaded: financebench_open_source.jsonl, qasper-*-v0.3.json or benchmark_v5.json", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="folder for suite.jsonl and the documents it needs")],
-    pdfs: Annotated[Path | None, typer.Option(help="FinanceBench's PDFs folder (default: pdfs/ next to SOURCE or one level up)")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="only the first N questions (by id)")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing suite.jsonl")] = False,
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for suite.jsonl and the documents it needs", metavar="DIR")],
+    pdfs: Annotated[Path | None, typer.Option(help="FinanceBench's PDFs folder (default: pdfs/ next to SOURCE or one level up)", metavar="DIR")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="only the first N questions (by id)", metavar="N")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing suite.jsonl", metavar="")] = False,
 ) -> None:
     """Convert a downloaded dataset (FinanceBench, QASPER, LongHealth) into a suite for
     `minionflow eval`. Nothing is downloaded."""

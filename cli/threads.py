@@ -93,15 +93,15 @@ def _age(when: datetime) -> str:
 
 @app.command()
 def resume(
-    thread: Annotated[str, typer.Argument(help="the thread id a run printed")],
-    accept: Annotated[bool, typer.Option("--accept", help="accept the supervisor's code that waits for review")] = False,
-    reject: Annotated[str | None, typer.Option("--reject", help="reject it, with the reason the supervisor will read")] = None,
-    edit: Annotated[Path | None, typer.Option("--edit", help="run this file's code instead")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print one JSON result")] = False,
+    thread: Annotated[str, typer.Argument(help="the thread id a run printed, or the start of one", metavar="THREAD")],
+    accept: Annotated[bool, typer.Option("--accept", help="accept the supervisor's code that waits for review", metavar="")] = False,
+    reject: Annotated[str | None, typer.Option("--reject", help="reject it, with the reason the supervisor will read", metavar="REASON")] = None,
+    edit: Annotated[Path | None, typer.Option("--edit", help="run this file's code instead", metavar="FILE")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON result", metavar="")] = False,
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
     quiet: QuietOption = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", metavar="", help="log each step on stderr (the log file always has it)")] = False,
 ) -> None:
     """Continue an unfinished run with the settings it started with (answering a
     pending review of the supervisor's code with --accept, --reject or --edit)."""
@@ -137,16 +137,16 @@ def resume(
 
 @app.command()
 def fork(
-    thread: Annotated[str, typer.Argument(help="the thread to fork")],
-    at: Annotated[str, typer.Option("--at", help="checkpoint id (minionflow history THREAD)")],
-    remote: Annotated[str | None, typer.Option(help="another supervisor model spec")] = None,
-    local: Annotated[str | None, typer.Option(help="another worker model spec")] = None,
-    max_rounds: Annotated[int | None, typer.Option(min=1, max=50)] = None,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    thread: Annotated[str, typer.Argument(help="the thread to fork (its id or the start of one)", metavar="THREAD")],
+    at: Annotated[str, typer.Option("--at", help="checkpoint id, or the start of one (minionflow history THREAD)", metavar="CHECKPOINT")],
+    remote: Annotated[str | None, typer.Option(help="another supervisor model spec", metavar="SPEC")] = None,
+    local: Annotated[str | None, typer.Option(help="another worker model spec", metavar="SPEC")] = None,
+    max_rounds: Annotated[int | None, typer.Option(min=1, max=50, metavar="N", help="rounds of MinionS (default 5; 1 with an embedded supervisor)")] = None,
+    json_out: Annotated[bool, typer.Option("--json", metavar="", help="print one JSON result")] = False,
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
     quiet: QuietOption = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", metavar="", help="log each step on stderr (the log file always has it)")] = False,
 ) -> None:
     """Start a new thread from a checkpoint with changed settings; the original stays as it is."""
     where = _existing(home, checkpoint)
@@ -179,7 +179,7 @@ def fork(
 
 @app.command()
 def runs(home: DataDir = None, checkpoint: CheckpointOption = None,
-         json_out: Annotated[bool, typer.Option("--json", help="the runs as a JSON list")] = False) -> None:
+         json_out: Annotated[bool, typer.Option("--json", help="the runs as a JSON list", metavar="")] = False) -> None:
     """List the runs (threads) in the checkpoint database, newest first."""
     if not exists(location(home or data_dir(), checkpoint)):
         sys.stdout.write("[]\n" if json_out else "no runs yet\n")
@@ -202,10 +202,10 @@ def runs(home: DataDir = None, checkpoint: CheckpointOption = None,
 
 @app.command()
 def show(
-    thread: Annotated[str, typer.Argument(help="thread id")],
+    thread: Annotated[str, typer.Argument(help="thread id, or the start of one", metavar="THREAD")],
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
-    json_out: Annotated[bool, typer.Option("--json", help="everything, for machines")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="everything, for machines", metavar="")] = False,
 ) -> None:
     """Show a run round by round: code, its execution, jobs and outputs, what the
     filter kept, the supervisor's decision, usage."""
@@ -263,9 +263,9 @@ def _render_view(console: Console, view: ThreadView) -> None:
 
 
 @app.command()
-def history(thread: Annotated[str, typer.Argument(help="thread id, or the start of one")], home: DataDir = None,
+def history(thread: Annotated[str, typer.Argument(metavar="THREAD", help="thread id, or the start of one")], home: DataDir = None,
             checkpoint: CheckpointOption = None,
-            json_out: Annotated[bool, typer.Option("--json", help="the checkpoints as a JSON list")] = False) -> None:
+            json_out: Annotated[bool, typer.Option("--json", help="the checkpoints as a JSON list", metavar="")] = False) -> None:
     """List a thread's checkpoints, newest first (fork --at takes their ids)."""
     with _opened(home, checkpoint) as (saver, store):
         thread = resolve_thread(saver, thread)

@@ -112,8 +112,8 @@ def test_bad_settings_exit_2_before_any_model_call(args, env, message, good_doc,
 
 
 def test_command_line_errors_take_the_same_one_line_path(home):
-    for args, message in ((["run"], "error: Missing argument 'documents'. (see minionflow run --help)"),
-                          (["show"], "error: Missing argument 'thread'. (see minionflow show --help)"),
+    for args, message in ((["run"], "error: Missing argument 'DOC'. (see minionflow run --help)"),
+                          (["show"], "error: Missing argument 'THREAD'. (see minionflow show --help)"),
                           (["frobnicate"], "error: No such command 'frobnicate'.")):
         result = cli(*args, home=home)
         assert (result.returncode, result.stdout, result.stderr.strip()) == (2, "", message), result.stderr
