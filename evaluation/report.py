@@ -62,7 +62,7 @@ class ProtocolSummary(BaseModel):
     latency_p95_s: float | None
     wall_s: float
     savings_vs_remote_only: float | None  # remote-only's cost / this protocol's cost
-    savings_basis: str  # "measured" (remote-only ran on the same items) or "estimated"
+    savings_basis: str  # "measured" (remote-only answered every item), "estimated" (tiktoken), or a mix, or "free"
 
 
 class EvalSummary(BaseModel):
@@ -106,12 +106,18 @@ def summarize(suite: str, items: int, batch: bool, protocols: list[str], results
 
 def _savings(protocol: str, rs: list[ItemResult], remote_only: list[ItemResult], remote_only_ids: set[str],
              cost: float) -> tuple[float | None, str]:
+    """What sending everything to the remote model would have cost, over this run's
+    cost. Per question: what remote-only measured in this eval where it answered and
+    was charged, else the tiktoken estimate (remote-only refused, failed, or was not
+    run: the embedded model cannot read a long report at all)."""
     if protocol == "remote-only" or cost <= 0:
         return None, "measured" if protocol == "remote-only" else "free"
-    if remote_only and all(r.item_id in remote_only_ids for r in rs):
-        baseline = sum(r.usage.cost_usd for r in remote_only if r.item_id in {x.item_id for x in rs})
-        return round(baseline / cost, 2), "measured"
-    return round(sum(r.usage.remote_only_cost_usd for r in rs) / cost, 2), "estimated"
+    measured = {r.item_id: r.usage.cost_usd for r in remote_only
+                if r.item_id in remote_only_ids and r.status == "answered" and r.usage.cost_usd > 0}
+    baseline = sum(measured.get(r.item_id, r.usage.remote_only_cost_usd) for r in rs)
+    n_measured = sum(r.item_id in measured for r in rs)
+    basis = "measured" if n_measured == len(rs) else "estimated" if n_measured == 0 else f"measured for {n_measured} of {len(rs)}, else estimated"
+    return round(baseline / cost, 2), basis
 
 
 def _pct(x: float | None) -> str:

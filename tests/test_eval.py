@@ -372,6 +372,20 @@ def test_summary_figures_and_a_valid_png(tmp_path):
     assert image.shape[0] > 300 and image.shape[1] > 500
 
 
+def test_savings_use_remote_only_where_it_answered_and_the_estimate_where_it_could_not():
+    minions = results_for("minions", [True, True, True, True], 0.01, [10, 10, 10, 10])
+    remote = results_for("remote-only", [True, True, False, False], 0.05, [5, 5, 0, 0])
+    for r in remote[2:]:  # the documents did not fit the embedded supervisor: refused, or a failed call charged nothing
+        r.status, r.usage = ("refused", Usage()) if r.item_id == "q2" else ("answered", Usage(remote_only_cost_usd=0.05))
+    for r in minions[2:]:
+        r.usage = r.usage.model_copy(update={"remote_only_cost_usd": 0.09})
+    row = summarize("bench", 4, False, ["minions", "remote-only"], minions + remote).protocols[0]
+    assert row.savings_vs_remote_only == pytest.approx((0.05 + 0.05 + 0.09 + 0.09) / 0.04)
+    assert row.savings_basis == "measured for 2 of 4, else estimated"
+    alone = summarize("bench", 4, False, ["minions"], minions).protocols[0]
+    assert alone.savings_basis == "estimated" and alone.savings_vs_remote_only == pytest.approx((0.05 * 2 + 0.09 * 2) / 0.04)
+
+
 def test_batch_mode_reports_without_scoring(tmp_path):
     results = results_for("minions", [None, None], 0.01, [3, 4])
     summary = summarize("batch", 2, True, ["minions"], results)
