@@ -37,6 +37,9 @@ class RunProgress:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc_type is not None:  # refused or stopped before an end: leave no bar behind the error line
+            for task in list(self.progress.task_ids):
+                self.progress.remove_task(task)
         self.progress.__exit__(exc_type, exc, tb)
 
     def _line(self, text: str) -> None:
