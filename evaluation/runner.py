@@ -245,7 +245,7 @@ def item_result(item: SuiteItem, protocol: str, run: RunResult) -> ItemResult:
     return ItemResult(
         item_id=item.id, protocol=protocol, status=run.status, answer=run.answer, quote=run.quote,
         correct=is_correct(item, run.answer if answered else None, run.quote) if item.scored else None,
-        match=item.match, tags=item.tags, fallback=run.fallback_answer, notes=run.notes, error=run.error,
+        match=item.match, tags=item.tags, fallback=run.fallback, notes=run.notes, error=run.error,
         usage=_usage(run), elapsed_s=run.elapsed_s, thread_id=run.thread_id,
     )
 

@@ -48,8 +48,8 @@ class RunResult(BaseModel):
     explanation: str = ""
     citations: list[str] = Field(default_factory=list)
     rounds: int = 0
-    forced_final: bool = False
-    fallback_answer: bool = False
+    forced: bool = False  # the last round forced the supervisor to answer
+    fallback: bool = False  # the answer is not the supervisor's (extractive, or none could be given)
     notes: list[str] = Field(default_factory=list)
     usage: UsageSummary | None = None
     calls: list[UsageRecord] = Field(default_factory=list)
@@ -300,6 +300,6 @@ def _result(thread_id: str, values: dict[str, Any], store: BaseStore, error: str
     if final and error is None:
         return RunResult(
             status="answered", answer=final["answer"], quote=final.get("quote"), explanation=final["explanation"],
-            citations=final["citations"], forced_final=final["forced"], fallback_answer=final["fallback"], **common,
+            citations=final["citations"], forced=final["forced"], fallback=final["fallback"], **common,
         )
     return RunResult(status="failed", error=error or "the run stopped before an answer", **common)

@@ -63,8 +63,10 @@ class CallView(BaseModel):
     round: int
     model: str
     ok: bool
+    error: str | None = None
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0
     latency_s: float
     transcript: Transcript | None
 
@@ -209,8 +211,9 @@ def _calls(store: BaseStore, records: list[UsageRecord]) -> list[CallView]:
     transcripts = dict(zip(refs, load_transcripts(store, refs), strict=True))
     return [
         CallView(
-            role=r["role"], node=r["node"], round=r["round"], model=r["model"], ok=r["ok"],
-            prompt_tokens=r["prompt_tokens"], completion_tokens=r["completion_tokens"], latency_s=r["latency_s"],
+            role=r["role"], node=r["node"], round=r["round"], model=r["model"], ok=r["ok"], error=r.get("error"),
+            prompt_tokens=r["prompt_tokens"], completion_tokens=r["completion_tokens"],
+            cached_tokens=r.get("cached_tokens") or 0, latency_s=r["latency_s"],
             transcript=transcripts[ref] if (ref := r.get("transcript")) else None,
         )
         for r in records

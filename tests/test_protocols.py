@@ -54,7 +54,7 @@ def run(tmp_path: Path, remote=supervisor, local=local_reader, **settings):  # t
 def test_minion_asks_then_answers_and_the_remote_never_sees_the_document(tmp_path):
     result, remote, local = run(tmp_path, protocol="minion")
     assert result.status == "answered" and result.answer == "42"
-    assert result.rounds == 2 and not result.forced_final
+    assert result.rounds == 2 and not result.forced
     assert len(remote.prompts) == 2 and len(local.prompts) == 1
     assert all(LEDGER not in p for p in remote.prompts)  # the remote saw the question and the local answers only
     assert LEDGER in local.prompts[0]  # the local model holds the whole document
@@ -76,7 +76,7 @@ def test_minion_forces_an_answer_on_the_last_turn(tmp_path):
         return turn("request_additional_info", message="Which number does the document call secret?")
 
     result, remote, local = run(tmp_path, remote=never_satisfied, protocol="minion", max_rounds=3)
-    assert result.status == "answered" and result.forced_final and result.rounds == 3
+    assert result.status == "answered" and result.forced and result.rounds == 3
     assert result.answer == 'The secret number is 42 ("The secret number is 42").'  # the last local answer
     assert len(remote.prompts) == 3 and len(local.prompts) == 2
     assert "This is the last turn" in remote.prompts[-1] and "This is the last turn" not in remote.prompts[0]
@@ -85,7 +85,7 @@ def test_minion_forces_an_answer_on_the_last_turn(tmp_path):
 
 def test_minion_survives_unusable_supervisor_replies(tmp_path):
     result, remote, local = run(tmp_path, remote=lambda p: "I am not JSON", protocol="minion", max_rounds=2)
-    assert result.status == "answered" and result.forced_final
+    assert result.status == "answered" and result.forced
     assert len(local.prompts) == 1 and "What does the document say that helps answer" in local.prompts[0]
     assert sum("unusable" in n for n in result.notes) == 2
 

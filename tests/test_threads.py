@@ -337,13 +337,13 @@ def test_fork_from_round_two_with_other_settings(where: Where):
     settings = RunSettings(chunk_tokens=40, max_chunk_chars=4000, max_rounds=4)
     original = run_minions([secret_doc()], "What is the secret number?", settings, thread_id="t-orig",
                            checkpoint=where.location, sandbox=BwrapBackend(), models=provider())
-    assert original.status == "answered" and original.rounds == 4 and original.forced_final
+    assert original.status == "answered" and original.rounds == 4 and original.forced
     with open_persistence(where.location) as (saver, store):
         before = thread_history(saver, store, "t-orig")
     round_two = next(c for c in before if c.next == ["decompose"] and c.round == 2)
     forked = fork_minions("t-orig", round_two.checkpoint_id, {"max_rounds": 2}, new_thread_id="t-fork",
                           checkpoint=where.location, sandbox=BwrapBackend(), models=provider())
-    assert forked.status == "answered" and forked.rounds == 2 and forked.forced_final
+    assert forked.status == "answered" and forked.rounds == 2 and forked.forced
     assert forked.usage is not None and forked.usage.local.calls == 24  # round 1 copied, round 2 run
     with open_persistence(where.location) as (saver, store):
         after = thread_history(saver, store, "t-orig")

@@ -317,3 +317,17 @@ def test_progress_off_a_terminal_is_plain_lines_and_quiet_is_silent(monkeypatch)
             for event in events:
                 progress.handle(event)
         assert out.getvalue().splitlines() == expected
+
+
+def test_the_json_outputs_use_the_same_names_for_the_same_things():
+    from minionflow.cli.compare import CompareRow
+    from minionflow.contracts.state import FinalAnswer, UsageRecord
+    from minionflow.graphs.run import RunResult
+    from minionflow.graphs.threads import CallView, ThreadSummary
+
+    final = set(FinalAnswer.__annotations__)
+    assert final <= set(RunResult.model_fields)  # run --json and show --json's "final"
+    shared = {"thread_id", "status", "remote_tokens", "local_tokens", "cost_usd"}
+    assert shared <= set(CompareRow.model_fields) and shared <= set(ThreadSummary.model_fields)
+    call = set(CallView.model_fields) - {"transcript"}
+    assert call <= set(UsageRecord.__annotations__)  # show --json's calls and run --json's calls
