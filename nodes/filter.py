@@ -81,6 +81,14 @@ def empty_stats(results: list[JobResult], **extra: int) -> dict[str, int]:
     return {"jobs": len(results), "failed": 0, "abstained": 0, "ungrounded": 0, **extra, "kept": 0, "dropped_over_cap": 0}
 
 
+def cap(kept: list[dict[str, Any]], stats: dict[str, int], max_forwarded: int) -> list[dict[str, Any]]:
+    """The first ``max_forwarded`` of what a rule keeps (results come ranked): the one
+    place the cap is applied, and counted, whatever the rule."""
+    stats["dropped_over_cap"] = max(len(kept) - max_forwarded, 0)
+    stats["kept"] = min(len(kept), max_forwarded)
+    return kept[:max_forwarded]
+
+
 def filter_results(results: list[JobResult], max_forwarded: int, max_chars: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """The default rule: every usable output once per (task, answer), in the order given."""
     stats = empty_stats(results, duplicates=0)
@@ -97,10 +105,7 @@ def filter_results(results: list[JobResult], max_forwarded: int, max_chars: int)
             continue
         seen.add(key)
         kept.append(forwarded(r, max_chars))
-    stats["dropped_over_cap"] = max(len(kept) - max_forwarded, 0)
-    kept = kept[:max_forwarded]
-    stats["kept"] = len(kept)
-    return kept, stats
+    return cap(kept, stats, max_forwarded), stats
 
 
 def rank(results: list[JobResult], question: str) -> list[JobResult]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from minionflow.contracts.state import JobResult
 
-from .filter import _cut, _norm, classify, empty_stats, forwarded, make_filter
+from .filter import _cut, _norm, cap, classify, empty_stats, forwarded, make_filter
 
 
 def vote(results: list[JobResult], max_forwarded: int, max_chars: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -33,10 +33,7 @@ def vote(results: list[JobResult], max_forwarded: int, max_chars: int) -> tuple[
         first = next(r for r in answers if _norm(r["answer"]) == winner)
         stats["outvoted"] += len(answers) - votes
         kept.append(forwarded(first, max_chars, f"{votes} of {len(answers)} jobs agree. " + (_cut(first["explanation"], max_chars) or "")))
-    stats["dropped_over_cap"] = max(len(kept) - max_forwarded, 0)
-    kept = kept[:max_forwarded]
-    stats["kept"] = len(kept)
-    return kept, stats
+    return cap(kept, stats, max_forwarded), stats
 
 
 majority_vote_filter = make_filter(vote)

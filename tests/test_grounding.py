@@ -169,6 +169,23 @@ def test_the_filter_counts_ungrounded_outputs_and_forwards_ranked_evidence():
     assert kept[0]["relevance"] > kept[1]["relevance"]
 
 
+def test_both_filter_rules_share_one_cap():
+    from minionflow.nodes.vote import vote
+
+    results = rank([result(f"j{i}", f"answer number {i}", evidence=f"Answer number {i} is in this passage.") for i in range(5)],
+                   TASK)
+    kept, stats = filter_results(results, max_forwarded=2, max_chars=200)
+    assert len(kept) == 2 and (stats["kept"], stats["dropped_over_cap"]) == (2, 3)
+    kept, stats = filter_results(results, max_forwarded=9, max_chars=200)
+    assert len(kept) == 5 and (stats["kept"], stats["dropped_over_cap"]) == (5, 0)
+    # one task: the vote keeps one answer, so the cap has nothing to drop; a cap of 0 drops it
+    kept, stats = vote(results, max_forwarded=2, max_chars=200)
+    assert len(kept) == 1 and stats["outvoted"] == 4 and (stats["kept"], stats["dropped_over_cap"]) == (1, 0)
+    assert kept[0]["explanation"].startswith("1 of 5 jobs agree.")
+    kept, stats = vote(results, max_forwarded=0, max_chars=200)
+    assert kept == [] and (stats["kept"], stats["dropped_over_cap"]) == (0, 1)
+
+
 # --- the extractive fallback -------------------------------------------------------------------------
 
 
