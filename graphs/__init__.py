@@ -16,7 +16,7 @@ from minionflow.contracts.state import JobInput, MinionsState, MinionState, Read
 
 from .baselines import local_only_builder, remote_only_builder
 from .minion import minion_builder
-from .minions import NODE_NAMES, Node, build_minions_graph, minions_builder
+from .minions import Node, build_minions_graph, minions_builder
 from .persistence import open_persistence, postgres_persistence, sqlite_persistence
 from .protocols import build_graph
 from .run import RunResult, fork_minions, resume_minions, run_minions
@@ -34,7 +34,6 @@ __all__ = [
     "minion_builder",
     "remote_only_builder",
     "retrieval_minions",
-    "NODE_NAMES",
     "JobInput",
     "MinionsState",
     "ModelSpec",

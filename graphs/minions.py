@@ -31,9 +31,6 @@ from minionflow.sandbox.base import SandboxBackend
 
 from .entry import add_entry, new_builder
 
-NODE_NAMES = ("decompose", "sandboxed_execute", "parallel_minion_map", "filter", "aggregate", "retry_round")
-
-
 Node = Callable[..., dict[str, Any]]  # a function of the state returning an update
 
 

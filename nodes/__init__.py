@@ -4,7 +4,7 @@ building blocks of the graphs in ``minionflow.graphs``.
 MinionS: ``make_decompose``, ``make_sandboxed_execute`` (with the ``fan_out`` of one
 ``Send`` per job), ``make_parallel_minion_map``, ``filter_outputs``,
 ``make_aggregate`` / ``route_after_aggregate``, ``retry_round``; before them,
-``ingest`` for graphs served to LangGraph clients. Alternatives to compose with:
+``make_ingest`` for graphs served to LangGraph clients. Alternatives to compose with:
 ``make_bm25_prefilter`` (a step before ``decompose``) and ``majority_vote_filter``
 (in place of ``filter_outputs``). Minion: ``make_minion_remote`` /
 ``route_after_remote`` and ``make_minion_local``. Baselines: ``make_read_all``.
@@ -17,7 +17,7 @@ from minionflow.contracts.errors import TRANSIENT_RETRY
 from .aggregate import make_aggregate, route_after_aggregate
 from .decompose import make_decompose
 from .filter import filter_outputs
-from .ingest import ingest, initial_state
+from .ingest import initial_state, make_ingest
 from .minion_local import make_minion_local
 from .minion_remote import make_minion_remote, route_after_remote
 from .models import DefaultModelProvider, ModelClient, ModelProvider
@@ -35,7 +35,7 @@ __all__ = [
     "ModelProvider",
     "fan_out",
     "filter_outputs",
-    "ingest",
+    "make_ingest",
     "initial_state",
     "majority_vote_filter",
     "make_aggregate",

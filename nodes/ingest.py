@@ -127,6 +127,3 @@ def make_ingest(protocol: str | None = None) -> Callable[[dict[str, Any]], dict[
         return update
 
     return ingest
-
-
-ingest = make_ingest()

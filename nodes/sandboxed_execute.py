@@ -93,12 +93,9 @@ def _review(code: str, round_: int, attempt: int) -> tuple[str, str | None]:
     return code, None
 
 
-def fan_out(jobs_ref: str, count: int, done: set[int] | None = None) -> list[Send]:
-    """One ``Send`` per job of the round's ``JobBatch`` (skipping the indexes in ``done``)."""
-    return [
-        Send("parallel_minion_map", JobInput(jobs_ref=jobs_ref, index=i))
-        for i in range(count) if not done or i not in done
-    ]
+def fan_out(jobs_ref: str, count: int) -> list[Send]:
+    """One ``Send`` per job of the round's ``JobBatch``."""
+    return [Send("parallel_minion_map", JobInput(jobs_ref=jobs_ref, index=i)) for i in range(count)]
 
 
 def make_sandboxed_execute(sandbox: SandboxBackend | None = None) -> Callable[[MinionsState], Command[Any]]:
