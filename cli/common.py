@@ -4,6 +4,7 @@ the checks before a run, the review loop and the end of a run."""
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from minionflow.contracts.errors import BadInput
 from minionflow.contracts.settings import PROTOCOLS, ModelSpec, ModelSpecError, RunSettings, default_settings, first_error
-from minionflow.graphs.persistence import Location, is_postgres, resolve_location
+from minionflow.graphs.persistence import Location, describe, is_postgres, resolve_location
 from minionflow.graphs.protocols import check_graph, load_custom_graph
 from minionflow.graphs.run import RunResult
 from minionflow.nodes.documents import LoadedDocument, load_document
@@ -163,17 +164,18 @@ def _parse_spec(value: str | None, role: str) -> ModelSpec | None:
 
 
 def resume_command(thread_id: str, home: Path | None, checkpoint: str | None) -> str:
-    """The command that continues a thread, with the location options the user gave
-    (a PostgreSQL URL is not repeated: it may hold a password)."""
-    parts = ["minionflow", "resume", thread_id]
+    """The command that continues a thread, with the location options the user gave.
+    A checkpoint that came from $MINIONFLOW_CHECKPOINT is left to it; a PostgreSQL URL
+    given on the command line is shown with its password masked (fill it in)."""
+    parts = ["minionflow", "resume", shlex.quote(thread_id)]
     if home is not None:
         parts += ["--data-dir", shlex.quote(str(home))]
-    if checkpoint:
-        parts += ["--checkpoint", "URL" if is_postgres(checkpoint) else shlex.quote(checkpoint)]
+    if checkpoint and checkpoint != os.environ.get("MINIONFLOW_CHECKPOINT"):
+        parts += ["--checkpoint", shlex.quote(describe(checkpoint) if is_postgres(checkpoint) else checkpoint)]
     return " ".join(parts)
 
 
-def review_loop(result: RunResult, where: Location, backend: Any, json_out: bool, resume: str) -> RunResult:
+def review_loop(result: RunResult, where: Location, backend: Any, json_out: bool, resume: str, quiet: bool = False) -> RunResult:
     """While the run waits for a review of the supervisor's code: ask on a terminal,
     or say how to answer with ``minionflow resume`` and stop (exit code 3)."""
     from click import edit
@@ -193,7 +195,7 @@ def review_loop(result: RunResult, where: Location, backend: Any, json_out: bool
             approval = {"action": "edit", "code": edit(pending["code"], extension=".py") or pending["code"]}
         elif choice == "r":
             approval = {"action": "reject", "reason": typer.prompt("why (the supervisor will read this)")}
-        with RunProgress(err) as progress, pause_on_signals(err, resume) as control:
+        with RunProgress(err, enabled=not quiet) as progress, pause_on_signals(err, resume, json_out) as control:
             result = resume_minions(result.thread_id, checkpoint=where, sandbox=backend, on_event=progress.handle,
                                     control=control, approval=approval)
     return result

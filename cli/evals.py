@@ -25,6 +25,7 @@ from .common import (
     EXIT_FAILED,
     CheckpointOption,
     DataDir,
+    QuietOption,
     _fail,
     _parse_spec,
     _setup_logging,
@@ -39,13 +40,17 @@ DEFAULT_PROTOCOLS = "minions,remote-only"
 
 
 class EvalProgress:
-    """One bar over the suite's items, and what the current run is doing."""
+    """One bar over the suite's items, and what the current run is doing; off a
+    terminal, a plain line on stderr as each question x protocol ends."""
 
     def __init__(self, console: Console, items: int, protocols: list[str], enabled: bool) -> None:
         self.protocols = protocols
+        self.console = console
+        self.items = items
+        self.plain = enabled and not console.is_terminal
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console,
-                                 disable=not enabled)
+                                 disable=not enabled or self.plain)
         self.task = self.progress.add_task("items", total=items, detail="")
         self.finished: dict[str, int] = {}
         self.jobs = (0, 0)
@@ -68,6 +73,11 @@ class EvalProgress:
         self.finished[item.id] = self.finished.get(item.id, 0) + 1
         if self.finished[item.id] == len(self.protocols):
             self.progress.advance(self.task)
+        if self.plain and result is not None:
+            verdict = "" if result.correct is None else (", right" if result.correct else ", wrong")
+            self.console.print(f"progress: [{len([i for i, n in self.finished.items() if n == len(self.protocols)])}/"
+                               f"{self.items}] {item.id} · {protocol}: {result.status}{verdict} ({result.elapsed_s:.0f}s)",
+                               highlight=False, markup=False, soft_wrap=True)
 
     def event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -106,6 +116,7 @@ def eval_command(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="the eval's folder (default: eval-results/SUITE-NAME); run again to resume", metavar="DIR")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="only the first N questions", metavar="N")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON", metavar="")] = False,
+    quiet: QuietOption = False,
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", metavar="", help="log each step on stderr (the log file always has it)")] = False,
@@ -139,7 +150,9 @@ def eval_command(
         except ModelConfigError as exc:
             raise _fail(f"--judge: {exc}") from None
     backend = next((b for b in backends if b is not None), None)
-    with EvalProgress(err, len(plan.items), chosen, enabled=not json_out) as progress, pause_on_signals(err) as control:
+    again = "the same minionflow eval command (it runs only what did not finish)"
+    with EvalProgress(err, len(plan.items), chosen, enabled=not quiet) as progress, \
+            pause_on_signals(err, again, json_out) as control:
         try:
             results = run_eval(plan, sandbox=backend, on_start=progress.start, on_done=progress.done,
                                on_event=progress.event, control=control)

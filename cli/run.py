@@ -73,10 +73,10 @@ def run(
             "answers will be weak. Set OPENAI_API_KEY, or pass --remote openai:gpt-4o or --remote MODEL@http://host/v1.",
             highlight=False,
         )
-    with RunProgress(err, enabled=not quiet) as progress, pause_on_signals(err, resume) as control:
+    with RunProgress(err, enabled=not quiet) as progress, pause_on_signals(err, resume, json_out) as control:
         try:
             result = run_minions(docs, question, settings, thread_id=thread, checkpoint=where,
                                  sandbox=backend, on_event=progress.handle, control=control)
         except BadInput as exc:
             raise _fail(str(exc)) from None
-    _finish(review_loop(result, where, backend, json_out, resume), json_out, resume)
+    _finish(review_loop(result, where, backend, json_out, resume, quiet), json_out, resume)

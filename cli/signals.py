@@ -18,15 +18,17 @@ EXIT_PAUSED = 130
 
 
 @contextmanager
-def pause_on_signals(console: Console, resume: str | None = None) -> Iterator[RunControl]:
-    """``resume``: what to run to go on, printed on stdout when a second signal stops
-    the process at once."""
+def pause_on_signals(console: Console, resume: str | None = None, json_out: bool = False) -> Iterator[RunControl]:
+    """``resume``: what to run to go on, printed when a second signal stops the process
+    at once: on stdout, or on stderr (``console``) when stdout is for JSON only."""
     control = RunControl()
 
     def handle(signum: int, _frame: FrameType | None) -> None:
         if control.drain_requested:
             console.print("[red]stopping now[/] (finished jobs are saved; resume the thread to go on)")
-            if resume:
+            if resume and json_out:
+                console.print(f"resume with: {resume}", highlight=False, markup=False, soft_wrap=True)
+            elif resume:
                 sys.stdout.write(f"The run stopped; nothing that finished is lost. Resume with: {resume}\n")
                 sys.stdout.flush()
             os._exit(EXIT_PAUSED)

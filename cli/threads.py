@@ -23,6 +23,7 @@ from minionflow.graphs.threads import (
     show_thread,
     thread_history,
 )
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
@@ -33,6 +34,7 @@ from .common import (
     _fail,
     _finish,
     _parse_spec,
+    _settings_error,
     _setup_logging,
     app,
     err,
@@ -115,24 +117,24 @@ def resume(
         raise _fail(str(exc)) from None
     backend = ready(settings)
     approval: dict[str, object] | None = None
-    if sum(bool(x) for x in (accept, reject, edit)) > 1:
+    if sum(x not in (None, False) for x in (accept, reject, edit)) > 1:
         raise _fail("choose one of --accept, --reject and --edit")
     if accept:
         approval = {"action": "accept"}
-    elif reject:
+    elif reject is not None:
         approval = {"action": "reject", "reason": reject}
     elif edit:
         try:
             approval = {"action": "edit", "code": edit.read_text(encoding="utf-8")}
         except OSError as exc:
             raise _fail(f"{edit}: {exc.strerror}") from None
-    with RunProgress(err, enabled=not quiet) as progress, pause_on_signals(err, again) as control:
+    with RunProgress(err, enabled=not quiet) as progress, pause_on_signals(err, again, json_out) as control:
         try:
             result = resume_minions(thread, checkpoint=where, sandbox=backend, on_event=progress.handle, control=control,
                                     approval=approval)
         except BadInput as exc:
             raise _fail(str(exc)) from None
-    _finish(review_loop(result, where, backend, json_out, again), json_out, again)
+    _finish(review_loop(result, where, backend, json_out, again, quiet), json_out, again)
 
 
 @app.command()
@@ -165,16 +167,33 @@ def fork(
         settings = RunSettings.model_validate({**resume_settings(thread, where).model_dump(mode="json"), **changes})
     except BadInput as exc:
         raise _fail(str(exc)) from None
+    except ValidationError as exc:
+        raise _fail(_settings_error(exc)) from None
     backend = ready(settings)
     new_thread = str(uuid.uuid4())
     again = resume_command(new_thread, home, checkpoint)
-    with RunProgress(err, enabled=not quiet) as progress, pause_on_signals(err, again) as control:
+    with RunProgress(err, enabled=not quiet) as progress, pause_on_signals(err, again, json_out) as control:
         try:
             result = fork_minions(thread, at, changes, new_thread_id=new_thread, checkpoint=where, sandbox=backend,
                                   on_event=progress.handle, control=control)
         except BadInput as exc:
             raise _fail(str(exc)) from None
-    _finish(review_loop(result, where, backend, json_out, again), json_out, again)
+    _finish(review_loop(result, where, backend, json_out, again, quiet), json_out, again)
+
+
+RUNS_COLUMNS = ["thread", "protocol", "status", "rounds", "jobs", "remote tokens", "local tokens", "cost (USD)", "age", "question"]
+
+
+def _no_runs(json_out: bool) -> None:
+    """An empty listing: [] for machines; the header alone in a pipe (so that a reader
+    never takes the message for an id), the message on stderr; the message on a terminal."""
+    if json_out:
+        sys.stdout.write("[]\n")
+    elif Console().is_terminal:
+        sys.stdout.write("no runs yet\n")
+    else:
+        sys.stdout.write("\t".join(RUNS_COLUMNS) + "\n")
+        err.print("no runs yet", highlight=False)
 
 
 @app.command()
@@ -182,7 +201,7 @@ def runs(home: DataDir = None, checkpoint: CheckpointOption = None,
          json_out: Annotated[bool, typer.Option("--json", help="the runs as a JSON list", metavar="")] = False) -> None:
     """List the runs (threads) in the checkpoint database, newest first."""
     if not exists(location(home or data_dir(), checkpoint)):
-        sys.stdout.write("[]\n" if json_out else "no runs yet\n")
+        _no_runs(json_out)
         return
     with _opened(home, checkpoint) as (saver, store):
         threads = list_threads(saver, store)
@@ -190,13 +209,12 @@ def runs(home: DataDir = None, checkpoint: CheckpointOption = None,
         sys.stdout.write("[" + ",".join(t.model_dump_json() for t in threads) + "]\n")
         return
     if not threads:
-        sys.stdout.write("no runs yet\n")
+        _no_runs(json_out)
         return
     rows = [[t.thread_id, t.protocol, t.status if t.status == "answered" else f"unfinished (next: {_next(t.next) or '-'})",
              str(t.rounds), str(t.jobs), f"{t.remote_tokens:,}", f"{t.local_tokens:,}", f"{t.cost_usd:.4f}", _age(t.updated),
              t.question] for t in threads]
-    print_rows(Console(), "Runs", ["thread", "protocol", "status", "rounds", "jobs", "remote tokens", "local tokens",
-                                   "cost (USD)", "age", "question"], rows,
+    print_rows(Console(), "Runs", RUNS_COLUMNS, rows,
                right=frozenset({"rounds", "jobs", "remote tokens", "local tokens", "cost (USD)", "age"}), ids=frozenset({"thread"}))
 
 

@@ -3,5 +3,5 @@ schemas, what models must return, and the errors and retry policy. Nothing here 
 the nodes, the sandbox backends, the graphs or the CLI (``import-linter`` checks it:
 ``[tool.importlinter]`` in pyproject.toml).
 
-contracts <- nodes and sandbox <- graphs <- evaluation <- cli
+contracts <- sandbox <- nodes <- graphs <- evaluation <- cli
 """

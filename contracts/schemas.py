@@ -38,6 +38,7 @@ class MinionTurn(BaseModel):
     answer: str | None = Field(description="the final answer (with provide_final_answer), else null")
     message: str | None = Field(description="the question for the local model (with request_additional_info), else null")
 
+
 class Approval(BaseModel):
     """The reviewer's answer to an approval interrupt (``Command(resume=...)``)."""
 

@@ -75,7 +75,6 @@ class EvalSummary(BaseModel):
 def summarize(suite: str, items: int, batch: bool, protocols: list[str], results: list[ItemResult]) -> EvalSummary:
     by_protocol = {p: [r for r in results if r.protocol == p] for p in protocols}
     remote_only = by_protocol.get("remote-only") or []
-    remote_only_ids = {r.item_id for r in remote_only}
     rows = []
     for protocol, rs in by_protocol.items():
         scored = [r for r in rs if r.correct is not None]
@@ -85,7 +84,7 @@ def summarize(suite: str, items: int, batch: bool, protocols: list[str], results
         cost = sum(r.usage.cost_usd for r in rs)
         low, high = wilson(correct, len(scored)) if scored else (None, None)
         latencies = [r.elapsed_s for r in rs if r.status == "answered"]
-        savings, basis = _savings(protocol, rs, remote_only, remote_only_ids, cost)
+        savings, basis = _savings(protocol, rs, remote_only, cost)
         rows.append(ProtocolSummary(
             protocol=protocol, items=len(rs), answered=sum(r.status == "answered" for r in rs),
             failed=sum(r.status == "failed" for r in rs), refused=sum(r.status == "refused" for r in rs),
@@ -104,16 +103,14 @@ def summarize(suite: str, items: int, batch: bool, protocols: list[str], results
     return EvalSummary(suite=suite, items=items, batch=batch, protocols=rows)
 
 
-def _savings(protocol: str, rs: list[ItemResult], remote_only: list[ItemResult], remote_only_ids: set[str],
-             cost: float) -> tuple[float | None, str]:
+def _savings(protocol: str, rs: list[ItemResult], remote_only: list[ItemResult], cost: float) -> tuple[float | None, str]:
     """What sending everything to the remote model would have cost, over this run's
     cost. Per question: what remote-only measured in this eval where it answered and
     was charged, else the tiktoken estimate (remote-only refused, failed, or was not
     run: the embedded model cannot read a long report at all)."""
     if protocol == "remote-only" or cost <= 0:
         return None, "measured" if protocol == "remote-only" else "free"
-    measured = {r.item_id: r.usage.cost_usd for r in remote_only
-                if r.item_id in remote_only_ids and r.status == "answered" and r.usage.cost_usd > 0}
+    measured = {r.item_id: r.usage.cost_usd for r in remote_only if r.status == "answered" and r.usage.cost_usd > 0}
     baseline = sum(measured.get(r.item_id, r.usage.remote_only_cost_usd) for r in rs)
     n_measured = sum(r.item_id in measured for r in rs)
     basis = "measured" if n_measured == len(rs) else "estimated" if n_measured == 0 else f"measured for {n_measured} of {len(rs)}, else estimated"

@@ -352,7 +352,7 @@ def _run_one(plan: EvalPlan, manifest: Manifest, item: SuiteItem, protocol: str,
     settings = plan.settings[protocol]
     try:
         check_fits(settings, documents)
-    except BadInput as exc:  # the documents do not fit the local model's context (local-only, minion)
+    except BadInput as exc:  # the documents do not fit the context of the model that must read them whole
         return ItemResult(item_id=item.id, protocol=protocol, status="refused", error=str(exc), match=item.match,
                           tags=item.tags, correct=False if item.scored else None, thread_id=None)
     try:

@@ -188,9 +188,8 @@ def fork_minions(
         as_node = FORK_POINTS.get(tuple(source.next)) if "decompose" in graph.nodes else None
         if as_node is None:
             raise BadInput(
-                f"checkpoint {checkpoint_id} is inside a step (next: {', '.join(source.next) or 'end'}); fork from one "
-                "whose next step is decompose (a round's start) or aggregate (see minionflow history); "
-                "only MinionS threads can be forked"
+                f"checkpoint {checkpoint_id} is inside a step; fork a MinionS thread from a checkpoint whose "
+                "next step is decompose or aggregate (minionflow history lists them)"
             )
         settings = RunSettings.model_validate({**source.values["settings"], **changes})
         new_thread_id = new_thread_id or str(uuid.uuid4())

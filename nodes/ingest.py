@@ -96,9 +96,8 @@ def check_fits(settings: RunSettings, documents: list[LoadedDocument]) -> None:
     room = spec.context_window - max_tokens - PROMPT_RESERVE_TOKENS
     if tokens > room:
         raise BadInput(
-            f"the documents are about {tokens:,} tokens, more than the {role} model's context holds "
-            f"({spec.context_window:,} tokens, {room:,} after the prompt and reply): protocol "
-            f"{settings.protocol} needs them whole; use minions (the default), which reads them in chunks"
+            f"the documents are about {tokens:,} tokens and the {role} model's context holds {room:,} after the prompt "
+            f"and reply: {settings.protocol} needs them whole; minions (the default) reads them in chunks"
         )
 
 

@@ -68,7 +68,6 @@ class StructuredReply:
     error: str | None = None
 
 
-
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 
 

@@ -79,7 +79,6 @@ def _previous_round(state: MinionsState, store: BaseStore) -> tuple[list[dict[st
     return manifests, outputs
 
 
-
 def _review(code: str, round_: int, attempt: int) -> tuple[str, str | None]:
     """Ask a human (LangGraph ``interrupt``) to accept, edit or reject the code before
     it runs. Returns the code to run and, for a rejection, the message for the supervisor."""

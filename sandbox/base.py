@@ -25,7 +25,6 @@ class SandboxStatus(StrEnum):
     INVALID_OUTPUT = "invalid_output"
 
 
-
 class JobSpec(BaseModel):
     """One job as ``prepare_jobs`` produced it, validated on the host."""
 

@@ -466,6 +466,9 @@ def test_end_to_end_eval_of_three_questions_with_the_embedded_model(tmp_path):
     proc = subprocess.run(args, capture_output=True, text=True, env=cli_env(home), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
+    # piped and --json: a plain progress line on stderr as each question x protocol ends
+    progress = [line for line in proc.stderr.splitlines() if line.startswith("progress: [")]
+    assert len(progress) == 6 and progress[-1].startswith("progress: [3/3] fee · local-only: answered"), proc.stderr[-2000:]
     rows = {p["protocol"]: p for p in summary["protocols"]}
     assert set(rows) == {"minions", "local-only"} and summary["items"] == 3 and summary["batch"] is False
     for row in rows.values():

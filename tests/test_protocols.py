@@ -124,7 +124,7 @@ def test_documents_too_long_for_the_local_model_are_refused_before_any_call(tmp_
     big = LoadedDocument(title="big.txt", text="cargo manifest entry. " * 8000, pages=1)
     for protocol in ("minion", "local-only"):
         local = PromptFake(responder=local_reader)
-        with pytest.raises(BadInput, match="more than the local model's context holds"):
+        with pytest.raises(BadInput, match="and the local model's context holds"):
             run_minions([big], QUESTION, RunSettings(protocol=protocol), checkpoint=tmp_path,
                         models=FakeProvider(PromptFake(responder=supervisor), local))
         assert local.prompts == []

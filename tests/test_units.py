@@ -154,7 +154,7 @@ def test_a_run_request_is_validated_like_a_cli_run():
     store = InMemoryStore()
     state = request_state(store, {"question": "Why?", "texts": [{"title": "a.txt", "text": "Because."}]}, "minion")
     assert state["settings"]["protocol"] == "minion" and state["round"] == 1 and "code" not in state
-    with pytest.raises(BadInput, match="more than the local model's context holds"):
+    with pytest.raises(BadInput, match="and the local model's context holds"):
         request_state(store, {"question": "Why?", "texts": [{"text": "word " * 40_000}]}, "local-only")
     with pytest.raises(BadInput, match="the question is empty"):
         request_state(store, {"question": " ", "texts": [{"text": "x"}]})
@@ -174,7 +174,7 @@ def test_remote_only_is_refused_when_the_embedded_supervisor_cannot_hold_the_doc
     big = [LoadedDocument(title="big.txt", text="cargo manifest entry. " * 8000, pages=1)]
     small = [LoadedDocument(title="small.txt", text="cargo manifest entry. " * 100, pages=1)]
     embedded = default_settings({"protocol": "remote-only", "remote": ModelSpec.parse("embedded")})
-    with pytest.raises(BadInput, match=r"more than the remote model's context holds \(8,192 tokens"):
+    with pytest.raises(BadInput, match=r"and the remote model's context holds 6,"):
         check_fits(embedded, big)
     check_fits(embedded, small)
     # a hosted model's window is not in its spec: its own error speaks, nothing is refused here
@@ -273,7 +273,8 @@ def test_an_unfinished_run_says_what_to_do_next_and_claims_no_savings(status, sa
     assert not any("cheaper" in shown or "more expensive" in shown or "None" in shown for shown in lines)
 
 
-def test_a_second_signal_stops_at_once_and_says_how_to_resume():
+@pytest.mark.parametrize("json_out", [False, True])
+def test_a_second_signal_stops_at_once_and_says_how_to_resume(json_out):
     import subprocess
     import sys
 
@@ -281,7 +282,7 @@ def test_a_second_signal_stops_at_once_and_says_how_to_resume():
         "import os, signal, time\n"
         "from rich.console import Console\n"
         "from minionflow.cli.signals import pause_on_signals\n"
-        "with pause_on_signals(Console(stderr=True), 'minionflow resume t-7') as control:\n"
+        f"with pause_on_signals(Console(stderr=True), 'minionflow resume t-7', {json_out}) as control:\n"
         "    os.kill(os.getpid(), signal.SIGINT)\n"
         "    assert control.drain_requested\n"
         "    os.kill(os.getpid(), signal.SIGINT)\n"
@@ -289,8 +290,23 @@ def test_a_second_signal_stops_at_once_and_says_how_to_resume():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 130
-    assert out.stdout == "The run stopped; nothing that finished is lost. Resume with: minionflow resume t-7\n"
     assert "pausing after the current step" in out.stderr and "stopping now" in out.stderr
+    if json_out:  # stdout is for the JSON result alone
+        assert out.stdout == "" and "resume with: minionflow resume t-7" in out.stderr
+    else:
+        assert out.stdout == "The run stopped; nothing that finished is lost. Resume with: minionflow resume t-7\n"
+
+
+def test_the_resume_command_repeats_the_location_the_user_gave(monkeypatch):
+    from minionflow.cli.common import resume_command
+
+    monkeypatch.delenv("MINIONFLOW_CHECKPOINT", raising=False)
+    assert resume_command("t 1", None, None) == "minionflow resume 't 1'"
+    assert resume_command("t1", Path("/my data"), None) == "minionflow resume t1 --data-dir '/my data'"
+    url = "postgresql://mf:s3cret@db:5432/mf"
+    assert resume_command("t1", None, url) == "minionflow resume t1 --checkpoint 'postgresql://mf:***@db:5432/mf'"
+    monkeypatch.setenv("MINIONFLOW_CHECKPOINT", url)  # it came from the environment, which still holds it
+    assert resume_command("t1", None, url) == "minionflow resume t1"
 
 
 def test_progress_off_a_terminal_is_plain_lines_and_quiet_is_silent(monkeypatch):
