@@ -144,7 +144,10 @@ def make_filter(select: Selector) -> Callable[[MinionsState], dict[str, Any]]:
         refs = sorted(state.get("job_results") or [], key=lambda r: r["job_id"])
         results = rank(get_json_many(store, [r["ref"] for r in refs]), state["task"])
         kept, stats = select(results, settings.max_forwarded_outputs, settings.max_answer_chars)
-        kept = cap(kept, stats, settings.max_forwarded_outputs)  # a rule of the user's own is capped too
+        if len(kept) > settings.max_forwarded_outputs:  # a rule of the user's own is capped too
+            already = stats.get("dropped_over_cap", 0)
+            kept = cap(kept, stats, settings.max_forwarded_outputs)
+            stats["dropped_over_cap"] += already
         emit({"type": "filter", "round": state["round"], **stats})
         archived = sorted(results, key=lambda r: r["job_id"])
         return {"kept": kept, "filter_stats": stats, "results_ref": put_json(store, archived), "job_results": Overwrite([])}
