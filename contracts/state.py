@@ -71,10 +71,9 @@ class JobResult(TypedDict):
 
 
 class ResultRef(TypedDict):
-    """What a finished job writes into state: its id, status and the blob of its result."""
+    """What a finished job writes into the round's state: its id and the blob of its result."""
 
     job_id: str
-    ok: bool
     ref: str
 
 
@@ -88,6 +87,7 @@ class RoundRecord(TypedDict):
     abstained: int
     ungrounded: NotRequired[int]  # outputs the grounding check held back (threads from before it: absent)
     kept: int
+    filter_stats: NotRequired[dict[str, int]]  # the filter's counts (nodes.filter)
     jobs_ref: str | None
     results_ref: str | None
     kept_ref: str | None
@@ -107,39 +107,90 @@ class FinalAnswer(TypedDict):
 
 
 def merge_results(left: list[ResultRef], right: list[ResultRef]) -> list[ResultRef]:
-    """Accumulate one round's result references; a later result for a job id replaces
-    an earlier one (a new round clears the list with ``Overwrite([])``)."""
+    """Accumulate a round's result references; a later result for a job id replaces
+    an earlier one."""
     merged = {r["job_id"]: r for r in left}
     merged.update({r["job_id"]: r for r in right})
     return list(merged.values())
 
 
+def merge_rounds(left: list[RoundRecord], right: list[RoundRecord]) -> list[RoundRecord]:
+    """The run's round records by round number: a round subgraph returns every record
+    it was given plus its own, and a record for a number already present replaces it."""
+    merged = {r["round"]: r for r in left}
+    merged.update({r["round"]: r for r in right})
+    return [merged[n] for n in sorted(merged)]
+
+
+# The layout of a MinionS thread's state. 2: each round is a subgraph (``RoundState``)
+# under a run-level graph. Threads of layout 1 (minionflow 0.1, one flat graph) are
+# refused by resume and fork with a message that says so.
+STATE_VERSION = 2
+
+
 class MinionsState(TypedDict, total=False):
+    """What a MinionS run keeps across rounds. Everything a round needs only while it
+    runs lives in ``RoundState`` and ends with the round's subgraph."""
+
+    state_version: int
     settings: dict[str, Any]
     settings_ref: str
     task: str
     documents: list[DocumentRef]
     source_documents: list[DocumentRef]  # set by a step that narrows `documents` (nodes.retrieve)
-    round: int
+    rounds: Annotated[list[RoundRecord], merge_rounds]
+    scratchpad: str | None
+    usage: Annotated[list[UsageRecord], operator.add]
+    notes: Annotated[list[str], operator.add]
+    final: FinalAnswer | None
+
+
+class RoundInput(TypedDict, total=False):
+    """What a round reads from the run: the question, the documents, the settings and
+    the earlier rounds (their records and the supervisor's scratchpad)."""
+
+    settings: dict[str, Any]
+    settings_ref: str
+    task: str
+    documents: list[DocumentRef]
+    rounds: list[RoundRecord]
+    scratchpad: str | None
+
+
+class RoundOutput(TypedDict, total=False):
+    """What a round gives back to the run: the records (earlier ones and its own), the
+    scratchpad, its model calls and notes, and the final answer if it found one."""
+
+    rounds: list[RoundRecord]
+    scratchpad: str | None
+    usage: list[UsageRecord]
+    notes: list[str]
+    final: FinalAnswer | None
+
+
+class RoundState(RoundInput, total=False):
+    """One round of MinionS: decompose -> sandboxed_execute -> parallel_minion_map x N
+    -> filter -> aggregate. A new round starts from ``RoundInput`` alone, so nothing
+    of the last round's working state can leak into it."""
+
     code: str | None
     code_errors: list[str]
     plan_source: Literal["supervisor", "fallback"]
     jobs_ref: str | None
     job_count: int
-    retry_jobs: list[JobRecord]
-    prev_jobs_ref: str | None
-    prev_results_ref: str | None
     job_results: Annotated[list[ResultRef], merge_results]
     results_ref: str | None
     kept: list[dict[str, Any]]
     filter_stats: dict[str, int]
-    feedback: str | None
-    scratchpad: str | None
-    decision: dict[str, Any] | None
-    rounds: Annotated[list[RoundRecord], operator.add]
     usage: Annotated[list[UsageRecord], operator.add]
     notes: Annotated[list[str], operator.add]
     final: FinalAnswer | None
+
+
+def round_number(state: RoundInput | MinionsState) -> int:
+    """The number of the round that runs now (or runs next, for run-level state): a
+    round's record is written by its last step."""
+    return len(state.get("rounds") or []) + 1
 
 
 class JobBatch(TypedDict):

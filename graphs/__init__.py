@@ -1,8 +1,9 @@
 """Graph builders, state schemas and run settings: the public API to run a
 protocol (``run_minions`` with ``RunSettings.protocol`` / ``.graph``), to build the
 standard graphs (``build_minions_graph``, ``build_graph``), and to assemble your own
-(``minions_builder(prelude=..., filter_node=...)`` returns a plain ``StateGraph``
-over ``MinionsState``; ``retrieval_minions`` and ``majority_vote_minions`` are two
+(``minions_builder(prelude=..., filter_node=..., after=...)`` returns a plain
+``StateGraph`` over ``MinionsState`` whose ``round`` node is the round subgraph,
+``round_builder``; ``retrieval_minions`` and ``majority_vote_minions`` are two
 worked examples).
 
 The settings and state schemas live in ``minionflow.contracts``, the layer below
@@ -12,18 +13,21 @@ the nodes, and are re-exported here.
 from __future__ import annotations
 
 from minionflow.contracts.settings import PROTOCOLS, ModelSpec, PriceTable, RolePrices, RunSettings, default_settings
-from minionflow.contracts.state import JobInput, MinionsState, MinionState, ReadAllState
+from minionflow.contracts.state import JobInput, MinionsState, MinionState, ReadAllState, RoundState
 
 from .baselines import local_only_builder, remote_only_builder
 from .minion import minion_builder
-from .minions import Node, build_minions_graph, minions_builder
+from .minions import INSERT_AFTER, Node, build_minions_graph, minions_builder, round_builder
 from .persistence import open_persistence, postgres_persistence, sqlite_persistence
 from .protocols import build_graph
 from .run import RunResult, fork_minions, resume_minions, run_minions
 from .variants import majority_vote_minions, retrieval_minions
 
 __all__ = [
+    "INSERT_AFTER",
     "PROTOCOLS",
+    "RoundState",
+    "round_builder",
     "MinionState",
     "Node",
     "ReadAllState",

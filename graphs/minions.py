@@ -1,72 +1,132 @@
-"""The MinionS graph builder.
+"""The MinionS graph: a run-level graph whose node ``round`` is a subgraph that runs
+one round, as many times as the supervisor asks (at most ``max_rounds``).
 
-    START -> [ingest] -> [prelude ...] -> decompose -> sandboxed_execute -(code failed, attempts left)-> decompose
-                                | (one Send per job)
-                                v
-                       parallel_minion_map x N -> filter -> aggregate -(final)-> END
-                                                               | (more info, rounds left)
-                                                               v
-                                                          retry_round -> decompose
+    run:    START -> [ingest] -> [prelude ...] -> round -(no final answer)-> round
+                                                    |
+                                                    +-(final answer)-> END
+
+    round:  START -> decompose -> sandboxed_execute -(code failed, attempts left)-> decompose
+                                       | (one Send per job)
+                                       v
+                              parallel_minion_map x N -> filter -> aggregate -> END
+
+A round starts from ``RoundInput`` (settings, task, documents, the earlier rounds'
+records, the scratchpad) and hands back ``RoundOutput`` (the records with its own,
+the scratchpad, its model calls and notes, the final answer if any): its working
+state (code, jobs, results, kept outputs) ends with it.
+
+Steps of your own go anywhere in a round with ``after``: ``{"filter": [("rerank",
+rerank_node)]}`` runs ``rerank`` between filter and aggregate, ``{"sandboxed_execute":
+[("check", check_node)]}`` runs ``check`` before the jobs fan out. An inserted node
+takes ``RoundState`` and returns an update of it, as the built-in steps do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.graph import END, StateGraph
+from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
-from minionflow.contracts.errors import TRANSIENT_RETRY
-from minionflow.contracts.state import JobInput, MinionsState
-from minionflow.nodes.aggregate import make_aggregate, route_after_aggregate
+from minionflow.contracts.errors import TRANSIENT_RETRY, BadInput
+from minionflow.contracts.state import JobInput, MinionsState, RoundInput, RoundOutput, RoundState
+from minionflow.nodes.aggregate import make_aggregate
 from minionflow.nodes.decompose import make_decompose
 from minionflow.nodes.filter import filter_outputs
 from minionflow.nodes.models import DefaultModelProvider, ModelProvider
 from minionflow.nodes.parallel_minion_map import make_parallel_minion_map
-from minionflow.nodes.retry_round import retry_round
-from minionflow.nodes.sandboxed_execute import DESTINATIONS, make_sandboxed_execute
+from minionflow.nodes.sandboxed_execute import make_sandboxed_execute, route_jobs
 from minionflow.sandbox.base import SandboxBackend
 
 from .entry import add_entry, new_builder
 
 Node = Callable[..., dict[str, Any]]  # a function of the state returning an update
+Steps = Sequence[tuple[str, Node]]
+
+ROUND_STEPS = ("decompose", "sandboxed_execute", "parallel_minion_map", "filter", "aggregate")
+# the steps a node can be inserted after (aggregate ends the round)
+INSERT_AFTER = ROUND_STEPS[:-1]
+
+
+def _chain(builder: StateGraph[Any], start: str, steps: Steps) -> str:
+    """Add ``steps`` in a line behind ``start``; the name of the last one."""
+    last = start
+    for name, node in steps:
+        if name in builder.nodes or name in ROUND_STEPS:
+            raise BadInput(f"a round already has a step named {name!r}")
+        builder.add_node(name, node)
+        builder.add_edge(last, name)
+        last = name
+    return last
+
+
+def round_builder(models: ModelProvider | None = None, sandbox: SandboxBackend | None = None, *,
+                  filter_node: Node = filter_outputs, after: Mapping[str, Steps] | None = None) -> StateGraph[Any]:
+    """The uncompiled graph of one round (``RoundState``, from ``RoundInput`` to
+    ``RoundOutput``). ``after`` maps a step of ``INSERT_AFTER`` to the (name, node)
+    pairs to run behind it, in order."""
+    models = models or DefaultModelProvider()
+    after = dict(after or {})
+    unknown = sorted(set(after) - set(INSERT_AFTER))
+    if unknown:
+        raise BadInput(f"cannot insert a step after {', '.join(unknown)}: choose among {', '.join(INSERT_AFTER)}")
+    builder = StateGraph(RoundState, input_schema=RoundInput, output_schema=RoundOutput)
+    builder.add_node("decompose", make_decompose(models), retry_policy=TRANSIENT_RETRY)
+    builder.add_node("sandboxed_execute", make_sandboxed_execute(sandbox))
+    builder.add_node("parallel_minion_map", make_parallel_minion_map(models), input_schema=JobInput,
+                     retry_policy=TRANSIENT_RETRY)
+    builder.add_node("filter", filter_node)
+    builder.add_node("aggregate", make_aggregate(models), retry_policy=TRANSIENT_RETRY)
+    builder.add_edge(START, "decompose")
+    builder.add_edge(_chain(builder, "decompose", after.get("decompose", ())), "sandboxed_execute")
+    # the fan-out: a conditional edge from the last step before the jobs (route_jobs)
+    before_map = _chain(builder, "sandboxed_execute", after.get("sandboxed_execute", ()))
+    after_map = _chain(builder, "parallel_minion_map", after.get("parallel_minion_map", ()))
+    first_after_map = after["parallel_minion_map"][0][0] if after.get("parallel_minion_map") else "filter"
+    builder.add_conditional_edges(
+        before_map, lambda state: _redirect(route_jobs(state), first_after_map),
+        ["decompose", "parallel_minion_map", first_after_map],
+    )
+    builder.add_edge(after_map, "filter")
+    builder.add_edge(_chain(builder, "filter", after.get("filter", ())), "aggregate")
+    builder.add_edge("aggregate", END)
+    return builder
+
+
+def _redirect(route: Any, empty_target: str) -> Any:
+    """``route_jobs`` sends a round with no jobs to filter; with steps inserted behind
+    the jobs, it goes to the first of them."""
+    return empty_target if route == "filter" else route
+
+
+def after_round(state: MinionsState) -> str:
+    return END if state.get("final") else "round"
 
 
 def minions_builder(models: ModelProvider | None = None, sandbox: SandboxBackend | None = None, *,
-                    prelude: Sequence[tuple[str, Node]] = (), filter_node: Node = filter_outputs,
+                    prelude: Steps = (), filter_node: Node = filter_outputs, after: Mapping[str, Steps] | None = None,
                     from_request: bool = False) -> StateGraph[Any]:
     """The uncompiled MinionS graph, to compile as it is or to change.
 
-    ``prelude``: (name, node) pairs run in order before the first ``decompose``, e.g.
+    ``prelude``: (name, node) pairs run in order before the first round, e.g.
     ``[("retrieve", make_bm25_prefilter(8))]``. ``filter_node`` replaces the default
-    filter (same state in and out), e.g. ``majority_vote_filter``. Anything else:
-    add nodes and edges to the returned builder (it is a plain ``StateGraph``).
+    filter (same state in and out), e.g. ``majority_vote_filter``. ``after``: steps to
+    insert in every round (see the module docstring and ``round_builder``).
 
     It starts from an initial ``MinionsState`` (``nodes.ingest.initial_state``); with
     ``from_request`` it takes a plain-JSON ``RunRequest`` instead and starts with the
     ``ingest`` node (for graphs served to Studio and other LangGraph clients)."""
-    models = models or DefaultModelProvider()
+    round_graph = round_builder(models, sandbox, filter_node=filter_node, after=after).compile(name="round")
     builder = new_builder(MinionsState, from_request)
-    first = prelude[0][0] if prelude else "decompose"
+    first = prelude[0][0] if prelude else "round"
     add_entry(builder, first, from_request=from_request, protocol="minions")
     for i, (name, node) in enumerate(prelude):
         builder.add_node(name, node)
-        builder.add_edge(name, prelude[i + 1][0] if i + 1 < len(prelude) else "decompose")
-    builder.add_node("decompose", make_decompose(models), retry_policy=TRANSIENT_RETRY)
-    builder.add_node("sandboxed_execute", make_sandboxed_execute(sandbox), destinations=DESTINATIONS)
-    builder.add_node(
-        "parallel_minion_map", make_parallel_minion_map(models), input_schema=JobInput, retry_policy=TRANSIENT_RETRY
-    )
-    builder.add_node("filter", filter_node)
-    builder.add_node("aggregate", make_aggregate(models), retry_policy=TRANSIENT_RETRY)
-    builder.add_node("retry_round", retry_round)
-    builder.add_edge("decompose", "sandboxed_execute")
-    builder.add_edge("parallel_minion_map", "filter")
-    builder.add_edge("filter", "aggregate")
-    builder.add_conditional_edges("aggregate", route_after_aggregate, ["retry_round", END])
-    builder.add_edge("retry_round", "decompose")
+        builder.add_edge(name, prelude[i + 1][0] if i + 1 < len(prelude) else "round")
+    builder.add_node("round", round_graph)
+    builder.add_conditional_edges("round", after_round, ["round", END])
     return builder
 
 

@@ -17,11 +17,12 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
 from langgraph.store.base import BaseStore
-from langgraph.types import Command
+from langgraph.types import Command, StateSnapshot
+from minionflow import __version__
 from minionflow.contracts.errors import TRANSIENT_RETRY, BadInput, is_transient
 from minionflow.contracts.schemas import Approval
 from minionflow.contracts.settings import RunSettings
-from minionflow.contracts.state import UsageRecord
+from minionflow.contracts.state import STATE_VERSION, UsageRecord
 from minionflow.nodes.accounting import UsageSummary, summarize
 from minionflow.nodes.common import document_texts
 from minionflow.nodes.documents import LoadedDocument
@@ -57,19 +58,46 @@ class RunResult(BaseModel):
     elapsed_s: float = 0.0
 
 
+def live_state(graph: Any, config: RunnableConfig) -> tuple[StateSnapshot, dict[str, Any]]:
+    """A thread's snapshot and its values as they stand, with the working state of a
+    MinionS round that has not finished (it lives in the round subgraph's own
+    checkpoints until the round ends): that round's model calls and notes are added
+    to the run's, and its state is under ``"round_state"``, its next steps under
+    ``"round_next"``."""
+    snapshot = graph.get_state(config, subgraphs=True)
+    values = dict(snapshot.values)
+    for task in snapshot.tasks:
+        inner = task.state
+        if isinstance(inner, StateSnapshot) and inner.values:
+            values["usage"] = [*(values.get("usage") or []), *(inner.values.get("usage") or [])]
+            values["notes"] = [*(values.get("notes") or []), *(inner.values.get("notes") or [])]
+            values["round_state"] = dict(inner.values)
+            values["round_next"] = list(inner.next)
+    return snapshot, values
+
+
 def all_usage(values: dict[str, Any], store: BaseStore) -> list[UsageRecord]:
-    """Every model call of a thread: remote calls live in state, local calls in the
-    job-result blobs of finished rounds and, for an unfinished round, of finished jobs."""
+    """Every model call of a thread (``live_state``'s values): remote calls live in
+    state, local calls in the job-result blobs of finished rounds and, for an
+    unfinished round, of its finished jobs."""
     records: list[UsageRecord] = list(values.get("usage") or [])
     result_sets = [get_json(store, r["results_ref"]) for r in values.get("rounds") or [] if r["results_ref"]]
-    archived = {r["results_ref"] for r in values.get("rounds") or []}
-    if values.get("results_ref") and values["results_ref"] not in archived:
-        result_sets.append(get_json(store, values["results_ref"]))
-    result_sets.append(get_json_many(store, [ref["ref"] for ref in values.get("job_results") or []]))
+    current = values.get("round_state") or {}
+    if current.get("results_ref"):
+        result_sets.append(get_json(store, current["results_ref"]))
+    else:
+        result_sets.append(get_json_many(store, [ref["ref"] for ref in current.get("job_results") or []]))
     for results in result_sets:
         for result in results:
             records.extend(result["usage"])
     return records
+
+
+def check_layout(thread_id: str, values: dict[str, Any], doing: str) -> None:
+    """Refuse a MinionS thread written before the round became a subgraph."""
+    if "documents" in values and "code_errors" in values and values.get("state_version") != STATE_VERSION:
+        raise BadInput(f"thread {thread_id} was written by minionflow 0.1 (state layout 1); minionflow {__version__} "
+                       f"(layout {STATE_VERSION}) cannot {doing} it: start a new run")
 
 
 MAX_THREADS = 2048
@@ -85,12 +113,19 @@ def thread_pool_size(settings: RunSettings) -> int:
     return min(settings.max_jobs_per_round * settings.max_job_attempts + settings.local_concurrency + 8, MAX_THREADS)
 
 
+# Steps besides the rounds (ingest and prelude steps) or besides a round's own (steps
+# a graph inserts in it) that the recursion limit leaves room for.
+SPARE_STEPS = 25
+
+
 def run_config(thread_id: str, settings: RunSettings) -> RunnableConfig:
-    per_round = 2 * settings.max_code_attempts + 4
+    """The recursion limit counts steps of one graph: the run's (one per round) and a
+    round's (two per code attempt, then the jobs, filter and aggregate), whatever
+    steps a graph adds."""
     return {
         "configurable": {"thread_id": thread_id},
         "max_concurrency": thread_pool_size(settings),
-        "recursion_limit": settings.max_rounds * per_round + 10,
+        "recursion_limit": max(settings.max_rounds, 2 * settings.max_code_attempts + 3) + SPARE_STEPS,
     }
 
 
@@ -120,6 +155,7 @@ def run_minions(
         existing = graph.get_state({"configurable": {"thread_id": thread_id}})
         run_input: dict[str, Any] | None = fresh
         if existing.values:
+            check_layout(thread_id, existing.values, "resume")
             _check_resumable(thread_id, existing.values, existing.next, fresh)
             run_input = None
             log.info("resuming thread %s at %s", thread_id, ", ".join(existing.next))
@@ -144,6 +180,7 @@ def resume_minions(
         settings = _known_thread(saver, thread_id, checkpoint)
         graph = build_graph(settings, models, sandbox, saver, store)
         existing = graph.get_state({"configurable": {"thread_id": thread_id}})
+        check_layout(thread_id, existing.values, "resume")
         if existing.values.get("final") and not existing.next:
             raise BadInput(f"thread {thread_id} already finished; nothing to resume")
         run_input: Command[Any] | None = None
@@ -158,11 +195,6 @@ def resume_minions(
             raise BadInput(f"thread {thread_id} is not waiting for an approval")
         log.info("resuming thread %s at %s", thread_id, ", ".join(existing.next))
         return _stream(graph, run_input, thread_id, settings, store, on_event, control)
-
-
-# Where a fork may start, and the node a copied state is written "as", so that the
-# new thread continues with that step: the start of a round, or its aggregation.
-FORK_POINTS: dict[tuple[str, ...], str] = {("decompose",): "retry_round", ("aggregate",): "filter"}
 
 
 def fork_minions(
@@ -185,11 +217,11 @@ def fork_minions(
             raise BadInput(f"no checkpoint {checkpoint_id!r} in thread {thread_id!r}")
         graph = build_graph(original, models, sandbox, saver, store)
         source = graph.get_state({"configurable": {"thread_id": thread_id, "checkpoint_id": checkpoint_id}})
-        as_node = FORK_POINTS.get(tuple(source.next)) if "decompose" in graph.nodes else None
-        if as_node is None:
+        check_layout(thread_id, source.values, "fork")
+        if "round" not in graph.nodes or tuple(source.next) != ("round",):
             raise BadInput(
-                f"checkpoint {checkpoint_id} is inside a step; fork a MinionS thread from a checkpoint whose "
-                "next step is decompose or aggregate (minionflow history lists them)"
+                f"checkpoint {checkpoint_id} is not the start of a round; fork a MinionS thread from a checkpoint "
+                "whose next step is a round (minionflow history lists them)"
             )
         settings = RunSettings.model_validate({**source.values["settings"], **changes})
         new_thread_id = new_thread_id or str(uuid.uuid4())
@@ -199,7 +231,9 @@ def fork_minions(
         values = dict(source.values)
         values["settings"] = settings.model_dump(mode="json")
         values["settings_ref"] = put_json(store, values["settings"])
-        graph.update_state(target, values, as_node=as_node)
+        # written as the round node: the new thread's next step is the round (its edge
+        # goes on to another round while there is no final answer)
+        graph.update_state(target, values, as_node="round")
         log.info("forked %s at %s into %s (%s)", thread_id, checkpoint_id, new_thread_id, changes)
         return _stream(graph, None, new_thread_id, settings, store, on_event, control)
 
@@ -212,10 +246,10 @@ def finished_result(thread_id: str, checkpoint: Location | None = None) -> tuple
         if settings is None:
             return False, None
         graph = build_graph(settings, None, None, saver, store)
-        snapshot = graph.get_state({"configurable": {"thread_id": thread_id}})
-        if not snapshot.values.get("final") or snapshot.next:
+        snapshot, values = live_state(graph, {"configurable": {"thread_id": thread_id}})
+        if not values.get("final") or snapshot.next:
             return True, None
-        return True, _result(thread_id, snapshot.values, store, None, 0.0)
+        return True, _result(thread_id, values, store, None, 0.0)
 
 
 def resume_settings(thread_id: str, checkpoint: Location | None = None) -> RunSettings:
@@ -238,7 +272,9 @@ def _stream(graph: Any, run_input: dict[str, Any] | Command[Any] | None, thread_
     error = None
     paused = False
     try:
-        for event in graph.stream(run_input, config, stream_mode="custom", durability="sync", control=control):
+        # subgraphs: a MinionS round is a subgraph, and its steps emit the progress events
+        for _namespace, event in graph.stream(run_input, config, stream_mode="custom", durability="sync",
+                                              control=control, subgraphs=True):
             if on_event is not None:
                 on_event(event)
     except GraphDrained as exc:
@@ -247,8 +283,8 @@ def _stream(graph: Any, run_input: dict[str, Any] | Command[Any] | None, thread_
     except Exception as exc:  # noqa: BLE001 - reported as a failed (resumable) run
         log.exception("run %s failed", thread_id)
         error = failure_message(exc, thread_id)
-    snapshot = graph.get_state(config)
-    result = _result(thread_id, snapshot.values, store, error, time.monotonic() - started)
+    snapshot, values = live_state(graph, config)
+    result = _result(thread_id, values, store, error, time.monotonic() - started)
     if snapshot.interrupts and error is None:
         result = result.model_copy(update={"status": "awaiting_approval", "error": None,
                                            "pending_approval": snapshot.interrupts[0].value})

@@ -17,7 +17,7 @@ from minionflow.nodes.store import get_json
 from pydantic import BaseModel
 
 from .protocols import build_graph, thread_settings
-from .run import all_usage, rounds_done, thread_usage
+from .run import all_usage, live_state, rounds_done, thread_usage
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,10 @@ def resolve_checkpoint(saver: BaseCheckpointSaver[Any], thread_id: str, typed: s
 
 def _summary(thread_id: str, values: dict[str, Any], nxt: tuple[str, ...], created: str | None,
              records: list[UsageRecord]) -> ThreadSummary:
+    """``values`` as ``live_state`` gives them; ``next`` is the steps an unfinished
+    round goes on with, else the run's."""
     settings = RunSettings.model_validate(values["settings"])
+    current = values.get("round_state") or {}
     totals = role_totals(records, settings.prices)
     return ThreadSummary(
         thread_id=thread_id,
@@ -133,12 +136,12 @@ def _summary(thread_id: str, values: dict[str, Any], nxt: tuple[str, ...], creat
         status="answered" if values.get("final") and not nxt else "unfinished",
         question=values.get("task", ""),
         rounds=rounds_done(values),
-        jobs=sum(r["jobs"] for r in values.get("rounds") or []) + (values.get("job_count") or 0 if not values.get("final") else 0),
+        jobs=sum(r["jobs"] for r in values.get("rounds") or []) + (current.get("job_count") or 0),
         remote_tokens=totals["remote"].prompt_tokens + totals["remote"].completion_tokens,
         local_tokens=totals["local"].prompt_tokens + totals["local"].completion_tokens,
         cost_usd=totals["remote"].cost_usd + totals["local"].cost_usd,
         updated=datetime.fromisoformat(created) if created else datetime.now(UTC),
-        next=list(nxt),
+        next=list(values.get("round_next") or nxt),
     )
 
 
@@ -175,16 +178,16 @@ def list_threads(saver: BaseCheckpointSaver[Any], store: BaseStore) -> list[Thre
         settings = thread_settings(saver, thread_id)
         if settings is None:  # no run state: e.g. a LangGraph client's request that ingest refused
             continue
-        snapshot = _graph(saver, store, thread_id, settings, built).get_state({"configurable": {"thread_id": thread_id}})
-        records = all_usage(snapshot.values, store)
-        out.append(_summary(thread_id, snapshot.values, snapshot.next, snapshot.created_at, records))
+        graph = _graph(saver, store, thread_id, settings, built)
+        snapshot, values = live_state(graph, {"configurable": {"thread_id": thread_id}})
+        records = all_usage(values, store)
+        out.append(_summary(thread_id, values, snapshot.next, snapshot.created_at, records))
     return sorted(out, key=lambda t: t.updated, reverse=True)
 
 
 def show_thread(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id: str) -> ThreadView:
     graph = _graph(saver, store, thread_id, _settings(saver, thread_id))
-    snapshot = graph.get_state({"configurable": {"thread_id": thread_id}})
-    values = snapshot.values
+    snapshot, values = live_state(graph, {"configurable": {"thread_id": thread_id}})
     rounds = []
     for r in values.get("rounds") or []:
         rounds.append(
@@ -220,12 +223,20 @@ def _calls(store: BaseStore, records: list[UsageRecord]) -> list[CallView]:
     ]
 
 
+def _round_of(values: dict[str, Any], nxt: tuple[str, ...]) -> int | None:
+    """The round a checkpoint is at: for MinionS, the round it starts (None at the
+    start and the end of a run); Minion counts its turns in state."""
+    if "rounds" in values and "state_version" in values:
+        return len(values["rounds"]) + 1 if "round" in nxt else None
+    return values.get("round")
+
+
 def thread_history(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id: str) -> list[CheckpointView]:
     graph = _graph(saver, store, thread_id, _settings(saver, thread_id))
     return [
         CheckpointView(
             checkpoint_id=s.config["configurable"]["checkpoint_id"], step=s.metadata.get("step", -1) if s.metadata else -1,
-            source=(s.metadata or {}).get("source", ""), next=list(s.next), round=s.values.get("round"),
+            source=(s.metadata or {}).get("source", ""), next=list(s.next), round=_round_of(s.values, s.next),
             created=datetime.fromisoformat(s.created_at) if s.created_at else datetime.now(UTC),
         )
         for s in graph.get_state_history({"configurable": {"thread_id": thread_id}})

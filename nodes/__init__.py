@@ -1,9 +1,9 @@
 """The nodes (one module each), prompts, the model factory and accounting: the
 building blocks of the graphs in ``minionflow.graphs``.
 
-MinionS: ``make_decompose``, ``make_sandboxed_execute`` (with the ``fan_out`` of one
-``Send`` per job), ``make_parallel_minion_map``, ``filter_outputs``,
-``make_aggregate`` / ``route_after_aggregate``, ``retry_round``; before them,
+MinionS, the steps of a round: ``make_decompose``, ``make_sandboxed_execute`` (with
+``route_jobs``, the fan-out of one ``Send`` per job), ``make_parallel_minion_map``,
+``filter_outputs``, ``make_aggregate``; before them,
 ``make_ingest`` for graphs served to LangGraph clients. Alternatives to compose with:
 ``make_bm25_prefilter`` (a step before ``decompose``) and ``majority_vote_filter``
 (in place of ``filter_outputs``). Minion: ``make_minion_remote`` /
@@ -14,7 +14,7 @@ one around a ``ModelProvider`` (``DefaultModelProvider``, or your own).
 
 from minionflow.contracts.errors import TRANSIENT_RETRY
 
-from .aggregate import make_aggregate, route_after_aggregate
+from .aggregate import make_aggregate
 from .decompose import make_decompose
 from .filter import filter_outputs
 from .ingest import initial_state, make_ingest
@@ -24,8 +24,7 @@ from .models import DefaultModelProvider, ModelClient, ModelProvider
 from .parallel_minion_map import make_parallel_minion_map
 from .read_all import make_read_all
 from .retrieve import make_bm25_prefilter
-from .retry_round import retry_round
-from .sandboxed_execute import fan_out, make_sandboxed_execute
+from .sandboxed_execute import make_sandboxed_execute, route_jobs
 from .vote import majority_vote_filter
 
 __all__ = [
@@ -33,7 +32,6 @@ __all__ = [
     "DefaultModelProvider",
     "ModelClient",
     "ModelProvider",
-    "fan_out",
     "filter_outputs",
     "make_ingest",
     "initial_state",
@@ -46,7 +44,6 @@ __all__ = [
     "make_parallel_minion_map",
     "make_read_all",
     "make_sandboxed_execute",
-    "retry_round",
-    "route_after_aggregate",
+    "route_jobs",
     "route_after_remote",
 ]

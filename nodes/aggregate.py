@@ -13,11 +13,10 @@ from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.config import get_store
-from langgraph.graph import END
 from langgraph.store.base import BaseStore
 from minionflow.contracts.schemas import AggregateDecision
 from minionflow.contracts.settings import RunSettings
-from minionflow.contracts.state import FinalAnswer, MinionsState, RoundRecord
+from minionflow.contracts.state import FinalAnswer, RoundRecord, RoundState, round_number
 
 from . import prompts
 from .accounting import record_calls
@@ -43,11 +42,11 @@ def _outputs_block(kept: list[dict[str, Any]]) -> str:
     )
 
 
-def aggregate_messages(state: MinionsState, settings: RunSettings, last_round: bool) -> list[Any]:
+def aggregate_messages(state: RoundState, settings: RunSettings, last_round: bool) -> list[Any]:
     stats = state.get("filter_stats") or {}
     scratchpad = state.get("scratchpad")
     user = prompts.AGGREGATE_USER.format(
-        task=state["task"], round=state["round"], max_rounds=settings.max_rounds,
+        task=state["task"], round=round_number(state), max_rounds=settings.max_rounds,
         jobs=stats.get("jobs", 0), kept_count=stats.get("kept", 0),
         abstained=stats.get("abstained", 0), failed=stats.get("failed", 0), ungrounded=stats.get("ungrounded", 0),
         scratchpad=f"Your scratchpad from earlier rounds:\n{scratchpad}\n" if scratchpad else "",
@@ -57,7 +56,7 @@ def aggregate_messages(state: MinionsState, settings: RunSettings, last_round: b
     return [SystemMessage(prompts.AGGREGATE_SYSTEM), HumanMessage(user)]
 
 
-def forwarded_so_far(store: BaseStore, state: MinionsState, kept: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def forwarded_so_far(store: BaseStore, state: RoundState, kept: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every output forwarded to the supervisor: this round's first, then earlier rounds'."""
     earlier = [get_json(store, r["kept_ref"]) for r in state.get("rounds") or [] if r["kept_ref"]]
     return [k for outputs in [kept, *reversed(earlier)] for k in outputs]
@@ -82,10 +81,10 @@ def _short(text: str | None, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def make_aggregate(models: ModelProvider) -> Callable[[MinionsState], dict[str, Any]]:
-    def aggregate(state: MinionsState) -> dict[str, Any]:
+def make_aggregate(models: ModelProvider) -> Callable[[RoundState], dict[str, Any]]:
+    def aggregate(state: RoundState) -> dict[str, Any]:
         settings = settings_of(state)
-        round_ = state["round"]
+        round_ = round_number(state)
         last_round = round_ >= settings.max_rounds
         kept = state.get("kept") or []
         client = models.client(settings.remote, "remote", settings.remote_max_tokens)
@@ -145,15 +144,13 @@ def make_aggregate(models: ModelProvider) -> Callable[[MinionsState], dict[str, 
             round=round_, plan_source=state.get("plan_source", "fallback"), code=state.get("code"),
             code_errors=list(state.get("code_errors") or []), jobs=stats.get("jobs", 0),
             failed=stats.get("failed", 0), abstained=stats.get("abstained", 0), ungrounded=stats.get("ungrounded", 0),
-            kept=len(kept),
+            kept=len(kept), filter_stats=dict(stats),
             jobs_ref=state.get("jobs_ref"), results_ref=state.get("results_ref"),
             kept_ref=put_json(store, kept), decision=decision,
         )
         update: dict[str, Any] = {
-            "decision": decision,
-            "feedback": parsed.feedback,
             "scratchpad": parsed.scratchpad or state.get("scratchpad"),
-            "rounds": [record],
+            "rounds": [*(state.get("rounds") or []), record],
             "usage": record_calls(store, calls, "remote", "aggregate", round_, client.name),
             "notes": notes,
         }
@@ -166,7 +163,3 @@ def make_aggregate(models: ModelProvider) -> Callable[[MinionsState], dict[str, 
         return update
 
     return aggregate
-
-
-def route_after_aggregate(state: MinionsState) -> str:
-    return END if state.get("final") else "retry_round"

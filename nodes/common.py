@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 from langgraph.config import get_stream_writer
 from langgraph.store.base import BaseStore
 from minionflow.contracts.settings import RunSettings
-from minionflow.contracts.state import DocumentRef, JobBatch
+from minionflow.contracts.state import DocumentRef, JobBatch, JobRecord, JobResult, RoundRecord
 
 from .store import get_json, get_texts
 
@@ -53,6 +53,17 @@ def batch_from_ref(store: BaseStore, ref: str) -> LoadedBatch:
             refs = sorted({job["chunk_ref"] for job in batch["jobs"]})
             loaded = _batches_by_ref[ref] = LoadedBatch(batch, dict(zip(refs, get_texts(store, refs), strict=True)))
         return loaded
+
+
+def carried_over(store: BaseStore, rounds: list[RoundRecord], settings: RunSettings) -> list[JobRecord]:
+    """The last round's failed jobs that may be tried again (``max_job_attempts``):
+    the next round runs them besides its own."""
+    if not rounds or not rounds[-1]["jobs_ref"] or not rounds[-1]["results_ref"]:
+        return []
+    jobs: list[JobRecord] = get_json(store, rounds[-1]["jobs_ref"])["jobs"]
+    results: list[JobResult] = get_json(store, rounds[-1]["results_ref"])
+    failed = {r["job_id"] for r in results if r["status"] == "failed"}
+    return [j for j in jobs if j["job_id"] in failed and j["attempt"] < settings.max_job_attempts]
 
 
 def document_texts(store: BaseStore, documents: list[DocumentRef]) -> list[str]:

@@ -10,12 +10,13 @@ from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.config import get_store
+from langgraph.store.base import BaseStore
 from minionflow.contracts.settings import RunSettings
-from minionflow.contracts.state import MinionsState
+from minionflow.contracts.state import JobRecord, RoundState, round_number
 
 from . import prompts
 from .accounting import record_calls
-from .common import emit, settings_of
+from .common import carried_over, emit, settings_of
 from .models import ModelProvider
 
 _CODE_BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -33,7 +34,7 @@ def extract_code(reply: str) -> str | None:
     return None
 
 
-def _documents_block(state: MinionsState) -> str:
+def _documents_block(state: RoundState) -> str:
     lines = []
     for i, doc in enumerate(state["documents"]):
         pages = f", {doc['pages']} pages" if doc["pages"] > 1 else ""
@@ -41,7 +42,7 @@ def _documents_block(state: MinionsState) -> str:
     return "\n".join(lines)
 
 
-def _history_block(state: MinionsState) -> str:
+def _history_block(state: RoundState, retry: list[JobRecord]) -> str:
     rounds = state.get("rounds") or []
     if not rounds:
         return ""
@@ -53,14 +54,13 @@ def _history_block(state: MinionsState) -> str:
         for r in rounds
     ]
     text = prompts.DECOMPOSE_HISTORY.format(rounds="\n".join(lines), scratchpad=state.get("scratchpad") or "(empty)")
-    retry = state.get("retry_jobs") or []
     if retry:
         tasks = "; ".join(sorted({j["task"] for j in retry}))
         text += prompts.DECOMPOSE_RETRY_JOBS.format(count=len(retry), tasks=tasks)
     return text
 
 
-def _error_block(state: MinionsState, settings: RunSettings) -> str:
+def _error_block(state: RoundState, settings: RunSettings) -> str:
     errors = state.get("code_errors") or []
     if not errors:
         return ""
@@ -69,7 +69,8 @@ def _error_block(state: MinionsState, settings: RunSettings) -> str:
     )
 
 
-def decompose_messages(state: MinionsState, settings: RunSettings) -> list[Any]:
+def decompose_messages(state: RoundState, settings: RunSettings, retry: list[JobRecord] | None = None) -> list[Any]:
+    """The supervisor's prompt; ``retry``: the last round's failed jobs this round runs again."""
     system = prompts.DECOMPOSE_SYSTEM.format(
         tasks_per_round=settings.tasks_per_round,
         chunk_tokens=settings.chunk_tokens,
@@ -78,23 +79,27 @@ def decompose_messages(state: MinionsState, settings: RunSettings) -> list[Any]:
     user = prompts.DECOMPOSE_USER.format(
         task=state["task"],
         documents=_documents_block(state),
-        round=state["round"],
+        round=round_number(state),
         max_rounds=settings.max_rounds,
-        history=_history_block(state),
+        history=_history_block(state, retry or []),
         error=_error_block(state, settings),
     )
     return [SystemMessage(system), HumanMessage(user)]
 
 
-def make_decompose(models: ModelProvider) -> Callable[[MinionsState], dict[str, Any]]:
-    def decompose(state: MinionsState) -> dict[str, Any]:
+def make_decompose(models: ModelProvider) -> Callable[[RoundState], dict[str, Any]]:
+    def decompose(state: RoundState) -> dict[str, Any]:
         settings = settings_of(state)
-        round_ = state["round"]
+        store: BaseStore = get_store()
+        round_ = round_number(state)
         attempt = len(state.get("code_errors") or []) + 1
+        retry = carried_over(store, state.get("rounds") or [], settings)
+        if attempt == 1 and round_ > 1:
+            emit({"type": "round", "round": round_, "retrying": len(retry)})
         emit({"type": "decompose", "round": round_, "attempt": attempt})
         client = models.client(settings.remote, "remote", settings.remote_max_tokens)
-        call = client.text(decompose_messages(state, settings))
-        update: dict[str, Any] = {"usage": record_calls(get_store(), [call], "remote", "decompose", round_, client.name)}
+        call = client.text(decompose_messages(state, settings, retry))
+        update: dict[str, Any] = {"usage": record_calls(store, [call], "remote", "decompose", round_, client.name)}
         code = extract_code(str(call.message.content)) if call.message is not None else None
         if code is None:
             error = call.error or NO_CODE_ERROR

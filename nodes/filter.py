@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from langgraph.config import get_store
 from langgraph.types import Overwrite
-from minionflow.contracts.state import JobResult, MinionsState
+from minionflow.contracts.state import JobResult, RoundState, round_number
 
 from .common import emit, settings_of
 from .grounding import relevance
@@ -131,14 +131,14 @@ def rank(results: list[JobResult], question: str) -> list[JobResult]:
 Selector = Callable[[list[JobResult], int, int], tuple[list[dict[str, Any]], dict[str, int]]]
 
 
-def make_filter(select: Selector) -> Callable[[MinionsState], dict[str, Any]]:
+def make_filter(select: Selector) -> Callable[[RoundState], dict[str, Any]]:
     """A filter node around a selection rule ``(results, max_forwarded, max_chars) ->
     (kept, stats)``: it loads the round's results, ranks them (``rank``: usable ones
     first, by relevance to the question), keeps what the rule keeps, and archives the
     ranked results as one blob (state keeps only its reference). ``classify`` and
     ``forwarded`` give a rule the default's notion of a usable output and its form."""
 
-    def filter_node(state: MinionsState) -> dict[str, Any]:
+    def filter_node(state: RoundState) -> dict[str, Any]:
         settings = settings_of(state)
         store = get_store()
         refs = sorted(state.get("job_results") or [], key=lambda r: r["job_id"])
@@ -148,7 +148,7 @@ def make_filter(select: Selector) -> Callable[[MinionsState], dict[str, Any]]:
             already = stats.get("dropped_over_cap", 0)
             kept = cap(kept, stats, settings.max_forwarded_outputs)
             stats["dropped_over_cap"] += already
-        emit({"type": "filter", "round": state["round"], **stats})
+        emit({"type": "filter", "round": round_number(state), **stats})
         archived = sorted(results, key=lambda r: r["job_id"])
         return {"kept": kept, "filter_stats": stats, "results_ref": put_json(store, archived), "job_results": Overwrite([])}
 

@@ -15,7 +15,7 @@ from langgraph.config import get_store
 from langgraph.store.base import BaseStore
 from minionflow.contracts.errors import BadInput
 from minionflow.contracts.settings import RunSettings, default_settings, first_error
-from minionflow.contracts.state import DocumentRef, MinionsState
+from minionflow.contracts.state import STATE_VERSION, DocumentRef, MinionsState
 from pydantic import BaseModel, Field, ValidationError
 from typing_extensions import TypedDict
 
@@ -56,10 +56,8 @@ def initial_state(store: BaseStore, documents: list[LoadedDocument], task: str, 
     ]
     settings_data = settings.model_dump(mode="json")
     return MinionsState(
-        settings=settings_data, settings_ref=put_json(store, settings_data), task=task.strip(), documents=refs,
-        round=1, code=None, code_errors=[], jobs_ref=None, job_count=0, retry_jobs=[], prev_jobs_ref=None,
-        prev_results_ref=None, results_ref=None, kept=[], filter_stats={}, feedback=None, scratchpad=None,
-        decision=None, final=None,
+        state_version=STATE_VERSION, settings=settings_data, settings_ref=put_json(store, settings_data),
+        task=task.strip(), documents=refs, rounds=[], scratchpad=None, final=None,
     )
 
 

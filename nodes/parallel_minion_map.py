@@ -94,6 +94,6 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput], dict
         emit({"type": "job", "round": job["round"], "job_id": job["job_id"], "status": result["status"]})
         ref = blobs.json(result)
         blobs.write(store)
-        return {"job_results": [ResultRef(job_id=job["job_id"], ok=output is not None, ref=ref)]}
+        return {"job_results": [ResultRef(job_id=job["job_id"], ref=ref)]}
 
     return parallel_minion_map

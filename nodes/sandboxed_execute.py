@@ -2,8 +2,10 @@
 
 Errors go back to decompose with the traceback; after ``max_code_attempts`` the
 round uses the built-in plan (every chunk x the task) and records that it did.
-Model-written code never runs in this process (docs/architecture.md, guarantee 2). The jobs fan out as
-one ``Send`` each to parallel_minion_map."""
+Model-written code never runs in this process (docs/architecture.md, guarantee 2). The round's
+jobs (its own and the last round's failed ones that may be tried again) are stored as
+one ``JobBatch`` blob; ``route_jobs``, the edge after this step (or after the steps a
+graph inserts behind it), fans them out as one ``Send`` each to parallel_minion_map."""
 
 from __future__ import annotations
 
@@ -13,21 +15,20 @@ from typing import Any
 
 from langgraph.config import get_store
 from langgraph.store.base import BaseStore
-from langgraph.types import Command, Overwrite, Send, interrupt
+from langgraph.types import Send, interrupt
 from minionflow.contracts.schemas import Approval
 from minionflow.contracts.settings import RunSettings
-from minionflow.contracts.state import JobBatch, JobInput, JobRecord, MinionsState
+from minionflow.contracts.state import JobBatch, JobInput, JobRecord, RoundState, round_number
 from minionflow.sandbox.base import ExecutionRequest, JobSpec, SandboxBackend
 from minionflow.sandbox.chunking import chunk_by_tokens
 from minionflow.sandbox.select import get_backend
 
-from .common import document_texts, emit, settings_of
+from .common import carried_over, document_texts, emit, settings_of
 from .store import get_json, get_text, put_json, put_texts
 
 log = logging.getLogger(__name__)
 
 NO_JOBS_ERROR = "prepare_jobs returned an empty list; return at least one JobManifest"
-DESTINATIONS = ("decompose", "parallel_minion_map")
 
 
 def fallback_specs(texts: Iterable[str], task: str, settings: RunSettings) -> list[JobSpec]:
@@ -57,15 +58,17 @@ def _make_jobs(specs: list[JobSpec], round_: int, settings: RunSettings, store: 
     ]
 
 
-def _retried(state: MinionsState, round_: int) -> list[JobRecord]:
+def _retried(jobs: list[JobRecord], round_: int) -> list[JobRecord]:
     return [
         JobRecord(**{**job, "job_id": f"r{round_}-retry-{job['job_id']}", "round": round_, "attempt": job["attempt"] + 1})
-        for job in state.get("retry_jobs") or []
+        for job in jobs
     ]
 
 
-def _previous_round(state: MinionsState, store: BaseStore) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    jobs_ref, results_ref = state.get("prev_jobs_ref"), state.get("prev_results_ref")
+def _previous_round(state: RoundState, store: BaseStore) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The last round's jobs and outputs, as ``prepare_jobs`` receives them."""
+    last = (state.get("rounds") or [None])[-1]
+    jobs_ref, results_ref = (last["jobs_ref"], last["results_ref"]) if last else (None, None)
     manifests = [
         {"chunk": get_text(store, j["chunk_ref"]), "task": j["task"], "advice": j["advice"],
          "chunk_id": j["chunk_id"], "task_id": j["task_id"]}
@@ -92,16 +95,21 @@ def _review(code: str, round_: int, attempt: int) -> tuple[str, str | None]:
     return code, None
 
 
-def fan_out(jobs_ref: str, count: int) -> list[Send]:
-    """One ``Send`` per job of the round's ``JobBatch``."""
-    return [Send("parallel_minion_map", JobInput(jobs_ref=jobs_ref, index=i)) for i in range(count)]
+def route_jobs(state: RoundState) -> list[Send] | str:
+    """After the code ran: back to ``decompose`` when it failed and attempts are left,
+    else one ``Send`` per job of the round's ``JobBatch`` (to ``filter`` if there are none)."""
+    jobs_ref = state.get("jobs_ref")
+    if jobs_ref is None:
+        return "decompose"
+    count = state.get("job_count") or 0
+    return [Send("parallel_minion_map", JobInput(jobs_ref=jobs_ref, index=i)) for i in range(count)] or "filter"
 
 
-def make_sandboxed_execute(sandbox: SandboxBackend | None = None) -> Callable[[MinionsState], Command[Any]]:
-    def sandboxed_execute(state: MinionsState) -> Command[Any]:
+def make_sandboxed_execute(sandbox: SandboxBackend | None = None) -> Callable[[RoundState], dict[str, Any]]:
+    def sandboxed_execute(state: RoundState) -> dict[str, Any]:
         settings = settings_of(state)
         store = get_store()
-        round_ = state["round"]
+        round_ = round_number(state)
         errors = list(state.get("code_errors") or [])
         texts = document_texts(store, state["documents"])
         specs: list[JobSpec] = []
@@ -143,11 +151,12 @@ def make_sandboxed_execute(sandbox: SandboxBackend | None = None) -> Callable[[M
             update["notes"] = [*update.get("notes", []), note]
             emit({"type": "fallback", "round": round_, "jobs": len(specs)})
         else:
-            return Command(update=update, goto="decompose")
-        jobs = _make_jobs(specs, round_, settings, store) + _retried(state, round_)
+            return update  # route_jobs sends the round back to decompose
+        retry = _retried(carried_over(store, state.get("rounds") or [], settings), round_)
+        jobs = _make_jobs(specs, round_, settings, store) + retry
         jobs_ref = put_json(store, JobBatch(settings_ref=state["settings_ref"], jobs=jobs))
-        update.update(jobs_ref=jobs_ref, job_count=len(jobs), job_results=Overwrite([]), retry_jobs=[])
+        update.update(jobs_ref=jobs_ref, job_count=len(jobs))
         emit({"type": "jobs", "round": round_, "total": len(jobs)})
-        return Command(update=update, goto=fan_out(jobs_ref, len(jobs)))
+        return update
 
     return sandboxed_execute

@@ -132,7 +132,7 @@ def run_fake(bwrap: BwrapBackend) -> Callable[..., Run]:
         )
         state = initial_state(store, documents or [secret_doc()], task, s)
         config = run_config("test-thread", s)
-        events = [e for e in graph.stream(state, config, stream_mode="custom", durability="sync")]
+        events = [e for _ns, e in graph.stream(state, config, stream_mode="custom", durability="sync", subgraphs=True)]
         return Run(graph.get_state(config).values, remote_fake, local_fake, events, store)
 
     return _run

@@ -113,7 +113,9 @@ def main() -> None:
     if args.finished:
         # the jobs whose writes LangGraph saved as pending writes of the interrupted step
         with open_persistence(args.where) as (saver, store):
-            saved = saver.get_tuple({"configurable": {"thread_id": args.thread}})
+            # the round runs as a subgraph: its checkpoints are in a namespace of their own
+            saved = next((t for t in saver.list({"configurable": {"thread_id": args.thread}})
+                          if t.config["configurable"]["checkpoint_ns"].startswith("round:")), None)
             done = [
                 str(get_json(store, ref["ref"])["chunk_id"])
                 for _task, channel, value in (saved.pending_writes if saved else [])

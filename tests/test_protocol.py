@@ -159,7 +159,7 @@ def test_abstentions_and_duplicates_are_filtered_before_the_remote_sees_them(run
         return worker_json(None)
 
     run = run_fake(local=local)
-    stats = run.values["filter_stats"]
+    stats = run.values["rounds"][-1]["filter_stats"]
     assert stats == {"jobs": 12, "failed": 0, "abstained": 9, "ungrounded": 0, "duplicates": 1, "kept": 2,
                      "dropped_over_cap": 0}
     (aggregate_prompt,) = run.remote_prompts("Minion answers:")
@@ -173,8 +173,8 @@ def test_forwarded_outputs_are_capped(run_fake):
         return worker_json(f"paragraph {n.group(1) if n else 'x'} talks about " + "harbours " * 400)
 
     run = run_fake(local=local, max_forwarded_outputs=3, max_answer_chars=50)
-    assert run.values["filter_stats"]["kept"] == 3
-    assert run.values["filter_stats"]["dropped_over_cap"] == 8  # 11 grounded answers (the secret's chunk has none)
+    assert run.values["rounds"][-1]["filter_stats"]["kept"] == 3
+    assert run.values["rounds"][-1]["filter_stats"]["dropped_over_cap"] == 8  # 11 grounded answers (the secret's chunk has none)
     (aggregate_prompt,) = run.remote_prompts("Minion answers:")
     assert aggregate_prompt.count("answer: paragraph") == 3
     assert "harbours harbours" in aggregate_prompt and len(aggregate_prompt) < 4000

@@ -81,7 +81,7 @@ def test_a_run_through_the_sdk_is_checkpointed_where_the_cli_reads(server):
         "texts": [{"title": "ledger.txt", "text": secret_doc(paragraphs=4, secret_at=2).text}],
         "settings": {"chunk_tokens": 40, "max_chunk_chars": 4000, "sandbox": "bwrap"},
     }
-    events = [part.data for part in client.runs.stream(thread, "minions", input=request, stream_mode="custom")
+    events = [part.data for part in client.runs.stream(thread, "minions", input=request, stream_mode="custom", stream_subgraphs=True)
               if part.event == "custom"]
     state = client.threads.get_state(thread)
     values = state["values"]

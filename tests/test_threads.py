@@ -63,8 +63,9 @@ def test_history_lists_checkpoints_newest_first(interrupted):
     home, thread, _ = interrupted
     with open_persistence(home.location) as (saver, store):
         checkpoints = thread_history(saver, store, thread)
-    assert len(checkpoints) >= 5
-    assert checkpoints[0].next == ["aggregate"] and checkpoints[-1].source == "input"
+    # history speaks in rounds: the run's checkpoints (the input, the start of round 1),
+    # not the steps inside the unfinished round
+    assert [(c.source, c.next, c.round) for c in checkpoints] == [("loop", ["round"], 1), ("input", ["__start__"], None)]
     assert [c.step for c in checkpoints] == sorted((c.step for c in checkpoints), reverse=True)
     out = cli("history", thread, home=home)
     assert out.returncode == 0 and checkpoints[0].checkpoint_id in out.stdout
@@ -129,10 +130,10 @@ def test_ids_stay_whole_in_pipes_and_narrow_terminals_and_a_prefix_is_enough(int
     assert header.split("\t")[:3] == ["thread", "protocol", "status"]
     assert [r.split("\t")[0] for r in rows] == [thread] and rows[0].split("\t")[-1] == "What is the secret number?"
     history = json.loads(cli("history", thread[:4], "--json", home=home).stdout)
-    assert history[0]["next"] == ["aggregate"] and history[-1]["source"] == "input"
+    assert history[0]["next"] == ["round"] and history[0]["round"] == 1 and history[-1]["source"] == "input"
     piped_history = cli("history", thread[:4], home=home).stdout.splitlines()[1:]
     assert [line.split("\t")[0] for line in piped_history] == [c["checkpoint_id"] for c in history]
-    assert "parallel_minion_map x12" in "\n".join(piped_history)  # a fan-out is counted, not listed 12 times
+    assert [line.split("\t")[2:] for line in piped_history] == [["1", "loop", "round"], ["-", "input", "__start__"]]
     for columns in (80, 120):
         runs = in_a_terminal("runs", home=home, columns=columns)
         assert thread in runs and "What is the secret number?" in runs.replace("\n", " ").replace("  ", " ")
@@ -340,7 +341,7 @@ def test_fork_from_round_two_with_other_settings(where: Where):
     assert original.status == "answered" and original.rounds == 4 and original.forced
     with open_persistence(where.location) as (saver, store):
         before = thread_history(saver, store, "t-orig")
-    round_two = next(c for c in before if c.next == ["decompose"] and c.round == 2)
+    round_two = next(c for c in before if c.next == ["round"] and c.round == 2)
     forked = fork_minions("t-orig", round_two.checkpoint_id, {"max_rounds": 2}, new_thread_id="t-fork",
                           checkpoint=where.location, sandbox=BwrapBackend(), models=provider())
     assert forked.status == "answered" and forked.rounds == 2 and forked.forced
@@ -352,9 +353,10 @@ def test_fork_from_round_two_with_other_settings(where: Where):
     assert [c.checkpoint_id for c in after] == [c.checkpoint_id for c in before]  # the original is intact
     assert views["t-orig"].rounds == 4 and views["t-fork"].rounds == 2
     assert fork_view.settings["max_rounds"] == 2
-    inside = next(c for c in before if "parallel_minion_map" in c.next)
-    with pytest.raises(BadInput, match="inside a step"):
-        fork_minions("t-orig", inside.checkpoint_id, {}, checkpoint=where.location, sandbox=BwrapBackend(), models=provider())
+    assert [c.round for c in before] == [None, 4, 3, 2, 1, None]  # the end, the start of each round, the input
+    not_a_round = before[0]  # the end of the run
+    with pytest.raises(BadInput, match="not the start of a round"):
+        fork_minions("t-orig", not_a_round.checkpoint_id, {}, checkpoint=where.location, sandbox=BwrapBackend(), models=provider())
     with pytest.raises(BadInput, match="already exists"):
         fork_minions("t-orig", round_two.checkpoint_id, {}, new_thread_id="t-fork", checkpoint=where.location,
                      sandbox=BwrapBackend(), models=provider())

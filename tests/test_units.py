@@ -141,7 +141,9 @@ def test_the_public_api_resolves():
         assert missing == []
     builder = graphs.minions_builder(prelude=[("retrieve", nodes.make_bm25_prefilter(3))],
                                      filter_node=nodes.majority_vote_filter)
-    assert list(builder.nodes)[:2] == ["retrieve", "decompose"]
+    assert list(builder.nodes) == ["retrieve", "round"]
+    round_graph = builder.nodes["round"].runnable
+    assert list(round_graph.nodes)[1:] == ["decompose", "sandboxed_execute", "parallel_minion_map", "filter", "aggregate"]
     assert set(graphs.PROTOCOLS) == {"minions", "minion", "remote-only", "local-only"}
 
 
@@ -219,8 +221,9 @@ def test_the_architecture_page_draws_the_graphs_as_they_compile():
 
     page = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text()
     drawn = re.findall(r"```mermaid\n(.*?)\n```", page, re.S)
-    compiled = [build_graph(RunSettings(protocol=p, sandbox="bwrap")).get_graph().draw_mermaid().strip()
-                for p in ("minions", "minion")]
+    minions, minion = (build_graph(RunSettings(protocol=p, sandbox="bwrap")) for p in ("minions", "minion"))
+    compiled = [minions.get_graph().draw_mermaid().strip(), minions.get_graph(xray=True).draw_mermaid().strip(),
+                minion.get_graph().draw_mermaid().strip()]
     assert drawn == compiled
 
 
