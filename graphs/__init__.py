@@ -21,7 +21,7 @@ from .minions import INSERT_AFTER, Node, build_minions_graph, minions_builder, r
 from .persistence import open_persistence, postgres_persistence, sqlite_persistence
 from .protocols import build_graph
 from .run import RunResult, fork_minions, resume_minions, run_minions
-from .variants import majority_vote_minions, retrieval_minions
+from .variants import majority_vote_minions, reranked_minions, retrieval_minions
 
 __all__ = [
     "INSERT_AFTER",
@@ -37,6 +37,7 @@ __all__ = [
     "majority_vote_minions",
     "minion_builder",
     "remote_only_builder",
+    "reranked_minions",
     "retrieval_minions",
     "JobInput",
     "MinionsState",

@@ -18,7 +18,6 @@ from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
 from langgraph.store.base import BaseStore
 from langgraph.types import Command, StateSnapshot
-from minionflow import __version__
 from minionflow.contracts.errors import TRANSIENT_RETRY, BadInput, is_transient
 from minionflow.contracts.schemas import Approval
 from minionflow.contracts.settings import RunSettings
@@ -31,6 +30,8 @@ from minionflow.nodes.models import ModelProvider
 from minionflow.nodes.store import get_json, get_json_many, put_json
 from minionflow.sandbox.base import SandboxBackend
 from pydantic import BaseModel, Field, ValidationError
+
+from minionflow import __version__
 
 from .persistence import Location, describe, open_persistence, resolve_location
 from .protocols import build_graph, thread_settings

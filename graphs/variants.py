@@ -1,7 +1,9 @@
-"""Two MinionS variants built from the nodes, the composition examples of the README.
+"""Three MinionS variants built from the nodes, the composition examples of the README.
 Run them with ``minionflow run DOC -q ... --graph minionflow.graphs.variants:retrieval_minions``.
 
-Each is a function ``(models, sandbox) -> StateGraph``: minionflow compiles it with
+They change the graph in the three ways ``minions_builder`` offers: a step before the
+first round (``prelude``), a replaced step (``filter_node``), and a step inserted in
+every round (``after``). Each is a function ``(models, sandbox) -> StateGraph``: minionflow compiles it with
 the run's checkpointer and store, so checkpointing, resume, accounting and the CLI
 work as with the default graph.
 """
@@ -12,6 +14,7 @@ from typing import Any
 
 from langgraph.graph import StateGraph
 from minionflow.nodes.models import ModelProvider
+from minionflow.nodes.rerank import make_rerank
 from minionflow.nodes.retrieve import make_bm25_prefilter
 from minionflow.nodes.vote import majority_vote_filter
 from minionflow.sandbox.base import SandboxBackend
@@ -19,6 +22,7 @@ from minionflow.sandbox.base import SandboxBackend
 from .minions import minions_builder
 
 RETRIEVAL_TOP_K = 8
+RERANK_TOP_K = 3
 
 
 def retrieval_minions(models: ModelProvider | None = None, sandbox: SandboxBackend | None = None) -> StateGraph[Any]:
@@ -29,3 +33,9 @@ def retrieval_minions(models: ModelProvider | None = None, sandbox: SandboxBacke
 def majority_vote_minions(models: ModelProvider | None = None, sandbox: SandboxBackend | None = None) -> StateGraph[Any]:
     """MinionS whose filter keeps each task's majority answer (a replaced node)."""
     return minions_builder(models, sandbox, filter_node=majority_vote_filter)
+
+
+def reranked_minions(models: ModelProvider | None = None, sandbox: SandboxBackend | None = None) -> StateGraph[Any]:
+    """MinionS that forwards each round's 3 best-supported outputs (a step inserted
+    between filter and aggregate)."""
+    return minions_builder(models, sandbox, after={"filter": [("rerank", make_rerank(RERANK_TOP_K))]})

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
-from langgraph.config import get_store
+from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 from minionflow.contracts.schemas import AggregateDecision
 from minionflow.contracts.settings import RunSettings
@@ -20,7 +20,7 @@ from minionflow.contracts.state import FinalAnswer, RoundRecord, RoundState, rou
 
 from . import prompts
 from .accounting import record_calls
-from .common import emit, settings_of
+from .common import emit, settings_of, store_of
 from .extractive import adopted_output, extract, ignores_grounded
 from .models import CallRecord, ModelProvider
 from .store import get_json, put_json
@@ -81,8 +81,8 @@ def _short(text: str | None, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def make_aggregate(models: ModelProvider) -> Callable[[RoundState], dict[str, Any]]:
-    def aggregate(state: RoundState) -> dict[str, Any]:
+def make_aggregate(models: ModelProvider) -> Callable[[RoundState, Runtime[Any]], dict[str, Any]]:
+    def aggregate(state: RoundState, runtime: Runtime[Any]) -> dict[str, Any]:
         settings = settings_of(state)
         round_ = round_number(state)
         last_round = round_ >= settings.max_rounds
@@ -120,7 +120,7 @@ def make_aggregate(models: ModelProvider) -> Callable[[RoundState], dict[str, An
         decision = parsed.model_dump()
         decision["decision"] = "provide_final_answer" if final else "request_additional_info"
         stats = state.get("filter_stats") or {}
-        store = get_store()
+        store = store_of(runtime)
         outputs = forwarded_so_far(store, state, kept)
         quote = None
         ignored = settings.extractive_fallback == "ignored" and ignores_grounded(parsed.answer, state["task"], outputs)

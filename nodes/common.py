@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from langgraph.config import get_stream_writer
+from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 from minionflow.contracts.settings import RunSettings
 from minionflow.contracts.state import DocumentRef, JobBatch, JobRecord, JobResult, RoundRecord
@@ -14,6 +15,14 @@ from minionflow.contracts.state import DocumentRef, JobBatch, JobRecord, JobResu
 from .store import get_json, get_texts
 
 _settings_by_ref: dict[str, RunSettings] = {}
+
+
+def store_of(runtime: Runtime[Any]) -> BaseStore:
+    """The blob store a node reaches through its ``Runtime`` (the graph's ``store``)."""
+    if runtime.store is None:
+        raise ValueError("minionflow nodes keep texts in a LangGraph store: compile the graph with one, "
+                         "e.g. graph.compile(store=InMemoryStore())")
+    return runtime.store
 
 
 def settings_of(state: Mapping[str, Any]) -> RunSettings:

@@ -9,14 +9,14 @@ from collections.abc import Callable
 from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
-from langgraph.config import get_store
+from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 from minionflow.contracts.settings import RunSettings
 from minionflow.contracts.state import JobRecord, RoundState, round_number
 
 from . import prompts
 from .accounting import record_calls
-from .common import carried_over, emit, settings_of
+from .common import carried_over, emit, settings_of, store_of
 from .models import ModelProvider
 
 _CODE_BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -87,10 +87,10 @@ def decompose_messages(state: RoundState, settings: RunSettings, retry: list[Job
     return [SystemMessage(system), HumanMessage(user)]
 
 
-def make_decompose(models: ModelProvider) -> Callable[[RoundState], dict[str, Any]]:
-    def decompose(state: RoundState) -> dict[str, Any]:
+def make_decompose(models: ModelProvider) -> Callable[[RoundState, Runtime[Any]], dict[str, Any]]:
+    def decompose(state: RoundState, runtime: Runtime[Any]) -> dict[str, Any]:
         settings = settings_of(state)
-        store: BaseStore = get_store()
+        store: BaseStore = store_of(runtime)
         round_ = round_number(state)
         attempt = len(state.get("code_errors") or []) + 1
         retry = carried_over(store, state.get("rounds") or [], settings)

@@ -15,11 +15,11 @@ import re
 from collections.abc import Callable
 from typing import Any, Literal
 
-from langgraph.config import get_store
+from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 from minionflow.contracts.state import JobResult, RoundState, round_number
 
-from .common import emit, settings_of
+from .common import emit, settings_of, store_of
 from .grounding import relevance
 from .replies import says_not_found
 from .store import get_json_many, put_json
@@ -131,16 +131,16 @@ def rank(results: list[JobResult], question: str) -> list[JobResult]:
 Selector = Callable[[list[JobResult], int, int], tuple[list[dict[str, Any]], dict[str, int]]]
 
 
-def make_filter(select: Selector) -> Callable[[RoundState], dict[str, Any]]:
+def make_filter(select: Selector) -> Callable[[RoundState, Runtime[Any]], dict[str, Any]]:
     """A filter node around a selection rule ``(results, max_forwarded, max_chars) ->
     (kept, stats)``: it loads the round's results, ranks them (``rank``: usable ones
     first, by relevance to the question), keeps what the rule keeps, and archives the
     ranked results as one blob (state keeps only its reference). ``classify`` and
     ``forwarded`` give a rule the default's notion of a usable output and its form."""
 
-    def filter_node(state: RoundState) -> dict[str, Any]:
+    def filter_node(state: RoundState, runtime: Runtime[Any]) -> dict[str, Any]:
         settings = settings_of(state)
-        store = get_store()
+        store = store_of(runtime)
         refs = sorted(state.get("job_results") or [], key=lambda r: r["job_id"])
         results = rank(get_json_many(store, [r["ref"] for r in refs]), state["task"])
         kept, stats = select(results, settings.max_forwarded_outputs, settings.max_answer_chars)

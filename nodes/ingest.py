@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from langgraph.config import get_store
+from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 from minionflow.contracts.errors import BadInput
 from minionflow.contracts.settings import RunSettings, default_settings, first_error
@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 from typing_extensions import TypedDict
 
 from .accounting import count_tokens
+from .common import store_of
 from .documents import LoadedDocument, load_document
 from .store import put_json, put_text
 
@@ -113,13 +114,13 @@ def request_state(store: BaseStore, request: dict[str, Any], protocol: str | Non
     return protocol_state(store, documents, valid.question, settings)
 
 
-def make_ingest(protocol: str | None = None) -> Callable[[dict[str, Any]], dict[str, Any]]:
+def make_ingest(protocol: str | None = None) -> Callable[[dict[str, Any], Runtime[Any]], dict[str, Any]]:
     """The ingest node of a served graph; ``protocol`` fixes the run's protocol (the
     graph it starts is that protocol's)."""
 
-    def ingest(state: dict[str, Any]) -> dict[str, Any]:
+    def ingest(state: dict[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
         request = {k: state[k] for k in ("question", "paths", "texts", "settings") if state.get(k) is not None}
-        update = request_state(get_store(), request, protocol)
+        update = request_state(store_of(runtime), request, protocol)
         update["texts"] = []  # the text is in the blob store now; later checkpoints need not carry it
         return update
 

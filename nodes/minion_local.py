@@ -7,12 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
-from langgraph.config import get_store
+from langgraph.runtime import Runtime
 from minionflow.contracts.state import ChatTurn, MinionState
 
 from . import prompts
 from .accounting import record_calls
-from .common import document_texts, emit, settings_of
+from .common import document_texts, emit, settings_of, store_of
 from .models import ModelProvider, reply_text
 
 
@@ -20,11 +20,11 @@ def document_block(titles: list[str], texts: list[str]) -> str:
     return "\n\n".join(f"[{title}]\n{text}" if len(texts) > 1 else text for title, text in zip(titles, texts, strict=True))
 
 
-def make_minion_local(models: ModelProvider) -> Callable[[MinionState], dict[str, Any]]:
-    def minion_local(state: MinionState) -> dict[str, Any]:
+def make_minion_local(models: ModelProvider) -> Callable[[MinionState, Runtime[Any]], dict[str, Any]]:
+    def minion_local(state: MinionState, runtime: Runtime[Any]) -> dict[str, Any]:
         settings = settings_of(state)
         round_ = state["round"]
-        store = get_store()
+        store = store_of(runtime)
         docs = state["documents"]
         texts = document_texts(store, docs)
         question = [t for t in state.get("conversation") or [] if t["role"] == "remote"][-1]["content"]

@@ -10,15 +10,15 @@ from collections.abc import Callable
 from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
-from langgraph.config import get_store
 from langgraph.graph import END
+from langgraph.runtime import Runtime
 from minionflow.contracts.schemas import MinionTurn
 from minionflow.contracts.settings import RunSettings
 from minionflow.contracts.state import ChatTurn, FinalAnswer, MinionState
 
 from . import prompts
 from .accounting import record_calls
-from .common import emit, settings_of
+from .common import emit, settings_of, store_of
 from .models import ModelProvider
 
 log = logging.getLogger(__name__)
@@ -48,14 +48,14 @@ def _last_local(state: MinionState) -> str:
     return answers[-1] if answers else ""  # no answer: empty, never a text a matcher could read
 
 
-def make_minion_remote(models: ModelProvider) -> Callable[[MinionState], dict[str, Any]]:
-    def minion_remote(state: MinionState) -> dict[str, Any]:
+def make_minion_remote(models: ModelProvider) -> Callable[[MinionState, Runtime[Any]], dict[str, Any]]:
+    def minion_remote(state: MinionState, runtime: Runtime[Any]) -> dict[str, Any]:
         settings = settings_of(state)
         round_ = state["round"]
         last = round_ >= settings.max_rounds
         client = models.client(settings.remote, "remote", settings.remote_max_tokens)
         reply = client.structured(MinionTurn, minion_remote_messages(state, settings, last))
-        update: dict[str, Any] = {"usage": record_calls(get_store(), reply.calls, "remote", "minion_remote", round_,
+        update: dict[str, Any] = {"usage": record_calls(store_of(runtime), reply.calls, "remote", "minion_remote", round_,
                                                         client.name)}
         turn = reply.parsed if isinstance(reply.parsed, MinionTurn) else None
         notes: list[str] = []

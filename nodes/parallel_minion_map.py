@@ -12,14 +12,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
-from langgraph.config import get_store
+from langgraph.runtime import Runtime
 from minionflow.contracts.schemas import JobOutput
 from minionflow.contracts.settings import ReplyFormat, RunSettings
 from minionflow.contracts.state import JobInput, JobRecord, JobResult, ResultRef
 
 from . import prompts
 from .accounting import usage_records
-from .common import batch_from_ref, emit, emit_usage, settings_from_ref
+from .common import batch_from_ref, emit, emit_usage, settings_from_ref, store_of
 from .filter import is_abstention
 from .grounding import Grounding, ground
 from .models import CallRecord, ModelClient, ModelProvider, reply_text
@@ -67,9 +67,9 @@ def check_output(output: JobOutput, chunk: str, task: str, settings: RunSettings
                   min_support=settings.min_answer_support)
 
 
-def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput], dict[str, Any]]:
-    def parallel_minion_map(inp: JobInput) -> dict[str, Any]:
-        store = get_store()
+def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runtime[Any]], dict[str, Any]]:
+    def parallel_minion_map(inp: JobInput, runtime: Runtime[Any]) -> dict[str, Any]:
+        store = store_of(runtime)
         batch, chunks = batch_from_ref(store, inp["jobs_ref"])
         job: JobRecord = batch["jobs"][inp["index"]]
         settings = settings_from_ref(store, batch["settings_ref"])

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
-from langgraph.config import get_store
+from langgraph.runtime import Runtime
 from minionflow.contracts.state import FinalAnswer, ReadAllState
 
 from . import prompts
 from .accounting import record_calls
-from .common import document_texts, settings_of
+from .common import document_texts, settings_of, store_of
 from .models import ModelProvider, Role, reply_text
 
 
@@ -22,13 +22,13 @@ def read_all_messages(task: str, titles: list[str], texts: list[str]) -> list[An
     return [SystemMessage(prompts.READ_ALL_SYSTEM), HumanMessage(prompts.READ_ALL_USER.format(documents=documents, task=task))]
 
 
-def make_read_all(models: ModelProvider, role: Role) -> Callable[[ReadAllState], dict[str, Any]]:
-    def read_all(state: ReadAllState) -> dict[str, Any]:
+def make_read_all(models: ModelProvider, role: Role) -> Callable[[ReadAllState, Runtime[Any]], dict[str, Any]]:
+    def read_all(state: ReadAllState, runtime: Runtime[Any]) -> dict[str, Any]:
         settings = settings_of(state)
         spec = settings.remote if role == "remote" else settings.local
         max_tokens = settings.remote_max_tokens if role == "remote" else settings.local_max_tokens
         client = models.client(spec, role, max_tokens)
-        store = get_store()
+        store = store_of(runtime)
         docs = state["documents"]
         call = client.text(read_all_messages(state["task"], [d["title"] for d in docs], document_texts(store, docs)))
         usage = record_calls(store, [call], role, f"read_all_{role}", 1, client.name)

@@ -12,11 +12,11 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from langgraph.config import get_store
+from langgraph.runtime import Runtime
 from minionflow.contracts.state import DocumentRef, MinionsState
 from minionflow.sandbox.chunking import chunk_by_tokens
 
-from .common import document_texts, emit, settings_of
+from .common import document_texts, emit, settings_of, store_of
 from .store import put_text
 
 SKIPPED = "\n\n[...]\n\n"
@@ -38,13 +38,13 @@ def top_chunks(task: str, chunks: list[str], top_k: int) -> list[int]:
     return sorted(best)
 
 
-def make_bm25_prefilter(top_k: int = 8) -> Callable[[MinionsState], dict[str, Any]]:
+def make_bm25_prefilter(top_k: int = 8) -> Callable[[MinionsState, Runtime[Any]], dict[str, Any]]:
     if top_k < 1:
         raise ValueError("top_k must be at least 1")
 
-    def retrieve(state: MinionsState) -> dict[str, Any]:
+    def retrieve(state: MinionsState, runtime: Runtime[Any]) -> dict[str, Any]:
         settings = settings_of(state)
-        store = get_store()
+        store = store_of(runtime)
         originals = state.get("source_documents") or state["documents"]
         texts = document_texts(store, originals)
         # one ranking over every document's chunks: the best chunks wherever they are

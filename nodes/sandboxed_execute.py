@@ -10,10 +10,11 @@ graph inserts behind it), fans them out as one ``Send`` each to parallel_minion_
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from langgraph.config import get_store
+from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 from langgraph.types import Send, interrupt
 from minionflow.contracts.schemas import Approval
@@ -23,7 +24,7 @@ from minionflow.sandbox.base import ExecutionRequest, JobSpec, SandboxBackend
 from minionflow.sandbox.chunking import chunk_by_tokens
 from minionflow.sandbox.select import get_backend
 
-from .common import carried_over, document_texts, emit, settings_of
+from .common import carried_over, document_texts, emit, settings_of, store_of
 from .store import get_json, get_text, put_json, put_texts
 
 log = logging.getLogger(__name__)
@@ -105,10 +106,25 @@ def route_jobs(state: RoundState) -> list[Send] | str:
     return [Send("parallel_minion_map", JobInput(jobs_ref=jobs_ref, index=i)) for i in range(count)] or "filter"
 
 
-def make_sandboxed_execute(sandbox: SandboxBackend | None = None) -> Callable[[RoundState], dict[str, Any]]:
-    def sandboxed_execute(state: RoundState) -> dict[str, Any]:
+def make_sandboxed_execute(sandbox: SandboxBackend | None = None) -> Callable[[RoundState, Runtime[Any]], dict[str, Any]]:
+    """The node around a backend; with none given, it picks the one the run's settings
+    name the first time code runs, checks it once, and keeps it (one per graph and
+    setting, rather than a probe sandbox at every execution)."""
+    chosen: dict[tuple[str, str | None], SandboxBackend] = {}
+    lock = threading.Lock()
+
+    def backend_for(settings: RunSettings) -> SandboxBackend:
+        if sandbox is not None:
+            return sandbox
+        key = (settings.sandbox, settings.sandbox_runtime)
+        with lock:
+            if key not in chosen:
+                chosen[key] = get_backend(*key)
+            return chosen[key]
+
+    def sandboxed_execute(state: RoundState, runtime: Runtime[Any]) -> dict[str, Any]:
         settings = settings_of(state)
-        store = get_store()
+        store = store_of(runtime)
         round_ = round_number(state)
         errors = list(state.get("code_errors") or [])
         texts = document_texts(store, state["documents"])
@@ -124,7 +140,7 @@ def make_sandboxed_execute(sandbox: SandboxBackend | None = None) -> Callable[[R
                 errors.append(rejection)
                 code = None
         if code is not None:
-            backend = sandbox or get_backend(settings.sandbox, settings.sandbox_runtime)
+            backend = backend_for(settings)
             manifests, outputs = _previous_round(state, store)
             result = backend.execute(
                 ExecutionRequest(

@@ -4,6 +4,7 @@ layers point one way (import-linter)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -60,3 +61,29 @@ def test_layers_point_one_way(tmp_path):
 def test_an_upward_import_breaks_a_contract(tmp_path, module, line):
     out = _lint_imports(tmp_path, inject=(module, line))
     assert out.returncode == 1 and "BROKEN" in out.stdout, out.stdout[-2000:]
+
+
+README_PACKAGES = ("contracts", "sandbox", "nodes", "graphs", "evaluation", "cli")
+
+
+def _readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end != -1 else len(text)]
+
+
+def test_the_readme_lists_every_module():
+    """"How it is built" names every module of the packages (``dir/name.py``, package
+    ``__init__.py`` files aside), and every ``.py`` path it names exists: a new module
+    must be described, a deleted one cannot linger."""
+    section = _readme_section("How it is built")
+    modules = {path.relative_to(ROOT).as_posix()
+               for package in README_PACKAGES for path in (ROOT / package).rglob("*.py")
+               if path.name != "__init__.py" and "__pycache__" not in path.parts}
+    assert len(modules) > 30, sorted(modules)  # the globbing found the packages
+    named = set(re.findall(r"(?<![\w./-])((?:[\w-]+/)+[\w-]+\.py)\b", section))
+    missing = sorted(modules - named)
+    assert not missing, f"README.md's 'How it is built' does not list: {missing}"
+    gone = sorted(path for path in named if not (ROOT / path).is_file())
+    assert not gone, f"README.md's 'How it is built' names files that do not exist: {gone}"

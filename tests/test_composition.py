@@ -25,6 +25,7 @@ from minionflow.sandbox import BwrapBackend
 CLI = str(Path(sys.executable).parent / "minionflow")
 RETRIEVAL = "minionflow.graphs.variants:retrieval_minions"
 VOTE = "minionflow.graphs.variants:majority_vote_minions"
+RERANK = "minionflow.graphs.variants:reranked_minions"
 QUESTION = "What is the secret number?"
 
 
@@ -136,6 +137,72 @@ def test_majority_vote_keeps_the_answer_most_jobs_agree_on(tmp_path):
                           models=FakeProvider(PromptFake(responder=remote), again_local))
     assert done.status == "answered" and done.answer == "42" and again_local.prompts == []
     assert done.usage is not None and done.usage.local.calls == 6
+
+
+def answers_everywhere(prompt: str) -> str:
+    """A minion that finds a grounded answer in every paragraph of long_doc()."""
+    chunk = prompt.split('"""')[1]
+    week = chunk.split("week ")[-1][:2] if "week " in chunk else "00"
+    return worker_json(f"week {week}", f"the weather of week {week}")
+
+
+def test_a_step_inserted_after_filter_reranks_what_the_supervisor_sees(tmp_path):
+    remote = PromptFake(responder=lambda p: GOOD_CODE if "Write prepare_jobs now" in p else final_json("week 07"))
+    done = run_minions([long_doc(12)], QUESTION, RunSettings(graph=RERANK, chunk_tokens=40, max_chunk_chars=4000),
+                       checkpoint=tmp_path, sandbox=BwrapBackend(), models=FakeProvider(remote, PromptFake(responder=answers_everywhere)))
+    assert done.status == "answered" and done.usage is not None and done.usage.local.calls == 12
+    aggregate_prompt = next(p for p in remote.prompts if "Minion answers" in p)
+    assert aggregate_prompt.count("answer: week") == 3  # the 3 best of the 10 the filter kept
+    with open_persistence(tmp_path) as (saver, store):
+        view = show_thread(saver, store, done.thread_id)
+    (record,) = view.rounds
+    assert len(record.kept) == 3 and view.summary.protocol == RERANK
+    with open_persistence(tmp_path) as (saver, _store):
+        stats = saver.get_tuple({"configurable": {"thread_id": done.thread_id, "checkpoint_ns": ""}}).checkpoint[
+            "channel_values"]["rounds"][0]["filter_stats"]
+    assert stats["kept"] == 3 and stats["dropped_over_cap"] == stats["jobs"] - 3 - stats["abstained"] - stats["ungrounded"] \
+        - stats["duplicates"] - stats["failed"]
+
+
+def test_steps_go_anywhere_in_a_round_and_every_round_runs_them(bwrap):
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.store.memory import InMemoryStore
+    from minionflow.contracts.errors import BadInput
+    from minionflow.graphs import minions_builder
+    from minionflow.graphs.run import run_config
+    from minionflow.nodes.ingest import initial_state
+
+    seen: list[tuple[str, int]] = []
+
+    def check(state):  # after sandboxed_execute: the jobs are made, not yet sent
+        seen.append(("check", state["job_count"]))
+        return {"notes": [f"checked {state['job_count']} jobs"]}
+
+    def count(state):  # after the jobs, before filter: every result is in
+        seen.append(("count", len(state["job_results"])))
+        return {}
+
+    def remote(prompt: str) -> str:
+        if "Write prepare_jobs now" in prompt:
+            return GOOD_CODE
+        return final_json("42", "request_additional_info" if "Round 1 of" in prompt else "provide_final_answer",
+                          feedback="check again")
+
+    builder = minions_builder(FakeProvider(PromptFake(responder=remote), PromptFake(responder=default_local)), bwrap,
+                              after={"sandboxed_execute": [("check", check)], "parallel_minion_map": [("count", count)]})
+    store = InMemoryStore()
+    graph = builder.compile(checkpointer=InMemorySaver(), store=store)
+    settings = RunSettings(chunk_tokens=40, max_chunk_chars=4000, max_rounds=2)
+    config = run_config("t", settings)
+    list(graph.stream(initial_state(store, [long_doc(12)], QUESTION, settings), config, durability="sync"))
+    values = graph.get_state(config).values
+    assert values["final"]["answer"] == "42" and len(values["rounds"]) == 2
+    assert seen == [("check", 12), ("count", 12), ("check", 12), ("count", 12)]
+    assert values["notes"] == ["checked 12 jobs", "checked 12 jobs"]
+    with pytest.raises(BadInput, match="cannot insert a step after aggregate"):
+        minions_builder(after={"aggregate": [("late", check)]})
+    with pytest.raises(BadInput, match="already has a step named 'filter'"):
+        minions_builder(after={"decompose": [("filter", check)]})
 
 
 @pytest.mark.embedded

@@ -1,0 +1,266 @@
+"""Every node called directly, as a function of a small state and a ``Runtime``
+holding an in-memory store: no graph, no checkpointer, no sandbox process. The
+models are the prompt-derived fakes; the sandboxed_execute tests use a backend that
+splits the context as the supervisor's code would say, so they test the node's
+bookkeeping (attempts, fallback, retries, the job batch), not a sandbox (the
+sandbox backends have their own tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import GOOD_CODE, default_local, final_json, secret_doc, worker_json
+from fakes import FakeProvider, PromptFake
+from langgraph.runtime import Runtime
+from langgraph.store.memory import InMemoryStore
+from langgraph.types import Send
+from minionflow.contracts.settings import RunSettings
+from minionflow.contracts.state import JobBatch, JobRecord, JobResult, ResultRef
+from minionflow.nodes.aggregate import make_aggregate
+from minionflow.nodes.decompose import NO_CODE_ERROR, make_decompose
+from minionflow.nodes.filter import filter_outputs
+from minionflow.nodes.ingest import initial_state, make_ingest
+from minionflow.nodes.minion_local import make_minion_local
+from minionflow.nodes.minion_remote import make_minion_remote
+from minionflow.nodes.parallel_minion_map import make_parallel_minion_map
+from minionflow.nodes.read_all import make_read_all
+from minionflow.nodes.rerank import make_rerank
+from minionflow.nodes.retrieve import make_bm25_prefilter
+from minionflow.nodes.sandboxed_execute import make_sandboxed_execute, route_jobs
+from minionflow.nodes.store import get_json, put_json
+from minionflow.nodes.vote import majority_vote_filter
+from minionflow.sandbox.base import ExecutionRequest, ExecutionResult, JobSpec, SandboxLimits, SandboxStatus
+
+TASK = "What is the secret number?"
+
+
+def runtime() -> Runtime[Any]:
+    return Runtime(store=InMemoryStore())
+
+
+def models(remote: Any = None, local: Any = default_local) -> FakeProvider:
+    return FakeProvider(PromptFake(responder=remote or (lambda p: GOOD_CODE)), PromptFake(responder=local))
+
+
+def round_input(rt: Runtime[Any], **settings: Any) -> dict[str, Any]:
+    """What a round starts from: the run's state after ingest (RoundInput)."""
+    settings.setdefault("local", "embedded;reply=json")
+    state = initial_state(rt.store, [secret_doc(paragraphs=4, secret_at=2)], TASK, RunSettings(**settings))
+    return {k: state[k] for k in ("settings", "settings_ref", "task", "documents", "rounds", "scratchpad")}
+
+
+class SplittingSandbox:
+    """A backend that "runs" any code as GOOD_CODE would (one job per paragraph), or
+    fails when the code says ``raise``. Records what it was asked."""
+
+    name = "splitting"
+
+    def __init__(self) -> None:
+        self.requests: list[ExecutionRequest] = []
+
+    def check(self) -> None:
+        return None
+
+    def execute(self, request: ExecutionRequest, limits: SandboxLimits) -> ExecutionResult:
+        self.requests.append(request)
+        if "raise" in request.code:
+            return ExecutionResult(status=SandboxStatus.ERROR, error="ValueError: bad", traceback="Traceback ...")
+        jobs = [JobSpec(chunk=c, task="Find the secret number", chunk_id=i, task_id=0)
+                for doc in request.context for i, c in enumerate(doc.split("\n\n"))]
+        return ExecutionResult(status=SandboxStatus.OK, jobs=jobs, backend=self.name)
+
+
+# --- decompose -------------------------------------------------------------------------
+
+
+def test_decompose_extracts_the_code_or_records_why_not():
+    rt = runtime()
+    state = round_input(rt)
+    update = make_decompose(models())(state, rt)
+    assert "def prepare_jobs" in update["code"] and "code_errors" not in update
+    (call,) = update["usage"]
+    assert (call["role"], call["node"], call["round"]) == ("remote", "decompose", 1)
+    remote = PromptFake(responder=lambda p: "I would rather not.")
+    update = make_decompose(FakeProvider(remote, PromptFake(responder=default_local)))({**state, "code_errors": ["x"]}, rt)
+    assert update["code"] is None and update["code_errors"] == ["x", NO_CODE_ERROR]
+    assert "round 1 of at most" in remote.prompts[0] and "attempt 1 of" in remote.prompts[0]  # it saw the last error
+
+
+def test_decompose_in_round_two_sees_the_records_and_the_jobs_tried_again():
+    rt = runtime()
+    state = round_input(rt, max_rounds=3)
+    failed_job = JobRecord(job_id="r1-j0001", round=1, attempt=1, chunk_ref=put_json(rt.store, "c"), chunk_chars=1,
+                           chunk_id=1, task_id=0, task="Find the crane count", advice="")
+    results = [JobResult(job_id="r1-j0001", round=1, attempt=1, task_id=0, chunk_id=1, task="Find the crane count",
+                         status="failed", answer=None, explanation="", citation=None, error="timeout", usage=[])]
+    record = {"round": 1, "plan_source": "supervisor", "code": "x", "code_errors": [], "jobs": 1, "failed": 1,
+              "abstained": 0, "kept": 0, "jobs_ref": put_json(rt.store, JobBatch(settings_ref=state["settings_ref"],
+                                                                             jobs=[failed_job])),
+              "results_ref": put_json(rt.store, results), "kept_ref": None,
+              "decision": {"feedback": "look at the ledger"}}
+    remote = PromptFake(responder=lambda p: GOOD_CODE)
+    make_decompose(FakeProvider(remote, PromptFake(responder=default_local)))({**state, "rounds": [record]}, rt)
+    (prompt,) = remote.prompts
+    assert "round 2 of at most 3" in prompt and "look at the ledger" in prompt and "Find the crane count" in prompt
+
+
+# --- sandboxed_execute and the fan-out -----------------------------------------------------
+
+
+def test_sandboxed_execute_makes_the_job_batch_and_route_jobs_fans_it_out():
+    rt = runtime()
+    sandbox = SplittingSandbox()
+    state = {**round_input(rt), "code": GOOD_CODE, "code_errors": []}
+    update = make_sandboxed_execute(sandbox)(state, rt)
+    assert update["plan_source"] == "supervisor" and update["job_count"] == 4
+    batch = get_json(rt.store, update["jobs_ref"])
+    assert batch["settings_ref"] == state["settings_ref"] and [j["job_id"] for j in batch["jobs"]][:2] == ["r1-j0000", "r1-j0001"]
+    assert sandbox.requests[0].context[0].startswith("Paragraph 0") and sandbox.requests[0].prev_job_manifests == []
+    sends = route_jobs({**state, **update})
+    assert [s.arg["index"] for s in sends] == [0, 1, 2, 3] and all(isinstance(s, Send) for s in sends)
+    assert {s.node for s in sends} == {"parallel_minion_map"}
+
+
+def test_failed_code_goes_back_to_decompose_then_the_built_in_plan():
+    rt = runtime()
+    execute = make_sandboxed_execute(SplittingSandbox())
+    state = {**round_input(rt, max_code_attempts=2), "code": "raise ValueError", "code_errors": []}
+    first = execute(state, rt)
+    assert first["code_errors"] == [first["code_errors"][0]] and "ValueError" in first["code_errors"][0]
+    assert "jobs_ref" not in first and route_jobs({**state, **first}) == "decompose"
+    second = execute({**state, **first}, rt)
+    assert second["plan_source"] == "fallback" and second["job_count"] >= 1
+    assert any("used the built-in plan" in n for n in second["notes"])
+    assert route_jobs({**state, **second})[0].node == "parallel_minion_map"
+    assert route_jobs({**state, "jobs_ref": "x", "job_count": 0}) == "filter"  # no job: straight to the filter
+
+
+# --- parallel_minion_map ---------------------------------------------------------------------
+
+
+def test_a_minion_answers_one_job_and_its_result_is_a_blob():
+    rt = runtime()
+    state = round_input(rt)
+    update = make_sandboxed_execute(SplittingSandbox())({**state, "code": GOOD_CODE, "code_errors": []}, rt)
+    work = make_parallel_minion_map(models())
+    refs = [work({"jobs_ref": update["jobs_ref"], "index": i}, rt)["job_results"][0] for i in range(4)]
+    results = [get_json(rt.store, r["ref"]) for r in refs]
+    assert [r["answer"] for r in results] == [None, None, "42", None]
+    assert results[2]["grounding"]["grounded"] and results[2]["citation"] == "The secret number is 42"
+    assert all(r["status"] == "ok" and r["usage"][0]["node"] == "parallel_minion_map" for r in results)
+    broken = make_parallel_minion_map(models(local=lambda p: "{not json"))({"jobs_ref": update["jobs_ref"], "index": 0}, rt)
+    failed = get_json(rt.store, broken["job_results"][0]["ref"])
+    assert failed["status"] == "failed" and failed["error"]  # recorded, not raised
+
+
+# --- filter, majority vote, rerank ------------------------------------------------------------
+
+
+def result(rt: Runtime[Any], job_id: str, answer: str | None, citation: str | None, chunk: str,
+           task: str = "Find the secret number") -> ResultRef:
+    from minionflow.nodes.grounding import ground
+
+    defaults = RunSettings()
+    grounding = (ground(answer, citation, chunk, task, min_citation_score=defaults.min_citation_score,
+                        min_support=defaults.min_answer_support).model_dump() if answer else None)
+    data = JobResult(job_id=job_id, round=1, attempt=1, task_id=0, chunk_id=int(job_id[-1]), task=task, status="ok",
+                     answer=answer, explanation="read it", citation=citation, error=None, usage=[], grounding=grounding)
+    return ResultRef(job_id=job_id, ref=put_json(rt.store, data))
+
+
+def test_filter_keeps_grounded_answers_and_archives_every_result():
+    rt = runtime()
+    refs = [result(rt, "j1", "42", "The secret number is 42", "The secret number is 42, in the ledger."),
+            result(rt, "j2", None, None, "Cranes."),
+            result(rt, "j3", "7", "The secret number is 7", "Cranes and tides.")]  # quote not in its chunk
+    update = filter_outputs({**round_input(rt), "job_results": refs}, rt)
+    assert [k["answer"] for k in update["kept"]] == ["42"]
+    assert (update["filter_stats"]["abstained"], update["filter_stats"]["ungrounded"], update["filter_stats"]["kept"]) == (1, 1, 1)
+    assert [r["job_id"] for r in get_json(rt.store, update["results_ref"])] == ["j1", "j2", "j3"]
+    assert update["job_results"].value == []  # archived: the refs leave the round's state
+
+
+def test_majority_vote_filter_keeps_the_answer_most_jobs_agree_on():
+    rt = runtime()
+    refs = [result(rt, f"j{i}", answer, f"The secret number is {answer}", f"The secret number is {answer}.")
+            for i, answer in enumerate(["42", "42", "7"])]
+    update = majority_vote_filter({**round_input(rt), "job_results": refs}, rt)
+    assert [k["answer"] for k in update["kept"]] == ["42"] and update["filter_stats"]["outvoted"] == 1
+
+
+def test_rerank_forwards_the_best_supported_outputs():
+    kept = [{"job_id": "a", "support": 0.2, "relevance": 0.1}, {"job_id": "b", "support": 0.9, "relevance": 0.5},
+            {"job_id": "c", "support": None, "relevance": None}, {"job_id": "d", "support": 0.9, "relevance": 0.5}]
+    update = make_rerank(2)({"kept": kept, "filter_stats": {"kept": 4, "dropped_over_cap": 1}}, runtime())
+    assert [k["job_id"] for k in update["kept"]] == ["b", "d"]
+    assert update["filter_stats"] == {"kept": 2, "dropped_over_cap": 3}
+    with pytest.raises(ValueError):
+        make_rerank(0)
+
+
+# --- aggregate -----------------------------------------------------------------------------
+
+
+def test_aggregate_writes_the_round_record_and_the_final_answer():
+    rt = runtime()
+    state = {**round_input(rt, max_rounds=2), "plan_source": "supervisor", "code": GOOD_CODE, "code_errors": [],
+             "jobs_ref": None, "results_ref": None, "filter_stats": {"jobs": 4, "kept": 1},
+             "kept": [{"job_id": "j1", "task": "t", "answer": "42", "citation": "The secret number is 42",
+                       "explanation": "e", "support": 1.0, "relevance": 1.0}]}
+    more = make_aggregate(models(remote=lambda p: final_json("42", "request_additional_info", feedback="again",
+                                                             scratchpad="42 so far")))(state, rt)
+    assert "final" not in more and more["scratchpad"] == "42 so far"
+    (record,) = more["rounds"]
+    assert record["round"] == 1 and record["jobs"] == 4 and record["decision"]["feedback"] == "again"
+    assert get_json(rt.store, record["kept_ref"])[0]["answer"] == "42"
+    # the last round: the answer is forced, and the earlier record is kept before this one
+    last = make_aggregate(models(remote=lambda p: final_json("42", "request_additional_info")))(
+        {**state, "rounds": more["rounds"]}, rt)
+    assert [r["round"] for r in last["rounds"]] == [1, 2]
+    assert last["final"]["answer"] == "42" and last["final"]["forced"] and last["final"]["rounds"] == 2
+
+
+# --- ingest, retrieve, Minion, the baselines ------------------------------------------------------
+
+
+def test_ingest_turns_a_plain_json_request_into_the_run_state():
+    rt = runtime()
+    update = make_ingest("minions")({"question": TASK, "texts": [{"title": "a.txt", "text": "The number is 42."}]}, rt)
+    assert update["task"] == TASK and update["rounds"] == [] and update["texts"] == []
+    assert update["state_version"] == 2 and rt.store.get(("minionflow", "blobs"), update["documents"][0]["sha256"])
+
+
+def test_retrieve_narrows_the_documents_to_the_best_chunks():
+    rt = runtime()
+    state = initial_state(rt.store, [secret_doc(paragraphs=30, secret_at=17)], TASK, RunSettings(chunk_tokens=40))
+    update = make_bm25_prefilter(2)(state, rt)
+    (doc,) = update["documents"]
+    assert doc["title"] == "ledger.txt (retrieved)" and update["source_documents"] == state["documents"]
+    from minionflow.nodes.store import get_text
+
+    assert "secret number is 42" in get_text(rt.store, doc["sha256"]) and doc["chars"] < state["documents"][0]["chars"]
+
+
+def test_minion_turns_and_read_all_answer_from_the_documents():
+    rt = runtime()
+    state = {**initial_state(rt.store, [secret_doc(paragraphs=4, secret_at=2)], TASK,
+                             RunSettings(protocol="minion", local="embedded;reply=json")), "round": 1, "conversation": []}
+    import json
+
+    remote = PromptFake(responder=lambda p: json.dumps({"decision": "request_additional_info", "message": "What number?",
+                                                        "answer": None, "explanation": ""}))
+    asked = make_minion_remote(FakeProvider(remote, PromptFake(responder=default_local)))(state, rt)
+    assert asked["conversation"][0]["content"] == "What number?" and "final" not in asked
+    local = PromptFake(responder=lambda p: "The secret number is 42." if "secret number is 42" in p else "?")
+    answered = make_minion_local(FakeProvider(remote, local))({**state, "conversation": asked["conversation"]}, rt)
+    assert answered["conversation"][0]["role"] == "local" and "42" in answered["conversation"][0]["content"]
+    read = make_read_all(FakeProvider(PromptFake(responder=lambda p: "42" if "secret number is 42" in p else "?"), local),
+                         "remote")(state, rt)
+    assert read["final"]["answer"] == "42" and read["usage"][0]["node"] == "read_all_remote"
+
+
+def test_a_node_without_a_store_says_what_to_do():
+    with pytest.raises(ValueError, match="compile the graph with one"):
+        filter_outputs({"job_results": [], "task": TASK, "settings": RunSettings().model_dump(mode="json")}, Runtime())
+    assert worker_json("x")  # the shared helpers import cleanly here too
