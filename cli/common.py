@@ -7,10 +7,12 @@ import logging
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from langgraph.runtime import RunControl
 from minionflow.contracts.errors import BadInput
 from minionflow.contracts.settings import PROTOCOLS, ModelSpec, ModelSpecError, RunSettings, default_settings, first_error
 from minionflow.graphs.persistence import Location, describe, is_postgres, resolve_location
@@ -90,6 +92,15 @@ DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", metavar="DIR", help="folder for the log and, by default, the SQLite checkpoints (default $MINIONFLOW_HOME or ~/.local/share/minionflow)")]
 QuietOption = Annotated[bool, typer.Option(
     "--quiet", metavar="", help="no progress on stderr (by default: bars on a terminal, a plain line per step otherwise)")]
+# Options several commands share, declared once (same flag, help and limits everywhere).
+RemoteOption = Annotated[str | None, typer.Option(envvar="MINIONFLOW_REMOTE", help="supervisor model spec (default: openai:gpt-4o if OPENAI_API_KEY is set, else embedded)", metavar="SPEC")]
+LocalOption = Annotated[str, typer.Option(envvar="MINIONFLOW_LOCAL", help="worker model spec", metavar="SPEC")]
+MaxRoundsOption = Annotated[int | None, typer.Option(min=1, max=50, help="rounds of MinionS (default 5; 1 with an embedded supervisor)", metavar="N")]
+ChunkTokensOption = Annotated[int | None, typer.Option(min=10, help="chunk size of the built-in plan, in tokens (default 1000)", metavar="N")]
+ConcurrencyOption = Annotated[int | None, typer.Option(min=1, max=256, help="local-model calls in flight (default 4)", metavar="N")]
+SandboxOption = Annotated[str, typer.Option(help="sandbox backend: auto (docker if an engine and the image are there, else bwrap), docker or bwrap", metavar="auto|docker|bwrap")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", metavar="", help="log each step on stderr (the log file always has it)")]
+ResultJsonOption = Annotated[bool, typer.Option("--json", help="print one JSON result and nothing else on stdout", metavar="")]
 CheckpointOption = Annotated[str | None, typer.Option(
     "--checkpoint", metavar="DIR|URL", envvar="MINIONFLOW_CHECKPOINT",
     help="where threads are kept: a folder (SQLite) or a postgresql:// URL (default: the data dir)")]
@@ -208,3 +219,17 @@ def _finish(result: RunResult, json_out: bool, resume: str) -> None:
         render_result(Console(), result, resume)
     codes = {"answered": EXIT_ANSWERED, "paused": EXIT_PAUSED, "awaiting_approval": EXIT_AWAITING}
     raise typer.Exit(codes.get(result.status, EXIT_FAILED))
+
+
+def drive(start: Callable[[Callable[[dict[str, Any]], None], RunControl], RunResult], where: Location, backend: Any,
+          json_out: bool, resume: str, quiet: bool) -> None:
+    """What ``run``, ``resume`` and ``fork`` do around a run, written once: the progress
+    lines, pausing on Ctrl-C or SIGTERM, a refusal as one error line, the review of code
+    that waits for approval, and the end-of-run message with its exit code.
+    ``start(on_event, control)`` runs the graph."""
+    with RunProgress(err, enabled=not quiet) as progress, pause_on_signals(err, resume, json_out) as control:
+        try:
+            result = start(progress.handle, control)
+        except BadInput as exc:
+            raise _fail(str(exc)) from None
+    _finish(review_loop(result, where, backend, json_out, resume, quiet), json_out, resume)

@@ -17,8 +17,14 @@ from rich.markup import escape
 
 from .common import (
     CheckpointOption,
+    ChunkTokensOption,
     DataDir,
+    LocalOption,
+    MaxRoundsOption,
     QuietOption,
+    RemoteOption,
+    SandboxOption,
+    VerboseOption,
     _fail,
     _setup_logging,
     app,
@@ -49,16 +55,16 @@ def compare(
     documents: Annotated[list[Path], typer.Argument(help="documents to read (.txt, .md, .pdf)", show_default=False, metavar="DOC")],
     question: Annotated[str, typer.Option("--question", "-q", help="the question to answer", metavar="TEXT")],
     protocols: Annotated[str, typer.Option(help="comma-separated: " + ", ".join(PROTOCOLS), metavar="LIST")] = ",".join(PROTOCOLS),
-    remote: Annotated[str | None, typer.Option(envvar="MINIONFLOW_REMOTE", help="supervisor model spec", metavar="SPEC")] = None,
-    local: Annotated[str, typer.Option(envvar="MINIONFLOW_LOCAL", help="worker model spec", metavar="SPEC")] = "embedded",
-    max_rounds: Annotated[int | None, typer.Option(min=1, max=50, metavar="N", help="rounds of MinionS (default 5; 1 with an embedded supervisor)")] = None,
-    chunk_tokens: Annotated[int | None, typer.Option(min=10, metavar="N", help="chunk size of the built-in plan, in tokens (default 1000)")] = None,
-    sandbox: Annotated[str, typer.Option(help="sandbox backend for minions: auto, docker or bwrap", metavar="auto|docker|bwrap")] = "auto",
+    remote: RemoteOption = None,
+    local: LocalOption = "embedded",
+    max_rounds: MaxRoundsOption = None,
+    chunk_tokens: ChunkTokensOption = None,
+    sandbox: SandboxOption = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="print the rows as JSON", metavar="")] = False,
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
     quiet: QuietOption = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", metavar="", help="log each step on stderr (the log file always has it)")] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Run QUESTION over DOCUMENTS with each protocol and print answer, tokens, cost
     and time side by side. Each run is a thread of its own."""

@@ -30,22 +30,22 @@ from rich.markup import escape
 from .common import (
     CheckpointOption,
     DataDir,
+    MaxRoundsOption,
     QuietOption,
+    ResultJsonOption,
+    VerboseOption,
     _fail,
-    _finish,
     _parse_spec,
     _settings_error,
     _setup_logging,
     app,
+    drive,
     err,
     location,
     ready,
     resume_command,
-    review_loop,
 )
-from .progress import RunProgress
 from .render import print_code, print_rows, usage_table
-from .signals import pause_on_signals
 
 
 @contextmanager
@@ -99,11 +99,11 @@ def resume(
     accept: Annotated[bool, typer.Option("--accept", help="accept the supervisor's code that waits for review", metavar="")] = False,
     reject: Annotated[str | None, typer.Option("--reject", help="reject it, with the reason the supervisor will read", metavar="REASON")] = None,
     edit: Annotated[Path | None, typer.Option("--edit", help="run this file's code instead", metavar="FILE")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print one JSON result", metavar="")] = False,
+    json_out: ResultJsonOption = False,
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
     quiet: QuietOption = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", metavar="", help="log each step on stderr (the log file always has it)")] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Continue an unfinished run with the settings it started with (answering a
     pending review of the supervisor's code with --accept, --reject or --edit)."""
@@ -128,13 +128,9 @@ def resume(
             approval = {"action": "edit", "code": edit.read_text(encoding="utf-8")}
         except OSError as exc:
             raise _fail(f"{edit}: {exc.strerror}") from None
-    with RunProgress(err, enabled=not quiet) as progress, pause_on_signals(err, again, json_out) as control:
-        try:
-            result = resume_minions(thread, checkpoint=where, sandbox=backend, on_event=progress.handle, control=control,
-                                    approval=approval)
-        except BadInput as exc:
-            raise _fail(str(exc)) from None
-    _finish(review_loop(result, where, backend, json_out, again, quiet), json_out, again)
+    drive(lambda on_event, control: resume_minions(thread, checkpoint=where, sandbox=backend, on_event=on_event,
+                                                   control=control, approval=approval),
+          where, backend, json_out, again, quiet)
 
 
 @app.command()
@@ -143,12 +139,12 @@ def fork(
     at: Annotated[str, typer.Option("--at", help="checkpoint id, or the start of one (minionflow history THREAD)", metavar="CHECKPOINT")],
     remote: Annotated[str | None, typer.Option(help="another supervisor model spec", metavar="SPEC")] = None,
     local: Annotated[str | None, typer.Option(help="another worker model spec", metavar="SPEC")] = None,
-    max_rounds: Annotated[int | None, typer.Option(min=1, max=50, metavar="N", help="rounds of MinionS (default 5; 1 with an embedded supervisor)")] = None,
-    json_out: Annotated[bool, typer.Option("--json", metavar="", help="print one JSON result")] = False,
+    max_rounds: MaxRoundsOption = None,
+    json_out: ResultJsonOption = False,
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
     quiet: QuietOption = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", metavar="", help="log each step on stderr (the log file always has it)")] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Start a new thread from a checkpoint with changed settings; the original stays as it is."""
     where = _existing(home, checkpoint)
@@ -172,13 +168,9 @@ def fork(
     backend = ready(settings)
     new_thread = str(uuid.uuid4())
     again = resume_command(new_thread, home, checkpoint)
-    with RunProgress(err, enabled=not quiet) as progress, pause_on_signals(err, again, json_out) as control:
-        try:
-            result = fork_minions(thread, at, changes, new_thread_id=new_thread, checkpoint=where, sandbox=backend,
-                                  on_event=progress.handle, control=control)
-        except BadInput as exc:
-            raise _fail(str(exc)) from None
-    _finish(review_loop(result, where, backend, json_out, again, quiet), json_out, again)
+    drive(lambda on_event, control: fork_minions(thread, at, changes, new_thread_id=new_thread, checkpoint=where,
+                                                 sandbox=backend, on_event=on_event, control=control),
+          where, backend, json_out, again, quiet)
 
 
 RUNS_COLUMNS = ["thread", "protocol", "status", "rounds", "jobs", "remote tokens", "local tokens", "cost (USD)", "age", "question"]

@@ -94,11 +94,21 @@ def all_usage(values: dict[str, Any], store: BaseStore) -> list[UsageRecord]:
     return records
 
 
-def check_layout(thread_id: str, values: dict[str, Any], doing: str) -> None:
-    """Refuse a MinionS thread written before the round became a subgraph."""
-    if "documents" in values and "code_errors" in values and values.get("state_version") != STATE_VERSION:
-        raise BadInput(f"thread {thread_id} was written by minionflow 0.1 (state layout 1); minionflow {__version__} "
-                       f"(layout {STATE_VERSION}) cannot {doing} it: start a new run")
+def check_layout(saver: Any, thread_id: str, settings: RunSettings, doing: str, checkpoint_id: str | None = None) -> None:
+    """Refuse a MinionS thread written before the round became a subgraph (its
+    checkpoint holds no ``state_version``), read from the raw checkpoint: the current
+    graph would not even see the old round's fields."""
+    if settings.protocol != "minions" and not settings.graph:
+        return  # the other protocols' state did not change
+    config: dict[str, Any] = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+    if checkpoint_id:
+        config["configurable"]["checkpoint_id"] = checkpoint_id
+    saved = saver.get_tuple(config)
+    values = saved.checkpoint["channel_values"] if saved else {}
+    if "settings" in values and values.get("state_version") != STATE_VERSION:
+        raise BadInput(f"thread {thread_id} was written by minionflow 0.1 (state layout 1, one flat graph); "
+                       f"minionflow {__version__} (layout {STATE_VERSION}, a subgraph per round) cannot {doing} it: "
+                       "start a new run")
 
 
 MAX_THREADS = 2048
@@ -156,7 +166,7 @@ def run_minions(
         existing = graph.get_state({"configurable": {"thread_id": thread_id}})
         run_input: dict[str, Any] | None = fresh
         if existing.values:
-            check_layout(thread_id, existing.values, "resume")
+            check_layout(saver, thread_id, settings, "resume")
             _check_resumable(thread_id, existing.values, existing.next, fresh)
             run_input = None
             log.info("resuming thread %s at %s", thread_id, ", ".join(existing.next))
@@ -180,8 +190,8 @@ def resume_minions(
     with open_persistence(checkpoint) as (saver, store):
         settings = _known_thread(saver, thread_id, checkpoint)
         graph = build_graph(settings, models, sandbox, saver, store)
+        check_layout(saver, thread_id, settings, "resume")
         existing = graph.get_state({"configurable": {"thread_id": thread_id}})
-        check_layout(thread_id, existing.values, "resume")
         if existing.values.get("final") and not existing.next:
             raise BadInput(f"thread {thread_id} already finished; nothing to resume")
         run_input: Command[Any] | None = None
@@ -218,7 +228,7 @@ def fork_minions(
             raise BadInput(f"no checkpoint {checkpoint_id!r} in thread {thread_id!r}")
         graph = build_graph(original, models, sandbox, saver, store)
         source = graph.get_state({"configurable": {"thread_id": thread_id, "checkpoint_id": checkpoint_id}})
-        check_layout(thread_id, source.values, "fork")
+        check_layout(saver, thread_id, original, "fork", checkpoint_id)
         if "round" not in graph.nodes or tuple(source.next) != ("round",):
             raise BadInput(
                 f"checkpoint {checkpoint_id} is not the start of a round; fork a MinionS thread from a checkpoint "

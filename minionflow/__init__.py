@@ -1,3 +1,3 @@
 """minionflow: local-remote LLM collaboration protocols as LangGraph graphs."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -5,8 +5,8 @@ MinionS, the steps of a round: ``make_decompose``, ``make_sandboxed_execute`` (w
 ``route_jobs``, the fan-out of one ``Send`` per job), ``make_parallel_minion_map``,
 ``filter_outputs``, ``make_aggregate``; before them,
 ``make_ingest`` for graphs served to LangGraph clients. Alternatives to compose with:
-``make_bm25_prefilter`` (a step before ``decompose``) and ``majority_vote_filter``
-(in place of ``filter_outputs``). Minion: ``make_minion_remote`` /
+``make_bm25_prefilter`` (a step before the first round), ``majority_vote_filter``
+(in place of ``filter_outputs``) and ``make_rerank`` (a step between filter and aggregate). Minion: ``make_minion_remote`` /
 ``route_after_remote`` and ``make_minion_local``. Baselines: ``make_read_all``.
 A node is a function of the graph state returning an update; ``make_*`` builds
 one around a ``ModelProvider`` (``DefaultModelProvider``, or your own).
@@ -23,6 +23,7 @@ from .minion_remote import make_minion_remote, route_after_remote
 from .models import DefaultModelProvider, ModelClient, ModelProvider
 from .parallel_minion_map import make_parallel_minion_map
 from .read_all import make_read_all
+from .rerank import make_rerank
 from .retrieve import make_bm25_prefilter
 from .sandboxed_execute import make_sandboxed_execute, route_jobs
 from .vote import majority_vote_filter
@@ -43,6 +44,7 @@ __all__ = [
     "make_minion_remote",
     "make_parallel_minion_map",
     "make_read_all",
+    "make_rerank",
     "make_sandboxed_execute",
     "route_jobs",
     "route_after_remote",

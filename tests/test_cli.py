@@ -120,7 +120,7 @@ def test_command_line_errors_take_the_same_one_line_path(home):
     alone = cli(home=home)
     assert alone.returncode == 0 and "Usage: minionflow" in alone.stdout
     version = cli("--version", home=home)
-    assert (version.returncode, version.stdout) == (0, "minionflow 0.1.0\n")
+    assert (version.returncode, version.stdout) == (0, "minionflow 0.2.0\n")
     assert "Usage: minionflow runs" in cli("runs", "-h", home=home).stdout
 
 

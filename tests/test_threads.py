@@ -9,6 +9,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -380,17 +381,18 @@ def test_fork_through_the_cli_with_the_embedded_supervisor(interrupted, tmp_path
     copy = home.copy(tmp_path / "copy")
     # ids as a user copies them from piped output, shortened to a unique prefix
     rows = [line.split("\t") for line in cli("history", thread[:5], home=copy).stdout.splitlines()[1:]]
-    at = next(row[0] for row in rows if row[4] == "aggregate")
+    at = next(row[0] for row in rows if row[4] == "round")  # the start of round 1
     short = next(at[:n] for n in range(4, len(at)) if sum(row[0].startswith(at[:n]) for row in rows) == 1)
     assert len(short) < len(at)
     out = cli("fork", thread[:5], "--at", short, "--max-rounds", "1", "--json", home=copy)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
     assert result["status"] == "answered" and result["thread_id"] != thread
-    assert sum(1 for c in result["calls"] if c["role"] == "local") == 12  # copied, not re-run
     with open_persistence(copy.location) as (saver, store):
-        statuses = {t.thread_id: t.status for t in list_threads(saver, store)}
-    assert statuses == {thread: "unfinished", result["thread_id"]: "answered"}
+        listed = {t.thread_id: t for t in list_threads(saver, store)}
+    assert {t: v.status for t, v in listed.items()} == {thread: "unfinished", result["thread_id"]: "answered"}
+    # round 1 ran again in the new thread: one local call per job of its round
+    assert sum(1 for c in result["calls"] if c["role"] == "local") == listed[result["thread_id"]].jobs > 0
 
 
 def test_approval_accept_edit_and_reject(where: Where):
@@ -457,3 +459,40 @@ def test_approve_through_the_cli(where: Where, tmp_path):
     assert result["status"] == "answered"
     # one code attempt for an embedded supervisor: the rejection used it, so the built-in plan ran
     assert any("built-in plan" in n for n in result["notes"])
+
+
+def test_a_thread_of_the_old_layout_is_refused_with_its_version(where: Where):
+    """A MinionS thread written by minionflow 0.1 (one flat graph, the round's fields at
+    the top of the state) is listed and shown, and resume and fork refuse it in one line."""
+    from langgraph.graph import END, START, StateGraph
+    from typing_extensions import TypedDict
+
+    class Flat(TypedDict, total=False):  # the 0.1 layout, as far as resume looks
+        settings: dict[str, Any]
+        task: str
+        documents: list[Any]
+        round: int
+        code_errors: list[str]
+        rounds: list[Any]
+
+    flat = StateGraph(Flat)
+    flat.add_node("decompose", lambda state: {})
+    flat.add_edge(START, "decompose")
+    flat.add_edge("decompose", END)
+    with open_persistence(where.location) as (saver, _store):
+        old = flat.compile(checkpointer=saver, interrupt_before=["decompose"])
+        old.invoke({"settings": RunSettings().model_dump(mode="json"), "task": "What is the secret number?",
+                    "documents": [], "round": 1, "code_errors": [], "rounds": []}, {"configurable": {"thread_id": "t-old"}})
+    resumed = cli("resume", "t-old", home=where)
+    assert resumed.returncode == 2 and resumed.stdout == ""
+    assert resumed.stderr.strip().splitlines() == [
+        "error: thread t-old was written by minionflow 0.1 (state layout 1, one flat graph); minionflow 0.2.0 "
+        "(layout 2, a subgraph per round) cannot resume it: start a new run"]
+    with open_persistence(where.location) as (saver, _store):
+        (at,) = [c.config["configurable"]["checkpoint_id"] for c in saver.list({"configurable": {"thread_id": "t-old"}})
+                 if c.metadata.get("source") == "loop"]
+    forked = cli("fork", "t-old", "--at", at, home=where)
+    assert forked.returncode == 2 and "cannot fork it: start a new run" in forked.stderr
+    listed = cli("runs", "--json", home=where)
+    assert listed.returncode == 0 and [t["thread_id"] for t in json.loads(listed.stdout)] == ["t-old"]
+    assert cli("show", "t-old", home=where).returncode == 0
