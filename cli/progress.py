@@ -59,12 +59,15 @@ class RunProgress:
             self._line(f"round {round_}: minions {done}/{total} done{failed}; "
                        f"tokens remote {self.tokens['remote']:,}, local {self.tokens['local']:,}")
 
+    def _show_tokens(self) -> None:
+        if self.status is not None:
+            self.progress.update(self.status, detail=f"tokens: remote {self.tokens['remote']:,}, local {self.tokens['local']:,}")
+
     def handle(self, event: dict[str, Any]) -> None:
         kind, round_ = event.get("type"), event.get("round")
         if kind == "usage":
             self.tokens[event["role"]] += event["tokens"]
-            if self.status is not None:
-                self.progress.update(self.status, detail=f"tokens: remote {self.tokens['remote']:,}, local {self.tokens['local']:,}")
+            self._show_tokens()
         elif kind == "decompose":
             self._say(f"round {round_}: supervisor writes code (attempt {event['attempt']})")
         elif kind == "execute":
@@ -78,6 +81,8 @@ class RunProgress:
                                                count=f"0/{event['total']}", detail="")
             self._map_line(round_, force=True)
         elif kind == "job" and self.jobs is not None:
+            self.tokens["local"] += event.get("tokens", 0)
+            self._show_tokens()
             self.failed += event["status"] != "ok"
             self.map_state = (self.map_state[0] + 1, self.map_state[1])
             self._map_line(round_, force=self.map_state[0] == self.map_state[1])

@@ -295,6 +295,8 @@ def test_progress_events_carry_every_token(run_fake):
     run = run_fake()
     for role in ("remote", "local"):
         streamed = sum(e["tokens"] for e in run.events if e["type"] == "usage" and e["role"] == role)
+        if role == "local":  # a job's event carries its local tokens
+            streamed += sum(e["tokens"] for e in run.events if e["type"] == "job")
         counted = sum(u["prompt_tokens"] + u["completion_tokens"] for u in run.usage if u["role"] == role)
         assert streamed == counted > 0
     assert [e["type"] for e in run.events].count("job") == 12

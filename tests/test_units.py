@@ -321,14 +321,14 @@ def test_progress_off_a_terminal_is_plain_lines_and_quiet_is_silent(monkeypatch)
     clock = iter([0.0, 1.0, 2.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0])
     monkeypatch.setattr("minionflow.cli.progress.time.monotonic", lambda: next(clock))
     events = [{"type": "decompose", "round": 1, "attempt": 1}, {"type": "jobs", "round": 1, "total": 3},
-              {"type": "usage", "role": "local", "tokens": 700},
-              {"type": "job", "round": 1, "status": "ok"}, {"type": "job", "round": 1, "status": "error"},
-              {"type": "job", "round": 1, "status": "ok"}, {"type": "aggregate", "round": 1, "decision": "provide_final_answer"}]
+              {"type": "usage", "role": "remote", "tokens": 90},
+              {"type": "job", "round": 1, "status": "ok", "tokens": 300}, {"type": "job", "round": 1, "status": "error", "tokens": 400},
+              {"type": "job", "round": 1, "status": "ok", "tokens": 50}, {"type": "aggregate", "round": 1, "decision": "provide_final_answer"}]
     for enabled, expected in ((True, [
         "progress: round 1: supervisor writes code (attempt 1)",
         "progress: round 1: minions 0/3 done; tokens remote 0, local 0",
-        "progress: round 1: minions 2/3 done, 1 failed; tokens remote 0, local 700",  # 5 s after the last line
-        "progress: round 1: minions 3/3 done, 1 failed; tokens remote 0, local 700",  # the last job, always
+        "progress: round 1: minions 2/3 done, 1 failed; tokens remote 90, local 700",  # 5 s after the last line
+        "progress: round 1: minions 3/3 done, 1 failed; tokens remote 90, local 750",  # the last job, always
         "progress: round 1: supervisor decided: provide_final_answer",
     ]), (False, [])):
         out = io.StringIO()
