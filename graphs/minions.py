@@ -17,8 +17,11 @@ state (code, jobs, results, kept outputs) ends with it.
 
 Steps of your own go anywhere in a round with ``after``: ``{"filter": [("rerank",
 rerank_node)]}`` runs ``rerank`` between filter and aggregate, ``{"sandboxed_execute":
-[("check", check_node)]}`` runs ``check`` before the jobs fan out. An inserted node
-takes ``RoundState`` and returns an update of it, as the built-in steps do.
+[("check", check_node)]}`` runs ``check`` on a round's jobs before they fan out (only
+once the code has made them: a failed attempt goes straight back to decompose). An
+inserted node takes ``(state, runtime)`` with ``RoundState`` and returns an update of
+it, as the built-in steps do; fields a round has not reached yet are absent (a step
+behind parallel_minion_map in a round without jobs finds no ``job_results``).
 """
 
 from __future__ import annotations
@@ -50,14 +53,16 @@ ROUND_STEPS = ("decompose", "sandboxed_execute", "parallel_minion_map", "filter"
 INSERT_AFTER = ROUND_STEPS[:-1]
 
 
-def _chain(builder: StateGraph[Any], start: str, steps: Steps) -> str:
-    """Add ``steps`` in a line behind ``start``; the name of the last one."""
+def _chain(builder: StateGraph[Any], start: str, steps: Steps, *, link: bool = True) -> str:
+    """Add ``steps`` in a line behind ``start`` (``link=False``: the caller routes from
+    ``start`` to the first of them); the name of the last one."""
     last = start
-    for name, node in steps:
+    for i, (name, node) in enumerate(steps):
         if name in builder.nodes or name in ROUND_STEPS:
             raise BadInput(f"a round already has a step named {name!r}")
         builder.add_node(name, node)
-        builder.add_edge(last, name)
+        if link or i > 0:
+            builder.add_edge(last, name)
         last = name
     return last
 
@@ -81,14 +86,20 @@ def round_builder(models: ModelProvider | None = None, sandbox: SandboxBackend |
     builder.add_node("aggregate", make_aggregate(models), retry_policy=TRANSIENT_RETRY)
     builder.add_edge(START, "decompose")
     builder.add_edge(_chain(builder, "decompose", after.get("decompose", ())), "sandboxed_execute")
-    # the fan-out: a conditional edge from the last step before the jobs (route_jobs)
-    before_map = _chain(builder, "sandboxed_execute", after.get("sandboxed_execute", ()))
+    # Failed code goes straight back to decompose; steps inserted behind sandboxed_execute
+    # run only on a round that has its jobs, and the fan-out (route_jobs) follows the last.
+    execute_steps = after.get("sandboxed_execute", ())
+    before_map = _chain(builder, "sandboxed_execute", execute_steps, link=False)
     after_map = _chain(builder, "parallel_minion_map", after.get("parallel_minion_map", ()))
     first_after_map = after["parallel_minion_map"][0][0] if after.get("parallel_minion_map") else "filter"
-    builder.add_conditional_edges(
-        before_map, lambda state: _redirect(route_jobs(state), first_after_map),
-        ["decompose", "parallel_minion_map", first_after_map],
-    )
+    fan_out = ["decompose", "parallel_minion_map", first_after_map]
+    if execute_steps:
+        first_check = execute_steps[0][0]
+        builder.add_conditional_edges(
+            "sandboxed_execute", lambda state: "decompose" if state.get("jobs_ref") is None else first_check,
+            ["decompose", first_check],
+        )
+    builder.add_conditional_edges(before_map, lambda state: _redirect(route_jobs(state), first_after_map), fan_out)
     builder.add_edge(after_map, "filter")
     builder.add_edge(_chain(builder, "filter", after.get("filter", ())), "aggregate")
     builder.add_edge("aggregate", END)

@@ -69,7 +69,8 @@ def live_state(graph: Any, config: RunnableConfig) -> tuple[StateSnapshot, dict[
     values = dict(snapshot.values)
     for task in snapshot.tasks:
         inner = task.state
-        if isinstance(inner, StateSnapshot) and inner.values:
+        # the round that has not finished (a finished one's output is in the run's values)
+        if task.name == "round" and task.result is None and isinstance(inner, StateSnapshot) and inner.values:
             values["usage"] = [*(values.get("usage") or []), *(inner.values.get("usage") or [])]
             values["notes"] = [*(values.get("notes") or []), *(inner.values.get("notes") or [])]
             values["round_state"] = dict(inner.values)
@@ -105,7 +106,8 @@ def check_layout(saver: Any, thread_id: str, settings: RunSettings, doing: str, 
         config["configurable"]["checkpoint_id"] = checkpoint_id
     saved = saver.get_tuple(config)
     values = saved.checkpoint["channel_values"] if saved else {}
-    if "settings" in values and values.get("state_version") != STATE_VERSION:
+    # a 0.1 MinionS state had the round's fields at the top (code_errors from the start)
+    if "code_errors" in values and values.get("state_version") != STATE_VERSION:
         raise BadInput(f"thread {thread_id} was written by minionflow 0.1 (state layout 1, one flat graph); "
                        f"minionflow {__version__} (layout {STATE_VERSION}, a subgraph per round) cannot {doing} it: "
                        "start a new run")
@@ -130,13 +132,14 @@ SPARE_STEPS = 25
 
 
 def run_config(thread_id: str, settings: RunSettings) -> RunnableConfig:
-    """The recursion limit counts steps of one graph: the run's (one per round) and a
-    round's (two per code attempt, then the jobs, filter and aggregate), whatever
-    steps a graph adds."""
+    """The recursion limit counts the steps of one graph, a round's subgraph apart from
+    the run's: MinionS takes one run step per round, a round two per code attempt then
+    the jobs, filter and aggregate; Minion takes two steps per turn. ``SPARE_STEPS``
+    leaves room for steps a graph adds."""
     return {
         "configurable": {"thread_id": thread_id},
         "max_concurrency": thread_pool_size(settings),
-        "recursion_limit": max(settings.max_rounds, 2 * settings.max_code_attempts + 3) + SPARE_STEPS,
+        "recursion_limit": max(2 * settings.max_rounds, 2 * settings.max_code_attempts + 3) + SPARE_STEPS,
     }
 
 

@@ -8,8 +8,9 @@ MinionS, the steps of a round: ``make_decompose``, ``make_sandboxed_execute`` (w
 ``make_bm25_prefilter`` (a step before the first round), ``majority_vote_filter``
 (in place of ``filter_outputs``) and ``make_rerank`` (a step between filter and aggregate). Minion: ``make_minion_remote`` /
 ``route_after_remote`` and ``make_minion_local``. Baselines: ``make_read_all``.
-A node is a function of the graph state returning an update; ``make_*`` builds
-one around a ``ModelProvider`` (``DefaultModelProvider``, or your own).
+A node is a function ``(state, runtime)`` returning an update (``runtime.store``
+holds the texts); ``make_*`` builds one around a ``ModelProvider``
+(``DefaultModelProvider``, or your own).
 """
 
 from minionflow.contracts.errors import TRANSIENT_RETRY

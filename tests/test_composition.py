@@ -182,9 +182,11 @@ def test_steps_go_anywhere_in_a_round_and_every_round_runs_them(bwrap):
         seen.append(("count", len(state["job_results"])))
         return {}
 
-    def remote(prompt: str) -> str:
+    failing = "```python\ndef prepare_jobs(context, prev_job_manifests, prev_job_outputs):\n    raise ValueError('no')\n```"
+
+    def remote(prompt: str) -> str:  # each round's first code fails; the second attempt works
         if "Write prepare_jobs now" in prompt:
-            return GOOD_CODE
+            return GOOD_CODE if "failed (attempt" in prompt else failing
         return final_json("42", "request_additional_info" if "Round 1 of" in prompt else "provide_final_answer",
                           feedback="check again")
 
@@ -197,7 +199,9 @@ def test_steps_go_anywhere_in_a_round_and_every_round_runs_them(bwrap):
     list(graph.stream(initial_state(store, [long_doc(12)], QUESTION, settings), config, durability="sync"))
     values = graph.get_state(config).values
     assert values["final"]["answer"] == "42" and len(values["rounds"]) == 2
+    # the failed attempts went straight back to decompose: check ran only on made jobs
     assert seen == [("check", 12), ("count", 12), ("check", 12), ("count", 12)]
+    assert [len(r["code_errors"]) for r in values["rounds"]] == [1, 1]
     assert values["notes"] == ["checked 12 jobs", "checked 12 jobs"]
     with pytest.raises(BadInput, match="cannot insert a step after aggregate"):
         minions_builder(after={"aggregate": [("late", check)]})

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import GOOD_CODE, default_local, final_json, secret_doc, worker_json
+from conftest import GOOD_CODE, default_local, final_json, secret_doc
 from fakes import FakeProvider, PromptFake
 from langgraph.runtime import Runtime
 from langgraph.store.memory import InMemoryStore
@@ -82,9 +82,12 @@ def test_decompose_extracts_the_code_or_records_why_not():
     (call,) = update["usage"]
     assert (call["role"], call["node"], call["round"]) == ("remote", "decompose", 1)
     remote = PromptFake(responder=lambda p: "I would rather not.")
-    update = make_decompose(FakeProvider(remote, PromptFake(responder=default_local)))({**state, "code_errors": ["x"]}, rt)
-    assert update["code"] is None and update["code_errors"] == ["x", NO_CODE_ERROR]
-    assert "round 1 of at most" in remote.prompts[0] and "attempt 1 of" in remote.prompts[0]  # it saw the last error
+    failed = {**state, "code_errors": ["NameError: name 'chunks' is not defined"]}
+    update = make_decompose(FakeProvider(remote, PromptFake(responder=default_local)))(failed, rt)
+    assert update["code"] is None and update["code_errors"] == [failed["code_errors"][0], NO_CODE_ERROR]
+    (prompt,) = remote.prompts
+    assert "round 1 of at most" in prompt and "failed (attempt 1 of" in prompt
+    assert "NameError: name 'chunks' is not defined" in prompt  # it saw the last error
 
 
 def test_decompose_in_round_two_sees_the_records_and_the_jobs_tried_again():
@@ -127,13 +130,39 @@ def test_failed_code_goes_back_to_decompose_then_the_built_in_plan():
     execute = make_sandboxed_execute(SplittingSandbox())
     state = {**round_input(rt, max_code_attempts=2), "code": "raise ValueError", "code_errors": []}
     first = execute(state, rt)
-    assert first["code_errors"] == [first["code_errors"][0]] and "ValueError" in first["code_errors"][0]
+    assert len(first["code_errors"]) == 1 and "ValueError: bad" in first["code_errors"][0]
     assert "jobs_ref" not in first and route_jobs({**state, **first}) == "decompose"
     second = execute({**state, **first}, rt)
-    assert second["plan_source"] == "fallback" and second["job_count"] >= 1
+    assert second["plan_source"] == "fallback" and second["job_count"] == 1  # the 4 paragraphs fit one chunk
     assert any("used the built-in plan" in n for n in second["notes"])
     assert route_jobs({**state, **second})[0].node == "parallel_minion_map"
     assert route_jobs({**state, "jobs_ref": "x", "job_count": 0}) == "filter"  # no job: straight to the filter
+
+
+def test_the_last_rounds_failed_jobs_are_run_again_until_their_attempts_run_out():
+    rt = runtime()
+    state = round_input(rt, max_job_attempts=2)
+    chunk_ref = put_json(rt.store, "c")
+
+    def job(job_id: str, attempt: int) -> JobRecord:
+        return JobRecord(job_id=job_id, round=1, attempt=attempt, chunk_ref=chunk_ref, chunk_chars=1, chunk_id=0,
+                         task_id=0, task="Find the crane count", advice="")
+
+    def outcome(job_id: str, status: str) -> JobResult:
+        return JobResult(job_id=job_id, round=1, attempt=1, task_id=0, chunk_id=0, task="t", status=status,  # type: ignore[typeddict-item]
+                         answer=None, explanation="", citation=None, error=None, usage=[])
+
+    jobs = [job("r1-j0000", 1), job("r1-j0001", 1), job("r1-j0002", 2)]  # the last has had its 2 attempts
+    record = {"round": 1, "plan_source": "supervisor", "code": "x", "code_errors": [], "jobs": 3, "failed": 2,
+              "abstained": 0, "kept": 0, "kept_ref": None, "decision": {},
+              "jobs_ref": put_json(rt.store, JobBatch(settings_ref=state["settings_ref"], jobs=jobs)),
+              "results_ref": put_json(rt.store, [outcome("r1-j0000", "failed"), outcome("r1-j0001", "ok"),
+                                                 outcome("r1-j0002", "failed")])}
+    update = make_sandboxed_execute(SplittingSandbox())({**state, "rounds": [record], "code": GOOD_CODE, "code_errors": []}, rt)
+    batch = get_json(rt.store, update["jobs_ref"])["jobs"]
+    retried = [j for j in batch if "retry" in j["job_id"]]
+    assert [(j["job_id"], j["round"], j["attempt"]) for j in retried] == [("r2-retry-r1-j0000", 2, 2)]
+    assert update["job_count"] == 4 + 1  # the round's own 4 jobs and the one tried again
 
 
 # --- parallel_minion_map ---------------------------------------------------------------------
@@ -263,4 +292,3 @@ def test_minion_turns_and_read_all_answer_from_the_documents():
 def test_a_node_without_a_store_says_what_to_do():
     with pytest.raises(ValueError, match="compile the graph with one"):
         filter_outputs({"job_results": [], "task": TASK, "settings": RunSettings().model_dump(mode="json")}, Runtime())
-    assert worker_json("x")  # the shared helpers import cleanly here too

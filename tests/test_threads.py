@@ -483,11 +483,17 @@ def test_a_thread_of_the_old_layout_is_refused_with_its_version(where: Where):
         old = flat.compile(checkpointer=saver, interrupt_before=["decompose"])
         old.invoke({"settings": RunSettings().model_dump(mode="json"), "task": "What is the secret number?",
                     "documents": [], "round": 1, "code_errors": [], "rounds": []}, {"configurable": {"thread_id": "t-old"}})
+    from minionflow import __version__
+
     resumed = cli("resume", "t-old", home=where)
     assert resumed.returncode == 2 and resumed.stdout == ""
     assert resumed.stderr.strip().splitlines() == [
-        "error: thread t-old was written by minionflow 0.1 (state layout 1, one flat graph); minionflow 0.2.0 "
+        f"error: thread t-old was written by minionflow 0.1 (state layout 1, one flat graph); minionflow {__version__} "
         "(layout 2, a subgraph per round) cannot resume it: start a new run"]
+    with pytest.raises(BadInput, match="cannot resume it"):  # `run --thread t-old` takes the same path
+        run_minions([secret_doc()], "What is the secret number?", RunSettings(), thread_id="t-old",
+                    checkpoint=where.location, sandbox=BwrapBackend(),
+                    models=FakeProvider(PromptFake(responder=default_remote), PromptFake(responder=default_local)))
     with open_persistence(where.location) as (saver, _store):
         (at,) = [c.config["configurable"]["checkpoint_id"] for c in saver.list({"configurable": {"thread_id": "t-old"}})
                  if c.metadata.get("source") == "loop"]
