@@ -97,8 +97,8 @@ def all_usage(values: dict[str, Any], store: BaseStore) -> list[UsageRecord]:
 
 def check_layout(saver: Any, thread_id: str, settings: RunSettings, doing: str, checkpoint_id: str | None = None) -> None:
     """Refuse a MinionS thread written before the round became a subgraph (its
-    checkpoint holds no ``state_version``), read from the raw checkpoint: the current
-    graph would not even see the old round's fields."""
+    checkpoint has the round's fields at the top and no ``state_version``), read from
+    the raw checkpoint: the current graph would not even see the old round's fields."""
     if settings.protocol != "minions" and not settings.graph:
         return  # the other protocols' state did not change
     config: dict[str, Any] = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
