@@ -99,17 +99,11 @@ def round_builder(models: ModelProvider | None = None, sandbox: SandboxBackend |
             "sandboxed_execute", lambda state: "decompose" if state.get("jobs_ref") is None else first_check,
             ["decompose", first_check],
         )
-    builder.add_conditional_edges(before_map, lambda state: _redirect(route_jobs(state), first_after_map), fan_out)
+    builder.add_conditional_edges(before_map, lambda state: route_jobs(state, first_after_map), fan_out)
     builder.add_edge(after_map, "filter")
     builder.add_edge(_chain(builder, "filter", after.get("filter", ())), "aggregate")
     builder.add_edge("aggregate", END)
     return builder
-
-
-def _redirect(route: Any, empty_target: str) -> Any:
-    """``route_jobs`` sends a round with no jobs to filter; with steps inserted behind
-    the jobs, it goes to the first of them."""
-    return empty_target if route == "filter" else route
 
 
 def after_round(state: MinionsState) -> str:

@@ -80,10 +80,15 @@ def document_texts(store: BaseStore, documents: list[DocumentRef]) -> list[str]:
     return get_texts(store, [d["sha256"] for d in documents])
 
 
+def tokens_of(records: list[Any], role: str) -> int:
+    """Prompt and completion tokens of one role's calls among ``records``."""
+    return sum(r["prompt_tokens"] + r["completion_tokens"] for r in records if r["role"] == role)
+
+
 def emit_usage(records: list[Any]) -> None:
     """A progress event with the tokens of the calls just made (for "tokens so far")."""
     for role in ("remote", "local"):
-        tokens = sum(r["prompt_tokens"] + r["completion_tokens"] for r in records if r["role"] == role)
+        tokens = tokens_of(records, role)
         if tokens:
             emit({"type": "usage", "role": role, "tokens": tokens})
 

@@ -96,14 +96,15 @@ def _review(code: str, round_: int, attempt: int) -> tuple[str, str | None]:
     return code, None
 
 
-def route_jobs(state: RoundState) -> list[Send] | str:
+def route_jobs(state: RoundState, no_jobs: str = "filter") -> list[Send] | str:
     """After the code ran: back to ``decompose`` when it failed and attempts are left,
-    else one ``Send`` per job of the round's ``JobBatch`` (to ``filter`` if there are none)."""
+    else one ``Send`` per job of the round's ``JobBatch`` (to ``no_jobs`` if there are
+    none: the filter, or the first step a graph inserts behind the jobs)."""
     jobs_ref = state.get("jobs_ref")
     if jobs_ref is None:
         return "decompose"
     count = state.get("job_count") or 0
-    return [Send("parallel_minion_map", JobInput(jobs_ref=jobs_ref, index=i)) for i in range(count)] or "filter"
+    return [Send("parallel_minion_map", JobInput(jobs_ref=jobs_ref, index=i)) for i in range(count)] or no_jobs
 
 
 def make_sandboxed_execute(sandbox: SandboxBackend | None = None) -> Callable[[RoundState, Runtime[Any]], dict[str, Any]]:
