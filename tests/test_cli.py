@@ -181,6 +181,20 @@ def test_end_to_end_human_output_and_openai_compatible_url(good_doc, home):
 
 
 @pytest.mark.embedded
+def test_waiting_for_review_in_a_pipe_at_80_columns(good_doc, home):
+    """--approve with no terminal stops with exit 3 and says so on stdout: waiting for
+    review, the three answers with the thread id, no failure and no savings claim."""
+    result = cli("run", str(good_doc), "-q", "Why was the pier closed?", "--approve", "--thread", "t-pipe",
+                 home=home, env={"COLUMNS": "80"})
+    assert result.returncode == 3, result.stderr[-2000:]
+    out = " ".join(result.stdout.split())  # Rich folds prose at 80 columns
+    assert "Waiting for review of the supervisor's code (round 1, attempt 1)" in out
+    for answer in ("--accept", "--reject REASON", "--edit FILE"):
+        assert f"minionflow resume t-pipe {answer}" in result.stdout
+    assert "failed" not in out and "Against sending" not in out and "rounds finished: 0" in out
+
+
+@pytest.mark.embedded
 def test_killed_cli_leaves_no_model_server_behind(good_doc, home):
     """A SIGKILL of minionflow ends the embedded server too (its watchdog sees the parent die)."""
     import signal
