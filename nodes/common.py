@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -14,7 +15,10 @@ from minionflow.contracts.state import DocumentRef, JobBatch, JobRecord, JobResu
 
 from .store import get_json, get_texts
 
-_settings_by_ref: dict[str, RunSettings] = {}
+# Parsed settings and job batches, per store object (a run opens its own), then by
+# content hash: a run reads its own store once per batch, and two runs of the same
+# inputs in one process never read each other's copy.
+_settings_by_ref: weakref.WeakKeyDictionary[BaseStore, dict[str, RunSettings]] = weakref.WeakKeyDictionary()
 
 
 def store_of(runtime: Runtime[Any]) -> BaseStore:
@@ -31,12 +35,14 @@ def settings_of(state: Mapping[str, Any]) -> RunSettings:
 
 
 def settings_from_ref(store: BaseStore, ref: str) -> RunSettings:
-    """Settings by content hash, for Send tasks; immutable, so parsed once per process."""
-    settings = _settings_by_ref.get(ref)
+    """Settings by content hash, for Send tasks; immutable, so parsed once per store."""
+    with _batches_lock:
+        known = _settings_by_ref.setdefault(store, {})
+    settings = known.get(ref)
     if settings is None:
-        if len(_settings_by_ref) > 256:
-            _settings_by_ref.clear()
-        settings = _settings_by_ref[ref] = RunSettings.model_validate(get_json(store, ref))
+        if len(known) > 256:
+            known.clear()
+        settings = known[ref] = RunSettings.model_validate(get_json(store, ref))
     return settings
 
 
@@ -45,22 +51,22 @@ class LoadedBatch(NamedTuple):
     chunks: dict[str, str]
 
 
-_batches_by_ref: dict[str, LoadedBatch] = {}
+_batches_by_ref: weakref.WeakKeyDictionary[BaseStore, dict[str, LoadedBatch]] = weakref.WeakKeyDictionary()
 _batches_lock = threading.Lock()
 
 
 def batch_from_ref(store: BaseStore, ref: str) -> LoadedBatch:
-    """A round's job batch and all its chunk texts, read once per process in two
-    store round trips (rather than one read per job). Content addressing makes
-    the cache always valid."""
+    """A round's job batch and all its chunk texts, read once per store in two round
+    trips (rather than one read per job). Content addressing keeps the cache valid."""
     with _batches_lock:
-        loaded = _batches_by_ref.get(ref)
+        known = _batches_by_ref.setdefault(store, {})
+        loaded = known.get(ref)
         if loaded is None:
-            if len(_batches_by_ref) > 4:
-                _batches_by_ref.clear()
+            if len(known) > 4:
+                known.clear()
             batch: JobBatch = get_json(store, ref)
             refs = sorted({job["chunk_ref"] for job in batch["jobs"]})
-            loaded = _batches_by_ref[ref] = LoadedBatch(batch, dict(zip(refs, get_texts(store, refs), strict=True)))
+            loaded = known[ref] = LoadedBatch(batch, dict(zip(refs, get_texts(store, refs), strict=True)))
         return loaded
 
 

@@ -1,4 +1,4 @@
-"""Invariant 4 (the document is stored once; checkpoints hold references) and the
+"""The document is stored once and checkpoints hold references to it, and the
 durability: a SIGKILL during the minion map, between rounds or during the
 sandbox execution loses no finished job or model call (on SQLite and PostgreSQL)."""
 
@@ -16,7 +16,11 @@ from typing import Any
 
 import pytest
 from conftest import GOOD_CODE, Where, final_json
-from minionflow.graphs.persistence import sqlite_persistence
+from langgraph.store.base import BaseStore, GetOp
+from langgraph.store.memory import InMemoryStore
+from minionflow.graphs.persistence import open_persistence, sqlite_persistence
+from minionflow.nodes.common import batch_from_ref
+from minionflow.nodes.store import get_json
 from minionflow.nodes.documents import LoadedDocument
 
 HERE = Path(__file__).parent
@@ -139,3 +143,49 @@ def test_sigkill_between_rounds_and_during_execute(where: Where, tmp_path: Path,
     expected = reference_ran.copy()
     expected[hang] += 1  # cut short by the kill, so run again; nothing finished was redone
     assert ran == expected
+
+
+class CountingStore(BaseStore):
+    """A store that counts the keys read through it, in front of a real one."""
+
+    def __init__(self, inner: BaseStore) -> None:
+        self.inner = inner
+        self.read: Counter[str] = Counter()
+
+    def batch(self, ops: Any) -> list[Any]:
+        ops = list(ops)
+        self.read.update(op.key for op in ops if isinstance(op, GetOp))
+        return self.inner.batch(ops)
+
+    async def abatch(self, ops: Any) -> list[Any]:
+        return self.batch(ops)
+
+
+def unread(store: CountingStore, keys: set[str]) -> set[str]:
+    return {k for k in keys if store.read[k] == 0}
+
+
+def test_each_run_reads_its_job_batch_from_its_own_store(where: Where, run_fake):
+    """Two runs of the same document, code and settings (so the same job batch, by
+    content) on one database: the second reads the batch and every chunk from the
+    store it was given, SQLite or PostgreSQL, not from the first run's copy."""
+    with open_persistence(where.location) as (_saver, store):
+        first = run_fake(store=CountingStore(store))
+        again = CountingStore(store)
+        second = run_fake(store=again)
+        jobs_ref = second.values["rounds"][0]["jobs_ref"]
+        chunks = {job["chunk_ref"] for job in get_json(store, jobs_ref)["jobs"]}
+    assert jobs_ref == first.values["rounds"][0]["jobs_ref"] and len(chunks) >= 3
+    assert unread(again, {jobs_ref, *chunks}) == set()
+
+
+def test_the_read_count_catches_a_store_that_was_not_read(run_fake):
+    """Negative control: a batch already loaded for a store is not read from it again,
+    and the count says so."""
+    store = CountingStore(InMemoryStore())
+    run = run_fake(store=store)
+    jobs_ref = run.values["rounds"][0]["jobs_ref"]
+    chunks = {job["chunk_ref"] for job in get_json(store, jobs_ref)["jobs"]}
+    store.read.clear()
+    batch_from_ref(store, jobs_ref)
+    assert unread(store, {jobs_ref, *chunks}) == {jobs_ref, *chunks}
