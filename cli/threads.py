@@ -234,7 +234,8 @@ def _render_view(console: Console, view: ThreadView) -> None:
         console.print(f"  document {doc['title']}: {doc['chars']:,} characters, {doc['pages']} page(s)", highlight=False)
     for r in view.rounds:
         console.rule(f"round {r.round}")
-        console.print(f"plan: {r.plan_source}; code attempts that failed: {len(r.code_errors)}", highlight=False)
+        ran = f"code ran in the {r.sandbox} sandbox" if r.sandbox else "no code ran in a sandbox"
+        console.print(f"plan: {r.plan_source}; {ran}; code attempts that failed: {len(r.code_errors)}", highlight=False)
         for e in r.code_errors:
             console.print(f"[red]  {escape(e.splitlines()[0])}[/]", highlight=False)
         if r.code:

@@ -88,6 +88,7 @@ class RoundRecord(TypedDict):
     ungrounded: NotRequired[int]  # outputs the grounding check held back (threads from before it: absent)
     kept: int
     filter_stats: NotRequired[dict[str, int]]  # the filter's counts (nodes.filter)
+    sandbox: NotRequired[str | None]  # the backend that ran the supervisor's code (None: no code ran)
     jobs_ref: str | None
     results_ref: str | None
     kept_ref: str | None
@@ -176,6 +177,7 @@ class RoundState(RoundInput, total=False):
     code: str | None
     code_errors: list[str]
     plan_source: Literal["supervisor", "fallback"]
+    sandbox: str  # the backend that ran the supervisor's code this round
     jobs_ref: str | None
     job_count: int
     job_results: Annotated[list[ResultRef], merge_results]

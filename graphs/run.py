@@ -50,6 +50,7 @@ class RunResult(BaseModel):
     explanation: str = ""
     citations: list[str] = Field(default_factory=list)
     rounds: int = 0
+    sandbox: str | None = None  # the backend that last ran the supervisor's code (None: none ran)
     forced: bool = False  # the last round forced the supervisor to answer
     fallback: bool = False  # the answer is not the supervisor's (extractive, or none could be given)
     notes: list[str] = Field(default_factory=list)
@@ -345,6 +346,7 @@ def _result(thread_id: str, values: dict[str, Any], store: BaseStore, error: str
     common: dict[str, Any] = {
         "thread_id": thread_id, "notes": list(values.get("notes") or []), "usage": usage,
         "calls": records, "elapsed_s": round(elapsed, 3), "rounds": rounds_done(values),
+        "sandbox": next((r["sandbox"] for r in reversed(values.get("rounds") or []) if r.get("sandbox")), None),
     }
     if final and error is None:
         return RunResult(

@@ -41,6 +41,7 @@ class ThreadSummary(BaseModel):
 class RoundView(BaseModel):
     round: int
     plan_source: str
+    sandbox: str | None = None  # the backend that ran the supervisor's code (None: no code ran)
     code: str | None
     code_errors: list[str]
     jobs: list[dict[str, Any]]
@@ -192,7 +193,7 @@ def show_thread(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id: st
     for r in values.get("rounds") or []:
         rounds.append(
             RoundView(
-                round=r["round"], plan_source=r["plan_source"], code=r["code"], code_errors=r["code_errors"],
+                round=r["round"], plan_source=r["plan_source"], sandbox=r.get("sandbox"), code=r["code"], code_errors=r["code_errors"],
                 jobs=get_json(store, r["jobs_ref"])["jobs"] if r["jobs_ref"] else [],
                 results=get_json(store, r["results_ref"]) if r["results_ref"] else [],
                 kept=get_json(store, r["kept_ref"]) if r["kept_ref"] else [],

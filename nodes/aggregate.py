@@ -144,7 +144,7 @@ def make_aggregate(models: ModelProvider) -> Callable[[RoundState, Runtime[Any]]
             round=round_, plan_source=state.get("plan_source", "fallback"), code=state.get("code"),
             code_errors=list(state.get("code_errors") or []), jobs=stats.get("jobs", 0),
             failed=stats.get("failed", 0), abstained=stats.get("abstained", 0), ungrounded=stats.get("ungrounded", 0),
-            kept=len(kept), filter_stats=dict(stats),
+            kept=len(kept), filter_stats=dict(stats), sandbox=state.get("sandbox"),
             jobs_ref=state.get("jobs_ref"), results_ref=state.get("results_ref"),
             kept_ref=put_json(store, kept), decision=decision,
         )

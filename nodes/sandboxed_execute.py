@@ -150,7 +150,8 @@ def make_sandboxed_execute(sandbox: SandboxBackend | None = None) -> Callable[[R
                 ),
                 settings.sandbox_limits,
             )
-            emit({"type": "execute", "round": round_, "status": result.status.value,
+            update["sandbox"] = result.backend
+            emit({"type": "execute", "round": round_, "status": result.status.value, "backend": result.backend,
                   "jobs": len(result.jobs), "seconds": round(result.duration_s, 3)})
             if result.ok and result.jobs:
                 specs = result.jobs

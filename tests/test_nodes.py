@@ -65,7 +65,8 @@ class SplittingSandbox:
     def execute(self, request: ExecutionRequest, limits: SandboxLimits) -> ExecutionResult:
         self.requests.append(request)
         if "raise" in request.code:
-            return ExecutionResult(status=SandboxStatus.ERROR, error="ValueError: bad", traceback="Traceback ...")
+            return ExecutionResult(status=SandboxStatus.ERROR, error="ValueError: bad", traceback="Traceback ...",
+                                   backend=self.name)
         jobs = [JobSpec(chunk=c, task="Find the secret number", chunk_id=i, task_id=0)
                 for doc in request.context for i, c in enumerate(doc.split("\n\n"))]
         return ExecutionResult(status=SandboxStatus.OK, jobs=jobs, backend=self.name)
@@ -116,7 +117,7 @@ def test_sandboxed_execute_makes_the_job_batch_and_route_jobs_fans_it_out():
     sandbox = SplittingSandbox()
     state = {**round_input(rt), "code": GOOD_CODE, "code_errors": []}
     update = make_sandboxed_execute(sandbox)(state, rt)
-    assert update["plan_source"] == "supervisor" and update["job_count"] == 4
+    assert update["plan_source"] == "supervisor" and update["job_count"] == 4 and update["sandbox"] == "splitting"
     batch = get_json(rt.store, update["jobs_ref"])
     assert batch["settings_ref"] == state["settings_ref"] and [j["job_id"] for j in batch["jobs"]][:2] == ["r1-j0000", "r1-j0001"]
     assert sandbox.requests[0].context[0].startswith("Paragraph 0") and sandbox.requests[0].prev_job_manifests == []

@@ -20,8 +20,8 @@ from langgraph.store.base import BaseStore, GetOp
 from langgraph.store.memory import InMemoryStore
 from minionflow.graphs.persistence import open_persistence, sqlite_persistence
 from minionflow.nodes.common import batch_from_ref
-from minionflow.nodes.store import get_json
 from minionflow.nodes.documents import LoadedDocument
+from minionflow.nodes.store import get_json
 
 HERE = Path(__file__).parent
 

@@ -502,3 +502,17 @@ def test_a_thread_of_the_old_layout_is_refused_with_its_version(where: Where):
     listed = cli("runs", "--json", home=where)
     assert listed.returncode == 0 and [t["thread_id"] for t in json.loads(listed.stdout)] == ["t-old"]
     assert cli("show", "t-old", home=where).returncode == 0
+
+
+@pytest.mark.parametrize("backend", ["docker", "bwrap"])
+def test_a_full_run_records_the_sandbox_that_ran_the_code_and_show_names_it(backend: str, tmp_path: Path):
+    """The sandbox the settings name (no backend passed in) runs the supervisor's code:
+    the result, the thread's round record and `show` all say which one did."""
+    settings = RunSettings(sandbox=backend, chunk_tokens=40, max_chunk_chars=4000)
+    result = run_minions([secret_doc()], "What is the secret number?", settings, checkpoint=tmp_path,
+                         models=FakeProvider(PromptFake(responder=default_remote), PromptFake(responder=default_local)))
+    assert result.status == "answered" and result.answer == "42" and result.sandbox == backend
+    shown = cli("show", result.thread_id, home=tmp_path)
+    assert shown.returncode == 0 and f"plan: supervisor; code ran in the {backend} sandbox" in shown.stdout, shown.stdout
+    view = json.loads(cli("show", result.thread_id, "--json", home=tmp_path).stdout)
+    assert [r["sandbox"] for r in view["rounds"]] == [backend]
