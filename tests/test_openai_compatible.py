@@ -1,0 +1,119 @@
+"""The path the README recommends for real models: ``ChatOpenAI`` over HTTP with the
+``json_schema`` and ``function_calling`` structured-output methods (the default for
+``openai:``, ``openrouter:`` and ``ollama:``), against a real OpenAI-compatible server
+(tests/openai_server.py) that checks every request's shape as the OpenAI API does.
+
+A whole MinionS run goes supervisor code -> bwrap sandbox -> one job per paragraph
+answered by the local model -> aggregation, with no fake chat model in the process:
+the only stand-in is the server's responder, which derives replies from prompts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import openai
+import pytest
+from conftest import GOOD_CODE, cli_env, default_local, default_remote, secret_doc
+from langchain_core.messages import HumanMessage, SystemMessage
+from minionflow.contracts.schemas import JobOutput
+from minionflow.contracts.settings import ModelSpec
+from minionflow.graphs import RunSettings
+from minionflow.graphs.run import run_minions
+from minionflow.nodes.models import DefaultModelProvider
+from openai_server import OpenAIServer
+
+CLI = str(Path(sys.executable).parent / "minionflow")
+QUESTION = "What is the secret number?"
+
+
+@pytest.fixture
+def server():
+    with OpenAIServer({"gpt-4o": default_remote, "gpt-4o-mini": default_local}) as srv:
+        srv.url = srv.start()
+        yield srv
+
+
+def mode(body: dict) -> str:
+    if "tools" in body:
+        return "function_calling"
+    return (body.get("response_format") or {}).get("type", "text")
+
+
+@pytest.mark.parametrize(("remote_method", "local_method"),
+                         [("json_schema", "function_calling"), ("function_calling", "json_schema")])
+def test_a_minions_run_over_http_with_openai_structured_output(server, tmp_path, remote_method, local_method):
+    settings = RunSettings(remote=f"gpt-4o@{server.url};structured={remote_method}",
+                           local=f"gpt-4o-mini@{server.url};structured={local_method}",
+                           chunk_tokens=40, max_chunk_chars=4000, sandbox="bwrap")
+    result = run_minions([secret_doc()], QUESTION, settings, checkpoint=tmp_path)
+    assert result.status == "answered" and result.answer == "42", result.notes
+    assert result.sandbox == "bwrap" and result.rounds == 1 and not result.fallback
+    assert server.rejected == []
+    remote = [b for b in server.requests if b["model"] == "gpt-4o"]
+    local = [b for b in server.requests if b["model"] == "gpt-4o-mini"]
+    # the supervisor's code (plain text), then its verdict in the chosen method; one job per paragraph
+    assert [mode(b) for b in remote] == ["text", remote_method]
+    assert [mode(b) for b in local] == [local_method] * 12
+    for body in remote + local:
+        if mode(body) == "json_schema":
+            assert body["response_format"]["json_schema"]["strict"] is True
+        if mode(body) == "function_calling":
+            assert body["tool_choice"]["function"]["name"] in ("JobOutput", "AggregateDecision")
+    # the usage the server reported is what the run counted
+    words = [len("\n".join(m["content"] for m in b["messages"]).split()) for b in local]
+    assert result.usage.local.calls == 12 and result.usage.local.prompt_tokens == sum(words)
+    assert result.usage.remote.calls == 2
+
+
+def test_the_cli_runs_the_same_path_and_auto_settles_on_json_schema(server, tmp_path):
+    """``structured=auto`` (a URL spec's default) tries json_schema first; this server
+    takes it, so no request falls back to json_object."""
+    doc = tmp_path / "ledger.txt"
+    doc.write_text(secret_doc().text)
+    done = subprocess.run([CLI, "run", str(doc), "-q", QUESTION, "--remote", f"gpt-4o@{server.url}",
+                           "--local", f"gpt-4o-mini@{server.url}", "--chunk-tokens", "40", "--sandbox", "bwrap",
+                           "--json", "--quiet"], capture_output=True, text=True, env=cli_env(tmp_path / "home"),
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    assert out["answer"] == "42" and out["sandbox"] == "bwrap" and out["usage"]["local"]["calls"] == 12
+    assert {mode(b) for b in server.requests[1:]} == {"json_schema"} and server.rejected == []
+
+
+# -- negative controls: the server refuses what the OpenAI API refuses ----------------------
+
+def test_a_json_object_request_with_a_schema_key_is_refused(server):
+    """llama.cpp's json_object-with-schema (the embedded model's method) is not the
+    OpenAI API's shape: the server refuses it, and the client records the failure."""
+    spec = ModelSpec.parse(f"gpt-4o-mini@{server.url};structured=json_object_schema")
+    client = DefaultModelProvider().client(spec, "local", 64)
+    reply = client.structured(JobOutput, [SystemMessage("Answer in JSON."), HumanMessage('"""x"""')])
+    assert reply.parsed is None and "response_format.schema" in (reply.error or "")
+    assert server.rejected == ["Unrecognized request argument supplied: response_format.schema"]
+
+
+@pytest.mark.parametrize(("request_args", "message"), [
+    ({"response_format": {"type": "json_object"}, "messages": [{"role": "user", "content": "hi"}]},
+     "must contain the word 'json'"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "object"}}}},
+     "json_schema.name"),
+    ({"response_format": {"type": "json_schema", "json_schema": {
+        "name": "Out", "strict": True, "schema": {"type": "object", "properties": {"a": {"type": "string"}}}}}},
+     "'additionalProperties' is required"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+      "tool_choice": {"type": "function", "function": {"name": "g"}}}, "not among 'tools'"),
+    ({"tool_choice": "auto"}, "only allowed when 'tools' are specified"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "Out", "schema": {"type": "object"}}},
+      "frobnicate": 1}, "Unrecognized request argument supplied: frobnicate"),
+])
+def test_requests_of_the_wrong_shape_are_refused(server, request_args, message):
+    client = openai.OpenAI(base_url=server.url, api_key="test", max_retries=0)
+    args = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Reply in json: " + GOOD_CODE[:20]}],
+            **request_args}
+    extra = {k: args.pop(k) for k in list(args) if k == "frobnicate"}
+    with pytest.raises(openai.BadRequestError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        client.chat.completions.create(**args, extra_body=extra or None)
+    assert len(server.rejected) == 1
