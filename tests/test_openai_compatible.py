@@ -117,3 +117,23 @@ def test_requests_of_the_wrong_shape_are_refused(server, request_args, message):
     with pytest.raises(openai.BadRequestError, match=message.replace("(", r"\(").replace(")", r"\)")):
         client.chat.completions.create(**args, extra_body=extra or None)
     assert len(server.rejected) == 1
+
+
+@pytest.mark.embedded
+def test_supervisor_code_runs_and_the_real_embedded_model_answers_its_jobs(server, tmp_path):
+    """Supervisor code -> sandbox -> jobs on the real model: the server's supervisor
+    writes working code (the 135M model's own code fails, so no other real-model test
+    gets past the built-in plan), and the embedded SmolLM2 answers every job it makes."""
+    settings = RunSettings(remote=f"gpt-4o@{server.url};structured=json_schema", local="embedded",
+                           chunk_tokens=40, max_chunk_chars=4000, sandbox="bwrap", max_rounds=1)
+    result = run_minions([secret_doc()], QUESTION, settings, checkpoint=tmp_path)
+    assert result.status == "answered", result.error
+    assert result.sandbox == "bwrap" and not any("built-in plan" in n for n in result.notes), result.notes
+    local = [c for c in result.calls if c["role"] == "local"]
+    assert len(local) == 12 and {c["model"] for c in local} == {"embedded:SmolLM2-135M-Instruct"}
+    assert all(c["prompt_tokens"] > 0 and c["completion_tokens"] > 0 for c in local)
+    # a 135M model may ramble to the token limit; nothing else may go wrong with a call
+    assert all(c["ok"] or "cut off at the token limit" in c["error"] for c in local), [c["error"] for c in local]
+    assert result.usage.local.calls == 12 and all(c["node"] == "parallel_minion_map" for c in local)
+    aggregate = server.requests[-1]
+    assert mode(aggregate) == "json_schema" and "Find the secret number" in aggregate["messages"][-1]["content"]
