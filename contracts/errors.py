@@ -15,9 +15,14 @@ class BadInput(ValueError):
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, httpx.TransportError, ConnectionError,
 )
+# A server or gateway that says it is unavailable (the client already retried twice). A
+# plain 500 is not here: llama.cpp servers answer 500 to a request they will never take.
+UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
 
 
-def is_transient(exc: Exception) -> bool:
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in UNAVAILABLE_STATUSES
     return isinstance(exc, TRANSIENT_ERRORS)
 
 

@@ -24,7 +24,7 @@ import httpx
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
-from minionflow.contracts.errors import TRANSIENT_ERRORS
+from minionflow.contracts.errors import is_transient
 from minionflow.contracts.settings import OPENAI_BASE_URL, ModelSpec, StructuredMethod
 from pydantic import BaseModel, ValidationError
 
@@ -94,8 +94,10 @@ def json_schema(schema: type[BaseModel]) -> dict[str, Any]:
 
 
 def _is_format_rejection(exc: Exception) -> bool:
-    """The server refused the response_format (llama-cpp-python answers 500 to json_schema)."""
-    return isinstance(exc, (openai.BadRequestError, openai.InternalServerError, openai.UnprocessableEntityError))
+    """The server refused the response_format (llama-cpp-python answers 500 to json_schema);
+    a server that says it is unavailable (502-504) refused nothing: it is retried as it is."""
+    return (isinstance(exc, (openai.BadRequestError, openai.InternalServerError, openai.UnprocessableEntityError))
+            and not is_transient(exc))
 
 
 class ModelClient:
@@ -121,9 +123,9 @@ class ModelClient:
         started = time.monotonic()
         try:
             message = self.chat.invoke(messages)
-        except TRANSIENT_ERRORS:
-            raise
         except Exception as exc:  # noqa: BLE001 - recorded, the caller decides
+            if is_transient(exc):
+                raise
             return CallRecord(None, time.monotonic() - started, f"{type(exc).__name__}: {exc}", messages)
         assert isinstance(message, AIMessage)
         error = "the reply was cut off at the token limit" if _truncated(message) else None
@@ -165,7 +167,7 @@ class ModelClient:
                                           tokens=_failed_usage(exc)))
             if _is_format_rejection(exc) and self.method == "auto":
                 raise
-            if isinstance(exc, TRANSIENT_ERRORS):
+            if is_transient(exc):
                 raise
             reply.error = f"model call failed: {type(exc).__name__}: {exc}"
             return

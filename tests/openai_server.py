@@ -46,6 +46,15 @@ ROLES = {"system", "developer", "user", "assistant", "tool"}
 NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
+class ServerError(Exception):
+    """Raised by a responder to answer with an HTTP error instead (503: the server is
+    overloaded or going away, as a real one can be)."""
+
+    def __init__(self, status: int = 503, message: str = "The server is overloaded or not ready yet.") -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class BadRequest(Exception):
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
@@ -251,7 +260,10 @@ class OpenAIServer:
             return 404, {"error": {"message": f"The model `{body['model']}` does not exist.", "type": "invalid_request_error",
                                    "param": "model", "code": "model_not_found"}}
         prompt = "\n".join(_message_text(m) for m in body["messages"])
-        text = responder(prompt)
+        try:
+            text = responder(prompt)
+        except ServerError as exc:
+            return exc.status, {"error": {"message": str(exc), "type": "server_error", "param": None, "code": None}}
         message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
         finish = "stop"
         if mode["kind"] != "text":

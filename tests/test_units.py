@@ -350,3 +350,20 @@ def test_the_json_outputs_use_the_same_names_for_the_same_things():
     assert shared <= set(CompareRow.model_fields) and shared <= set(ThreadSummary.model_fields)
     call = set(CallView.model_fields) - {"transcript"}
     assert call <= set(UsageRecord.__annotations__)  # show --json's calls and run --json's calls
+
+
+@pytest.mark.parametrize(("status", "transient", "format_rejection"), [
+    (400, False, True), (422, False, True), (500, False, True),  # llama.cpp answers 500 to json_schema
+    (502, True, False), (503, True, False), (504, True, False),  # unavailable: retried, never a format switch
+    (401, False, False), (404, False, False),
+])
+def test_which_status_is_retried_and_which_switches_the_structured_method(status, transient, format_rejection):
+    import httpx
+    import openai
+    from minionflow.contracts.errors import is_transient
+    from minionflow.nodes.models import _is_format_rejection
+
+    response = httpx.Response(status, request=httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions"))
+    client = openai.OpenAI(api_key="x", base_url="http://127.0.0.1:1/v1")
+    exc = client._make_status_error_from_response(response)
+    assert is_transient(exc) is transient and _is_format_rejection(exc) is format_rejection
