@@ -1,7 +1,8 @@
 """`langgraph dev` serves the MinionS graph from langgraph.json, offline, over the
-same checkpoint store as the CLI: a run started through langgraph-sdk with the
-embedded model, its progress events and state read back through the SDK, the
-thread listed by `minionflow runs`, and a CLI thread opened in the server."""
+same checkpoint store as the CLI, SQLite or PostgreSQL: a run started through
+langgraph-sdk with the embedded model, its progress events and state read back
+through the SDK, the thread listed by `minionflow runs`, and a thread written by
+`run_minions` opened in the server."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -34,39 +36,50 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextmanager
+def serve(cwd: Path, home: Path, **extra: str) -> Iterator[str]:
+    """`langgraph dev` on a port of its own, until the block ends; its URL."""
+    # nothing leaves the machine: no analytics, no version check
+    env = cli_env(home, LANGGRAPH_CLI_NO_ANALYTICS="1", LANGGRAPH_NO_VERSION_CHECK="true", **extra)
+    for _attempt in range(3):  # a port found free can be taken before the server binds it: try another
+        port = _free_port()
+        log_path = cwd / f"server-{port}.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [str(BIN / "langgraph"), "dev", "--config", str(ROOT / "langgraph.json"), "--host", "127.0.0.1",
+                 "--port", str(port), "--no-browser", "--no-reload"],
+                cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while proc.poll() is None:
+                assert time.monotonic() < deadline, "langgraph dev did not start"
+                try:
+                    if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.5)
+            if proc.poll() is None:
+                yield url
+                return
+            assert "address already in use" in log_path.read_text().lower(), log_path.read_text()[-4000:]
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+    raise AssertionError("langgraph dev found no free port in 3 attempts")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     cwd = tmp_path_factory.mktemp("studio")
-    home = cwd / "home"
-    port = _free_port()
-    # nothing leaves the machine: no analytics, no version check
-    env = cli_env(home, LANGGRAPH_CLI_NO_ANALYTICS="1", LANGGRAPH_NO_VERSION_CHECK="true")
-    log = (cwd / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [str(BIN / "langgraph"), "dev", "--config", str(ROOT / "langgraph.json"), "--host", "127.0.0.1",
-         "--port", str(port), "--no-browser", "--no-reload"],
-        cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (cwd / "server.log").read_text()[-4000:]
-            assert time.monotonic() < deadline, "langgraph dev did not start"
-            try:
-                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        yield url, home
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+    with serve(cwd, cwd / "home") as url:
+        yield url, cwd / "home"
 
 
 def test_a_run_through_the_sdk_is_checkpointed_where_the_cli_reads(server):
@@ -115,7 +128,7 @@ def test_the_other_protocols_are_served_too(server):
     assert [u["node"] for u in values["usage"]] == ["read_all_remote"]
 
 
-def test_a_cli_thread_opens_in_the_server(server):
+def test_a_thread_written_by_run_minions_opens_in_the_server(server):
     from langgraph_sdk import get_sync_client
 
     url, home = server
@@ -131,3 +144,34 @@ def test_a_cli_thread_opens_in_the_server(server):
     history = client.threads.get_history(thread, limit=100)
     # the run's checkpoints: the input, the start of round 1, the end (a round's own are in its subgraph)
     assert [h["next"] for h in history] == [[], ["round"], ["__start__"]]
+
+
+def test_studio_on_postgresql(tmp_path):
+    """With ``$MINIONFLOW_CHECKPOINT`` a PostgreSQL URL, the server keeps its threads
+    there: a run through the SDK is listed by `minionflow runs --checkpoint URL`, and
+    a thread `run_minions` wrote to the database opens in the server."""
+    from conftest import create_database
+    from langgraph_sdk import get_sync_client
+
+    database = create_database()
+    home = tmp_path / "home"
+    written = str(uuid.uuid4())
+    result = run_minions([secret_doc()], "What is the secret number?", RunSettings(chunk_tokens=40, max_chunk_chars=4000),
+                         thread_id=written, checkpoint=database, sandbox=BwrapBackend(),
+                         models=FakeProvider(PromptFake(responder=default_remote), PromptFake(responder=default_local)))
+    assert result.status == "answered"
+    with serve(tmp_path, home, MINIONFLOW_CHECKPOINT=database) as url:
+        client = get_sync_client(url=url)
+        client.threads.create(thread_id=written, if_exists="do_nothing", graph_id="minions")
+        assert client.threads.get_state(written)["values"]["final"]["answer"] == "42"
+        thread = client.threads.create()["thread_id"]
+        request = {"question": "What is the secret number?",
+                   "texts": [{"title": "ledger.txt", "text": secret_doc(paragraphs=3, secret_at=1).text}]}
+        client.runs.wait(thread, "remote-only", input=request)
+        assert client.threads.get_state(thread)["values"]["final"]["answer"]
+    out = subprocess.run([str(BIN / "minionflow"), "runs", "--json", "--checkpoint", database], capture_output=True,
+                         text=True, env=cli_env(home), timeout=60)
+    assert out.returncode == 0, out.stderr
+    listed = {t["thread_id"]: t for t in json.loads(out.stdout)}
+    assert listed[thread]["protocol"] == "remote-only" and listed[thread]["status"] == "answered"
+    assert listed[written]["status"] == "answered" and listed[written]["jobs"] == 12
