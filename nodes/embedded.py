@@ -47,6 +47,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _port_was_taken(logfile: Path, offset: int) -> bool:
+    """Whether the server's start, logged from ``offset`` on, failed to bind its port."""
+    with open(logfile, "rb") as f:
+        f.seek(offset)
+        return b"address already in use" in f.read().lower()
+
+
 def _server_env() -> dict[str, str]:
     """The server needs no credentials: pass on the environment without them."""
     return {k: v for k, v in os.environ.items() if not any(m in k.upper() for m in _SECRET_MARKERS)}
@@ -78,29 +85,42 @@ class EmbeddedServer:
                 return self.base_url
             if not self.gguf.is_file():
                 raise EmbeddedModelError(f"GGUF file not found: {self.gguf}")
-            if self.port is None:
-                self.port = _free_port()
-            else:  # it died: come back on the same port, where the clients point
+            first = self.port is None
+            if not first:  # it died: come back on the same port, where the clients point
                 log.warning("the embedded model server (port %s) is not running; restarting it", self.port)
-            cmd = [
-                sys.executable, "-m", "minionflow.nodes.server_watchdog", str(os.getpid()), "--",
-                sys.executable, "-m", "llama_cpp.server",
-                "--model", str(self.gguf),
-                "--host", "127.0.0.1",
-                "--port", str(self.port),
-                "--n_ctx", str(self.n_ctx),
-                "--n_threads", str(self.n_threads),
-                "--verbose", "False",
-            ]
-            logfile = self._logfile()
-            log.info("starting embedded model server: %s (log: %s)", " ".join(cmd), logfile)
-            with open(logfile, "ab") as out:
-                self._proc = subprocess.Popen(
-                    cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    env=_server_env(), start_new_session=True,
-                )
-            self._wait_ready(timeout_s, logfile)
-            return self.base_url
+            for attempt in range(3 if first else 1):
+                if first:
+                    self.port = _free_port()
+                logfile = self._logfile()
+                offset = logfile.stat().st_size if logfile.exists() else 0
+                self._spawn(logfile)
+                try:
+                    self._wait_ready(timeout_s, logfile)
+                    return self.base_url
+                except EmbeddedModelError:
+                    # a port found free can be taken before the server binds it: take another
+                    if attempt == 2 or not first or not _port_was_taken(logfile, offset):
+                        raise
+                    log.warning("port %s was taken before the embedded server bound it; trying another", self.port)
+            raise AssertionError("unreachable")
+
+    def _spawn(self, logfile: Path) -> None:
+        cmd = [
+            sys.executable, "-m", "minionflow.nodes.server_watchdog", str(os.getpid()), "--",
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(self.gguf),
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--n_ctx", str(self.n_ctx),
+            "--n_threads", str(self.n_threads),
+            "--verbose", "False",
+        ]
+        log.info("starting embedded model server: %s (log: %s)", " ".join(cmd), logfile)
+        with open(logfile, "ab") as out:
+            self._proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=_server_env(), start_new_session=True,
+            )
 
     def _logfile(self) -> Path:
         directory = self.log_dir or Path(os.environ.get("MINIONFLOW_HOME", Path.home() / ".local/share/minionflow"))

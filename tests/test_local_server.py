@@ -75,27 +75,34 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(port: int, log: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf()), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "4096", "--verbose", "False"],
-        stdout=log.open("ab"), stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-2000:]
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.25)
-    raise AssertionError("the llama.cpp server did not start")
+def start_server(port: int | None, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A llama.cpp server on ``port`` (on a free one when None: another if that one is
+    taken before the server binds it) and its port."""
+    for _attempt in range(3):
+        chosen = port or _free_port()
+        offset = log.stat().st_size if log.exists() else 0
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf()), "--host", "127.0.0.1",
+             "--port", str(chosen), "--n_ctx", "4096", "--verbose", "False"],
+            stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{chosen}/v1/models", timeout=2).status_code == 200:
+                    return proc, chosen
+            except httpx.HTTPError:
+                time.sleep(0.25)
+        proc.kill()
+        proc.wait()
+        taken = "address already in use" in log.read_bytes()[offset:].decode(errors="replace").lower()
+        assert port is None and taken, log.read_text()[-2000:]
+    raise AssertionError("the llama.cpp server found no free port in 3 attempts")
 
 
 def test_an_endpoint_that_stays_down_stops_the_run_resumable(tmp_path: Path):
-    port = _free_port()
     log = tmp_path / "server.log"
-    server = start_server(port, log)
+    server, port = start_server(None, log)
     settings = RunSettings(**SETTINGS, local=ModelSpec.parse(f"SmolLM2@http://127.0.0.1:{port}/v1"))
     first_jobs: list[str] = []
 
@@ -111,7 +118,7 @@ def test_an_endpoint_that_stays_down_stops_the_run_resumable(tmp_path: Path):
         assert failed.error is not None and "stayed unreachable after 3 attempts" in failed.error
         assert "minionflow resume t-down" in failed.error
         assert 2 <= len(first_jobs) < 12
-        server = start_server(port, log)  # back
+        server, _ = start_server(port, log)  # back, where the clients point
         second_jobs: list[str] = []
         done = resume_minions("t-down", checkpoint=tmp_path, sandbox=BwrapBackend(), models=FakeSupervisor(),
                               on_event=lambda e: second_jobs.append(e["job_id"]) if e.get("type") == "job" else None)
@@ -124,3 +131,25 @@ def test_an_endpoint_that_stays_down_stops_the_run_resumable(tmp_path: Path):
     finally:
         server.kill()
         server.wait()
+
+
+def test_the_embedded_server_takes_another_port_when_its_port_was_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A port found free can be taken before the server binds it; the server then
+    starts on another, and the log says why."""
+    from minionflow.nodes import embedded
+    from minionflow.nodes.embedded import EmbeddedServer
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    first = [taken.getsockname()[1]]
+    real = embedded._free_port
+    monkeypatch.setattr(embedded, "_free_port", lambda: first.pop() if first else real())
+    server = EmbeddedServer(default_gguf(), n_ctx=2048, log_dir=tmp_path)
+    try:
+        url = server.start()
+        assert server.port != taken.getsockname()[1] and httpx.get(f"{url}/models", timeout=10).status_code == 200
+    finally:
+        server.stop()
+        taken.close()
+    assert "address already in use" in (tmp_path / "embedded-server.log").read_text().lower()
