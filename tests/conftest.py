@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,6 @@ from minionflow.nodes.store import get_json  # noqa: E402
 from minionflow.sandbox import BwrapBackend  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-IN_CI = os.environ.get("CI") == "true"
 
 def cli_env(home: Path | None = None, **extra: str) -> dict[str, str]:
     """The environment for a CLI subprocess: no OpenAI key (the embedded model is
@@ -96,6 +96,27 @@ class Run:
 
     def remote_prompts(self, marker: str = "") -> list[str]:
         return [p for p in self.remote.prompts if marker in p]
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen[Any]]]:
+    """``subprocess.Popen`` for a test: whatever is still running when the test ends
+    (an assertion failed before the test stopped it) is killed."""
+    started: list[subprocess.Popen[Any]] = []
+
+    def _spawn(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
+        proc = subprocess.Popen(*args, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield _spawn
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 @pytest.fixture(scope="session")

@@ -195,12 +195,12 @@ def test_waiting_for_review_in_a_pipe_at_80_columns(good_doc, home):
 
 
 @pytest.mark.embedded
-def test_killed_cli_leaves_no_model_server_behind(good_doc, home):
+def test_killed_cli_leaves_no_model_server_behind(good_doc, home, spawn):
     """A SIGKILL of minionflow ends the embedded server too (its watchdog sees the parent die)."""
     import signal
     import time
 
-    proc = subprocess.Popen([CLI, "run", str(good_doc), "-q", "Why was the pier closed?"], env=cli_env(home),
+    proc = spawn([CLI, "run", str(good_doc), "-q", "Why was the pier closed?"], env=cli_env(home),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = home / "embedded-server.log"
     deadline = time.monotonic() + 120

@@ -85,22 +85,19 @@ def test_a_failed_run_exits_1_and_resume_redoes_no_finished_job(models, doc, tmp
     assert models.requests("gpt-4o-mini") == 12 and result["usage"]["local"]["calls"] == 12  # none ran again
 
 
-def test_sigterm_pauses_and_a_second_signal_stops_at_once_naming_the_resume(models, doc, tmp_path):
+def test_sigterm_pauses_and_a_second_signal_stops_at_once_naming_the_resume(models, doc, tmp_path, spawn):
     home = tmp_path / "home"
     models.local_delay = 0.5  # 12 jobs one at a time: about 6 seconds of map
-    proc = subprocess.Popen([CLI, "run", str(doc), "-q", QUESTION, *models.specs(), "--chunk-tokens", "40",
+    proc = spawn([CLI, "run", str(doc), "-q", QUESTION, *models.specs(), "--chunk-tokens", "40",
                              "--concurrency", "1", "--thread", "t-sig", "--data-dir", str(home)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(home))
-    try:
-        deadline = time.monotonic() + 60
-        while models.requests("gpt-4o-mini") < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(home))
+    deadline = time.monotonic() + 60
+    while models.requests("gpt-4o-mini") < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
     assert "pausing after the current step" in err and "stopping now" in err
     assert f"Resume with: minionflow resume t-sig --data-dir {home}" in out

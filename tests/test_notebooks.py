@@ -13,7 +13,6 @@ import pytest
 from conftest import ROOT
 from nbclient import NotebookClient
 
-pytestmark = pytest.mark.embedded
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 EXECUTED = ROOT / "build" / "notebooks"
 
@@ -22,6 +21,7 @@ def test_there_are_three_notebooks():
     assert [p.stem for p in NOTEBOOKS] == ["01_quickstart", "02_custom_graph", "03_pause_inspect_resume"]
 
 
+@pytest.mark.embedded
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("MINIONFLOW_HOME", str(tmp_path))  # the kernel inherits it

@@ -103,10 +103,10 @@ def two_rounds_uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[
     return out, starts(calls)
 
 
-def test_sigkill_during_minion_map_loses_no_finished_job(where: Where, tmp_path: Path):
+def test_sigkill_during_minion_map_loses_no_finished_job(where: Where, tmp_path: Path, spawn):
     calls = tmp_path / "calls.log"
     cmd = worker(where, "thread-kill", calls)
-    kill_when(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE), calls,
+    kill_when(spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE), calls,
               lambda log: log.count("END ") >= 9)  # the decompose call and 8 jobs
     finished = json.loads(subprocess.run(worker(where, "thread-kill", calls, "--finished"),
                                          capture_output=True, text=True, check=True).stdout)
@@ -126,13 +126,14 @@ def test_sigkill_during_minion_map_loses_no_finished_job(where: Where, tmp_path:
 
 
 @pytest.mark.parametrize("hang", ["decompose:2", "execute:2"])
-def test_sigkill_between_rounds_and_during_execute(where: Where, tmp_path: Path, hang: str, two_rounds_uninterrupted):
+def test_sigkill_between_rounds_and_during_execute(where: Where, tmp_path: Path, hang: str, two_rounds_uninterrupted,
+                                                 spawn):
     """Killed after round 1's aggregation, while round 2's decompose call (or its code
     in the sandbox) is in flight: after the resume the answer and every count match
     the uninterrupted run, and only the call that was cut short ran twice."""
     reference, reference_ran = two_rounds_uninterrupted
     calls = tmp_path / "calls.log"
-    first = subprocess.Popen(worker(where, "t", calls, "--rounds", "2", "--hang", hang),
+    first = spawn(worker(where, "t", calls, "--rounds", "2", "--hang", hang),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     kill_when(first, calls, lambda log: f"START {hang}\n" in log)
     out = finish(worker(where, "t", calls, "--rounds", "2"))

@@ -296,7 +296,7 @@ def test_drain_pauses_at_the_step_boundary_then_resumes(where: Where):
 
 
 @pytest.mark.embedded
-def test_sigint_pauses_the_cli_and_resume_finishes(where: Where, tmp_path):
+def test_sigint_pauses_the_cli_and_resume_finishes(where: Where, tmp_path, spawn):
     import signal
     import time
 
@@ -304,7 +304,7 @@ def test_sigint_pauses_the_cli_and_resume_finishes(where: Where, tmp_path):
     from test_cli import PAGES
 
     doc = write_pdf(tmp_path / "review.pdf", PAGES)
-    proc = subprocess.Popen([CLI, "run", str(doc), "-q", "Why was the pier closed?", "--json", "--thread", "t-sigint",
+    proc = spawn([CLI, "run", str(doc), "-q", "Why was the pier closed?", "--json", "--thread", "t-sigint",
                              *where.cli_args()],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(where.home))
     log = where.home / "embedded-server.log"
