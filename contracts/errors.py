@@ -21,9 +21,9 @@ UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
 
 
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in UNAVAILABLE_STATUSES
-    return isinstance(exc, TRANSIENT_ERRORS)
+    if isinstance(exc, TRANSIENT_ERRORS):  # RateLimitError (429) is an APIStatusError too
+        return True
+    return isinstance(exc, openai.APIStatusError) and exc.status_code in UNAVAILABLE_STATUSES
 
 
 TRANSIENT_RETRY = RetryPolicy(max_attempts=3, initial_interval=1.0, retry_on=is_transient)

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+rm -rf build/notebooks  # only this run's notebooks are copied
 .venv/bin/python -m pytest tests/test_notebooks.py -k test_notebook_runs -q "$@"
 cp build/notebooks/*.ipynb notebooks/
 echo "notebooks/ now holds the outputs of this run; review with git diff, then commit"

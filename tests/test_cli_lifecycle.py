@@ -94,6 +94,7 @@ def test_sigterm_pauses_and_a_second_signal_stops_at_once_naming_the_resume(mode
     deadline = time.monotonic() + 60
     while models.requests("gpt-4o-mini") < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert models.requests("gpt-4o-mini") >= 3, "the map never started"
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
@@ -106,9 +107,10 @@ def test_sigterm_pauses_and_a_second_signal_stops_at_once_naming_the_resume(mode
     models.local_delay = 0.0
     resumed = cli("resume", "t-sig", "--json", "--quiet", home=home)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert json.loads(resumed.stdout)["answer"] == "42"
+    resumed_result = json.loads(resumed.stdout)
+    assert resumed_result["answer"] == "42" and resumed_result["usage"]["local"]["calls"] == 12
     # the jobs that finished before the stop did not run again; the one in flight did
-    assert models.requests("gpt-4o-mini") <= 12 + 1
+    assert 12 <= models.requests("gpt-4o-mini") <= 12 + 1
 
 
 @pytest.mark.parametrize("answer", ["accept", "edit"])
@@ -158,9 +160,10 @@ def test_the_server_answers_each_request_on_its_own_thread(models):
     started = time.monotonic()
     threads = [threading.Thread(target=client.chat.completions.create,
                                 kwargs={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]})
-               for _ in range(4)]
+               for _ in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert time.monotonic() - started < 1.5 and models.requests("gpt-4o-mini") == 4
+    # one at a time would take 3 s
+    assert time.monotonic() - started < 2.5 and models.requests("gpt-4o-mini") == 6

@@ -355,6 +355,7 @@ def test_the_json_outputs_use_the_same_names_for_the_same_things():
 @pytest.mark.parametrize(("status", "transient", "format_rejection"), [
     (400, False, True), (422, False, True), (500, False, True),  # llama.cpp answers 500 to json_schema
     (502, True, False), (503, True, False), (504, True, False),  # unavailable: retried, never a format switch
+    (429, True, False),  # rate-limited: retried
     (401, False, False), (404, False, False),
 ])
 def test_which_status_is_retried_and_which_switches_the_structured_method(status, transient, format_rejection):
