@@ -340,13 +340,21 @@ def rounds_done(values: dict[str, Any]) -> int:
     return len(values.get("rounds") or []) or (values.get("final") or {}).get("rounds") or max(values.get("round", 1) - 1, 0)
 
 
+def last_sandbox(values: dict[str, Any]) -> str | None:
+    """The backend that last ran the supervisor's code: the unfinished round's if its
+    code ran (a run that failed or paused after sandboxed_execute), else the last
+    finished round's; None if no code ran."""
+    current = (values.get("round_state") or {}).get("sandbox")
+    return current or next((r["sandbox"] for r in reversed(values.get("rounds") or []) if r.get("sandbox")), None)
+
+
 def _result(thread_id: str, values: dict[str, Any], store: BaseStore, error: str | None, elapsed: float) -> RunResult:
     final = values.get("final")
     records, usage = thread_usage(values, store)
     common: dict[str, Any] = {
         "thread_id": thread_id, "notes": list(values.get("notes") or []), "usage": usage,
         "calls": records, "elapsed_s": round(elapsed, 3), "rounds": rounds_done(values),
-        "sandbox": next((r["sandbox"] for r in reversed(values.get("rounds") or []) if r.get("sandbox")), None),
+        "sandbox": last_sandbox(values),
     }
     if final and error is None:
         return RunResult(

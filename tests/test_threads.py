@@ -33,16 +33,26 @@ def down(prompt: str) -> str:
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def interrupted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Where, str, PromptFake]:
-    """A run whose supervisor went away at aggregation: failed, resumable."""
+def interrupted_once(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Where, str, PromptFake]:
+    """A run whose supervisor went away at aggregation: failed, resumable. Made once
+    per checkpointer; each test gets its own copy (``interrupted``)."""
     home = make_where(request.param, tmp_path_factory.mktemp("home"))
     local = PromptFake(responder=default_local)
     result = run_minions([secret_doc()], "What is the secret number?", RunSettings(chunk_tokens=40, max_chunk_chars=4000),
                          thread_id="t-interrupted", checkpoint=home.location, sandbox=BwrapBackend(),
                          models=FakeProvider(PromptFake(responder=down), local))
     assert result.status == "failed" and "APIConnectionError" in (result.error or "")
+    assert result.sandbox == "bwrap"  # the unfinished round's code ran before the supervisor went away
     assert len(local.prompts) == 12
     return home, "t-interrupted", local
+
+
+@pytest.fixture
+def interrupted(interrupted_once: tuple[Where, str, PromptFake], tmp_path: Path) -> tuple[Where, str, PromptFake]:
+    """The interrupted thread in a store of this test's own (a folder copy, or a
+    database made from it as a template): no test sees what another wrote."""
+    home, thread, local = interrupted_once
+    return home.copy(tmp_path / "own"), thread, local
 
 
 def cli(*args: str, home: Where | Path) -> subprocess.CompletedProcess[str]:
@@ -72,9 +82,8 @@ def test_history_lists_checkpoints_newest_first(interrupted):
     assert out.returncode == 0 and checkpoints[0].checkpoint_id in out.stdout
 
 
-def test_resume_redoes_no_finished_job_and_answers(interrupted, tmp_path):
-    home, thread, first_local = interrupted
-    copy = home.copy(tmp_path / "copy")  # keep the module's interrupted thread for the other tests
+def test_resume_redoes_no_finished_job_and_answers(interrupted):
+    copy, thread, first_local = interrupted
     remote, local = PromptFake(responder=default_remote), PromptFake(responder=default_local)
     result = resume_minions(thread, checkpoint=copy.location, sandbox=BwrapBackend(), models=FakeProvider(remote, local))
     assert result.status == "answered" and result.answer == "42"
@@ -145,7 +154,7 @@ def test_ids_stay_whole_in_pipes_and_narrow_terminals_and_a_prefix_is_enough(int
     assert shown.returncode == 0 and shown.stdout.startswith(f"thread {thread} ")
 
 
-def test_an_ambiguous_prefix_is_refused_with_the_candidates(tmp_path):
+def test_an_ambiguous_prefix_is_refused_with_the_candidates():
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.graph import StateGraph
     from minionflow.graphs.threads import resolve_checkpoint, resolve_thread
@@ -181,13 +190,12 @@ def test_bad_thread_ids(interrupted):
         assert out.returncode == 2 and "no thread 'nope'" in out.stderr, out.stderr
 
 
-def test_a_request_ingest_refused_does_not_break_the_listing(interrupted, tmp_path):
+def test_a_request_ingest_refused_does_not_break_the_listing(interrupted):
     """A LangGraph client's run whose request was refused leaves a thread with its
     input only (no settings): runs lists the others, show says there is no run."""
     from minionflow.graphs import build_minions_graph
 
-    home, thread, _ = interrupted
-    copy = home.copy(tmp_path / "copy")
+    copy, thread, _ = interrupted
     with open_persistence(copy.location) as (saver, store):
         graph = build_minions_graph(checkpointer=saver, store=store, from_request=True)
         with pytest.raises(BadInput, match="the question is empty"):
@@ -256,11 +264,10 @@ def test_an_unreachable_postgres_url_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.embedded
-def test_resume_through_the_cli_with_the_embedded_supervisor(interrupted, tmp_path):
+def test_resume_through_the_cli_with_the_embedded_supervisor(interrupted):
     """The interrupted thread's settings name the embedded model: `minionflow resume`
     starts it and finishes the aggregation over real HTTP."""
-    home, thread, _ = interrupted
-    copy = home.copy(tmp_path / "copy")
+    copy, thread, _ = interrupted
     out = cli("resume", thread, "--json", home=copy)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
@@ -376,9 +383,8 @@ def test_fork_bad_input_through_the_cli(interrupted):
 
 
 @pytest.mark.embedded
-def test_fork_through_the_cli_with_the_embedded_supervisor(interrupted, tmp_path):
-    home, thread, _ = interrupted
-    copy = home.copy(tmp_path / "copy")
+def test_fork_through_the_cli_with_the_embedded_supervisor(interrupted):
+    copy, thread, _ = interrupted
     # ids as a user copies them from piped output, shortened to a unique prefix
     rows = [line.split("\t") for line in cli("history", thread[:5], home=copy).stdout.splitlines()[1:]]
     at = next(row[0] for row in rows if row[4] == "round")  # the start of round 1
