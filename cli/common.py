@@ -97,6 +97,9 @@ RemoteOption = Annotated[str | None, typer.Option(envvar="MINIONFLOW_REMOTE", he
 LocalOption = Annotated[str, typer.Option(envvar="MINIONFLOW_LOCAL", help="worker model spec", metavar="SPEC")]
 MaxRoundsOption = Annotated[int | None, typer.Option(min=1, max=50, help="rounds of MinionS (default 5; 1 with an embedded supervisor)", metavar="N")]
 ChunkTokensOption = Annotated[int | None, typer.Option(min=10, help="chunk size of the built-in plan, in tokens (default 1000)", metavar="N")]
+NoCacheOption = Annotated[bool, typer.Option(
+    "--no-cache", metavar="", help="ask every job anew, instead of answering one identical to a job answered before "
+    "(same model, prompt, chunk and task) from the job cache")]
 ConcurrencyOption = Annotated[int | None, typer.Option(min=1, max=256, help="local-model calls in flight (default 4)", metavar="N")]
 SandboxOption = Annotated[str, typer.Option(help="sandbox backend: auto (docker if an engine and the image are there, else bwrap), docker or bwrap", metavar="auto|docker|bwrap")]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", metavar="", help="log each step on stderr (the log file always has it)")]
@@ -129,7 +132,7 @@ def build_settings(remote: str | None, local: str | None, *, protocol: str = "mi
     return settings
 
 
-OPTION_OF_SETTING = {"local_concurrency": "--concurrency", "approve_code": "--approve"}
+OPTION_OF_SETTING = {"local_concurrency": "--concurrency", "approve_code": "--approve", "job_cache": "--no-cache"}
 
 
 def _settings_error(exc: ValidationError) -> str:

@@ -21,6 +21,7 @@ from .common import (
     DataDir,
     LocalOption,
     MaxRoundsOption,
+    NoCacheOption,
     QuietOption,
     RemoteOption,
     SandboxOption,
@@ -59,6 +60,7 @@ def compare(
     local: LocalOption = "embedded",
     max_rounds: MaxRoundsOption = None,
     chunk_tokens: ChunkTokensOption = None,
+    no_cache: NoCacheOption = False,
     sandbox: SandboxOption = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="print the rows as JSON", metavar="")] = False,
     home: DataDir = None,
@@ -77,7 +79,7 @@ def compare(
     if not question.strip():
         raise _fail("the question (-q) is empty")
     all_settings = [build_settings(remote, local, protocol=p, sandbox=sandbox, max_rounds=max_rounds,
-                                   chunk_tokens=chunk_tokens) for p in chosen]
+                                   chunk_tokens=chunk_tokens, job_cache=False if no_cache else None) for p in chosen]
     docs = load_documents(documents)
     results: list[CompareRow] = []
     for settings in all_settings:

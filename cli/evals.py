@@ -29,6 +29,7 @@ from .common import (
     DataDir,
     LocalOption,
     MaxRoundsOption,
+    NoCacheOption,
     QuietOption,
     RemoteOption,
     SandboxOption,
@@ -117,6 +118,7 @@ def eval_command(
     max_code_attempts: Annotated[int | None, typer.Option(min=1, max=10, help="tries for the supervisor's code per round", metavar="N")] = None,
     chunk_tokens: ChunkTokensOption = None,
     concurrency: ConcurrencyOption = None,
+    no_cache: NoCacheOption = False,
     sandbox: SandboxOption = "auto",
     sandbox_runtime: Annotated[str | None, typer.Option(help="OCI runtime for the docker sandbox, e.g. runsc", metavar="RUNTIME")] = None,
     judge: Annotated[str | None, typer.Option(help="model spec of an LLM judge; its verdict is recorded apart from the deterministic score", metavar="SPEC")] = None,
@@ -140,7 +142,8 @@ def eval_command(
         raise _fail(str(exc)) from None
     all_settings = {p: build_settings(remote, local, protocol=p, sandbox=sandbox, sandbox_runtime=sandbox_runtime,
                                       max_rounds=max_rounds, max_code_attempts=max_code_attempts,
-                                      chunk_tokens=chunk_tokens, local_concurrency=concurrency) for p in chosen}
+                                      chunk_tokens=chunk_tokens, local_concurrency=concurrency,
+                                      job_cache=False if no_cache else None) for p in chosen}
     judge_spec = _parse_spec(judge, "judge")
     out_dir = out or Path("eval-results") / suite.name
     try:

@@ -18,6 +18,7 @@ def usage_table(usage: UsageSummary) -> Table:
     for role in ("remote", "local"):
         t = getattr(usage, role)
         calls = f"{t.calls}" + (f" ({t.failed_calls} failed)" if t.failed_calls else "")
+        calls += f" + {t.cache_hits} cached" if t.cache_hits else ""
         table.add_row(role, calls, f"{t.prompt_tokens:,}", f"{t.completion_tokens:,}", f"{t.cached_tokens:,}", f"{t.cost_usd:.4f}")
     table.add_row("[bold]this run[/]", "", "", "", "", f"[bold]{usage.total_cost_usd:.4f}[/]")
     table.add_row(

@@ -17,6 +17,7 @@ from .common import (
     DataDir,
     LocalOption,
     MaxRoundsOption,
+    NoCacheOption,
     QuietOption,
     RemoteOption,
     ResultJsonOption,
@@ -45,6 +46,7 @@ def run(
     max_code_attempts: Annotated[int | None, typer.Option(min=1, max=10, help="tries for the supervisor's code per round (default 3; 1 with an embedded supervisor)", metavar="N")] = None,
     chunk_tokens: ChunkTokensOption = None,
     concurrency: ConcurrencyOption = None,
+    no_cache: NoCacheOption = False,
     sandbox: SandboxOption = "auto",
     approve: Annotated[bool, typer.Option("--approve", help="review the supervisor's code before each execution", metavar="")] = False,
     sandbox_runtime: Annotated[str | None, typer.Option(help="OCI runtime for the docker sandbox, e.g. runsc (gVisor)", metavar="RUNTIME")] = None,
@@ -67,7 +69,7 @@ def run(
         raise _fail("the question (-q) is empty")
     settings = build_settings(remote, local, protocol=protocol, graph=graph, sandbox=sandbox, sandbox_runtime=sandbox_runtime,
                               approve_code=approve, max_rounds=max_rounds, max_code_attempts=max_code_attempts,
-                              chunk_tokens=chunk_tokens, local_concurrency=concurrency)
+                              chunk_tokens=chunk_tokens, local_concurrency=concurrency, job_cache=False if no_cache else None)
     docs = load_documents(documents)
     backend = ready(settings)
     remote_spec = settings.remote

@@ -31,6 +31,7 @@ from .common import (
     CheckpointOption,
     DataDir,
     MaxRoundsOption,
+    NoCacheOption,
     QuietOption,
     ResultJsonOption,
     VerboseOption,
@@ -140,6 +141,7 @@ def fork(
     remote: Annotated[str | None, typer.Option(help="another supervisor model spec", metavar="SPEC")] = None,
     local: Annotated[str | None, typer.Option(help="another worker model spec", metavar="SPEC")] = None,
     max_rounds: MaxRoundsOption = None,
+    no_cache: NoCacheOption = False,
     json_out: ResultJsonOption = False,
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
@@ -156,6 +158,8 @@ def fork(
             changes[role] = spec.model_dump()
     if max_rounds is not None:
         changes["max_rounds"] = max_rounds
+    if no_cache:
+        changes["job_cache"] = False
     thread, resolved_at = _resolved(where, thread, at)
     assert resolved_at is not None
     at = resolved_at
@@ -242,8 +246,12 @@ def _render_view(console: Console, view: ThreadView) -> None:
             print_code(console, r.code)
         failed = [x for x in r.results if x["status"] != "ok"]
         ungrounded = r.ungrounded
-        console.print(f"jobs: {len(r.jobs)}, failed: {len(failed)}, ungrounded: {len(ungrounded)}, kept: {len(r.kept)}",
-                      highlight=False)
+        split = [x for x in r.results if (x.get("parts") or 1) > 1]
+        cached = [x for x in r.results if x["usage"] and all(u.get("cache_hit") for u in x["usage"])]
+        extra = f", read in parts to fit the context: {len(split)}" if split else ""
+        extra += f", answered from the job cache: {len(cached)}" if cached else ""
+        console.print(f"jobs: {len(r.jobs)}, failed: {len(failed)}, ungrounded: {len(ungrounded)}, kept: {len(r.kept)}"
+                      f"{extra}", highlight=False)
         for k in r.kept:
             console.print(escape(f"  [{k['job_id']}] {k['answer']}  (\"{k['citation'] or ''}\")"), highlight=False)
         if ungrounded:

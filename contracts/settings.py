@@ -71,6 +71,9 @@ class ModelSpec(BaseModel):
     gguf_path: str | None = None
     structured: StructuredMethod = "auto"
     context_window: int = Field(8192, gt=512)
+    # whether context_window is the model's own: the embedded server is started with it,
+    # and ";ctx=N" states it; else the server may say (nodes.context_guard), or it is unknown
+    context_known: bool = False
     # how the model replies when it works as a minion: a JSON JobOutput (structured
     # output), or plain text read leniently (nodes.replies). Tiny models lose answers
     # under grammar-constrained JSON; the embedded default is the format that measured
@@ -92,7 +95,7 @@ class ModelSpec(BaseModel):
         options: dict[str, str] = {}
         for opt in opts:
             key, sep, value = opt.partition("=")
-            if not sep or key.strip() not in {"key", "structured", "reply"}:
+            if not sep or key.strip() not in {"key", "structured", "reply", "ctx"}:
                 raise ModelSpecError(f"unknown option {opt!r} in model spec {spec!r}; {SPEC_HINT}")
             options[key.strip()] = value.strip()
         structured = options.get("structured", "auto")
@@ -102,6 +105,10 @@ class ModelSpec(BaseModel):
         if reply not in (None, "json", "text"):
             raise ModelSpecError(f"unknown reply format {reply!r} in {spec!r}; use json or text")
         spec_obj = cls._parse_head(spec, head, options, structured)
+        if "ctx" in options:
+            if not options["ctx"].isdigit() or int(options["ctx"]) <= 512:
+                raise ModelSpecError(f"ctx must be a number of tokens above 512 in {spec!r}, got {options['ctx']!r}")
+            spec_obj = spec_obj.model_copy(update={"context_window": int(options["ctx"]), "context_known": True})
         return spec_obj if reply is None else spec_obj.model_copy(update={"reply": reply})
 
     @classmethod
@@ -111,7 +118,8 @@ class ModelSpec(BaseModel):
             if path and not path.endswith(".gguf"):
                 raise ModelSpecError(f"embedded model path must be a .gguf file, got {path!r}")
             name = os.path.basename(path)[: -len(".gguf")] if path else "SmolLM2-135M-Instruct"
-            return cls(kind="embedded", model=name, gguf_path=path, structured="json_object_schema", reply=EMBEDDED_REPLY)
+            return cls(kind="embedded", model=name, gguf_path=path, structured="json_object_schema", reply=EMBEDDED_REPLY,
+                       context_known=True)
         prefix, sep, rest = head.partition(":")
         if prefix == "dmr" and sep:
             return cls._from_compose(rest, options.get("key"), structured)
@@ -232,6 +240,8 @@ class RunSettings(BaseModel):
     max_jobs_per_round: int = Field(200, ge=1, le=100_000)
     max_chunk_chars: int = Field(12_000, ge=200, description="longer job chunks are split before they reach a local model")
     local_concurrency: int = Field(4, ge=1, le=256)
+    job_cache: bool = Field(True, description="answer a job identical to one answered before (same model, prompt, chunk, "
+                            "task) from the store's job cache, with no new local tokens")
     max_forwarded_outputs: int = Field(30, ge=1, description="cap on minion outputs forwarded to the remote model")
     max_answer_chars: int = Field(600, ge=20, description="longer minion answers are cut before forwarding")
     min_citation_score: float = Field(80.0, ge=0, le=100, description="a minion's quote must match its chunk this well (0-100, fuzzy) to be forwarded")

@@ -47,6 +47,8 @@ class UsageRecord(TypedDict):
     error: str | None
     # blob ref of the call's transcript (nodes.accounting.Transcript): every message sent, the reply
     transcript: NotRequired[str | None]
+    # answered from the job cache (nodes.job_cache): no request, no tokens; not counted as a call
+    cache_hit: NotRequired[bool]
 
 
 class JobResult(TypedDict):
@@ -68,6 +70,8 @@ class JobResult(TypedDict):
     # nodes.grounding.Grounding of an answer (None for an abstention or a failure):
     # grounded, reason, citation_score, answer_support, evidence
     grounding: NotRequired[dict[str, Any] | None]
+    # how many parts the chunk was read in to fit the local model's context (nodes.context_guard)
+    parts: NotRequired[int]
 
 
 class ResultRef(TypedDict):

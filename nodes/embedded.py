@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from importlib import resources
 from pathlib import Path
 
@@ -67,6 +68,7 @@ class EmbeddedServer:
         self.log_dir = log_dir
         self.port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._alias = ""
         self._lock = threading.Lock()
 
     @property
@@ -100,15 +102,20 @@ class EmbeddedServer:
                 except EmbeddedModelError:
                     # a port found free can be taken before the server binds it: take another
                     if attempt == 2 or not first or not _port_was_taken(logfile, offset):
+                        if first:
+                            self.port = None  # never ready: the next start is a first start again
                         raise
                     log.warning("port %s was taken before the embedded server bound it; trying another", self.port)
             raise AssertionError("unreachable")
 
     def _spawn(self, logfile: Path) -> None:
+        # a name only this start serves (requests naming another model get the one loaded)
+        self._alias = f"minionflow-{uuid.uuid4().hex[:12]}"
         cmd = [
             sys.executable, "-m", "minionflow.nodes.server_watchdog", str(os.getpid()), "--",
             sys.executable, "-m", "llama_cpp.server",
             "--model", str(self.gguf),
+            "--model_alias", self._alias,
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--n_ctx", str(self.n_ctx),
@@ -136,7 +143,9 @@ class EmbeddedServer:
                     f"the embedded model server exited with status {self._proc.returncode}; see {logfile}"
                 )
             try:
-                if httpx.get(f"{self.base_url}/models", timeout=2.0).status_code == 200:
+                # ours only: another server on a taken port answers too, without our alias
+                reply = httpx.get(f"{self.base_url}/models", timeout=2.0)
+                if reply.status_code == 200 and self._alias in reply.text:
                     log.info("embedded model server ready at %s", self.base_url)
                     return
             except httpx.HTTPError:
@@ -157,17 +166,19 @@ class EmbeddedServer:
             proc.wait()
 
 
-_servers: dict[Path, EmbeddedServer] = {}
+_servers: dict[tuple[Path, int], EmbeddedServer] = {}
 _servers_lock = threading.Lock()
 
 
 def embedded_server(gguf_path: str | None = None, n_ctx: int = 8192) -> EmbeddedServer:
-    """The process-wide server for this GGUF file (created, not started)."""
+    """The process-wide server for this GGUF file and context window (created, not
+    started): a spec's window (``;ctx=N``) is the one its server runs with, and the one
+    the context guard counts against."""
     path = Path(gguf_path).expanduser().resolve() if gguf_path else default_gguf()
     with _servers_lock:
-        server = _servers.get(path)
+        server = _servers.get((path, n_ctx))
         if server is None:
-            server = _servers[path] = EmbeddedServer(path, n_ctx=n_ctx)
+            server = _servers[(path, n_ctx)] = EmbeddedServer(path, n_ctx=n_ctx)
         return server
 
 

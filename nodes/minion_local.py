@@ -13,6 +13,7 @@ from minionflow.contracts.state import ChatTurn, MinionState
 from . import prompts
 from .accounting import record_calls
 from .common import document_texts, emit, settings_of, store_of
+from .context_guard import message_texts
 from .models import ModelProvider, reply_text
 
 
@@ -34,6 +35,10 @@ def make_minion_local(models: ModelProvider) -> Callable[[MinionState, Runtime[A
                                                           message=question)),
         ]
         client = models.client(settings.local, "local", settings.local_max_tokens)
+        guard = client.context_guard()
+        if guard is not None:  # the whole document every turn: never sent cut
+            guard.require_fit(message_texts(messages), settings.local_max_tokens, f"round {round_}'s turn",
+                              "minions (the default protocol) reads the documents in chunks")
         call = client.text(messages)
         usage = record_calls(store, [call], "local", "minion_local", round_, client.name)
         content = reply_text(call.message).strip() if call.message is not None else ""

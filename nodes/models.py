@@ -28,6 +28,7 @@ from minionflow.contracts.errors import is_transient
 from minionflow.contracts.settings import OPENAI_BASE_URL, ModelSpec, StructuredMethod
 from pydantic import BaseModel, ValidationError
 
+from .context_guard import ContextGuard, find_guard
 from .embedded import embedded_server
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class CallRecord:
     error: str | None = None
     messages: list[BaseMessage] = field(default_factory=list)  # what was sent
     tokens: tuple[int, int, int] | None = None  # usage of a failed call, when the server reported it
+    cache_hit: bool = False  # answered from the job cache (nodes.job_cache): no request was sent
 
     @property
     def usage(self) -> tuple[int, int, int]:
@@ -111,10 +113,22 @@ class ModelClient:
         self.ensure_ready = ensure_ready or (lambda: None)
         self.method: StructuredMethod = method or spec.structured
         self._lock = threading.Lock()
+        self._guard_lock = threading.Lock()
+        self._guard: tuple[ContextGuard | None] | None = None
 
     @property
     def name(self) -> str:
         return self.spec.label
+
+    def context_guard(self) -> ContextGuard | None:
+        """The model's context window and how to count against it (None when unknown),
+        found on first use: from the spec, else from the server (nodes.context_guard)."""
+        with self._guard_lock:
+            if self._guard is None:
+                self.ensure_ready()
+                base_url = getattr(self.chat, "openai_api_base", None)
+                self._guard = (find_guard(self.spec, base_url if isinstance(base_url, str) else None),)
+            return self._guard[0]
 
     def text(self, messages: list[BaseMessage]) -> CallRecord:
         """One plain call. A transport error is raised (the node's RetryPolicy retries

@@ -20,8 +20,10 @@ from minionflow.contracts.state import JobInput, JobRecord, JobResult, ResultRef
 from . import prompts
 from .accounting import usage_records
 from .common import batch_from_ref, emit, settings_from_ref, store_of, tokens_of
+from .context_guard import ContextOverflow, message_texts
 from .filter import is_abstention
 from .grounding import Grounding, ground
+from .job_cache import JobCache, job_key
 from .models import CallRecord, ModelClient, ModelProvider, reply_text
 from .replies import parse_text_reply
 from .store import BlobBatch
@@ -67,6 +69,73 @@ def check_output(output: JobOutput, chunk: str, task: str, settings: RunSettings
                   min_support=settings.min_answer_support)
 
 
+def ask_or_recall(client: ModelClient, messages: list[Any], settings: RunSettings, cache: JobCache | None
+                  ) -> tuple[JobOutput | None, list[CallRecord], str | None]:
+    """``ask_worker``, through the job cache when the run keeps one: an identical
+    request answered before is not sent again; a usable new output is kept."""
+    reply = settings.local.reply
+    if cache is None:
+        return ask_worker(client, messages, reply)
+    key = job_key(client.spec, settings.local_max_tokens, messages)
+    hit = cache.recall(key, messages)
+    if hit is not None:
+        return hit[0], [hit[1]], None
+    output, calls, error = ask_worker(client, messages, reply)
+    if output is not None and error is None and calls and calls[-1].message is not None:
+        cache.keep(key, output, calls[-1], reply_text(calls[-1].message))
+    return output, calls, error
+
+
+def read_chunk(client: ModelClient, job: JobRecord, chunk: str, settings: RunSettings, cache: JobCache | None = None,
+               ) -> tuple[JobOutput | None, list[CallRecord], str | None, int]:
+    """Ask the job over its chunk: whole when the prompt fits the local model's context,
+    else in parts split at sentence ends (``nodes.context_guard``), merged into one output
+    (``merge_parts``). Returns the output, the calls, the error and the number of parts;
+    a chunk that cannot be split to fit fails with the reason and no call. With a
+    ``cache``, each call goes through the job cache (``ask_or_recall``)."""
+    reply = settings.local.reply
+    guard = client.context_guard()
+    parts = [chunk]
+    if guard is not None:
+        try:
+            parts = guard.parts(chunk, lambda text: message_texts(worker_messages(job, text, reply)),
+                                settings.local_max_tokens)
+        except ContextOverflow as exc:
+            return None, [], str(exc), 0
+    outputs: list[JobOutput | None] = []
+    calls: list[CallRecord] = []
+    errors: list[str] = []
+    for part in parts:
+        output, part_calls, error = ask_or_recall(client, worker_messages(job, part, reply), settings, cache)
+        outputs.append(output)
+        calls += part_calls
+        if error is not None:
+            errors.append(error if len(parts) == 1 else f"part {len(outputs)} of {len(parts)}: {error}")
+    if len(parts) == 1:
+        return outputs[0], calls, errors[0] if errors else None, 1
+    merged = merge_parts(outputs, parts, job["task"], settings)
+    return merged, calls, None if merged is not None else "; ".join(errors), len(parts)
+
+
+def merge_parts(outputs: list[JobOutput | None], parts: list[str], task: str, settings: RunSettings) -> JobOutput | None:
+    """One output for a chunk read in parts: the best-grounded answer (a grounded one
+    before an ungrounded one, then by its quote's match and its support), the other parts'
+    answers named in its explanation. Without an answer: a failure if a part failed (the
+    answer may be in it), else the first part's abstention."""
+    answering: list[tuple[JobOutput, Grounding]] = []
+    for output, part in zip(outputs, parts, strict=True):
+        grounding = check_output(output, part, task, settings) if output is not None else None
+        if output is not None and grounding is not None:  # an answer (an abstention has no grounding)
+            answering.append((output, grounding))
+    if not answering:
+        return None if any(output is None for output in outputs) else outputs[0]
+    best, _ = max(answering, key=lambda pair: (pair[1].grounded, pair[1].citation_score or 0.0, pair[1].answer_support))
+    others = [output.answer for output, _ in answering if output is not best and output.answer != best.answer]
+    note = f"(the chunk was read in {len(parts)} parts to fit the local model's context"
+    note += f"; other parts answered: {'; '.join(a for a in others if a)})" if others else ")"
+    return best.model_copy(update={"explanation": f"{best.explanation} {note}".strip()})
+
+
 def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runtime[Any]], dict[str, Any]]:
     def parallel_minion_map(inp: JobInput, runtime: Runtime[Any]) -> dict[str, Any]:
         store = store_of(runtime)
@@ -76,10 +145,12 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runti
         chunk = chunks[job["chunk_ref"]]
         client = models.client(settings.local, "local", settings.local_max_tokens)
         reply = settings.local.reply
+        # the result, the call transcripts and what the job cache keeps, written in one round trip
+        blobs = BlobBatch()
+        cache = JobCache(store, blobs) if settings.job_cache else None
         with local_slot(settings.local_concurrency):
-            output, calls, error = ask_worker(client, worker_messages(job, chunk, reply), reply)
+            output, calls, error, parts = read_chunk(client, job, chunk, settings, cache)
         grounding = check_output(output, chunk, job["task"], settings) if output is not None else None
-        blobs = BlobBatch()  # the result and the call transcripts, written in one round trip
         result = JobResult(
             job_id=job["job_id"], round=job["round"], attempt=job["attempt"], task_id=job["task_id"],
             chunk_id=job["chunk_id"], task=job["task"], status="ok" if output is not None else "failed",
@@ -90,6 +161,8 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runti
             grounding=grounding.model_dump() if grounding is not None else None,
             usage=usage_records(calls, "local", "parallel_minion_map", job["round"], client.name, blobs),
         )
+        if parts != 1:
+            result["parts"] = parts
         # one event per job, its local tokens with it (benchmarks/overhead.py: a second event per job cost 0.3-0.7 ms)
         emit({"type": "job", "round": job["round"], "job_id": job["job_id"], "status": result["status"],
               "tokens": tokens_of(result["usage"], "local")})

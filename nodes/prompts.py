@@ -75,6 +75,8 @@ Reply with JSON: {"citation": "...", "answer": "...", "explanation": "..."}"""
 WORKER_TEXT_SYSTEM = """\
 Answer the question using only the text. If the text does not answer it, reply NONE."""
 
+# The chunk comes first: jobs over one chunk share their prompt up to the task, and run
+# back to back (sandboxed_execute.chunk_major), so a server's prefix cache reads it once.
 WORKER_USER = """\
 Text:
 \"\"\"

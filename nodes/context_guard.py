@@ -1,0 +1,181 @@
+"""The context guard: before a job is sent, its prompt is counted against the local
+model's context window. A chunk whose prompt would not fit is split at sentence
+boundaries into parts that do (``split_to_fit``); ``parallel_minion_map`` asks each part
+and merges the outputs into the job's one result. A chunk that cannot be split to fit
+(one sentence alone is too long) fails with the reason. Nothing is ever truncated:
+llama.cpp refuses an oversized prompt, and Ollama silently cuts it at ``num_ctx``.
+
+Where the window comes from: the embedded server (minionflow starts it with the
+spec's window), ``;ctx=N`` in the spec, else what the server says (llama.cpp's
+``/props``, Ollama's ``/api/show``). Where no source says, there is no token guard
+(a hosted model's window is far above a chunk; ``max_chunk_chars`` still splits long
+chunks). Counting is exact on a llama-cpp-python server (``/extras/tokenize/count``),
+else tiktoken's count with a margin for another tokenizer."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from minionflow.contracts.settings import ModelSpec
+
+from .tokens import count_tokens
+
+log = logging.getLogger(__name__)
+
+# what a chat template adds around the messages (role markers, special tokens)
+TEMPLATE_TOKENS = 64
+# tiktoken's count against a local model's own tokenizer, which may split finer
+ESTIMATE_MARGIN = 1.25
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
+
+
+class ContextOverflow(ValueError):
+    """A chunk that cannot be split into parts that fit; the message says why."""
+
+
+@dataclass
+class ContextGuard:
+    """A local model's window and how to count tokens for it."""
+
+    window: int
+    count: Callable[[str], int]
+    exact: bool
+
+    def prompt_tokens(self, texts: list[str]) -> int:
+        return self.count("\n".join(texts)) + TEMPLATE_TOKENS
+
+    def fits(self, texts: list[str], max_tokens: int) -> bool:
+        text = "\n".join(texts)
+        # a token holds at least one character: a short prompt fits without counting
+        if len(text) * (1 if self.exact else ESTIMATE_MARGIN) + TEMPLATE_TOKENS + max_tokens <= self.window:
+            return True
+        return self.prompt_tokens(texts) + max_tokens <= self.window
+
+    def require_fit(self, texts: list[str], max_tokens: int, what: str, advice: str) -> None:
+        """ContextOverflow, before any call, when a prompt that cannot be split (a whole
+        document) does not fit with its reply."""
+        if not self.fits(texts, max_tokens):
+            needed = self.prompt_tokens(texts) + max_tokens
+            raise ContextOverflow(f"{what} needs about {needed:,} tokens with the prompt and the reply, and the local "
+                                  f"model's context holds {self.window:,}; it is not sent cut: {advice}")
+
+    def parts(self, chunk: str, prompt: Callable[[str], list[str]], max_tokens: int) -> list[str]:
+        """``chunk`` whole when its prompt fits, else ``split_to_fit``."""
+        if self.fits(prompt(chunk), max_tokens):
+            return [chunk]
+        return self.split_to_fit(chunk, prompt, max_tokens)
+
+    def split_to_fit(self, chunk: str, prompt: Callable[[str], list[str]], max_tokens: int) -> list[str]:
+        """``chunk`` in consecutive parts at sentence ends, each of whose prompts fits;
+        ContextOverflow when one sentence alone does not."""
+        overhead = self.prompt_tokens(prompt("")) + max_tokens
+        room = self.window - overhead
+        if room <= 0:
+            raise ContextOverflow(f"the local model's context ({self.window:,} tokens) leaves no room for a chunk "
+                                  f"after the prompt and the reply ({overhead:,} tokens)")
+        sentences = [s for s in _SENTENCE_END.split(chunk) if s.strip()]
+        parts: list[str] = []
+        current: list[str] = []
+        used = 0
+        for sentence in sentences:
+            size = self.count(sentence) + 1
+            if size > room:
+                raise ContextOverflow(
+                    f"the chunk does not fit the local model's context ({self.window:,} tokens, {room:,} of them for "
+                    f"the chunk) and one of its sentences alone is about {size:,} tokens: it cannot be split at a "
+                    "sentence boundary; make the chunks smaller (--chunk-tokens) or give the model a larger context")
+            if current and used + size > room:
+                parts.append(" ".join(current))
+                current, used = [], 0
+            current.append(sentence)
+            used += size
+        if current:
+            parts.append(" ".join(current))
+        # the sum of sentence counts can differ from the count of their join: check each part
+        checked: list[str] = []
+        for part in parts:
+            if self.fits(prompt(part), max_tokens) or len(part) < 2:
+                checked.append(part)
+            else:
+                halves = _halve(part)
+                checked += [h for half in halves for h in self.split_to_fit(half, prompt, max_tokens)]
+        return checked
+
+
+def message_texts(messages: list[Any]) -> list[str]:
+    """The text of chat messages, as the guard counts it."""
+    return [str(m.content) for m in messages]
+
+
+def _halve(text: str) -> list[str]:
+    """Two halves of ``text`` at the sentence end nearest its middle (at a space when it
+    has one sentence)."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)] or [m.end() for m in re.finditer(r"\s+", text)]
+    if not ends:
+        raise ContextOverflow("a chunk part without a sentence boundary or a space does not fit the local model's context")
+    cut = min(ends, key=lambda e: abs(e - len(text) / 2))
+    return [text[:cut].strip(), text[cut:].strip()]
+
+
+def _root(base_url: str) -> str:
+    return base_url.rstrip("/").removesuffix("/v1")
+
+
+def server_window(spec: ModelSpec, base_url: str, timeout_s: float = 5.0) -> int | None:
+    """The context window the server says it runs the model with, if it says."""
+    root = _root(base_url)
+    try:  # llama.cpp's own server
+        reply = httpx.get(f"{root}/props", timeout=timeout_s)
+        if reply.status_code == 200:
+            n_ctx = (reply.json().get("default_generation_settings") or {}).get("n_ctx")
+            if isinstance(n_ctx, int) and n_ctx > 0:
+                return n_ctx
+    except (httpx.HTTPError, ValueError, AttributeError):
+        pass
+    try:  # Ollama: the model's num_ctx parameter (prompts beyond it are cut silently)
+        reply = httpx.post(f"{root}/api/show", json={"model": spec.model}, timeout=timeout_s)
+        if reply.status_code == 200:
+            match = re.search(r"^num_ctx\s+(\d+)", reply.json().get("parameters") or "", re.MULTILINE)
+            if match:
+                return int(match.group(1))
+    except (httpx.HTTPError, ValueError, AttributeError):
+        pass
+    return None
+
+
+def exact_counter(base_url: str, timeout_s: float = 10.0) -> Callable[[str], int] | None:
+    """Exact token counts from a llama-cpp-python server, if this is one."""
+    url = f"{_root(base_url)}/extras/tokenize/count"
+
+    def count(text: str) -> int:
+        return int(httpx.post(url, json={"input": text}, timeout=timeout_s).json()["count"])
+
+    try:
+        count("probe")
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+    return count
+
+
+def estimate(text: str) -> int:
+    return int(count_tokens(text) * ESTIMATE_MARGIN) + 1
+
+
+def find_guard(spec: ModelSpec, base_url: str | None) -> ContextGuard | None:
+    """The guard for a local model, or None when its window is unknown. Each
+    ``ModelClient`` finds its own once (``ModelClient.context_guard``)."""
+    known = spec.kind == "embedded" or spec.context_known
+    window = spec.context_window if known else (server_window(spec, base_url) if base_url else None)
+    if window is None:
+        return None
+    exact = exact_counter(base_url) if base_url else None
+    log.info("context guard for %s: %s tokens (%s counts)", spec.label, window, "exact" if exact else "estimated")
+    return ContextGuard(window=window, count=exact or estimate, exact=exact is not None)
+
+
+__all__ = ["ContextGuard", "ContextOverflow", "exact_counter", "find_guard", "message_texts", "server_window"]

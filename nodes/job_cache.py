@@ -1,0 +1,77 @@
+"""The job cache: a local-model call already answered is answered again from the store,
+across rounds, runs, forks and evals that share it (one data directory, or one
+PostgreSQL database), with no new local tokens.
+
+Identical means the same request: the model spec (kind, model, endpoint or GGUF file,
+structured-output method, reply format, context window), the reply's token limit and
+every message sent, so the chunk, the task, the advice and the prompt templates
+(any change to ``nodes/prompts.py`` is a new key). Only usable outputs are kept: a
+failed or unparseable reply is asked again next time. Calls are made at temperature 0,
+so a cached reply is the one the model would give (up to a server's nondeterminism).
+
+Why not LangGraph's node cache (``CachePolicy``): it caches a node's writes keyed on its
+input. A job's input is its place in a round's batch and its writes name the job, so a hit
+would hand one job's result to another, and a key of what the job asks can only be read
+from the store; and LangGraph's caches are in memory or SQLite, where a PostgreSQL
+deployment wants the cache beside its threads. The cache is therefore a namespace of the
+run's LangGraph store (``("minionflow", "job_cache")``), written and read with the store's
+own ``get`` and ``batch``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage
+from langgraph.store.base import BaseStore
+from minionflow.contracts.schemas import JobOutput
+from minionflow.contracts.settings import ModelSpec
+
+from .models import CallRecord
+from .store import BlobBatch
+
+CACHE_NAMESPACE = ("minionflow", "job_cache")
+# bump when what a cached entry means changes (not for prompt changes: they change the key)
+CACHE_VERSION = 1
+
+
+def job_key(spec: ModelSpec, max_tokens: int, messages: list[BaseMessage]) -> str:
+    identity = {
+        "version": CACHE_VERSION,
+        "model": spec.model_dump(mode="json", exclude={"api_key_env"}),
+        "max_tokens": max_tokens,
+        "messages": [[m.type, str(m.content)] for m in messages],
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class JobCache:
+    """The job cache of a run's store. What a job keeps is written with its result, in
+    the job's one store round trip (``pending``, the job's ``BlobBatch``)."""
+
+    store: BaseStore
+    pending: BlobBatch
+
+    def recall(self, key: str, messages: list[BaseMessage]) -> tuple[JobOutput, CallRecord] | None:
+        """The output kept under ``key``, and a call record for it: the reply as it
+        came, no new tokens, marked as a cache hit."""
+        item = self.store.get(CACHE_NAMESPACE, key)
+        if item is None:
+            return None
+        value: dict[str, Any] = item.value
+        output = JobOutput.model_validate(value["output"])
+        message = AIMessage(content=value["reply"],
+                            usage_metadata={"input_tokens": 0, "output_tokens": 0, "total_tokens": 0})
+        return output, CallRecord(message, 0.0, None, messages, cache_hit=True)
+
+    def keep(self, key: str, output: JobOutput, call: CallRecord, reply: str) -> None:
+        """Keep a usable output, with what the call cost when it was made."""
+        prompt, completion, _ = call.usage
+        self.pending.put(CACHE_NAMESPACE, key, {"output": output.model_dump(mode="json"), "reply": reply,
+                                                "prompt_tokens": prompt, "completion_tokens": completion})
+
+
+__all__ = ["CACHE_NAMESPACE", "JobCache", "job_key"]
