@@ -9,6 +9,8 @@ and LangGraph's ``PostgresStore`` the blobs, so a team shares one database.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import re
 import sqlite3
@@ -29,6 +31,7 @@ CHECKPOINTS_FILE, BLOBS_FILE = "checkpoints.sqlite", "blobs.sqlite"  # in a loca
 # finish on many threads; each write borrows a connection for a few ms.
 POSTGRES_POOL_SIZE = 16
 POSTGRES_CONNECT_TIMEOUT_S = 5
+LOCK_PREFIX = "minionflow thread "  # what a thread's PostgreSQL advisory lock is keyed on, with its id
 
 
 def data_dir() -> Path:
@@ -138,3 +141,58 @@ def postgres_persistence(url: str) -> Iterator[tuple[BaseCheckpointSaver[str], B
         yield saver, store
     finally:
         pool.close()
+
+
+class ThreadBusy(BadInput):
+    """Another process is running the thread."""
+
+
+@contextmanager
+def thread_lock(location: Location | None, thread_id: str) -> Iterator[None]:
+    """Hold the thread for this process while it runs: a second process that would run
+    it at the same time (two ``resume`` of one thread) is refused with ``ThreadBusy``
+    before it reads or writes anything, instead of running its jobs twice. A folder
+    location locks a file under ``locks/`` (``flock``); a PostgreSQL one takes a session
+    advisory lock on a connection of its own. Both end with the process, even a
+    killed one, so a crash never leaves a thread locked."""
+    resolved = resolve_location(location)
+    def busy(holder: str = "") -> ThreadBusy:
+        who = f"another process (pid {holder})" if holder else "another process"
+        return ThreadBusy(f"thread {thread_id} is running in {who}; wait for it to finish, or stop it "
+                          "(Ctrl-C pauses it) and resume")
+
+    if is_postgres(resolved):
+        import psycopg
+
+        try:
+            conn = psycopg.connect(str(resolved), connect_timeout=POSTGRES_CONNECT_TIMEOUT_S, autocommit=True)
+        except (psycopg.Error, ValueError) as exc:
+            raise BadInput(f"cannot connect to PostgreSQL at {describe(str(resolved))}: {str(exc).strip()}") from None
+        with conn:
+            row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (LOCK_PREFIX + thread_id,)).fetchone()
+            if not row or not row[0]:
+                raise busy()
+            yield  # the lock ends with the session
+        return
+    folder = Path(resolved) / "locks"
+    path = folder / (hashlib.sha256(thread_id.encode()).hexdigest()[:32] + ".lock")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")  # noqa: SIM115 - held open for the run, closed below
+    except OSError as exc:
+        raise BadInput(f"cannot use {resolved} for threads: {exc.strerror or exc}") from None
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise busy(handle.read().strip()) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from minionflow import __version__
 
-from .persistence import Location, describe, open_persistence, resolve_location
+from .persistence import Location, describe, open_persistence, resolve_location, thread_lock
 from .protocols import build_graph, thread_settings
 
 log = logging.getLogger(__name__)
@@ -161,8 +161,8 @@ def run_minions(
     or the custom graph ``settings.graph``. ``control.request_drain()`` (from any
     thread, or a signal handler) pauses the run at the next step boundary: the
     result is then ``paused`` and resumable."""
-    with open_persistence(checkpoint) as (saver, store):
-        thread_id = thread_id or str(uuid.uuid4())
+    thread_id = thread_id or str(uuid.uuid4())
+    with thread_lock(checkpoint, thread_id), open_persistence(checkpoint) as (saver, store):
         settings = thread_settings(saver, thread_id) or settings
         graph = build_graph(settings, models, sandbox, saver, store)
         check_fits(settings, documents)
@@ -191,7 +191,7 @@ def resume_minions(
     jobs and finished model calls are not redone. A thread waiting for a review of
     the supervisor's code needs ``approval``: {"action": "accept"},
     {"action": "edit", "code": ...} or {"action": "reject", "reason": ...}."""
-    with open_persistence(checkpoint) as (saver, store):
+    with thread_lock(checkpoint, thread_id), open_persistence(checkpoint) as (saver, store):
         settings = _known_thread(saver, thread_id, checkpoint)
         graph = build_graph(settings, models, sandbox, saver, store)
         check_layout(saver, thread_id, settings, "resume")
@@ -226,7 +226,8 @@ def fork_minions(
 ) -> RunResult:
     """Start a new thread from a checkpoint of another, with changed settings, and run
     it. The original thread is not touched (time travel into a new thread)."""
-    with open_persistence(checkpoint) as (saver, store):
+    new_thread_id = new_thread_id or str(uuid.uuid4())
+    with thread_lock(checkpoint, new_thread_id), open_persistence(checkpoint) as (saver, store):
         original = thread_settings(saver, thread_id, checkpoint_id)
         if original is None:
             raise BadInput(f"no checkpoint {checkpoint_id!r} in thread {thread_id!r}")
@@ -239,7 +240,6 @@ def fork_minions(
                 "whose next step is a round (minionflow history lists them)"
             )
         settings = RunSettings.model_validate({**source.values["settings"], **changes})
-        new_thread_id = new_thread_id or str(uuid.uuid4())
         target: RunnableConfig = {"configurable": {"thread_id": new_thread_id}}
         if graph.get_state(target).values:
             raise BadInput(f"thread {new_thread_id} already exists")

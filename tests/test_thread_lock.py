@@ -1,0 +1,76 @@
+"""Two processes and one thread: exactly one runs it (graphs/persistence.thread_lock),
+on SQLite and on PostgreSQL; the lock ends with its process, even a killed one."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from conftest import Where, cli_env, default_local, default_remote, secret_doc
+from openai_server import OpenAIServer
+
+CLI = str(Path(sys.executable).parent / "minionflow")
+QUESTION = "What is the secret number?"
+
+
+class Held:
+    """A local model that answers only once the test lets it: the first process is
+    still inside its jobs while the second one tries the thread."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def __call__(self, prompt: str) -> str:
+        assert self.release.wait(120), "the test never let the local model answer"
+        return default_local(prompt)
+
+
+def run_args(url: str, doc: Path, where: Where, thread: str) -> list[str]:
+    return [CLI, "run", str(doc), "-q", QUESTION, "--thread", thread, "--remote", f"gpt-4o@{url}",
+            "--local", f"gpt-4o-mini@{url}", "--chunk-tokens", "40", "--sandbox", "bwrap", "--concurrency", "1",
+            "--no-cache", "--json", "--quiet", *where.cli_args()]
+
+
+def local_requests(server: OpenAIServer) -> int:
+    return sum(b["model"] == "gpt-4o-mini" for b in server.requests)
+
+
+def wait_for_jobs(server: OpenAIServer, proc: subprocess.Popen[str], timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while local_requests(server) == 0:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the first process never reached its jobs"
+        time.sleep(0.05)
+
+
+def test_a_second_process_is_refused_while_the_first_runs_the_thread(where: Where, tmp_path: Path, spawn):
+    """The first process holds the thread inside its first job; a resume and a run of the
+    same thread from other processes are refused and run nothing. Killed (SIGKILL), the
+    first process leaves the thread free: a resume finishes it."""
+    doc = tmp_path / "ledger.txt"
+    doc.write_text(secret_doc().text)
+    local = Held()
+    with OpenAIServer({"gpt-4o": default_remote, "gpt-4o-mini": local}) as server:
+        url = server.start()
+        first = spawn(run_args(url, doc, where, "t-both"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                      env=cli_env())
+        wait_for_jobs(server, first)
+        for second in (["resume", "t-both", "--json", *where.cli_args()], run_args(url, doc, where, "t-both")[1:]):
+            out = subprocess.run([CLI, *second], capture_output=True, text=True, env=cli_env(), timeout=120)
+            assert out.returncode == 2, out.stderr
+            assert "thread t-both is running in another process" in out.stderr and out.stdout == ""
+        assert local_requests(server) == 1  # the refused processes sent nothing
+        first.send_signal(signal.SIGKILL)  # inside its first job, holding the thread
+        first.wait(timeout=30)
+        local.release.set()
+        done = subprocess.run([CLI, "resume", "t-both", "--json", *where.cli_args()], capture_output=True, text=True,
+                              env=cli_env(), timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]  # the lock went with its process
+        assert json.loads(done.stdout)["answer"] == "42"
+        # the job in flight at the kill is asked again, every other job once
+        assert local_requests(server) == 1 + 12
