@@ -71,14 +71,21 @@ class ModelSpec(BaseModel):
     gguf_path: str | None = None
     structured: StructuredMethod = "auto"
     context_window: int = Field(8192, gt=512)
-    # whether context_window is the model's own: the embedded server is started with it,
-    # and ";ctx=N" states it; else the server may say (nodes.context_guard), or it is unknown
+    # whether ";ctx=N" stated context_window; else it is the model's own only for the
+    # embedded server, which is started with it (window_known), and a server may say
+    # (nodes.context_guard)
     context_known: bool = False
     # how the model replies when it works as a minion: a JSON JobOutput (structured
     # output), or plain text read leniently (nodes.replies). Tiny models lose answers
     # under grammar-constrained JSON; the embedded default is the format that measured
     # best on the bundled eval suite (README, "Answer quality").
     reply: ReplyFormat = "json"
+
+    @property
+    def window_known(self) -> bool:
+        """Whether context_window is the window the model runs with: stated (";ctx=N"),
+        or the embedded server's, which minionflow starts with it."""
+        return self.kind == "embedded" or self.context_known
 
     @property
     def label(self) -> str:
@@ -118,8 +125,7 @@ class ModelSpec(BaseModel):
             if path and not path.endswith(".gguf"):
                 raise ModelSpecError(f"embedded model path must be a .gguf file, got {path!r}")
             name = os.path.basename(path)[: -len(".gguf")] if path else "SmolLM2-135M-Instruct"
-            return cls(kind="embedded", model=name, gguf_path=path, structured="json_object_schema", reply=EMBEDDED_REPLY,
-                       context_known=True)
+            return cls(kind="embedded", model=name, gguf_path=path, structured="json_object_schema", reply=EMBEDDED_REPLY)
         prefix, sep, rest = head.partition(":")
         if prefix == "dmr" and sep:
             return cls._from_compose(rest, options.get("key"), structured)

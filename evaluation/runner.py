@@ -132,6 +132,14 @@ def thread_id(manifest: Manifest, item: SuiteItem, protocol: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{manifest.eval_id}/{item.id}/{protocol}"))
 
 
+def _normalised(stored: dict[str, Any]) -> dict[str, Any] | None:
+    """Stored settings as today's model writes them (None when they no longer validate)."""
+    try:
+        return RunSettings.model_validate(stored).model_dump(mode="json")
+    except ValidationError:
+        return None
+
+
 def prepare_out_dir(plan: EvalPlan) -> Manifest:
     """Create the output folder's manifest, or check that the folder holds this eval
     (BadInput if not) and add the protocols it did not run yet."""
@@ -149,7 +157,8 @@ def prepare_out_dir(plan: EvalPlan) -> Manifest:
         changed = sorted(d for d, sha in documents.items() if manifest.documents.get(d, sha) != sha)
         if changed:
             raise BadInput(f"{plan.out_dir} holds an eval of other documents ({changed[0]} changed since); use another --out")
-        differ = [p for p in plan.protocols if p in manifest.settings and manifest.settings[p] != settings[p]]
+        # read the stored settings through today's model: a field added since (with its default) is no change
+        differ = [p for p in plan.protocols if p in manifest.settings and _normalised(manifest.settings[p]) != settings[p]]
         if differ:
             raise BadInput(f"{plan.out_dir} ran {differ[0]} with other settings; use another --out, or the same settings")
         added = {p: s for p, s in settings.items() if p not in manifest.settings}

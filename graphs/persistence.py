@@ -153,8 +153,9 @@ def thread_lock(location: Location | None, thread_id: str) -> Iterator[None]:
     it at the same time (two ``resume`` of one thread) is refused with ``ThreadBusy``
     before it reads or writes anything, instead of running its jobs twice. A folder
     location locks a file under ``locks/`` (``flock``); a PostgreSQL one takes a session
-    advisory lock on a connection of its own. Both end with the process, even a
-    killed one, so a crash never leaves a thread locked."""
+    advisory lock on a connection of its own (straight to PostgreSQL: a pooler in
+    transaction mode, such as PgBouncer's, cannot hold a session lock). Both end with
+    the process, even a killed one, so a crash never leaves a thread locked."""
     resolved = resolve_location(location)
     def busy(holder: str = "") -> ThreadBusy:
         who = f"another process (pid {holder})" if holder else "another process"
@@ -164,12 +165,19 @@ def thread_lock(location: Location | None, thread_id: str) -> Iterator[None]:
     if is_postgres(resolved):
         import psycopg
 
+        conn = None
         try:
-            conn = psycopg.connect(str(resolved), connect_timeout=POSTGRES_CONNECT_TIMEOUT_S, autocommit=True)
-        except (psycopg.Error, ValueError) as exc:
-            raise BadInput(f"cannot connect to PostgreSQL at {describe(str(resolved))}: {str(exc).strip()}") from None
-        with conn:
+            # keepalives: a peer gone without a word ends the session (and frees the lock) in
+            # minutes, and an idle session behind a NAT is not dropped while the run holds it
+            conn = psycopg.connect(str(resolved), connect_timeout=POSTGRES_CONNECT_TIMEOUT_S, autocommit=True,
+                                   keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
             row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (LOCK_PREFIX + thread_id,)).fetchone()
+        except (psycopg.Error, ValueError) as exc:
+            if conn is not None:
+                conn.close()
+            raise BadInput(f"cannot lock thread {thread_id} in PostgreSQL at {describe(str(resolved))}: "
+                           f"{str(exc).strip()}") from None
+        with conn:
             if not row or not row[0]:
                 raise busy()
             yield  # the lock ends with the session

@@ -27,32 +27,43 @@ from .tokens import count_tokens
 
 log = logging.getLogger(__name__)
 
+# Ollama's default num_ctx (older versions; newer ones default higher): assumed when
+# /api/show answers without one
+OLLAMA_DEFAULT_CTX = 2048
 # what a chat template adds around the messages (role markers, special tokens)
 TEMPLATE_TOKENS = 64
 # tiktoken's count against a local model's own tokenizer, which may split finer
 ESTIMATE_MARGIN = 1.25
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
+# where a chunk may be cut: after a sentence end, or at a line end (a table row, a list item)
+_CUT = re.compile(r"(?<=[.!?])[ \t]+|\n\s*")
 
 
 class ContextOverflow(ValueError):
     """A chunk that cannot be split into parts that fit; the message says why."""
 
 
+def tiktoken_estimate(text: str) -> int:
+    return int(count_tokens(text) * ESTIMATE_MARGIN) + 1
+
+
 @dataclass
 class ContextGuard:
-    """A local model's window and how to count tokens for it."""
+    """A local model's window and how to count tokens for it: ``count`` decides whether
+    a prompt fits (exact where the server can count), ``estimate`` sizes the pieces of a
+    chunk being split (offline, no request per sentence)."""
 
     window: int
     count: Callable[[str], int]
     exact: bool
+    estimate: Callable[[str], int] = tiktoken_estimate
 
     def prompt_tokens(self, texts: list[str]) -> int:
         return self.count("\n".join(texts)) + TEMPLATE_TOKENS
 
     def fits(self, texts: list[str], max_tokens: int) -> bool:
         text = "\n".join(texts)
-        # a token holds at least one character: a short prompt fits without counting
-        if len(text) * (1 if self.exact else ESTIMATE_MARGIN) + TEMPLATE_TOKENS + max_tokens <= self.window:
+        # a token holds at least one byte: a prompt short in bytes fits without counting
+        if len(text.encode()) * (1 if self.exact else ESTIMATE_MARGIN) + TEMPLATE_TOKENS + max_tokens <= self.window:
             return True
         return self.prompt_tokens(texts) + max_tokens <= self.window
 
@@ -71,40 +82,44 @@ class ContextGuard:
         return self.split_to_fit(chunk, prompt, max_tokens)
 
     def split_to_fit(self, chunk: str, prompt: Callable[[str], list[str]], max_tokens: int) -> list[str]:
-        """``chunk`` in consecutive parts at sentence ends, each of whose prompts fits;
-        ContextOverflow when one sentence alone does not."""
+        """``chunk`` in consecutive parts cut at sentence or line ends, each of whose
+        prompts fits; the parts are slices of the chunk (``"".join(parts) == chunk``).
+        ContextOverflow when one sentence alone does not fit."""
         overhead = self.prompt_tokens(prompt("")) + max_tokens
         room = self.window - overhead
         if room <= 0:
             raise ContextOverflow(f"the local model's context ({self.window:,} tokens) leaves no room for a chunk "
                                   f"after the prompt and the reply ({overhead:,} tokens)")
-        sentences = [s for s in _SENTENCE_END.split(chunk) if s.strip()]
         parts: list[str] = []
-        current: list[str] = []
-        used = 0
-        for sentence in sentences:
-            size = self.count(sentence) + 1
+        current, used = "", 0
+        for piece in pieces(chunk):
+            size = self.estimate(piece)
             if size > room:
                 raise ContextOverflow(
                     f"the chunk does not fit the local model's context ({self.window:,} tokens, {room:,} of them for "
                     f"the chunk) and one of its sentences alone is about {size:,} tokens: it cannot be split at a "
                     "sentence boundary; make the chunks smaller (--chunk-tokens) or give the model a larger context")
             if current and used + size > room:
-                parts.append(" ".join(current))
-                current, used = [], 0
-            current.append(sentence)
+                parts.append(current)
+                current, used = "", 0
+            current += piece
             used += size
-        if current:
-            parts.append(" ".join(current))
-        # the sum of sentence counts can differ from the count of their join: check each part
+        if current or not parts:
+            parts.append(current)
+        # the estimate is not the model's count: check each part, and halve one that does not fit
         checked: list[str] = []
         for part in parts:
-            if self.fits(prompt(part), max_tokens) or len(part) < 2:
+            if self.fits(prompt(part), max_tokens):
                 checked.append(part)
             else:
-                halves = _halve(part)
-                checked += [h for half in halves for h in self.split_to_fit(half, prompt, max_tokens)]
+                checked += [h for half in _halve(part) for h in self.split_to_fit(half, prompt, max_tokens)]
         return checked
+
+
+def pieces(text: str) -> list[str]:
+    """``text`` cut after each sentence end and at each line end, every character kept."""
+    bounds = [0, *(m.end() for m in _CUT.finditer(text)), len(text)]
+    return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
 
 def message_texts(messages: list[Any]) -> list[str]:
@@ -113,13 +128,13 @@ def message_texts(messages: list[Any]) -> list[str]:
 
 
 def _halve(text: str) -> list[str]:
-    """Two halves of ``text`` at the sentence end nearest its middle (at a space when it
-    has one sentence)."""
-    ends = [m.end() for m in _SENTENCE_END.finditer(text)] or [m.end() for m in re.finditer(r"\s+", text)]
+    """Two halves of ``text`` at the cut nearest its middle (sentence or line end)."""
+    ends = [m.end() for m in _CUT.finditer(text) if 0 < m.end() < len(text)]
     if not ends:
-        raise ContextOverflow("a chunk part without a sentence boundary or a space does not fit the local model's context")
+        raise ContextOverflow("a sentence of the chunk alone does not fit the local model's context; "
+                              "make the chunks smaller (--chunk-tokens) or give the model a larger context")
     cut = min(ends, key=lambda e: abs(e - len(text) / 2))
-    return [text[:cut].strip(), text[cut:].strip()]
+    return [text[:cut], text[cut:]]
 
 
 def _root(base_url: str) -> str:
@@ -143,6 +158,11 @@ def server_window(spec: ModelSpec, base_url: str, timeout_s: float = 5.0) -> int
             match = re.search(r"^num_ctx\s+(\d+)", reply.json().get("parameters") or "", re.MULTILINE)
             if match:
                 return int(match.group(1))
+            # a Modelfile that sets no num_ctx runs with the server's default, which /api/show
+            # does not report: count against the smallest default Ollama has shipped
+            log.warning("%s does not say its num_ctx; the context guard assumes Ollama's default of %s tokens "
+                        "(state the real one with ;ctx=N)", spec.label, OLLAMA_DEFAULT_CTX)
+            return OLLAMA_DEFAULT_CTX
     except (httpx.HTTPError, ValueError, AttributeError):
         pass
     return None
@@ -162,20 +182,15 @@ def exact_counter(base_url: str, timeout_s: float = 10.0) -> Callable[[str], int
     return count
 
 
-def estimate(text: str) -> int:
-    return int(count_tokens(text) * ESTIMATE_MARGIN) + 1
-
-
 def find_guard(spec: ModelSpec, base_url: str | None) -> ContextGuard | None:
     """The guard for a local model, or None when its window is unknown. Each
     ``ModelClient`` finds its own once (``ModelClient.context_guard``)."""
-    known = spec.kind == "embedded" or spec.context_known
-    window = spec.context_window if known else (server_window(spec, base_url) if base_url else None)
+    window = spec.context_window if spec.window_known else (server_window(spec, base_url) if base_url else None)
     if window is None:
         return None
     exact = exact_counter(base_url) if base_url else None
     log.info("context guard for %s: %s tokens (%s counts)", spec.label, window, "exact" if exact else "estimated")
-    return ContextGuard(window=window, count=exact or estimate, exact=exact is not None)
+    return ContextGuard(window=window, count=exact or tiktoken_estimate, exact=exact is not None)
 
 
 __all__ = ["ContextGuard", "ContextOverflow", "exact_counter", "find_guard", "message_texts", "server_window"]

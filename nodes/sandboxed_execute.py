@@ -81,10 +81,13 @@ def _previous_round(state: RoundState, store: BaseStore) -> tuple[list[dict[str,
     """The last round's jobs and outputs, as ``prepare_jobs`` receives them."""
     last = (state.get("rounds") or [None])[-1]
     jobs_ref, results_ref = (last["jobs_ref"], last["results_ref"]) if last else (None, None)
+    # both in job id order (the order the code wrote them): the batch is stored chunk by
+    # chunk (chunk_major), the results by job id, and the code may zip the two lists
+    jobs = sorted(get_json(store, jobs_ref)["jobs"] if jobs_ref else [], key=lambda j: j["job_id"])
     manifests = [
         {"chunk": get_text(store, j["chunk_ref"]), "task": j["task"], "advice": j["advice"],
          "chunk_id": j["chunk_id"], "task_id": j["task_id"]}
-        for j in (get_json(store, jobs_ref)["jobs"] if jobs_ref else [])
+        for j in jobs
     ]
     outputs = [
         {"explanation": r["explanation"], "citation": r["citation"], "answer": r["answer"],

@@ -23,7 +23,8 @@ plain text, with token usage (whitespace words).
 
 Given ``context=(flavour, n_ctx)``, it also runs its model with a context window, says
 so where that kind of server does (``GET /props`` as llama.cpp's server, ``POST
-/api/show`` as Ollama), and refuses a prompt that does not fit with its reply (counted
+/api/show`` as Ollama, or as Ollama running a Modelfile without ``num_ctx`` for
+``"ollama-default"``), and refuses a prompt that does not fit with its reply (counted
 with tiktoken's cl100k_base) with a 400 and llama.cpp's message, recording it in
 ``oversized``: Ollama would cut such a prompt silently, and a test must see it."""
 
@@ -229,8 +230,10 @@ class OpenAIServer:
                     self._send(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
 
             def do_POST(self) -> None:  # noqa: N802
-                if self.path == "/api/show" and server.context and server.context[0] == "ollama":
-                    self._send(200, {"parameters": f"stop \"<|im_end|>\"\nnum_ctx {server.context[1]}\ntemperature 0",
+                if self.path == "/api/show" and server.context and server.context[0].startswith("ollama"):
+                    # "ollama-default": a Modelfile that sets no num_ctx (the server's default applies)
+                    num_ctx = f"\nnum_ctx {server.context[1]}" if server.context[0] == "ollama" else ""
+                    self._send(200, {"parameters": f"stop \"<|im_end|>\"{num_ctx}\ntemperature 0",
                                      "details": {"family": "llama"}})
                     return
                 if self.path.rstrip("/") != "/v1/chat/completions":

@@ -17,7 +17,7 @@ from conftest import ROOT, cli_env
 from minionflow.contracts.errors import BadInput
 from minionflow.evaluation.matchers import abstains, contains, exact, is_correct, normalize, numbers, numeric
 from minionflow.evaluation.report import EvalSummary, markdown, percentile, plot, summarize, wilson
-from minionflow.evaluation.runner import RESULTS, ItemResult, Usage, read_results
+from minionflow.evaluation.runner import MANIFEST, RESULTS, ItemResult, Usage, read_results
 from minionflow.evaluation.suite import SuiteItem, load_suite
 
 HERE = Path(__file__).parent
@@ -294,6 +294,11 @@ def test_the_judge_is_recorded_apart_from_the_deterministic_verdict(tmp_path, su
 def test_an_eval_folder_holds_one_eval_that_can_grow(tmp_path, suite):
     out, calls = tmp_path / "out", tmp_path / "calls.log"
     first = run_worker(suite, out, calls, "--protocols", "remote-only")
+    # a folder written before a setting existed (its stored settings lack it): the same settings, not other ones
+    manifest = json.loads((out / MANIFEST).read_text())
+    del manifest["settings"]["remote-only"]["job_cache"]
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    assert run_worker(suite, out, calls, "--protocols", "remote-only") == first  # all finished: nothing runs again
     # other settings for a protocol that ran: refused, in one line, before any call
     proc = subprocess.run([sys.executable, str(HERE / "eval_worker.py"), str(suite), str(out), str(tmp_path / "c2"),
                            "--protocols", "remote-only", "--max-rounds", "3"], capture_output=True, text=True, timeout=120)

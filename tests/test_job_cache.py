@@ -82,8 +82,9 @@ def test_the_key_is_everything_sent_and_the_model():
         job_key(ModelSpec.parse("qwen3:0.6b@http://127.0.0.1:9/v1"), 256, messages),  # another model
         job_key(spec, 256, [SystemMessage("Answer briefly."), messages[1]]),  # another prompt template
         job_key(spec, 256, [messages[0], HumanMessage(str(messages[1].content).replace("42", "43"))]),  # another chunk
+        job_key(ModelSpec.parse(f"embedded:{Path(__file__).parent / 'other.gguf'}"), 256, messages),  # other weights
     ]
-    assert len({key, *others}) == 6
+    assert len({key, *others}) == 7
     # an API key's variable is not what the model is: the same request
     assert job_key(ModelSpec.parse("m@http://h:1/v1;key=A"), 256, messages) == job_key(
         ModelSpec.parse("m@http://h:1/v1;key=B"), 256, messages)

@@ -147,6 +147,24 @@ def test_the_jobs_over_one_chunk_run_back_to_back():
     assert len({j["chunk_ref"] for j in jobs[0:2]}) == 1 and jobs[0]["chunk_ref"] != jobs[2]["chunk_ref"]
 
 
+def test_the_next_rounds_code_gets_the_jobs_and_their_outputs_in_the_same_order():
+    """The batch is stored chunk-major, the results by job id: prepare_jobs may zip
+    prev_job_manifests with prev_job_outputs, so both come in the order it wrote them."""
+    from minionflow.nodes.sandboxed_execute import _previous_round
+
+    rt = runtime()
+    state = {**round_input(rt), "code": GOOD_CODE, "code_errors": []}
+    update = make_sandboxed_execute(TaskMajorSandbox())(state, rt)
+    jobs = get_json(rt.store, update["jobs_ref"])["jobs"]
+    results = sorted(({"job_id": j["job_id"], "task": j["task"], "task_id": j["task_id"], "chunk_id": j["chunk_id"],
+                       "answer": f"{j['task_id']}/{j['chunk_id']}", "explanation": "", "citation": None} for j in jobs),
+                     key=lambda r: r["job_id"])
+    record = {"jobs_ref": update["jobs_ref"], "results_ref": put_json(rt.store, results)}
+    manifests, outputs = _previous_round({**state, "rounds": [record]}, rt.store)
+    assert [(m["task_id"], m["chunk_id"]) for m in manifests] == [(o["task_id"], o["chunk_id"]) for o in outputs]
+    assert [o["answer"] for o in outputs] == [f"{t}/{c}" for t in range(2) for c in range(4)]  # as written
+
+
 def test_failed_code_goes_back_to_decompose_then_the_built_in_plan():
     rt = runtime()
     execute = make_sandboxed_execute(SplittingSandbox())
