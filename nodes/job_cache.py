@@ -4,8 +4,9 @@ PostgreSQL database), with no new local tokens.
 
 Identical means the same request: the model spec (kind, model, endpoint or GGUF file,
 structured-output method, reply format, context window), an embedded model's weights
-(its file's path, size and time), the reply's schema and token limit, and every message sent, so the chunk, the task, the advice and the prompt templates
-(any change to ``nodes/prompts.py`` is a new key). Only usable outputs are kept: a
+(its file's path, size and time), the reply's schema and token limit, and every message
+sent, so the chunk, the task, the advice and the prompt templates (any change to
+``nodes/prompts.py`` is a new key). Only usable outputs are kept: a
 failed or unparseable reply is asked again next time. Calls are made at temperature 0,
 so a cached reply is the one the model would give (up to a server's nondeterminism).
 
@@ -51,7 +52,8 @@ def model_file(spec: ModelSpec) -> list[Any] | None:
 @lru_cache(maxsize=16)
 def _weights(gguf_path: str | None, cwd: str) -> list[Any]:  # once per file and working folder
     try:
-        path = Path(cwd, gguf_path).expanduser().resolve() if gguf_path else default_gguf()
+        given = Path(gguf_path).expanduser() if gguf_path else None
+        path = (given if given.is_absolute() else Path(cwd) / given).resolve() if given else default_gguf()
         stat = path.stat()
     except (OSError, EmbeddedModelError) as exc:
         return [gguf_path, type(exc).__name__]
