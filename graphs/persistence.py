@@ -165,16 +165,17 @@ def thread_lock(location: Location | None, thread_id: str) -> Iterator[None]:
     if is_postgres(resolved):
         import psycopg
 
-        conn = None
         try:
             # keepalives: a peer gone without a word ends the session (and frees the lock) in
             # minutes, and an idle session behind a NAT is not dropped while the run holds it
             conn = psycopg.connect(str(resolved), connect_timeout=POSTGRES_CONNECT_TIMEOUT_S, autocommit=True,
                                    keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
-            row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (LOCK_PREFIX + thread_id,)).fetchone()
         except (psycopg.Error, ValueError) as exc:
-            if conn is not None:
-                conn.close()
+            raise BadInput(f"cannot connect to PostgreSQL at {describe(str(resolved))}: {str(exc).strip()}") from None
+        try:
+            row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (LOCK_PREFIX + thread_id,)).fetchone()
+        except psycopg.Error as exc:
+            conn.close()
             raise BadInput(f"cannot lock thread {thread_id} in PostgreSQL at {describe(str(resolved))}: "
                            f"{str(exc).strip()}") from None
         with conn:

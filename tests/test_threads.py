@@ -133,6 +133,8 @@ def in_a_terminal(*args: str, home: Where, columns: int) -> str:
     return strip_ansi(out.stdout).replace("\r", "")
 
 
+# how the CLI prints ids does not depend on where threads live: one backend (CI's time budget)
+@pytest.mark.parametrize("interrupted_once", ["sqlite"], indirect=True)
 def test_ids_stay_whole_in_pipes_and_narrow_terminals_and_a_prefix_is_enough(interrupted):
     home, thread, _ = interrupted
     piped = cli("runs", home=home)  # a pipe: tab-separated rows under a header, nothing cut
@@ -384,6 +386,9 @@ def test_fork_bad_input_through_the_cli(interrupted):
 
 
 @pytest.mark.embedded
+# the embedded model's fork through the CLI on one backend (a minute each); the fork itself runs
+# on both in test_fork_from_round_two_with_other_settings and through the CLI in test_cli_lifecycle
+@pytest.mark.parametrize("interrupted_once", ["sqlite"], indirect=True)
 def test_fork_through_the_cli_with_the_embedded_supervisor(interrupted):
     copy, thread, _ = interrupted
     # ids as a user copies them from piped output, shortened to a unique prefix
@@ -445,6 +450,9 @@ def test_approval_accept_edit_and_reject(where: Where):
 
 
 @pytest.mark.embedded
+# through the CLI with the embedded model on one backend; accept, edit and reject run on both
+# in test_approval_accept_edit_and_reject
+@pytest.mark.parametrize("where", ["postgres"], indirect=True)
 def test_approve_through_the_cli(where: Where, tmp_path):
     from pdfgen import write_pdf
     from test_cli import PAGES
