@@ -6,6 +6,8 @@ cancels the job's siblings; transport errors are left to the node's RetryPolicy.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,16 +30,50 @@ from .models import CallRecord, ModelClient, ModelProvider, reply_text
 from .replies import parse_text_reply
 from .store import BlobBatch
 
-_limits: dict[int, threading.BoundedSemaphore] = {}
+
+class OrderedSlots:
+    """``limit`` slots, given to the waiting job with the lowest place in its round's
+    batch first. A semaphore wakes its waiters in no set order; LangGraph starts a round's
+    ``Send`` tasks together, so the batch's chunk-major order (sandboxed_execute.chunk_major)
+    would reach the server shuffled and lose the prefix reuse it is for
+    (benchmarks/throughput.py)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._busy = 0
+        self._waiting: list[tuple[int, int]] = []  # (place, arrival): a heap
+        self._arrivals = itertools.count()
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def slot(self, place: int) -> Iterator[None]:
+        me = (place, next(self._arrivals))
+        with self._cond:
+            heapq.heappush(self._waiting, me)
+            while self._busy >= self.limit or self._waiting[0] != me:
+                self._cond.wait()
+            heapq.heappop(self._waiting)
+            self._busy += 1
+            self._cond.notify_all()  # the next in line may take a slot that is still free
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy -= 1
+                self._cond.notify_all()
+
+
+_limits: dict[int, OrderedSlots] = {}
 _limits_lock = threading.Lock()
 
 
 @contextmanager
-def local_slot(limit: int) -> Iterator[None]:
-    """Bound the number of local-model calls in flight in this process."""
+def local_slot(limit: int, place: int = 0) -> Iterator[None]:
+    """Bound the number of local-model calls in flight in this process; waiting jobs go
+    in the order of their ``place`` in the round's batch."""
     with _limits_lock:
-        sem = _limits.setdefault(limit, threading.BoundedSemaphore(limit))
-    with sem:
+        slots = _limits.setdefault(limit, OrderedSlots(limit))
+    with slots.slot(place):
         yield
 
 
@@ -153,7 +189,7 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runti
         # the result, the call transcripts and what the job cache keeps, written in one round trip
         blobs = BlobBatch()
         cache = JobCache(store, blobs) if settings.job_cache else None
-        with local_slot(settings.local_concurrency):
+        with local_slot(settings.local_concurrency, inp["index"]):
             output, calls, error, parts = read_chunk(client, job, chunk, settings, cache)
         grounding = check_output(output, chunk, job["task"], settings) if output is not None else None
         result = JobResult(
