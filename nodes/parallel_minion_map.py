@@ -36,31 +36,35 @@ class OrderedSlots:
     batch first. A semaphore wakes its waiters in no set order; LangGraph starts a round's
     ``Send`` tasks together, so the batch's chunk-major order (sandboxed_execute.chunk_major)
     would reach the server shuffled and lose the prefix reuse it is for
-    (benchmarks/throughput.py)."""
+    (benchmarks/throughput.py). A job that ends hands its slot to the next in line and wakes
+    that one only (O(log n), no herd of a thousand waiters)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._busy = 0
-        self._waiting: list[tuple[int, int]] = []  # (place, arrival): a heap
+        self._free = limit
+        self._waiting: list[tuple[int, int, threading.Event]] = []  # (place, arrival, its wake-up): a heap
         self._arrivals = itertools.count()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
 
     @contextmanager
     def slot(self, place: int) -> Iterator[None]:
-        me = (place, next(self._arrivals))
-        with self._cond:
-            heapq.heappush(self._waiting, me)
-            while self._busy >= self.limit or self._waiting[0] != me:
-                self._cond.wait()
-            heapq.heappop(self._waiting)
-            self._busy += 1
-            self._cond.notify_all()  # the next in line may take a slot that is still free
+        with self._lock:
+            if self._free > 0:
+                self._free -= 1
+                turn = None
+            else:
+                turn = threading.Event()
+                heapq.heappush(self._waiting, (place, next(self._arrivals), turn))
+        if turn is not None:
+            turn.wait()  # the slot of the job that woke it is now this one's
         try:
             yield
         finally:
-            with self._cond:
-                self._busy -= 1
-                self._cond.notify_all()
+            with self._lock:
+                if self._waiting:
+                    heapq.heappop(self._waiting)[2].set()
+                else:
+                    self._free += 1
 
 
 _limits: dict[int, OrderedSlots] = {}
