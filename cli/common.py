@@ -94,7 +94,10 @@ QuietOption = Annotated[bool, typer.Option(
     "--quiet", metavar="", help="no progress on stderr (by default: bars on a terminal, a plain line per step otherwise)")]
 # Options several commands share, declared once (same flag, help and limits everywhere).
 RemoteOption = Annotated[str | None, typer.Option(envvar="MINIONFLOW_REMOTE", help="supervisor model spec (default: openai:gpt-4o if OPENAI_API_KEY is set, else embedded)", metavar="SPEC")]
-LocalOption = Annotated[str, typer.Option(envvar="MINIONFLOW_LOCAL", help="worker model spec", metavar="SPEC")]
+LocalOption = Annotated[list[str] | None, typer.Option(
+    envvar="MINIONFLOW_LOCAL", metavar="SPEC",
+    help="worker model spec (default embedded); several, repeated or separated by commas, make a pool the jobs are "
+    "spread over, each with its own ';slots=N'")]
 MaxRoundsOption = Annotated[int | None, typer.Option(min=1, max=50, help="rounds of MinionS (default 5; 1 with an embedded supervisor)", metavar="N")]
 ChunkTokensOption = Annotated[int | None, typer.Option(min=10, help="chunk size of the built-in plan, in tokens (default 1000)", metavar="N")]
 NoCacheOption = Annotated[bool, typer.Option(
@@ -114,13 +117,13 @@ def location(home: Path, checkpoint: str | None) -> Location:
     return resolve_location(checkpoint or home)
 
 
-def build_settings(remote: str | None, local: str | None, *, protocol: str = "minions", graph: str | None = None,
+def build_settings(remote: str | None, local: str | list[str] | None, *, protocol: str = "minions", graph: str | None = None,
                    **given: Any) -> RunSettings:
     """RunSettings from command-line options (None: the default), or a clear exit 2."""
     if protocol not in PROTOCOLS:
         raise _fail(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     try:
-        settings = default_settings({"remote": _parse_spec(remote, "remote"), "local": _parse_spec(local, "local"),
+        settings = default_settings({"remote": _parse_spec(remote, "remote"), "local": parse_local(local),
                                      "protocol": protocol, "graph": graph, **given})
     except ValidationError as exc:
         raise _fail(_settings_error(exc)) from None
@@ -159,13 +162,43 @@ def ready(settings: RunSettings) -> Any:
     """Check the models and the sandbox before any call; the sandbox backend, or None
     for protocols that run no code."""
     try:
-        for spec, role in ((settings.remote, "remote"), (settings.local, "local")):
-            preflight(spec, role)  # type: ignore[arg-type]
+        preflight(settings.remote, "remote")
+        preflight_pool(settings)
         if settings.protocol != "minions" and not settings.graph:
             return None
         return get_backend(settings.sandbox, settings.sandbox_runtime)
     except (ModelConfigError, SandboxUnavailable) as exc:
         raise _fail(str(exc)) from None
+
+
+def parse_local(value: str | list[str] | None) -> list[ModelSpec] | None:
+    """``--local``: one spec, or several (the option repeated, or specs separated by commas)."""
+    if not value:
+        return None
+    given = [value] if isinstance(value, str) else value
+    specs = [part for item in given for part in item.split(",") if part.strip()]
+    if not specs:
+        raise _fail("--local: empty model spec")
+    return [spec for part in specs if (spec := _parse_spec(part, "local")) is not None]
+
+
+def preflight_pool(settings: RunSettings) -> None:
+    """Every local endpoint is checked: one that does not answer is left out of the run's
+    pool with a warning when another does (it may come back: nodes.pool), and fails the
+    start when none does."""
+    errors: list[str] = []
+    endpoints = [settings.local, *settings.local_pool]
+    for spec in endpoints:
+        try:
+            preflight(spec, "local")
+        except ModelConfigError as exc:
+            if len(endpoints) == 1:
+                raise
+            errors.append(str(exc))
+    if len(errors) == len(endpoints):
+        raise ModelConfigError(f"no local endpoint answers: {errors[0]}")
+    for error in errors:
+        err.print(f"[yellow]warning:[/] {escape(error)}; the other local endpoints take its jobs", highlight=False)
 
 
 def _parse_spec(value: str | None, role: str) -> ModelSpec | None:

@@ -57,7 +57,7 @@ def compare(
     question: Annotated[str, typer.Option("--question", "-q", help="the question to answer", metavar="TEXT")],
     protocols: Annotated[str, typer.Option(help="comma-separated: " + ", ".join(PROTOCOLS), metavar="LIST")] = ",".join(PROTOCOLS),
     remote: RemoteOption = None,
-    local: LocalOption = "embedded",
+    local: LocalOption = None,
     max_rounds: MaxRoundsOption = None,
     chunk_tokens: ChunkTokensOption = None,
     no_cache: NoCacheOption = False,

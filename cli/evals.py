@@ -113,7 +113,7 @@ def eval_command(
     suite_path: Annotated[Path, typer.Argument(metavar="SUITE", help="the suite: a JSONL file (id, documents, question, answers, match, tags)", show_default=False)],
     protocols: Annotated[str, typer.Option(help="comma-separated protocols to run: " + ", ".join(PROTOCOLS), metavar="LIST")] = DEFAULT_PROTOCOLS,
     remote: RemoteOption = None,
-    local: LocalOption = "embedded",
+    local: LocalOption = None,
     max_rounds: MaxRoundsOption = None,
     max_code_attempts: Annotated[int | None, typer.Option(min=1, max=10, help="tries for the supervisor's code per round", metavar="N")] = None,
     chunk_tokens: ChunkTokensOption = None,

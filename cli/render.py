@@ -28,6 +28,21 @@ def usage_table(usage: UsageSummary) -> Table:
     return table
 
 
+def endpoint_table(usage: UsageSummary) -> Table | None:
+    """The local endpoints' shares of the jobs, when a pool ran them (None for one endpoint)."""
+    if len(usage.endpoints) < 2:
+        return None
+    table = Table(title="Local endpoints", title_justify="left")
+    for column in ("endpoint", "jobs", "moved away", "calls", "tokens", "seconds"):
+        table.add_column(column, justify="left" if column == "endpoint" else "right")
+    for e in usage.endpoints:
+        calls = f"{e.calls}" + (f" ({e.failed_calls} failed)" if e.failed_calls else "")
+        calls += f" + {e.cache_hits} cached" if e.cache_hits else ""
+        table.add_row(escape(e.endpoint), f"{e.jobs}", f"{e.moved}", calls,
+                      f"{e.prompt_tokens + e.completion_tokens:,}", f"{e.latency_s:.1f}")
+    return table
+
+
 def _savings(usage: UsageSummary) -> str:
     ratio = usage.savings_ratio
     if ratio is None:
@@ -63,6 +78,8 @@ def render_result(console: Console, result: RunResult, resume: str | None = None
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     if result.usage:
         console.print(usage_table(result.usage))
+        if (endpoints := endpoint_table(result.usage)) is not None:
+            console.print(endpoints)
         if result.status == "answered":  # an unfinished run has saved nothing yet
             console.print(f"Against sending everything to the remote model: {_savings(result.usage)}", highlight=False)
     rounds = f"rounds: {result.rounds}" if result.status == "answered" else f"rounds finished: {result.rounds}"

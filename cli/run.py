@@ -41,7 +41,7 @@ def run(
     documents: Annotated[list[Path], typer.Argument(help="documents to read (.txt, .md, .pdf)", show_default=False, metavar="DOC")],
     question: Annotated[str, typer.Option("--question", "-q", help="the question to answer", metavar="TEXT")],
     remote: RemoteOption = None,
-    local: LocalOption = "embedded",
+    local: LocalOption = None,
     max_rounds: MaxRoundsOption = None,
     max_code_attempts: Annotated[int | None, typer.Option(min=1, max=10, help="tries for the supervisor's code per round (default 3; 1 with an embedded supervisor)", metavar="N")] = None,
     chunk_tokens: ChunkTokensOption = None,

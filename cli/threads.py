@@ -43,10 +43,11 @@ from .common import (
     drive,
     err,
     location,
+    parse_local,
     ready,
     resume_command,
 )
-from .render import print_code, print_rows, usage_table
+from .render import endpoint_table, print_code, print_rows, usage_table
 
 
 @contextmanager
@@ -139,7 +140,7 @@ def fork(
     thread: Annotated[str, typer.Argument(help="the thread to fork (its id or the start of one)", metavar="THREAD")],
     at: Annotated[str, typer.Option("--at", help="checkpoint id, or the start of one (minionflow history THREAD)", metavar="CHECKPOINT")],
     remote: Annotated[str | None, typer.Option(help="another supervisor model spec", metavar="SPEC")] = None,
-    local: Annotated[str | None, typer.Option(help="another worker model spec", metavar="SPEC")] = None,
+    local: Annotated[list[str] | None, typer.Option(help="another worker model spec, or several (a pool)", metavar="SPEC")] = None,
     max_rounds: MaxRoundsOption = None,
     no_cache: NoCacheOption = False,
     json_out: ResultJsonOption = False,
@@ -152,10 +153,13 @@ def fork(
     where = _existing(home, checkpoint)
     _setup_logging(verbose, home or data_dir())
     changes: dict[str, object] = {}
-    for role, value in (("remote", remote), ("local", local)):
-        spec = _parse_spec(value, role)
-        if spec is not None:
-            changes[role] = spec.model_dump()
+    spec = _parse_spec(remote, "remote")
+    if spec is not None:
+        changes["remote"] = spec.model_dump()
+    pool = parse_local(local)
+    if pool is not None:  # the whole pool is replaced
+        changes["local"] = [s.model_dump() for s in pool]
+        changes["local_pool"] = []
     if max_rounds is not None:
         changes["max_rounds"] = max_rounds
     if no_cache:
@@ -279,6 +283,8 @@ def _render_view(console: Console, view: ThreadView) -> None:
         if view.final.get("quote"):
             console.print(f"[bold]The document says:[/] \"{escape(view.final['quote'])}\"", highlight=False)
     console.print(usage_table(view.usage))
+    if (endpoints := endpoint_table(view.usage)) is not None:
+        console.print(endpoints)
 
 
 @app.command()

@@ -80,6 +80,13 @@ class ModelSpec(BaseModel):
     # under grammar-constrained JSON; the embedded default is the format that measured
     # best on the bundled eval suite (README, "Answer quality").
     reply: ReplyFormat = "json"
+    # as a local endpoint of a pool (RunSettings.local_endpoints): how many requests it
+    # takes at once (";slots=N"; default: the run's local_concurrency) and, for the
+    # embedded model, how many servers to start (";servers=N"), each one endpoint;
+    # ``replica`` numbers those servers (0 is the first)
+    slots: int | None = Field(None, ge=1, le=256)
+    servers: int = Field(1, ge=1, le=16)
+    replica: int = Field(0, ge=0)
 
     @property
     def window_known(self) -> bool:
@@ -90,7 +97,7 @@ class ModelSpec(BaseModel):
     @property
     def label(self) -> str:
         if self.kind == "embedded":
-            return f"embedded:{self.model}"
+            return f"embedded:{self.model}" + (f"#{self.replica + 1}" if self.replica else "")
         return f"{self.model}@{self.base_url}"
 
     @classmethod
@@ -102,7 +109,7 @@ class ModelSpec(BaseModel):
         options: dict[str, str] = {}
         for opt in opts:
             key, sep, value = opt.partition("=")
-            if not sep or key.strip() not in {"key", "structured", "reply", "ctx"}:
+            if not sep or key.strip() not in {"key", "structured", "reply", "ctx", "slots", "servers"}:
                 raise ModelSpecError(f"unknown option {opt!r} in model spec {spec!r}; {SPEC_HINT}")
             options[key.strip()] = value.strip()
         structured = options.get("structured", "auto")
@@ -116,6 +123,15 @@ class ModelSpec(BaseModel):
             if not options["ctx"].isdigit() or int(options["ctx"]) <= 512:
                 raise ModelSpecError(f"ctx must be a number of tokens above 512 in {spec!r}, got {options['ctx']!r}")
             spec_obj = spec_obj.model_copy(update={"context_window": int(options["ctx"]), "context_known": True})
+        for name, top in (("slots", 256), ("servers", 16)):
+            if name in options:
+                value = options[name]
+                if not value.isdigit() or not 1 <= int(value) <= top:
+                    raise ModelSpecError(f"{name} must be a number from 1 to {top} in {spec!r}, got {value!r}")
+                if name == "servers" and spec_obj.kind != "embedded":
+                    raise ModelSpecError(f"servers=N starts embedded model servers; {spec!r} is served elsewhere "
+                                         "(give each server of a pool as its own spec)")
+                spec_obj = spec_obj.model_copy(update={name: int(value)})
         return spec_obj if reply is None else spec_obj.model_copy(update={"reply": reply})
 
     @classmethod
@@ -237,6 +253,8 @@ class RunSettings(BaseModel):
 
     remote: ModelSpec = Field(default_factory=lambda: ModelSpec.parse("embedded"))
     local: ModelSpec = Field(default_factory=lambda: ModelSpec.parse("embedded"))
+    local_pool: list[ModelSpec] = Field(default_factory=list, description="further local endpoints: the minions' jobs "
+                                        "are spread over local and these (nodes.pool)")
     protocol: Protocol = Field("minions", description="minions, minion (the chat protocol), remote-only or local-only")
     graph: str | None = Field(None, description="module:attr of a custom graph builder (minionflow run --graph)")
     max_rounds: int = Field(5, ge=1, le=50)
@@ -265,16 +283,56 @@ class RunSettings(BaseModel):
     sandbox_limits: SandboxLimits = Field(default_factory=SandboxLimits)
     prices: PriceTable = Field(default_factory=PriceTable)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _local_list(cls, data: Any) -> Any:
+        """``local`` may name several endpoints: a list of specs, or one string with
+        commas (``embedded,llama3.2@http://laptop:11434/v1``); the first is ``local``,
+        the others join ``local_pool``."""
+        if not isinstance(data, dict):
+            return data
+        local = data.get("local")
+        if isinstance(local, str) and "," in local:
+            local = [part for part in local.split(",") if part.strip()] or [local]
+        if isinstance(local, list):
+            if not local:
+                raise ValueError("local: name at least one model spec")
+            data = {**data, "local": local[0], "local_pool": [*local[1:], *(data.get("local_pool") or [])]}
+        return data
+
     @field_validator("remote", "local", mode="before")
     @classmethod
     def _spec_string(cls, value: Any) -> Any:
         """A spec may be given as its string (``openai:gpt-4o``, ``embedded``, ``M@URL``)."""
         return ModelSpec.parse(value) if isinstance(value, str) else value
 
+    @field_validator("local_pool", mode="before")
+    @classmethod
+    def _pool_strings(cls, value: Any) -> Any:
+        return [ModelSpec.parse(v) if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+
+    @property
+    def local_endpoints(self) -> list[ModelSpec]:
+        """Every local endpoint the minions' jobs may go to, in the order given: ``local``
+        then ``local_pool``, an embedded spec with ``servers=N`` as N replicas."""
+        endpoints: list[ModelSpec] = []
+        for spec in (self.local, *self.local_pool):
+            endpoints += [spec.model_copy(update={"replica": i}) for i in range(spec.servers)]
+        return endpoints
+
     @model_validator(mode="after")
     def _minion_turns(self) -> RunSettings:
         if self.protocol == "minion" and self.max_rounds < MIN_MINION_TURNS:
             raise ValueError(f"the minion protocol needs max_rounds >= {MIN_MINION_TURNS} (a question, then the answer)")
+        return self
+
+    @model_validator(mode="after")
+    def _distinct_endpoints(self) -> RunSettings:
+        labels = [spec.label for spec in self.local_endpoints]
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        if twice:
+            raise ValueError(f"local endpoint {twice[0]} is named twice (for more servers of the embedded model, "
+                             "use embedded;servers=N)")
         return self
 
     @model_validator(mode="after")

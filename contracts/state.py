@@ -49,6 +49,9 @@ class UsageRecord(TypedDict):
     transcript: NotRequired[str | None]
     # answered from the job cache (nodes.job_cache): no request, no tokens; not counted as a call
     cache_hit: NotRequired[bool]
+    # a local call to a pool endpoint that failed to answer (nodes.pool): the job went to another
+    moved: NotRequired[bool]
+    job_id: NotRequired[str]  # a minion job's call: the job it was for
 
 
 class JobResult(TypedDict):
@@ -72,6 +75,8 @@ class JobResult(TypedDict):
     grounding: NotRequired[dict[str, Any] | None]
     # how many parts the chunk was read in to fit the local model's context (nodes.context_guard)
     parts: NotRequired[int]
+    # the local endpoint that answered the job (its spec's label; nodes.pool)
+    endpoint: NotRequired[str]
 
 
 class ResultRef(TypedDict):

@@ -52,7 +52,7 @@ def load_transcripts(store: BaseStore, refs: list[str]) -> list[Transcript]:
 
 
 def usage_records(calls: Iterable[CallRecord], role: Role, node: str, round_: int, model: str,
-                  blobs: BlobBatch | None = None) -> list[UsageRecord]:
+                  blobs: BlobBatch | None = None, job_id: str | None = None) -> list[UsageRecord]:
     """One usage record per call. With a batch of blobs, each call's transcript is
     added to it (the caller writes the batch) and the record points at it
     (``minionflow show --json`` prints them)."""
@@ -66,6 +66,8 @@ def usage_records(calls: Iterable[CallRecord], role: Role, node: str, round_: in
         )
         if call.cache_hit:
             record["cache_hit"] = True
+        if job_id is not None:
+            record["job_id"] = job_id
         if blobs is not None:
             record["transcript"] = transcript_blob(blobs, call)
         records.append(record)
@@ -95,9 +97,24 @@ class RoleTotals(BaseModel):
     cost_usd: float = 0.0
 
 
+class EndpointTotals(BaseModel):
+    """One local endpoint's share of a run (a pool's endpoints, nodes.pool)."""
+
+    endpoint: str  # the spec's label
+    jobs: int = 0  # minion jobs it answered (or failed with a bad reply)
+    moved: int = 0  # jobs that went to another endpoint after it failed to answer
+    calls: int = 0
+    failed_calls: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+
+
 class UsageSummary(BaseModel):
     remote: RoleTotals
     local: RoleTotals
+    endpoints: list[EndpointTotals] = []  # local calls per endpoint, in the order first used
     total_cost_usd: float
     remote_only_prompt_tokens: int
     remote_only_completion_tokens: int
@@ -124,14 +141,40 @@ def role_totals(records: Iterable[UsageRecord], prices: PriceTable) -> dict[str,
     return totals
 
 
+def endpoint_totals(records: Iterable[UsageRecord]) -> list[EndpointTotals]:
+    """Local calls, jobs and failures per endpoint."""
+    totals: dict[str, EndpointTotals] = {}
+    jobs: dict[str, set[str]] = {}
+    for r in records:
+        if r["role"] != "local":
+            continue
+        t = totals.setdefault(r["model"], EndpointTotals(endpoint=r["model"]))
+        if r.get("moved"):
+            t.moved += 1
+        elif r.get("job_id"):
+            jobs.setdefault(r["model"], set()).add(r["job_id"])
+        if r.get("cache_hit"):
+            t.cache_hits += 1
+            continue
+        t.calls += 1
+        t.failed_calls += 0 if r["ok"] else 1
+        t.prompt_tokens += r["prompt_tokens"]
+        t.completion_tokens += r["completion_tokens"]
+        t.latency_s = round(t.latency_s + r["latency_s"], 4)
+    for name, ids in jobs.items():
+        totals[name].jobs = len(ids)
+    return list(totals.values())
+
+
 def summarize(records: Iterable[UsageRecord], prices: PriceTable, task: str, documents: Iterable[str], answer: str) -> UsageSummary:
+    records = list(records)
     totals = role_totals(records, prices)
     prompt = count_tokens(task) + sum(count_tokens(d) for d in documents)
     completion = count_tokens(answer)
     remote_only = prices.remote.cost(prompt, completion)
     total = totals["remote"].cost_usd + totals["local"].cost_usd
     return UsageSummary(
-        remote=totals["remote"], local=totals["local"], total_cost_usd=total,
+        remote=totals["remote"], local=totals["local"], endpoints=endpoint_totals(records), total_cost_usd=total,
         remote_only_prompt_tokens=prompt, remote_only_completion_tokens=completion,
         remote_only_cost_usd=remote_only,
         savings_ratio=(remote_only / total) if total > 0 else None,

@@ -166,19 +166,22 @@ class EmbeddedServer:
             proc.wait()
 
 
-_servers: dict[tuple[Path, int], EmbeddedServer] = {}
+_servers: dict[tuple[Path, int, int], EmbeddedServer] = {}
 _servers_lock = threading.Lock()
 
 
-def embedded_server(gguf_path: str | None = None, n_ctx: int = 8192) -> EmbeddedServer:
+def embedded_server(gguf_path: str | None = None, n_ctx: int = 8192, replica: int = 0, servers: int = 1) -> EmbeddedServer:
     """The process-wide server for this GGUF file and context window (created, not
     started): a spec's window (``;ctx=N``) is the one its server runs with, and the one
-    the context guard counts against."""
+    the context guard counts against. ``embedded;servers=N`` starts N of them
+    (``replica`` 0 to N-1), which share the cores: each gets cores/N threads."""
     path = Path(gguf_path).expanduser().resolve() if gguf_path else default_gguf()
+    key = (path, n_ctx, replica)
     with _servers_lock:
-        server = _servers.get((path, n_ctx))
+        server = _servers.get(key)
         if server is None:
-            server = _servers[(path, n_ctx)] = EmbeddedServer(path, n_ctx=n_ctx)
+            threads = max((os.cpu_count() or 1) // servers, 1)
+            server = _servers[key] = EmbeddedServer(path, n_ctx=n_ctx, n_threads=threads)
         return server
 
 

@@ -128,6 +128,24 @@ def rank(results: list[JobResult], question: str) -> list[JobResult]:
     return sorted(ranked, key=key) + rest
 
 
+def failover_notes(results: list[JobResult], round_: int) -> list[str]:
+    """One note per local endpoint that failed to answer in the round (nodes.pool): how
+    many jobs it gave up, where they went, and why."""
+    moved: dict[str, list[str]] = {}
+    for result in results:
+        for record in result["usage"]:
+            if record.get("moved"):
+                moved.setdefault(record["model"], []).append(str(record.get("error") or ""))
+    notes = []
+    for endpoint, errors in moved.items():
+        went = sorted({r.get("endpoint", "?") for r in results
+                       if any(u.get("moved") and u["model"] == endpoint for u in r["usage"])} - {endpoint})
+        reason = errors[0].removeprefix("endpoint failed, job moved: ")
+        notes.append(f"round {round_}: local endpoint {endpoint} failed ({_cut(reason, 160)}); its {len(errors)} "
+                     f"job(s) went to {', '.join(went) or 'other endpoints'}")
+    return notes
+
+
 Selector = Callable[[list[JobResult], int, int], tuple[list[dict[str, Any]], dict[str, int]]]
 
 
@@ -150,7 +168,12 @@ def make_filter(select: Selector) -> Callable[[RoundState, Runtime[Any]], dict[s
             stats["dropped_over_cap"] += already
         emit({"type": "filter", "round": round_number(state), **stats})
         archived = sorted(results, key=lambda r: r["job_id"])
-        return {"kept": kept, "filter_stats": stats, "results_ref": put_json(store, archived), "job_results": Overwrite([])}
+        update: dict[str, Any] = {"kept": kept, "filter_stats": stats, "results_ref": put_json(store, archived),
+                                  "job_results": Overwrite([])}
+        notes = failover_notes(results, round_number(state))
+        if notes:
+            update["notes"] = notes
+        return update
 
     return filter_node
 

@@ -63,7 +63,8 @@ def _weights(gguf_path: str | None, cwd: str) -> list[Any]:  # once per file and
 def job_key(spec: ModelSpec, max_tokens: int, messages: list[BaseMessage]) -> str:
     identity = {
         "version": CACHE_VERSION,
-        "model": spec.model_dump(mode="json", exclude={"api_key_env"}),
+        # where the job ran in a pool is not what it asked: replicas of one model share answers
+        "model": spec.model_dump(mode="json", exclude={"api_key_env", "slots", "servers", "replica"}),
         "weights": model_file(spec),
         "reply_schema": json_schema(JobOutput),  # what a JSON reply is asked to be
         "max_tokens": max_tokens,

@@ -29,7 +29,7 @@ from minionflow.contracts.settings import OPENAI_BASE_URL, ModelSpec, Structured
 from pydantic import BaseModel, ValidationError
 
 from .context_guard import ContextGuard, find_guard
-from .embedded import embedded_server
+from .embedded import EmbeddedServer, embedded_server
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,18 @@ class ModelClient:
                 base_url = getattr(self.chat, "openai_api_base", None)
                 self._guard = (find_guard(self.spec, base_url if isinstance(base_url, str) else None),)
             return self._guard[0]
+
+    def probe(self, timeout_s: float = 2.0) -> bool:
+        """Whether the endpoint answers (``GET /models``); an embedded server that died is
+        started again first. Used to bring a pool's failed endpoint back (nodes.pool)."""
+        try:
+            self.ensure_ready()
+            base_url = getattr(self.chat, "openai_api_base", None)
+            if not isinstance(base_url, str):
+                return True
+            return httpx.get(f"{base_url.rstrip('/')}/models", timeout=timeout_s).status_code < 500
+        except Exception:  # noqa: BLE001 - any failure means: not back yet
+            return False
 
     def text(self, messages: list[BaseMessage]) -> CallRecord:
         """One plain call. A transport error is raised (the node's RetryPolicy retries
@@ -244,7 +256,7 @@ class DefaultModelProvider:
             if key not in self._clients:
                 ensure_ready = None
                 if spec.kind == "embedded":
-                    ensure_ready = embedded_server(spec.gguf_path, n_ctx=spec.context_window).start
+                    ensure_ready = _embedded(spec).start
                 self._clients[key] = ModelClient(spec, self._chat(spec, max_tokens), ensure_ready=ensure_ready)
             return self._clients[key]
 
@@ -252,7 +264,7 @@ class DefaultModelProvider:
         from langchain_openai import ChatOpenAI
 
         if spec.kind == "embedded":
-            base_url = embedded_server(spec.gguf_path, n_ctx=spec.context_window).start()
+            base_url = _embedded(spec).start()
             api_key = "embedded"
         else:
             base_url = spec.base_url or ""
@@ -273,6 +285,10 @@ class DefaultModelProvider:
             use_responses_api=False,
             stream_usage=True,
         )
+
+
+def _embedded(spec: ModelSpec) -> EmbeddedServer:
+    return embedded_server(spec.gguf_path, n_ctx=spec.context_window, replica=spec.replica, servers=spec.servers)
 
 
 def resolve_api_key(spec: ModelSpec) -> str | None:

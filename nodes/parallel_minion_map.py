@@ -6,18 +6,16 @@ cancels the job's siblings; transport errors are left to the node's RetryPolicy.
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Callable
 from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
+from minionflow.contracts.errors import is_transient
 from minionflow.contracts.schemas import JobOutput
 from minionflow.contracts.settings import ReplyFormat, RunSettings
-from minionflow.contracts.state import JobInput, JobRecord, JobResult, ResultRef
+from minionflow.contracts.state import JobInput, JobRecord, JobResult, ResultRef, UsageRecord
 
 from . import prompts
 from .accounting import usage_records
@@ -27,58 +25,9 @@ from .filter import is_abstention
 from .grounding import Grounding, ground
 from .job_cache import JobCache, job_key
 from .models import CallRecord, ModelClient, ModelProvider, reply_text
+from .pool import endpoint_pool
 from .replies import parse_text_reply
 from .store import BlobBatch
-
-
-class OrderedSlots:
-    """``limit`` slots, given to the waiting job with the lowest place in its round's
-    batch first. A semaphore wakes its waiters in no set order; LangGraph starts a round's
-    ``Send`` tasks together, so the batch's chunk-major order (sandboxed_execute.chunk_major)
-    would reach the server shuffled and lose the prefix reuse it is for
-    (benchmarks/throughput.py). A job that ends hands its slot to the next in line and wakes
-    that one only (O(log n), no herd of a thousand waiters)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._free = limit
-        self._waiting: list[tuple[int, int, threading.Event]] = []  # (place, arrival, its wake-up): a heap
-        self._arrivals = itertools.count()
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def slot(self, place: int) -> Iterator[None]:
-        with self._lock:
-            if self._free > 0:
-                self._free -= 1
-                turn = None
-            else:
-                turn = threading.Event()
-                heapq.heappush(self._waiting, (place, next(self._arrivals), turn))
-        if turn is not None:
-            turn.wait()  # the slot of the job that woke it is now this one's
-        try:
-            yield
-        finally:
-            with self._lock:
-                if self._waiting:
-                    heapq.heappop(self._waiting)[2].set()
-                else:
-                    self._free += 1
-
-
-_limits: dict[int, OrderedSlots] = {}
-_limits_lock = threading.Lock()
-
-
-@contextmanager
-def local_slot(limit: int, place: int = 0) -> Iterator[None]:
-    """Bound the number of local-model calls in flight in this process; waiting jobs go
-    in the order of their ``place`` in the round's batch."""
-    with _limits_lock:
-        slots = _limits.setdefault(limit, OrderedSlots(limit))
-    with slots.slot(place):
-        yield
 
 
 def worker_messages(job: JobRecord, chunk: str, reply: ReplyFormat = "json") -> list[Any]:
@@ -113,7 +62,7 @@ def ask_or_recall(client: ModelClient, messages: list[Any], settings: RunSetting
                   ) -> tuple[JobOutput | None, list[CallRecord], str | None]:
     """``ask_worker``, through the job cache when the run keeps one: an identical
     request answered before is not sent again; a usable new output is kept."""
-    reply = settings.local.reply
+    reply = client.spec.reply
     if cache is None:
         return ask_worker(client, messages, reply)
     key = job_key(client.spec, settings.local_max_tokens, messages)
@@ -134,7 +83,7 @@ def read_chunk(client: ModelClient, job: JobRecord, chunk: str, settings: RunSet
     (``merge_parts``). Returns the output, the calls, the error and the number of parts;
     a chunk that cannot be split to fit fails with the reason and no call. With a
     ``cache``, each call goes through the job cache (``ask_or_recall``)."""
-    reply = settings.local.reply
+    reply = client.spec.reply
     guard = client.context_guard()
     parts = [chunk]
     if guard is not None:
@@ -188,13 +137,28 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runti
         job: JobRecord = batch["jobs"][inp["index"]]
         settings = settings_from_ref(store, batch["settings_ref"])
         chunk = chunks[job["chunk_ref"]]
-        client = models.client(settings.local, "local", settings.local_max_tokens)
-        reply = settings.local.reply
         # the result, the call transcripts and what the job cache keeps, written in one round trip
         blobs = BlobBatch()
         cache = JobCache(store, blobs) if settings.job_cache else None
-        with local_slot(settings.local_concurrency, inp["index"]):
-            output, calls, error, parts = read_chunk(client, job, chunk, settings, cache)
+        pool = endpoint_pool(settings, probe=lambda spec: models.client(spec, "local", settings.local_max_tokens).probe())
+        moved: list[UsageRecord] = []  # a call to an endpoint that failed, after which the job went to another
+        while True:
+            with pool.lease(inp["index"], job["chunk_ref"]) as spec:
+                client = models.client(spec, "local", settings.local_max_tokens)
+                started = time.monotonic()
+                try:
+                    output, calls, error, parts = read_chunk(client, job, chunk, settings, cache)
+                    break
+                except Exception as exc:
+                    reason = f"{type(exc).__name__}: {exc}"
+                    if not is_transient(exc) or not pool.fail(spec, reason):
+                        raise  # one endpoint (or the last one up): the node's RetryPolicy retries the job
+                    failed = CallRecord(None, time.monotonic() - started, f"endpoint failed, job moved: {reason}")
+                    for record in usage_records([failed], "local", "parallel_minion_map", job["round"], client.name,
+                                                job_id=job["job_id"]):
+                        record["moved"] = True
+                        moved.append(record)
+        reply = client.spec.reply
         grounding = check_output(output, chunk, job["task"], settings) if output is not None else None
         result = JobResult(
             job_id=job["job_id"], round=job["round"], attempt=job["attempt"], task_id=job["task_id"],
@@ -204,7 +168,9 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runti
             citation=output.citation if output else None,
             error=error, reply_format=reply,
             grounding=grounding.model_dump() if grounding is not None else None,
-            usage=usage_records(calls, "local", "parallel_minion_map", job["round"], client.name, blobs),
+            usage=[*moved, *usage_records(calls, "local", "parallel_minion_map", job["round"], client.name, blobs,
+                                          job_id=job["job_id"])],
+            endpoint=client.name,
         )
         if parts != 1:
             result["parts"] = parts

@@ -64,6 +64,11 @@ class ServerError(Exception):
         self.status = status
 
 
+class Drop(Exception):
+    """Raised by a responder to close the connection with no reply, as a server that
+    is killed mid-request does."""
+
+
 class BadRequest(Exception):
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
@@ -203,6 +208,8 @@ class OpenAIServer:
         self.responder = responder if not isinstance(responder, dict) else None
         self.requests: list[dict[str, Any]] = []
         self.rejected: list[str] = []
+        self.answered = 0  # chat completions answered with 200
+        self.dead = False  # kill(): every connection is closed unanswered from then on
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
 
@@ -244,13 +251,28 @@ class OpenAIServer:
                     body = json.loads(raw)
                 except ValueError:
                     body = None
-                status, payload = server.answer(body)
+                try:
+                    if server.dead:
+                        raise Drop
+                    status, payload = server.answer(body)
+                except Drop:
+                    self.close_connection = True  # no reply: the client sees the connection end
+                    return
+                if status == 200:
+                    with server._lock:
+                        server.answered += 1
                 self._send(status, payload)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def kill(self) -> None:
+        """Die as a killed server does: requests in flight and any that come get no
+        reply, and the port stops listening."""
+        self.dead = True
+        threading.Thread(target=self.stop, daemon=True).start()
 
     def stop(self) -> None:
         if self._httpd is not None:

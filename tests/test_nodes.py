@@ -147,39 +147,6 @@ def test_the_jobs_over_one_chunk_run_back_to_back():
     assert len({j["chunk_ref"] for j in jobs[0:2]}) == 1 and jobs[0]["chunk_ref"] != jobs[2]["chunk_ref"]
 
 
-def test_waiting_jobs_take_the_local_slots_in_batch_order():
-    """LangGraph starts a round's Send tasks together: the slots, not the threads' race,
-    decide which job reaches the local server next (the batch is chunk-major)."""
-    import threading
-    import time
-
-    from minionflow.nodes.parallel_minion_map import OrderedSlots
-
-    slots = OrderedSlots(1)  # one slot: each job enters after the one before it left, so the order is the grant order
-    admitted: list[int] = []
-    release = threading.Event()
-
-    def job(place: int) -> None:
-        with slots.slot(place):
-            admitted.append(place)
-            release.wait(10)
-
-    holders = [threading.Thread(target=job, args=(100,))]  # the slot taken
-    for t in holders:
-        t.start()
-    while len(admitted) < 1:
-        time.sleep(0.01)
-    waiters = []
-    for place in (7, 3, 9, 1, 5):  # arrive out of order, all wait
-        waiters.append(threading.Thread(target=job, args=(place,)))
-        waiters[-1].start()
-        time.sleep(0.02)
-    release.set()
-    for t in holders + waiters:
-        t.join(10)
-    assert admitted == [100, 1, 3, 5, 7, 9]
-
-
 def test_the_next_rounds_code_gets_the_jobs_and_their_outputs_in_the_same_order():
     """The batch is stored chunk-major, the results by job id: prepare_jobs may zip
     prev_job_manifests with prev_job_outputs, so both come in the order it wrote them."""

@@ -1,0 +1,185 @@
+"""The pool of local endpoints (nodes.pool): the order jobs get slots in, where they go,
+what happens when an endpoint dies, and a whole run over two real OpenAI-compatible
+servers, one of them killed mid-round."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+from conftest import default_local, default_remote, secret_doc
+from minionflow.contracts.settings import ModelSpec, RunSettings
+from minionflow.graphs.run import run_minions
+from minionflow.nodes.pool import EndpointPool
+from openai_server import Drop, OpenAIServer
+from pydantic import ValidationError
+
+A = ModelSpec.parse("m@http://127.0.0.1:1/v1")
+B = ModelSpec.parse("m@http://127.0.0.1:2/v1")
+
+
+def run_jobs(pool: EndpointPool, jobs: list[tuple[int, str]], hold: threading.Event, taken: int) -> list[tuple[int, str, str]]:
+    """Start one thread per (place, chunk) job, after ``taken`` holders of every slot; each
+    records (place, chunk, endpoint) when it gets its slot and leaves at once."""
+    granted: list[tuple[int, str, str]] = []
+    lock = threading.Lock()
+
+    def job(place: int, chunk: str, wait: bool) -> None:
+        with pool.lease(place, chunk) as spec:
+            with lock:
+                granted.append((place, chunk, spec.base_url or ""))
+            if wait:
+                hold.wait(10)
+            else:
+                time.sleep(0.01)  # one at a time per slot, so the grant order is what was recorded
+
+    threads = [threading.Thread(target=job, args=(1000 + i, f"held{i}", True)) for i in range(taken)]
+    for t in threads:
+        t.start()
+    while len(granted) < taken:
+        time.sleep(0.01)
+    for place, chunk in jobs:  # arrive out of order; all wait
+        threads.append(threading.Thread(target=job, args=(place, chunk, False)))
+        threads[-1].start()
+        time.sleep(0.02)
+    hold.set()
+    for t in threads:
+        t.join(10)
+    return granted[taken:]
+
+
+def test_waiting_jobs_take_the_slots_in_batch_order():
+    """LangGraph starts a round's Send tasks together: the slots, not the threads' race,
+    decide which job reaches the local server next (the batch is chunk-major)."""
+    pool = EndpointPool([(A, 1)])
+    granted = run_jobs(pool, [(7, "c"), (3, "b"), (9, "c"), (1, "a"), (5, "b")], threading.Event(), taken=1)
+    assert [place for place, _, _ in granted] == [1, 3, 5, 7, 9]
+
+
+def test_a_chunks_jobs_stay_on_one_endpoint_of_two():
+    """Three tasks over each of two chunks on two endpoints of one slot, released one
+    job at a time: a freed endpoint takes the next job over the chunk it just read, a
+    chunk another endpoint is reading is left to it."""
+    pool = EndpointPool([(A, 1), (B, 1)])
+    granted: list[tuple[int, str]] = []
+    done = {place: threading.Event() for place in (100, 101, *range(6))}
+    cond = threading.Condition()
+
+    def job(place: int, chunk: str) -> None:
+        with pool.lease(place, chunk) as spec:
+            with cond:
+                granted.append((place, "A" if spec == A else "B"))
+                cond.notify_all()
+            done[place].wait(10)
+
+    def grants(n: int) -> None:
+        with cond:
+            assert cond.wait_for(lambda: len(granted) >= n, 5), granted
+
+    threads = []
+    for place, chunk in [(100, "x"), (101, "y"), *((p, f"c{p // 3}") for p in (5, 2, 4, 0, 3, 1))]:
+        threads.append(threading.Thread(target=job, args=(place, chunk)))
+        threads[-1].start()
+        grants(min(len(threads), 2))
+        time.sleep(0.02)
+    assert {p for p, _ in granted} == {100, 101}
+    for place in (100, 101, 0, 3, 1, 4, 2):
+        done[place].set()
+        grants(len(granted) + 1 if len(granted) < 8 else 8)
+    done[5].set()
+    for t in threads:
+        t.join(10)
+    on = dict(granted)
+    first = on[0]
+    assert [on[p] for p in (0, 1, 2)] == [first] * 3  # c0 on one endpoint
+    other = "B" if first == "A" else "A"
+    assert [on[p] for p in (3, 4, 5)] == [other] * 3  # c1 on the other
+    assert [p for p, _ in granted[2:]] == [0, 3, 1, 4, 2, 5]
+
+
+def test_a_failed_endpoint_is_taken_out_until_a_probe_finds_it_back():
+    answers = threading.Event()
+    probes: list[str] = []
+
+    def probe(spec: ModelSpec) -> bool:
+        probes.append(spec.label)
+        return answers.is_set()
+
+    pool = EndpointPool([(A, 2), (B, 2)], probe=probe, probe_every_s=0.05)
+    assert pool.fail(A, "ConnectError") is True  # B is up: the job may go there
+    assert pool.up() == [B]
+    with pool.lease(0, "c") as spec:
+        assert spec == B
+    assert pool.fail(B, "ConnectError") is False  # the last one standing stays: the caller raises
+    assert pool.up() == [B]
+    time.sleep(0.2)
+    assert probes and set(probes) == {A.label} and pool.up() == [B]  # still down
+    answers.set()
+    deadline = time.monotonic() + 5
+    while pool.up() != [A, B] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert pool.up() == [A, B]
+
+
+def test_one_endpoint_never_leaves_the_pool():
+    pool = EndpointPool([(A, 4)])
+    assert pool.fail(A, "ConnectError") is False and pool.up() == [A]
+
+
+def test_pool_specs_in_settings():
+    settings = RunSettings(local="embedded;servers=2,m@http://h:1/v1;slots=3")
+    assert [s.label for s in settings.local_endpoints] == [
+        "embedded:SmolLM2-135M-Instruct", "embedded:SmolLM2-135M-Instruct#2", "m@http://h:1/v1"]
+    assert settings.local_pool[0].slots == 3 and settings.local.servers == 2
+    assert RunSettings(local=["embedded", "m@http://h:1/v1"]).local_pool[0].base_url == "http://h:1/v1"
+    with pytest.raises(ValidationError, match="named twice"):
+        RunSettings(local="m@http://h:1/v1,m@http://h:1/v1")
+    for bad, message in (("m@http://h:1/v1;servers=2", "starts embedded model servers"),
+                         ("embedded;slots=0", "slots must be a number from 1 to 256")):
+        with pytest.raises(ValidationError, match=message):
+            RunSettings(local=bad)
+
+
+def test_a_pool_of_two_servers_one_killed_mid_round(tmp_path):
+    """Twelve jobs over two real servers; the second dies at its third request (that one
+    and any in flight get no reply, then its port is closed). The run answers, every job
+    has one result, the jobs the dead server lost went to the other, and the figures per
+    endpoint add up to what each server answered."""
+    calls = Counter[str]()
+    lock = threading.Lock()
+
+    def dying(prompt: str) -> str:
+        with lock:
+            calls["b"] += 1
+            third = calls["b"] == 3
+        if third:
+            b.kill()
+            raise Drop
+        time.sleep(0.05)
+        return default_local(prompt)
+
+    def slow_local(prompt: str) -> str:
+        time.sleep(0.05)
+        return default_local(prompt)
+
+    with OpenAIServer({"sup": default_remote}) as r, OpenAIServer({"mini": slow_local}) as a, \
+            OpenAIServer({"mini": dying}) as b:
+        urls = [srv.start() for srv in (r, a, b)]
+        settings = RunSettings(remote=f"sup@{urls[0]};structured=json_schema",
+                               local=f"mini@{urls[1]};slots=2,mini@{urls[2]};slots=2;structured=json_schema",
+                               chunk_tokens=40, max_chunk_chars=4000, sandbox="bwrap")
+        result = run_minions([secret_doc()], "What is the secret number?", settings, checkpoint=tmp_path)
+    assert result.status == "answered" and result.answer == "42", (result.error, result.notes)
+    assert b.dead and calls["b"] >= 3
+    jobs = [r for r in result.calls if r["role"] == "local"]
+    answered = Counter(r["job_id"] for r in jobs if r["ok"] and not r.get("moved"))
+    assert len(answered) == 12 and set(answered.values()) == {1}  # every job once, none twice
+    ea, eb = (next(e for e in result.usage.endpoints if e.endpoint == f"mini@{url}") for url in urls[1:])
+    assert ea.jobs + eb.jobs == 12 and eb.moved >= 1 and ea.moved == 0
+    assert ea.calls == a.answered == ea.jobs  # each call a server answered is one job, counted where it ran
+    assert eb.calls - eb.failed_calls == b.answered == eb.jobs
+    assert eb.failed_calls == eb.moved
+    assert any(f"local endpoint mini@{urls[2]} failed" in note and f"went to mini@{urls[1]}" in note
+               for note in result.notes), result.notes
