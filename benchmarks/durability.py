@@ -48,7 +48,7 @@ def overhead(store_kind: str, jobs: int, postgres: str) -> dict[str, Any]:
     from minionflow.graphs.run import run_config
     from minionflow.nodes.ingest import initial_state
 
-    settings = RunSettings(max_rounds=1, max_jobs_per_round=max(jobs, 10), local_concurrency=8)
+    settings = RunSettings(local="embedded;slots=8", max_rounds=1, max_jobs_per_round=max(jobs, 10), local_concurrency=8)
     backend, spent = timed_bwrap()
     with tempfile.TemporaryDirectory() as tmp:
         location = {"sqlite": tmp, "postgres": postgres}.get(store_kind)
@@ -87,7 +87,7 @@ def resume_start(store_kind: str, jobs: int, postgres: str) -> dict[str, Any]:
         first_call.append(time.perf_counter())
         return local(prompt)
 
-    settings = RunSettings(max_rounds=1, max_jobs_per_round=jobs + 10, local_concurrency=8)
+    settings = RunSettings(local="embedded;slots=8", max_rounds=1, max_jobs_per_round=jobs + 10, local_concurrency=8)
     backend, _ = timed_bwrap()
     with tempfile.TemporaryDirectory() as tmp:
         location = tmp if store_kind == "sqlite" else postgres

@@ -39,7 +39,7 @@ def one(jobs: int) -> dict[str, float]:
     from workload import QUESTION, document, local, remote, timed_bwrap
 
     doc = document(jobs)
-    settings = RunSettings(max_rounds=1, max_jobs_per_round=max(jobs, 10), local_concurrency=8)
+    settings = RunSettings(local="embedded;slots=8", max_rounds=1, max_jobs_per_round=max(jobs, 10), local_concurrency=8)
     backend, spent = timed_bwrap()
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()

@@ -9,12 +9,15 @@ this machine's cores, in the two orders a round's jobs can be sent:
   llama-cpp-python reuses the prompt prefix of its last request, so a chunk is read once
   for all its tasks.
 
-Both drive the real ``parallel_minion_map`` node from a thread pool of
-``local_concurrency`` (4) workers, jobs submitted in order, as LangGraph's executor runs
-``Send`` tasks. A third row is a whole run (``run_minions``, bwrap sandbox, a fake
+These drive the real ``parallel_minion_map`` node from a thread pool (8 workers, jobs
+submitted in order, as LangGraph's executor runs ``Send`` tasks), through the pool of
+local endpoints (nodes.pool), with the embedded server's default of one request at a
+time. Two more chunk-major rows change the endpoints: ``embedded;slots=4`` (four in
+flight, the server picks their order) and ``embedded;servers=2`` (a pool of two servers,
+each with half the cores). Then a whole run (``run_minions``, bwrap sandbox, a fake
 supervisor whose code writes the jobs task-major), to show the graph sends them
-chunk-major; the fourth, the same run again on the same data folder, where the job
-cache answers every job. After one warm-up call; ``--repeats`` alternates the rows.
+chunk-major, and the same run again on the same data folder, where the job cache answers
+every job. After a warm-up call per server; ``--repeats`` alternates the rows.
 
     .venv/bin/python benchmarks/throughput.py [--chunks N] [--tasks 3] [--out benchmarks/results/throughput.json]
 """
@@ -53,12 +56,12 @@ def chunks(n: int) -> list[str]:
     return every[:n] if n else every
 
 
-def batch(store: Any, texts: list[str], tasks: list[str], order: str) -> tuple[str, int]:
+def batch(store: Any, texts: list[str], tasks: list[str], order: str, local: str) -> tuple[str, int]:
     from minionflow.contracts.settings import RunSettings
     from minionflow.contracts.state import JobBatch, JobRecord
     from minionflow.nodes.store import put_json, put_texts
 
-    settings = RunSettings(local="embedded", local_concurrency=4)
+    settings = RunSettings(local=local, local_concurrency=4, job_cache=False)
     refs = put_texts(store, texts)
     pairs = [(c, t) for t in range(len(tasks)) for c in range(len(texts))]
     if order == "chunk-major":
@@ -69,24 +72,27 @@ def batch(store: Any, texts: list[str], tasks: list[str], order: str) -> tuple[s
     return ref, len(jobs)
 
 
-def by_node(provider: Any, texts: list[str], tasks: list[str], order: str) -> dict[str, Any]:
+def by_node(provider: Any, texts: list[str], tasks: list[str], order: str, local: str = "embedded") -> dict[str, Any]:
     from langgraph.runtime import Runtime
     from langgraph.store.memory import InMemoryStore
     from minionflow.nodes.parallel_minion_map import make_parallel_minion_map
     from minionflow.nodes.store import get_json
 
     store = InMemoryStore()
-    ref, count = batch(store, texts, tasks, order)
+    ref, count = batch(store, texts, tasks, order, local)
     node = make_parallel_minion_map(provider)
     runtime = Runtime(store=store)
     started = time.perf_counter()
-    with ThreadPoolExecutor(4) as pool:
+    with ThreadPoolExecutor(8) as pool:
         updates = list(pool.map(lambda i: node({"jobs_ref": ref, "index": i}, runtime), range(count)))
     wall = time.perf_counter() - started
     results = [get_json(store, u["job_results"][0]["ref"]) for u in updates]
     prompt = sum(u["prompt_tokens"] for r in results for u in r["usage"])
+    per_endpoint: dict[str, int] = {}
+    for r in results:
+        per_endpoint[r["endpoint"]] = per_endpoint.get(r["endpoint"], 0) + 1
     return {"jobs": count, "wall_s": wall, "failed": sum(r["status"] != "ok" for r in results), "prompt_tokens": prompt,
-            "answers": {r["job_id"]: r["answer"] for r in results}}
+            "answers": {r["job_id"]: r["answer"] for r in results}, "jobs_per_endpoint": per_endpoint}
 
 
 def by_graph(texts: list[str], tasks: list[str], home: Path, thread: str) -> dict[str, Any]:
@@ -117,7 +123,7 @@ def by_graph(texts: list[str], tasks: list[str], home: Path, thread: str) -> dic
             return self.real.client(spec, role, max_tokens) if role == "local" else super().client(spec, role, max_tokens)
 
     doc = LoadedDocument(title="sample.md", text="\n\n<<>>\n\n".join(texts), pages=1)
-    settings = RunSettings(local="embedded", local_concurrency=4, max_rounds=1, max_jobs_per_round=100,
+    settings = RunSettings(local="embedded", max_rounds=1, max_jobs_per_round=100,
                            max_chunk_chars=12_000, sandbox="bwrap")
     started = time.perf_counter()
     result = run_minions([doc], "What does the report say?", settings, thread_id=thread, checkpoint=home,
@@ -137,17 +143,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "throughput.json")
     args = parser.parse_args()
     from langchain_core.messages import HumanMessage
-    from minionflow.contracts.settings import ModelSpec
+    from minionflow.contracts.settings import RunSettings
     from minionflow.nodes.models import DefaultModelProvider
 
     texts, tasks = chunks(args.chunks), TASKS[: args.tasks]
     provider = DefaultModelProvider()
-    provider.client(ModelSpec.parse("embedded"), "local", 256).text([HumanMessage("Say hello.")])  # warm-up
+    for spec in RunSettings(local="embedded,embedded;servers=2").local_endpoints[1:]:  # one server, then a pool of two
+        provider.client(spec, "local", 256).text([HumanMessage("Say hello.")])  # warm-up
     graph, again = "graph (run_minions)", "graph again (job cache)"
-    runs: dict[str, list[dict[str, Any]]] = {"task-major": [], "chunk-major": [], graph: [], again: []}
+    variants = {"task-major": ("task-major", "embedded"), "chunk-major": ("chunk-major", "embedded"),
+                "chunk-major, 4 in flight": ("chunk-major", "embedded;slots=4"),
+                "chunk-major, 2 servers": ("chunk-major", "embedded;servers=2")}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in [*variants, graph, again]}
     for _ in range(args.repeats):
-        for order in ("task-major", "chunk-major"):
-            runs[order].append(by_node(provider, texts, tasks, order))
+        for name, (order, local) in variants.items():
+            runs[name].append(by_node(provider, texts, tasks, order, local))
+            print(f"{name}: {runs[name][-1]['wall_s']:.1f} s", flush=True)
         with tempfile.TemporaryDirectory() as tmp:  # one data folder: the second run finds the first's jobs
             runs[graph].append(by_graph(texts, tasks, Path(tmp), "first"))
             runs[again].append(by_graph(texts, tasks, Path(tmp), "second"))
@@ -160,6 +171,7 @@ def main() -> None:
                      "s_per_job": round(statistics.median(walls) / jobs, 3),
                      "failed": max(m["failed"] for m in measured),
                      "local_calls": measured[0].get("local_calls", jobs), "cache_hits": measured[0].get("cache_hits", 0),
+                     "jobs_per_endpoint": measured[0].get("jobs_per_endpoint"),
                      "prompt_tokens": measured[0]["prompt_tokens"]})
     # the order changes which requests reuse a cached prefix, not what is asked: the replies should not change
     first = runs["task-major"][0]["answers"]
@@ -171,12 +183,12 @@ def main() -> None:
         r["speedup"] = round(base / r["wall_s"], 2)
         print(f"{r['order']:<25} {r['jobs']:>5} {r['local_calls']:>12} {r['wall_s']:>16} {r['s_per_job']:>7} "
               f"{r['speedup']:>8}x {r['failed']:>7}  {r['walls_s']}")
-    cached = round(rows[2]["wall_s"] / rows[3]["wall_s"], 1)
+    cached = round(rows[-2]["wall_s"] / rows[-1]["wall_s"], 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"benchmark": "throughput", "model": "embedded (SmolLM2-135M-Instruct)",
-                                    "chunk_tokens": CHUNK_TOKENS, "local_concurrency": 4, "rows": rows,
+                                    "chunk_tokens": CHUNK_TOKENS, "slots": "1 per embedded server unless the row says", "rows": rows,
                                     "chunk_major_same_replies": same, "job_cache_speedup": cached}, indent=2) + "\n")
-    print(f"the same run again: {rows[3]['local_calls']} local calls, {cached}x faster than the first (job cache)")
+    print(f"the same run again: {rows[-1]['local_calls']} local calls, {cached}x faster than the first (job cache)")
     print(f"replies identical to the first task-major run's: {', '.join(f'{s:.0%}' for s in same)} (chunk-major runs)")
     print(f"wrote {args.out}")
 

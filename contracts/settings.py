@@ -81,7 +81,7 @@ class ModelSpec(BaseModel):
     # best on the bundled eval suite (README, "Answer quality").
     reply: ReplyFormat = "json"
     # as a local endpoint of a pool (RunSettings.local_endpoints): how many requests it
-    # takes at once (";slots=N"; default: the run's local_concurrency) and, for the
+    # takes at once (";slots=N"; default: RunSettings.endpoint_slots) and, for the
     # embedded model, how many servers to start (";servers=N"), each one endpoint;
     # ``replica`` numbers those servers (0 is the first)
     slots: int | None = Field(None, ge=1, le=256)
@@ -310,6 +310,15 @@ class RunSettings(BaseModel):
     @classmethod
     def _pool_strings(cls, value: Any) -> Any:
         return [ModelSpec.parse(v) if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+
+    def endpoint_slots(self, spec: ModelSpec) -> int:
+        """How many requests a local endpoint takes at once: its ``;slots=N``, else 1 for
+        an embedded server (llama-cpp-python's answers one at a time: with more in flight
+        it picks their order and breaks the chunk-by-chunk prefix reuse;
+        benchmarks/throughput.py), else ``local_concurrency``."""
+        if spec.slots is not None:
+            return spec.slots
+        return 1 if spec.kind == "embedded" else self.local_concurrency
 
     @property
     def local_endpoints(self) -> list[ModelSpec]:

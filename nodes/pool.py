@@ -2,7 +2,9 @@
 
 ``--local`` may name several endpoints (``RunSettings.local_endpoints``): Ollama on two
 laptops, a vLLM box, several embedded servers (``embedded;servers=N``). Each takes up to
-its ``slots`` requests at once (``;slots=N``, default the run's ``local_concurrency``).
+its ``slots`` requests at once (``;slots=N``; ``RunSettings.endpoint_slots``: the run's
+``local_concurrency``, and 1 for an embedded server, which answers one request at a time,
+so that more in flight would only let the server pick the order).
 
 * **Order.** Waiting jobs get a slot in the order of their place in the round's batch.
   A semaphore wakes its waiters in no set order, and LangGraph starts a round's ``Send``
@@ -179,7 +181,7 @@ _pools_lock = threading.Lock()
 
 def endpoint_pool(settings: RunSettings, probe: Probe | None = None) -> EndpointPool:
     """The process-wide pool of the run's local endpoints (created on first use)."""
-    key = tuple((spec, spec.slots or settings.local_concurrency) for spec in settings.local_endpoints)
+    key = tuple((spec, settings.endpoint_slots(spec)) for spec in settings.local_endpoints)
     with _pools_lock:
         pool = _pools.get(key)
         if pool is None:

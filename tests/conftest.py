@@ -137,10 +137,12 @@ def run_fake(bwrap: BwrapBackend) -> Callable[..., Run]:
         checkpointer: Any = None,
         store: Any = None,
         reply: str | None = None,
+        local_spec: str = "embedded",
         **settings: Any,
     ) -> Run:
+        settings["local"] = local_spec
         if reply is not None:  # the local model's reply format (the embedded spec's default: text)
-            settings["local"] = f"embedded;reply={reply}"
+            settings["local"] += f";reply={reply}"
         settings.setdefault("chunk_tokens", 40)
         settings.setdefault("max_chunk_chars", 4000)
         s = RunSettings(**settings)

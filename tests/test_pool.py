@@ -134,6 +134,9 @@ def test_pool_specs_in_settings():
         "embedded:SmolLM2-135M-Instruct", "embedded:SmolLM2-135M-Instruct#2", "m@http://h:1/v1"]
     assert settings.local_pool[0].slots == 3 and settings.local.servers == 2
     assert RunSettings(local=["embedded", "m@http://h:1/v1"]).local_pool[0].base_url == "http://h:1/v1"
+    # slots: the spec's, else one for an embedded server (it answers one at a time), else local_concurrency
+    four = RunSettings(local="embedded,m@http://h:1/v1,n@http://h:1/v1;slots=2", local_concurrency=4)
+    assert [four.endpoint_slots(s) for s in four.local_endpoints] == [1, 4, 2]
     with pytest.raises(ValidationError, match="named twice"):
         RunSettings(local="m@http://h:1/v1,m@http://h:1/v1")
     for bad, message in (("m@http://h:1/v1;servers=2", "starts embedded model servers"),

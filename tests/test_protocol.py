@@ -234,12 +234,14 @@ def test_every_model_call_is_counted(run_fake):
 
 
 def test_jobs_really_run_concurrently(run_fake):
-    run = run_fake(local_delay=0.3, local_concurrency=4)
+    run = run_fake(local_delay=0.3, local_spec="embedded;slots=4", local_concurrency=1)
     assert 2 <= run.local.max_in_flight <= 4
 
 
 def test_concurrency_bound_is_respected(run_fake):
-    run = run_fake(local_delay=0.1, local_concurrency=1)
+    """An embedded server takes one request at a time unless its spec says otherwise,
+    whatever local_concurrency (which is for served endpoints) says."""
+    run = run_fake(local_delay=0.1, local_concurrency=8)
     assert run.local.max_in_flight == 1
 
 
