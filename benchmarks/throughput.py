@@ -148,7 +148,7 @@ def main() -> None:
 
     texts, tasks = chunks(args.chunks), TASKS[: args.tasks]
     provider = DefaultModelProvider()
-    for spec in RunSettings(local="embedded,embedded;servers=2").local_endpoints[1:]:  # one server, then a pool of two
+    for spec in [*RunSettings().local_endpoints, *RunSettings(local="embedded;servers=2").local_endpoints]:
         provider.client(spec, "local", 256).text([HumanMessage("Say hello.")])  # warm-up
     graph, again = "graph (run_minions)", "graph again (job cache)"
     variants = {"task-major": ("task-major", "embedded"), "chunk-major": ("chunk-major", "embedded"),

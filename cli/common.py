@@ -103,6 +103,9 @@ ChunkTokensOption = Annotated[int | None, typer.Option(min=10, help="chunk size 
 NoCacheOption = Annotated[bool, typer.Option(
     "--no-cache", metavar="", help="ask every job anew, instead of answering one identical to a job answered before "
     "(same model, prompt, chunk and task) from the job cache")]
+MaxQuoteCharsOption = Annotated[int | None, typer.Option(
+    "--max-quote-chars", min=10, metavar="N",
+    help="cap each quote forwarded to the remote model at N characters (default: the answer cap, 600)")]
 ConcurrencyOption = Annotated[int | None, typer.Option(min=1, max=256, help="local-model calls in flight (default 4)", metavar="N")]
 SandboxOption = Annotated[str, typer.Option(help="sandbox backend: auto (docker if an engine and the image are there, else bwrap), docker or bwrap", metavar="auto|docker|bwrap")]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", metavar="", help="log each step on stderr (the log file always has it)")]

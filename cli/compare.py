@@ -20,6 +20,7 @@ from .common import (
     ChunkTokensOption,
     DataDir,
     LocalOption,
+    MaxQuoteCharsOption,
     MaxRoundsOption,
     NoCacheOption,
     QuietOption,
@@ -61,6 +62,7 @@ def compare(
     max_rounds: MaxRoundsOption = None,
     chunk_tokens: ChunkTokensOption = None,
     no_cache: NoCacheOption = False,
+    max_quote_chars: MaxQuoteCharsOption = None,
     sandbox: SandboxOption = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="print the rows as JSON", metavar="")] = False,
     home: DataDir = None,
@@ -79,7 +81,8 @@ def compare(
     if not question.strip():
         raise _fail("the question (-q) is empty")
     all_settings = [build_settings(remote, local, protocol=p, sandbox=sandbox, max_rounds=max_rounds,
-                                   chunk_tokens=chunk_tokens, job_cache=False if no_cache else None) for p in chosen]
+                                   chunk_tokens=chunk_tokens, job_cache=False if no_cache else None,
+                                   max_quote_chars=max_quote_chars) for p in chosen]
     docs = load_documents(documents)
     results: list[CompareRow] = []
     for settings in all_settings:

@@ -28,6 +28,7 @@ from .common import (
     ConcurrencyOption,
     DataDir,
     LocalOption,
+    MaxQuoteCharsOption,
     MaxRoundsOption,
     NoCacheOption,
     QuietOption,
@@ -119,6 +120,7 @@ def eval_command(
     chunk_tokens: ChunkTokensOption = None,
     concurrency: ConcurrencyOption = None,
     no_cache: NoCacheOption = False,
+    max_quote_chars: MaxQuoteCharsOption = None,
     sandbox: SandboxOption = "auto",
     sandbox_runtime: Annotated[str | None, typer.Option(help="OCI runtime for the docker sandbox, e.g. runsc", metavar="RUNTIME")] = None,
     judge: Annotated[str | None, typer.Option(help="model spec of an LLM judge; its verdict is recorded apart from the deterministic score", metavar="SPEC")] = None,
@@ -143,7 +145,8 @@ def eval_command(
     all_settings = {p: build_settings(remote, local, protocol=p, sandbox=sandbox, sandbox_runtime=sandbox_runtime,
                                       max_rounds=max_rounds, max_code_attempts=max_code_attempts,
                                       chunk_tokens=chunk_tokens, local_concurrency=concurrency,
-                                      job_cache=False if no_cache else None) for p in chosen}
+                                      job_cache=False if no_cache else None,
+                                      max_quote_chars=max_quote_chars) for p in chosen}
     judge_spec = _parse_spec(judge, "judge")
     out_dir = out or Path("eval-results") / suite.name
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from minionflow.graphs.run import RunResult
+from minionflow.graphs.threads import CallView
 from minionflow.nodes.accounting import UsageSummary
 from rich.console import Console
 from rich.markup import escape
@@ -20,6 +21,9 @@ def usage_table(usage: UsageSummary) -> Table:
         calls = f"{t.calls}" + (f" ({t.failed_calls} failed)" if t.failed_calls else "")
         calls += f" + {t.cache_hits} cached" if t.cache_hits else ""
         table.add_row(role, calls, f"{t.prompt_tokens:,}", f"{t.completion_tokens:,}", f"{t.cached_tokens:,}", f"{t.cost_usd:.4f}")
+    if usage.remote.calls:
+        sent = usage.egress
+        table.add_row(f"  from the documents ({sent.document_chars:,} chars)", "", f"{sent.document_tokens:,}", "", "", "")
     table.add_row("[bold]this run[/]", "", "", "", "", f"[bold]{usage.total_cost_usd:.4f}[/]")
     table.add_row(
         "remote only (est.)", "1", f"{usage.remote_only_prompt_tokens:,}", f"{usage.remote_only_completion_tokens:,}",
@@ -40,6 +44,30 @@ def endpoint_table(usage: UsageSummary) -> Table | None:
         calls += f" + {e.cache_hits} cached" if e.cache_hits else ""
         table.add_row(escape(e.endpoint), f"{e.jobs}", f"{e.moved}", calls,
                       f"{e.prompt_tokens + e.completion_tokens:,}", f"{e.latency_s:.1f}")
+    return table
+
+
+def egress_table(usage: UsageSummary, calls: list[CallView]) -> Table:
+    """The egress ledger: each remote call, what it sent and how much of that came from
+    the documents, with a total per round and for the run."""
+    table = Table(title="Sent to the remote model", title_justify="left")
+    for column in ("round", "call", "prompt tokens", "from the documents: tokens", "characters", "share"):
+        table.add_column(column, justify="left" if column == "call" else "right")
+
+    def share(part: int, whole: int) -> str:
+        return f"{part / whole:.0%}" if whole else "-"
+
+    remote = [c for c in calls if c.role == "remote" and not c.cache_hit]
+    for row in usage.egress.rounds:
+        for c in (c for c in remote if c.round == row.round):
+            chars, tokens = c.document_chars or 0, c.document_tokens or 0
+            table.add_row(str(c.round), escape(c.node), f"{c.prompt_tokens:,}", f"{tokens:,}", f"{chars:,}",
+                          share(tokens, c.prompt_tokens))
+        table.add_row(str(row.round), f"[italic]round {row.round}: {row.calls} calls[/]", f"{row.prompt_tokens:,}",
+                      f"{row.document_tokens:,}", f"{row.document_chars:,}", share(row.document_tokens, row.prompt_tokens))
+    total = usage.egress
+    table.add_row("", "[bold]the run[/]", f"{total.prompt_tokens:,}", f"{total.document_tokens:,}",
+                  f"{total.document_chars:,}", share(total.document_tokens, total.prompt_tokens))
     return table
 
 

@@ -16,6 +16,7 @@ from .common import (
     ConcurrencyOption,
     DataDir,
     LocalOption,
+    MaxQuoteCharsOption,
     MaxRoundsOption,
     NoCacheOption,
     QuietOption,
@@ -47,6 +48,7 @@ def run(
     chunk_tokens: ChunkTokensOption = None,
     concurrency: ConcurrencyOption = None,
     no_cache: NoCacheOption = False,
+    max_quote_chars: MaxQuoteCharsOption = None,
     sandbox: SandboxOption = "auto",
     approve: Annotated[bool, typer.Option("--approve", help="review the supervisor's code before each execution", metavar="")] = False,
     sandbox_runtime: Annotated[str | None, typer.Option(help="OCI runtime for the docker sandbox, e.g. runsc (gVisor)", metavar="RUNTIME")] = None,
@@ -69,7 +71,8 @@ def run(
         raise _fail("the question (-q) is empty")
     settings = build_settings(remote, local, protocol=protocol, graph=graph, sandbox=sandbox, sandbox_runtime=sandbox_runtime,
                               approve_code=approve, max_rounds=max_rounds, max_code_attempts=max_code_attempts,
-                              chunk_tokens=chunk_tokens, local_concurrency=concurrency, job_cache=False if no_cache else None)
+                              chunk_tokens=chunk_tokens, local_concurrency=concurrency, job_cache=False if no_cache else None,
+                              max_quote_chars=max_quote_chars)
     docs = load_documents(documents)
     backend = ready(settings)
     remote_spec = settings.remote

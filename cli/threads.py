@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import uuid
 from collections.abc import Iterator
@@ -47,7 +48,7 @@ from .common import (
     ready,
     resume_command,
 )
-from .render import endpoint_table, print_code, print_rows, usage_table
+from .render import egress_table, endpoint_table, print_code, print_rows, usage_table
 
 
 @contextmanager
@@ -224,11 +225,22 @@ def show(
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
     json_out: Annotated[bool, typer.Option("--json", help="everything, for machines", metavar="")] = False,
+    egress: Annotated[bool, typer.Option("--egress", help="only what was sent to the remote model, and how much of it "
+                                         "came from the documents", metavar="")] = False,
 ) -> None:
     """Show a run round by round: code, its execution, jobs and outputs, what the
     filter kept, the supervisor's decision, usage."""
     with _opened(home, checkpoint) as (saver, store):
         view = show_thread(saver, store, resolve_thread(saver, thread))
+    if egress:
+        remote = [c for c in view.calls if c.role == "remote"]
+        if json_out:
+            ledger = {"thread_id": view.summary.thread_id, "egress": view.usage.egress.model_dump(),
+                      "calls": [c.model_dump(exclude={"transcript"}) for c in remote]}
+            sys.stdout.write(json.dumps(ledger, indent=2) + "\n")
+        else:
+            Console().print(egress_table(view.usage, remote))
+        return
     if json_out:
         sys.stdout.write(view.model_dump_json(indent=2) + "\n")
         return

@@ -268,6 +268,8 @@ class RunSettings(BaseModel):
                             "task) from the store's job cache, with no new local tokens")
     max_forwarded_outputs: int = Field(30, ge=1, description="cap on minion outputs forwarded to the remote model")
     max_answer_chars: int = Field(600, ge=20, description="longer minion answers are cut before forwarding")
+    max_quote_chars: int | None = Field(None, ge=10, description="cap on each quote forwarded to the remote model "
+                                        "(characters; default: max_answer_chars)")
     min_citation_score: float = Field(80.0, ge=0, le=100, description="a minion's quote must match its chunk this well (0-100, fuzzy) to be forwarded")
     min_answer_support: float = Field(0.6, ge=0, le=1, description="share of a minion answer's words one passage of its chunk must hold for it to be forwarded")
     local_max_tokens: int = Field(256, ge=16)

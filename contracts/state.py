@@ -52,6 +52,11 @@ class UsageRecord(TypedDict):
     # a local call to a pool endpoint that failed to answer (nodes.pool): the job went to another
     moved: NotRequired[bool]
     job_id: NotRequired[str]  # a minion job's call: the job it was for
+    # a remote call: how much of what it sent came from the documents (minion answers,
+    # quotes and explanations, a Minion's replies, or the documents themselves), the
+    # egress ledger (nodes.accounting)
+    document_chars: NotRequired[int]
+    document_tokens: NotRequired[int]
 
 
 class JobResult(TypedDict):

@@ -70,6 +70,10 @@ class CallView(BaseModel):
     cached_tokens: int = 0
     latency_s: float
     cache_hit: bool = False  # answered from the job cache: no request was sent
+    job_id: str | None = None  # a minion job's call
+    moved: bool = False  # the endpoint failed and the job went to another (nodes.pool)
+    document_chars: int | None = None  # a remote call: what of its prompt came from the documents
+    document_tokens: int | None = None
     transcript: Transcript | None
 
 
@@ -219,6 +223,8 @@ def _calls(store: BaseStore, records: list[UsageRecord]) -> list[CallView]:
             role=r["role"], node=r["node"], round=r["round"], model=r["model"], ok=r["ok"], error=r.get("error"),
             prompt_tokens=r["prompt_tokens"], completion_tokens=r["completion_tokens"],
             cached_tokens=r.get("cached_tokens") or 0, latency_s=r["latency_s"], cache_hit=bool(r.get("cache_hit")),
+            job_id=r.get("job_id"), moved=bool(r.get("moved")), document_chars=r.get("document_chars"),
+            document_tokens=r.get("document_tokens"),
             transcript=transcripts[ref] if (ref := r.get("transcript")) else None,
         )
         for r in records

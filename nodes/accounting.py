@@ -3,7 +3,7 @@ remote-only estimate for the same task (tiktoken) to show the savings."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from langgraph.store.base import BaseStore
 from minionflow.contracts.settings import PriceTable
@@ -75,12 +75,19 @@ def usage_records(calls: Iterable[CallRecord], role: Role, node: str, round_: in
 
 
 def record_calls(store: BaseStore, calls: Iterable[CallRecord], role: Role, node: str, round_: int,
-                 model: str) -> list[UsageRecord]:
+                 model: str, from_documents: Sequence[str] | None = None) -> list[UsageRecord]:
     """What a node does with the calls it made: their usage records, their
     transcripts written to the store in one round trip, and a progress event with
-    their tokens."""
+    their tokens. ``from_documents``: the pieces of each call's prompt that came from the
+    documents (a remote call's egress; none is an empty list)."""
     blobs = BlobBatch()
     records = usage_records(calls, role, node, round_, model, blobs)
+    if from_documents is not None:
+        chars = sum(len(piece) for piece in from_documents)
+        tokens = sum(count_tokens(piece) for piece in from_documents)
+        for record in records:
+            if not record.get("cache_hit"):
+                record["document_chars"], record["document_tokens"] = chars, tokens
     blobs.write(store)
     emit_usage(records)
     return records
@@ -111,10 +118,29 @@ class EndpointTotals(BaseModel):
     latency_s: float = 0.0
 
 
+class EgressRow(BaseModel):
+    """What left the machine in one round (the egress ledger): the remote calls, the
+    tokens they sent, and how much of that came from the documents."""
+
+    round: int
+    calls: int = 0
+    prompt_tokens: int = 0
+    document_chars: int = 0
+    document_tokens: int = 0
+
+
+class Egress(BaseModel):
+    rounds: list[EgressRow] = []
+    prompt_tokens: int = 0  # every remote prompt token
+    document_chars: int = 0  # of which came from the documents
+    document_tokens: int = 0
+
+
 class UsageSummary(BaseModel):
     remote: RoleTotals
     local: RoleTotals
     endpoints: list[EndpointTotals] = []  # local calls per endpoint, in the order first used
+    egress: Egress = Egress()
     total_cost_usd: float
     remote_only_prompt_tokens: int
     remote_only_completion_tokens: int
@@ -166,6 +192,23 @@ def endpoint_totals(records: Iterable[UsageRecord]) -> list[EndpointTotals]:
     return list(totals.values())
 
 
+def egress(records: Iterable[UsageRecord]) -> Egress:
+    """The egress ledger: per round, the remote calls' prompt tokens and the part of them
+    that came from the documents (recorded by each node that sends document-derived text)."""
+    rounds: dict[int, EgressRow] = {}
+    for r in records:
+        if r["role"] != "remote" or r.get("cache_hit"):
+            continue
+        row = rounds.setdefault(r["round"], EgressRow(round=r["round"]))
+        row.calls += 1
+        row.prompt_tokens += r["prompt_tokens"]
+        row.document_chars += r.get("document_chars", 0)
+        row.document_tokens += r.get("document_tokens", 0)
+    rows = [rounds[k] for k in sorted(rounds)]
+    return Egress(rounds=rows, prompt_tokens=sum(r.prompt_tokens for r in rows),
+                  document_chars=sum(r.document_chars for r in rows), document_tokens=sum(r.document_tokens for r in rows))
+
+
 def summarize(records: Iterable[UsageRecord], prices: PriceTable, task: str, documents: Iterable[str], answer: str) -> UsageSummary:
     records = list(records)
     totals = role_totals(records, prices)
@@ -174,7 +217,8 @@ def summarize(records: Iterable[UsageRecord], prices: PriceTable, task: str, doc
     remote_only = prices.remote.cost(prompt, completion)
     total = totals["remote"].cost_usd + totals["local"].cost_usd
     return UsageSummary(
-        remote=totals["remote"], local=totals["local"], endpoints=endpoint_totals(records), total_cost_usd=total,
+        remote=totals["remote"], local=totals["local"], endpoints=endpoint_totals(records), egress=egress(records),
+        total_cost_usd=total,
         remote_only_prompt_tokens=prompt, remote_only_completion_tokens=completion,
         remote_only_cost_usd=remote_only,
         savings_ratio=(remote_only / total) if total > 0 else None,

@@ -56,6 +56,12 @@ def aggregate_messages(state: RoundState, settings: RunSettings, last_round: boo
     return [SystemMessage(prompts.AGGREGATE_SYSTEM), HumanMessage(user)]
 
 
+def outputs_from_documents(kept: list[dict[str, Any]]) -> list[str]:
+    """What of the aggregation prompt came from the documents: each forwarded output's
+    answer, quote and explanation, as sent (the egress ledger)."""
+    return [text for k in kept for text in (k["answer"], k["citation"], k["explanation"]) if text]
+
+
 def forwarded_so_far(store: BaseStore, state: RoundState, kept: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every output forwarded to the supervisor: this round's first, then earlier rounds'."""
     earlier = [get_json(store, r["kept_ref"]) for r in state.get("rounds") or [] if r["kept_ref"]]
@@ -151,7 +157,8 @@ def make_aggregate(models: ModelProvider) -> Callable[[RoundState, Runtime[Any]]
         update: dict[str, Any] = {
             "scratchpad": parsed.scratchpad or state.get("scratchpad"),
             "rounds": [*(state.get("rounds") or []), record],
-            "usage": record_calls(store, calls, "remote", "aggregate", round_, client.name),
+            "usage": record_calls(store, calls, "remote", "aggregate", round_, client.name,
+                                  from_documents=outputs_from_documents(state.get("kept") or [])),
             "notes": notes,
         }
         if final:

@@ -168,6 +168,16 @@ def server_window(spec: ModelSpec, base_url: str, timeout_s: float = 5.0) -> int
     return None
 
 
+def is_llama_cpp(base_url: str, timeout_s: float = 2.0) -> bool:
+    """Whether the server is llama.cpp's own (``llama-server``: ``GET /props`` answers
+    with its generation settings)."""
+    try:
+        reply = httpx.get(f"{_root(base_url)}/props", timeout=timeout_s)
+        return reply.status_code == 200 and isinstance(reply.json().get("default_generation_settings"), dict)
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False
+
+
 def exact_counter(base_url: str, timeout_s: float = 10.0) -> Callable[[str], int] | None:
     """Exact token counts from a llama-cpp-python server, if this is one."""
     url = f"{_root(base_url)}/extras/tokenize/count"
@@ -193,4 +203,5 @@ def find_guard(spec: ModelSpec, base_url: str | None) -> ContextGuard | None:
     return ContextGuard(window=window, count=exact or tiktoken_estimate, exact=exact is not None)
 
 
-__all__ = ["ContextGuard", "ContextOverflow", "exact_counter", "find_guard", "message_texts", "server_window"]
+__all__ = ["ContextGuard", "ContextOverflow", "exact_counter", "find_guard", "is_llama_cpp", "message_texts",
+           "server_window"]

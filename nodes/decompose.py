@@ -99,7 +99,8 @@ def make_decompose(models: ModelProvider) -> Callable[[RoundState, Runtime[Any]]
         emit({"type": "decompose", "round": round_, "attempt": attempt})
         client = models.client(settings.remote, "remote", settings.remote_max_tokens)
         call = client.text(decompose_messages(state, settings, retry))
-        update: dict[str, Any] = {"usage": record_calls(store, [call], "remote", "decompose", round_, client.name)}
+        update: dict[str, Any] = {"usage": record_calls(store, [call], "remote", "decompose", round_, client.name,
+                                                        from_documents=[])}  # metadata only: no document text
         code = extract_code(str(call.message.content)) if call.message is not None else None
         if code is None:
             error = call.error or NO_CODE_ERROR

@@ -166,7 +166,7 @@ class EmbeddedServer:
             proc.wait()
 
 
-_servers: dict[tuple[Path, int, int], EmbeddedServer] = {}
+_servers: dict[tuple[Path, int, int, int], EmbeddedServer] = {}
 _servers_lock = threading.Lock()
 
 
@@ -174,9 +174,10 @@ def embedded_server(gguf_path: str | None = None, n_ctx: int = 8192, replica: in
     """The process-wide server for this GGUF file and context window (created, not
     started): a spec's window (``;ctx=N``) is the one its server runs with, and the one
     the context guard counts against. ``embedded;servers=N`` starts N of them
-    (``replica`` 0 to N-1), which share the cores: each gets cores/N threads."""
+    (``replica`` 0 to N-1), which share the cores: each gets cores/N threads (so the
+    first of two is not the server of ``embedded`` alone, which has them all)."""
     path = Path(gguf_path).expanduser().resolve() if gguf_path else default_gguf()
-    key = (path, n_ctx, replica)
+    key = (path, n_ctx, replica, servers)
     with _servers_lock:
         server = _servers.get(key)
         if server is None:

@@ -166,6 +166,8 @@ def make_filter(select: Selector) -> Callable[[RoundState, Runtime[Any]], dict[s
             already = stats.get("dropped_over_cap", 0)
             kept = cap(kept, stats, settings.max_forwarded_outputs)
             stats["dropped_over_cap"] += already
+        if settings.max_quote_chars is not None:  # the user's cap on each quote that leaves the machine
+            kept = [{**k, "citation": _cut(k.get("citation"), settings.max_quote_chars)} for k in kept]
         emit({"type": "filter", "round": round_number(state), **stats})
         archived = sorted(results, key=lambda r: r["job_id"])
         update: dict[str, Any] = {"kept": kept, "filter_stats": stats, "results_ref": put_json(store, archived),

@@ -55,8 +55,10 @@ def make_minion_remote(models: ModelProvider) -> Callable[[MinionState, Runtime[
         last = round_ >= settings.max_rounds
         client = models.client(settings.remote, "remote", settings.remote_max_tokens)
         reply = client.structured(MinionTurn, minion_remote_messages(state, settings, last))
+        # the local model's replies are what it read in the document (the egress ledger)
+        said = [t["content"] for t in state.get("conversation") or [] if t["role"] == "local"]
         update: dict[str, Any] = {"usage": record_calls(store_of(runtime), reply.calls, "remote", "minion_remote", round_,
-                                                        client.name)}
+                                                        client.name, from_documents=said)}
         turn = reply.parsed if isinstance(reply.parsed, MinionTurn) else None
         notes: list[str] = []
         if turn is None:

@@ -28,7 +28,7 @@ from minionflow.contracts.errors import is_transient
 from minionflow.contracts.settings import OPENAI_BASE_URL, ModelSpec, StructuredMethod
 from pydantic import BaseModel, ValidationError
 
-from .context_guard import ContextGuard, find_guard
+from .context_guard import ContextGuard, find_guard, is_llama_cpp
 from .embedded import EmbeddedServer, embedded_server
 
 log = logging.getLogger(__name__)
@@ -257,10 +257,10 @@ class DefaultModelProvider:
                 ensure_ready = None
                 if spec.kind == "embedded":
                     ensure_ready = _embedded(spec).start
-                self._clients[key] = ModelClient(spec, self._chat(spec, max_tokens), ensure_ready=ensure_ready)
+                self._clients[key] = ModelClient(spec, self._chat(spec, max_tokens, role), ensure_ready=ensure_ready)
             return self._clients[key]
 
-    def _chat(self, spec: ModelSpec, max_tokens: int) -> BaseChatModel:
+    def _chat(self, spec: ModelSpec, max_tokens: int, role: Role = "remote") -> BaseChatModel:
         from langchain_openai import ChatOpenAI
 
         if spec.kind == "embedded":
@@ -272,7 +272,12 @@ class DefaultModelProvider:
         # langchain-openai sends the limit as max_completion_tokens, which OpenAI wants
         # but llama-cpp-python's server ignores (it then generates up to the context
         # size): other servers also get the older max_tokens field.
-        extra_body = None if base_url.startswith(OPENAI_BASE_URL) else {"max_tokens": max_tokens}
+        extra_body: dict[str, Any] | None = None if base_url.startswith(OPENAI_BASE_URL) else {"max_tokens": max_tokens}
+        # llama.cpp's llama-server keeps a slot's prompt for the next request only when asked
+        # (cache_prompt; the default in its later versions): the minions' jobs over one chunk
+        # share their prompt up to the task (nodes.pool runs them back to back)
+        if role == "local" and extra_body is not None and spec.kind != "embedded" and is_llama_cpp(base_url):
+            extra_body["cache_prompt"] = True
         return ChatOpenAI(
             model=spec.model,
             base_url=base_url,

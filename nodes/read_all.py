@@ -31,13 +31,15 @@ def make_read_all(models: ModelProvider, role: Role) -> Callable[[ReadAllState, 
         client = models.client(spec, role, max_tokens)
         store = store_of(runtime)
         docs = state["documents"]
-        messages = read_all_messages(state["task"], [d["title"] for d in docs], document_texts(store, docs))
+        texts = document_texts(store, docs)
+        messages = read_all_messages(state["task"], [d["title"] for d in docs], texts)
         guard = client.context_guard() if role == "local" else None
         if guard is not None:
             guard.require_fit(message_texts(messages), max_tokens, "reading every document in one prompt",
                               "minions (the default protocol) reads them in chunks")
         call = client.text(messages)
-        usage = record_calls(store, [call], role, f"read_all_{role}", 1, client.name)
+        usage = record_calls(store, [call], role, f"read_all_{role}", 1, client.name,
+                             from_documents=texts if role == "remote" else None)  # the egress ledger: everything
         answer = reply_text(call.message).strip() if call.message is not None else ""
         notes = [] if answer else [f"the {role} model gave no answer: {call.error or 'empty reply'}"]
         return {"usage": usage, "notes": notes,

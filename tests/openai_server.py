@@ -113,12 +113,13 @@ def _message_text(message: dict[str, Any]) -> str:
     return content or ""
 
 
-def check_request(body: Any) -> dict[str, Any]:
+def check_request(body: Any, extra: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The request's reply mode (``text``, ``json_object``, ``json_schema`` or ``tool``)
-    and what it needs, or BadRequest."""
+    and what it needs, or BadRequest. ``extra``: arguments this kind of server takes
+    besides OpenAI's (llama.cpp's ``cache_prompt``)."""
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
-    unknown = sorted(set(body) - KNOWN_ARGUMENTS)
+    unknown = sorted(set(body) - KNOWN_ARGUMENTS - extra)
     if unknown:
         raise BadRequest(f"Unrecognized request argument supplied: {unknown[0]}", unknown[0])
     if not isinstance(body.get("model"), str) or not body["model"]:
@@ -290,7 +291,8 @@ class OpenAIServer:
         with self._lock:
             self.requests.append(body)
         try:
-            mode = check_request(body)
+            llama = self.context is not None and self.context[0] == "llama.cpp"
+            mode = check_request(body, frozenset({"cache_prompt"}) if llama else frozenset())
         except BadRequest as exc:
             with self._lock:
                 self.rejected.append(str(exc))

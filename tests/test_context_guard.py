@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 from conftest import cli_env, default_local, final_json, worker_json
 from fakes import FakeProvider, PromptFake
+from langchain_core.messages import HumanMessage
 from langgraph.runtime import Runtime
 from langgraph.store.memory import InMemoryStore
+from minionflow.contracts.schemas import JobOutput
 from minionflow.contracts.settings import ModelSpec, ModelSpecError, RunSettings
 from minionflow.contracts.state import JobBatch, JobRecord
 from minionflow.graphs.run import run_minions
@@ -32,6 +34,7 @@ from minionflow.nodes.context_guard import (
     pieces,
 )
 from minionflow.nodes.documents import LoadedDocument
+from minionflow.nodes.models import DefaultModelProvider
 from minionflow.nodes.parallel_minion_map import make_parallel_minion_map
 from minionflow.nodes.store import get_json, put_json, put_text
 from minionflow.nodes.tokens import count_tokens
@@ -251,3 +254,21 @@ def test_the_embedded_server_counts_tokens_exactly_and_a_small_window_is_read_in
     assert result["parts"] > 1 and len(result["usage"]) == result["parts"], result
     refused = [u["error"] for u in result["usage"] if "exceed" in (u["error"] or "") or "context" in (u["error"] or "")]
     assert refused == [], refused
+
+
+@pytest.mark.parametrize("flavour", ["llama.cpp", "ollama"])
+def test_a_llama_cpp_server_is_asked_to_keep_the_prompt_for_the_next_job(flavour):
+    """llama-server reuses a slot's prompt prefix only with cache_prompt (older versions
+    drop it by default): a local client of one asks for it; other servers get no such
+    field (OpenAI's API refuses unknown arguments, as the test server does)."""
+    with OpenAIServer(default_local, context=(flavour, 4096)) as server:
+        url = server.start()
+        provider = DefaultModelProvider()
+        reply = provider.client(ModelSpec.parse(f"m@{url};structured=json_schema"), "local", 64).structured(
+            JobOutput, [HumanMessage("Find the secret number in the text: the secret number is 42.")])
+        assert reply.parsed is not None, reply.error
+        remote = provider.client(ModelSpec.parse(f"m@{url};structured=json_schema"), "remote", 64)
+        assert remote.structured(JobOutput, [HumanMessage("the secret number is 42.")]).parsed is not None
+    local_body, remote_body = server.requests
+    assert local_body.get("cache_prompt") is (True if flavour == "llama.cpp" else None)
+    assert "cache_prompt" not in remote_body and server.rejected == []

@@ -62,6 +62,10 @@ def test_minion_asks_then_answers_and_the_remote_never_sees_the_document(tmp_pat
     assert result.usage is not None
     assert (result.usage.remote.calls, result.usage.local.calls) == (2, 1)
     assert result.usage.remote.prompt_tokens > 0 and result.usage.local.prompt_tokens > result.usage.remote.prompt_tokens // 2
+    # the egress ledger: the first turn sent nothing from the document, the second the local model's reply
+    said = 'The secret number is 42 ("The secret number is 42").'
+    assert [(c["round"], c["document_chars"]) for c in result.calls if c["role"] == "remote"] == [(1, 0), (2, len(said))]
+    assert result.usage.egress.document_chars == len(said) and result.usage.egress.document_tokens > 0
     from minionflow.graphs.persistence import open_persistence
 
     with open_persistence(tmp_path) as (saver, store):
@@ -118,6 +122,9 @@ def test_baselines_read_everything_with_one_model(tmp_path, protocol, role):
     totals = result.usage
     assert totals is not None
     assert getattr(totals, role).calls == 1 and getattr(totals, "local" if role == "remote" else "remote").calls == 0
+    # the egress ledger: remote-only sends the whole document, local-only nothing
+    sent = len(secret_doc().text) if role == "remote" else 0
+    assert totals.egress.document_chars == sent and (totals.egress.document_tokens > 0) == (role == "remote")
 
 
 def test_documents_too_long_for_the_local_model_are_refused_before_any_call(tmp_path):
