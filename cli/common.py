@@ -19,7 +19,7 @@ from minionflow.graphs.persistence import Location, describe, is_postgres, resol
 from minionflow.graphs.protocols import check_graph, load_custom_graph
 from minionflow.graphs.run import RunResult
 from minionflow.nodes.documents import LoadedDocument, load_document
-from minionflow.nodes.models import ModelConfigError, preflight
+from minionflow.nodes.models import EndpointUnreachable, ModelConfigError, preflight
 from minionflow.sandbox.base import SandboxUnavailable
 from minionflow.sandbox.select import get_backend
 from pydantic import ValidationError
@@ -103,10 +103,17 @@ ChunkTokensOption = Annotated[int | None, typer.Option(min=10, help="chunk size 
 NoCacheOption = Annotated[bool, typer.Option(
     "--no-cache", metavar="", help="ask every job anew, instead of answering one identical to a job answered before "
     "(same model, prompt, chunk and task) from the job cache")]
+BudgetTokensOption = Annotated[int | None, typer.Option(
+    "--budget-tokens", metavar="N", help="cap the remote model's tokens (prompts and replies) for the run: a call that "
+    "would cross it is not made, and the run answers from what it knows")]
+BudgetUsdOption = Annotated[float | None, typer.Option(
+    "--budget-usd", metavar="X", help="cap the remote model's cost for the run, in US dollars")]
 MaxQuoteCharsOption = Annotated[int | None, typer.Option(
     "--max-quote-chars", min=10, metavar="N",
     help="cap each quote forwarded to the remote model at N characters (default: the answer cap, 600)")]
-ConcurrencyOption = Annotated[int | None, typer.Option(min=1, max=256, help="local-model calls in flight (default 4)", metavar="N")]
+ConcurrencyOption = Annotated[int | None, typer.Option(min=1, max=256, help="local-model calls in flight on a served "
+                                                     "endpoint (default 4; the embedded server takes one at a time)",
+                                                     metavar="N")]
 SandboxOption = Annotated[str, typer.Option(help="sandbox backend: auto (docker if an engine and the image are there, else bwrap), docker or bwrap", metavar="auto|docker|bwrap")]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", metavar="", help="log each step on stderr (the log file always has it)")]
 ResultJsonOption = Annotated[bool, typer.Option("--json", help="print one JSON result and nothing else on stdout", metavar="")]
@@ -186,22 +193,26 @@ def parse_local(value: str | list[str] | None) -> list[ModelSpec] | None:
 
 
 def preflight_pool(settings: RunSettings) -> None:
-    """Every local endpoint is checked: one that does not answer is left out of the run's
-    pool with a warning when another does (it may come back: nodes.pool), and fails the
-    start when none does."""
+    """Every local endpoint is checked. One that does not answer gets a warning when
+    another does (its first failed job takes it out of the pool until it answers again:
+    nodes.pool); the start fails when none answers, on any other error (a missing key or
+    GGUF file), and when the first does not answer a protocol that talks to it alone
+    (Minion, local-only)."""
     errors: list[str] = []
     endpoints = [settings.local, *settings.local_pool]
+    pooled = settings.protocol == "minions" or settings.graph is not None
     for spec in endpoints:
         try:
             preflight(spec, "local")
-        except ModelConfigError as exc:
-            if len(endpoints) == 1:
+        except EndpointUnreachable as exc:
+            if len(endpoints) == 1 or (spec == settings.local and not pooled):
                 raise
             errors.append(str(exc))
     if len(errors) == len(endpoints):
         raise ModelConfigError(f"no local endpoint answers: {errors[0]}")
     for error in errors:
-        err.print(f"[yellow]warning:[/] {escape(error)}; the other local endpoints take its jobs", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(error)}; the other local endpoints take its jobs while it is down",
+                  highlight=False)
 
 
 def _parse_spec(value: str | None, role: str) -> ModelSpec | None:

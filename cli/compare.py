@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from .common import (
+    BudgetTokensOption,
+    BudgetUsdOption,
     CheckpointOption,
     ChunkTokensOption,
     DataDir,
@@ -63,6 +65,8 @@ def compare(
     chunk_tokens: ChunkTokensOption = None,
     no_cache: NoCacheOption = False,
     max_quote_chars: MaxQuoteCharsOption = None,
+    budget_tokens: BudgetTokensOption = None,
+    budget_usd: BudgetUsdOption = None,
     sandbox: SandboxOption = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="print the rows as JSON", metavar="")] = False,
     home: DataDir = None,
@@ -82,7 +86,8 @@ def compare(
         raise _fail("the question (-q) is empty")
     all_settings = [build_settings(remote, local, protocol=p, sandbox=sandbox, max_rounds=max_rounds,
                                    chunk_tokens=chunk_tokens, job_cache=False if no_cache else None,
-                                   max_quote_chars=max_quote_chars) for p in chosen]
+                                   max_quote_chars=max_quote_chars, budget_tokens=budget_tokens,
+                                   budget_usd=budget_usd) for p in chosen]
     docs = load_documents(documents)
     results: list[CompareRow] = []
     for settings in all_settings:

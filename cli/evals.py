@@ -23,6 +23,8 @@ from rich.table import Table
 from .common import (
     EXIT_ANSWERED,
     EXIT_FAILED,
+    BudgetTokensOption,
+    BudgetUsdOption,
     CheckpointOption,
     ChunkTokensOption,
     ConcurrencyOption,
@@ -121,6 +123,8 @@ def eval_command(
     concurrency: ConcurrencyOption = None,
     no_cache: NoCacheOption = False,
     max_quote_chars: MaxQuoteCharsOption = None,
+    budget_tokens: BudgetTokensOption = None,
+    budget_usd: BudgetUsdOption = None,
     sandbox: SandboxOption = "auto",
     sandbox_runtime: Annotated[str | None, typer.Option(help="OCI runtime for the docker sandbox, e.g. runsc", metavar="RUNTIME")] = None,
     judge: Annotated[str | None, typer.Option(help="model spec of an LLM judge; its verdict is recorded apart from the deterministic score", metavar="SPEC")] = None,
@@ -146,7 +150,8 @@ def eval_command(
                                       max_rounds=max_rounds, max_code_attempts=max_code_attempts,
                                       chunk_tokens=chunk_tokens, local_concurrency=concurrency,
                                       job_cache=False if no_cache else None,
-                                      max_quote_chars=max_quote_chars) for p in chosen}
+                                      max_quote_chars=max_quote_chars, budget_tokens=budget_tokens,
+                                      budget_usd=budget_usd) for p in chosen}
     judge_spec = _parse_spec(judge, "judge")
     out_dir = out or Path("eval-results") / suite.name
     try:

@@ -11,6 +11,8 @@ from minionflow.graphs.persistence import data_dir
 from minionflow.graphs.run import run_minions
 
 from .common import (
+    BudgetTokensOption,
+    BudgetUsdOption,
     CheckpointOption,
     ChunkTokensOption,
     ConcurrencyOption,
@@ -49,6 +51,8 @@ def run(
     concurrency: ConcurrencyOption = None,
     no_cache: NoCacheOption = False,
     max_quote_chars: MaxQuoteCharsOption = None,
+    budget_tokens: BudgetTokensOption = None,
+    budget_usd: BudgetUsdOption = None,
     sandbox: SandboxOption = "auto",
     approve: Annotated[bool, typer.Option("--approve", help="review the supervisor's code before each execution", metavar="")] = False,
     sandbox_runtime: Annotated[str | None, typer.Option(help="OCI runtime for the docker sandbox, e.g. runsc (gVisor)", metavar="RUNTIME")] = None,
@@ -72,7 +76,8 @@ def run(
     settings = build_settings(remote, local, protocol=protocol, graph=graph, sandbox=sandbox, sandbox_runtime=sandbox_runtime,
                               approve_code=approve, max_rounds=max_rounds, max_code_attempts=max_code_attempts,
                               chunk_tokens=chunk_tokens, local_concurrency=concurrency, job_cache=False if no_cache else None,
-                              max_quote_chars=max_quote_chars)
+                              max_quote_chars=max_quote_chars, budget_tokens=budget_tokens,
+                              budget_usd=budget_usd)
     docs = load_documents(documents)
     backend = ready(settings)
     remote_spec = settings.remote

@@ -268,6 +268,10 @@ class RunSettings(BaseModel):
                             "task) from the store's job cache, with no new local tokens")
     max_forwarded_outputs: int = Field(30, ge=1, description="cap on minion outputs forwarded to the remote model")
     max_answer_chars: int = Field(600, ge=20, description="longer minion answers are cut before forwarding")
+    budget_tokens: int | None = Field(None, gt=0, description="cap on the remote model's tokens (prompt and reply) "
+                                      "for the run: a call that would cross it is not made (nodes.budget)")
+    budget_usd: float | None = Field(None, gt=0, description="cap on the remote model's cost for the run, in US dollars "
+                                     "at the price table's rates")
     max_quote_chars: int | None = Field(None, ge=10, description="cap on each quote forwarded to the remote model "
                                         "(characters; default: max_answer_chars)")
     min_citation_score: float = Field(80.0, ge=0, le=100, description="a minion's quote must match its chunk this well (0-100, fuzzy) to be forwarded")
@@ -290,7 +294,8 @@ class RunSettings(BaseModel):
     def _local_list(cls, data: Any) -> Any:
         """``local`` may name several endpoints: a list of specs, or one string with
         commas (``embedded,llama3.2@http://laptop:11434/v1``); the first is ``local``,
-        the others join ``local_pool``."""
+        the others are ``local_pool`` (a ``local_pool`` given beside them is replaced, so
+        that settings updated with a new ``local`` list, as a fork does, keep no old one)."""
         if not isinstance(data, dict):
             return data
         local = data.get("local")
@@ -299,7 +304,7 @@ class RunSettings(BaseModel):
         if isinstance(local, list):
             if not local:
                 raise ValueError("local: name at least one model spec")
-            data = {**data, "local": local[0], "local_pool": [*local[1:], *(data.get("local_pool") or [])]}
+            data = {**data, "local": local[0], "local_pool": local[1:]}
         return data
 
     @field_validator("remote", "local", mode="before")

@@ -107,6 +107,9 @@ class RoundRecord(TypedDict):
     results_ref: str | None
     kept_ref: str | None
     decision: dict[str, Any]
+    # what the round's remote calls cost (the remote budget, nodes.budget)
+    remote_tokens: NotRequired[int]
+    remote_usd: NotRequired[float]
 
 
 class FinalAnswer(TypedDict):

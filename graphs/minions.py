@@ -6,6 +6,8 @@ one round, as many times as the supervisor asks (at most ``max_rounds``).
                                                     +-(final answer)-> END
 
     round:  START -> decompose -> sandboxed_execute -(code failed, attempts left)-> decompose
+                        | (the remote budget affords no round: the final answer)
+                        +-> END
                                        | (one Send per job)
                                        v
                               parallel_minion_map x N -> filter -> aggregate -> END
@@ -85,7 +87,13 @@ def round_builder(models: ModelProvider | None = None, sandbox: SandboxBackend |
     builder.add_node("filter", filter_node)
     builder.add_node("aggregate", make_aggregate(models), retry_policy=TRANSIENT_RETRY)
     builder.add_edge(START, "decompose")
-    builder.add_edge(_chain(builder, "decompose", after.get("decompose", ())), "sandboxed_execute")
+    # a round the remote budget does not afford ends at decompose, with the final answer
+    decompose_steps = after.get("decompose", ())
+    after_decompose = decompose_steps[0][0] if decompose_steps else "sandboxed_execute"
+    builder.add_conditional_edges("decompose", lambda state: END if state.get("final") else after_decompose,
+                                  [after_decompose, END])
+    if decompose_steps:
+        builder.add_edge(_chain(builder, "decompose", decompose_steps, link=False), "sandboxed_execute")
     # Failed code goes straight back to decompose; steps inserted behind sandboxed_execute
     # run only on a round that has its jobs, and the fan-out (route_jobs) follows the last.
     execute_steps = after.get("sandboxed_execute", ())

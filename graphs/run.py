@@ -122,7 +122,7 @@ def thread_pool_size(settings: RunSettings) -> int:
     writes on one thread pool (``max_concurrency``), first come first served: with a
     small pool, a finished job's write waits behind the queued jobs, and a kill
     loses it. So every job of a round gets a thread at once (threads are made on
-    demand; the local-model bound is a semaphore in parallel_minion_map), and the
+    demand; the local-model bound is the slots of nodes.pool), and the
     stream machinery gets a few more. Rounds above ``MAX_THREADS`` jobs queue."""
     return min(settings.max_jobs_per_round * settings.max_job_attempts + settings.local_concurrency + 8, MAX_THREADS)
 

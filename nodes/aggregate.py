@@ -20,6 +20,7 @@ from minionflow.contracts.state import FinalAnswer, RoundRecord, RoundState, rou
 
 from . import prompts
 from .accounting import record_calls
+from .budget import budget, earlier_rounds, estimate, spent
 from .common import emit, settings_of, store_of
 from .extractive import adopted_output, extract, ignores_grounded
 from .models import CallRecord, ModelProvider
@@ -82,6 +83,22 @@ def _most_common_answer(kept: list[dict[str, Any]]) -> str:
     return answers.most_common(1)[0][0] if answers else "No answer could be determined from the documents."
 
 
+def over_budget(store: BaseStore, state: RoundState, round_: int, why: str) -> dict[str, Any]:
+    """The end of a run whose remote budget does not afford another round (decompose):
+    the answer extracted from the minions' outputs of the rounds before (nodes.extractive),
+    and a note."""
+    outputs = forwarded_so_far(store, state, [])
+    extracted = extract(state["task"], outputs)
+    note = (f"round {round_}: the remote budget does not afford another round ({why}); the answer is extracted from "
+            "the minions' outputs of the rounds before")
+    log.warning(note)
+    final = FinalAnswer(answer=extracted.answer, explanation=extracted.explanation,
+                        citations=_citations(outputs, extracted.quote), rounds=round_ - 1, forced=True, fallback=True,
+                        quote=extracted.quote)
+    emit({"type": "aggregate", "round": round_, "decision": "provide_final_answer"})
+    return {"final": final, "notes": [note]}
+
+
 def _short(text: str | None, limit: int = 200) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= limit else text[:limit] + "..."
@@ -95,19 +112,38 @@ def make_aggregate(models: ModelProvider) -> Callable[[RoundState, Runtime[Any]]
         kept = state.get("kept") or []
         client = models.client(settings.remote, "remote", settings.remote_max_tokens)
         messages = aggregate_messages(state, settings, last_round)
+        notes: list[str] = []
+        attempts, unaffordable = MAX_ATTEMPTS, None
+        limit = budget(settings, state.get("usage") or [], earlier_rounds(state.get("rounds") or []))
+        if limit is not None:
+            need = estimate(messages, settings)
+            this_round = spent(state.get("usage") or [], settings)  # its decompose calls so far
+            if not limit.affords(need):
+                attempts, unaffordable, last_round = 0, limit.describe(need), True
+            elif not last_round and not limit.affords(need + this_round + need):  # no room for a round like this one
+                last_round = True
+                messages = aggregate_messages(state, settings, last_round)
+                notes.append(f"round {round_}: the remote budget does not afford another round "
+                             f"({limit.describe(need + this_round + need)}); final answer forced")
+            if not limit.affords(need + need):  # no second try at an unusable reply
+                attempts = min(attempts, 1)
         calls: list[CallRecord] = []
         parsed: AggregateDecision | None = None
         error = None
-        for _ in range(MAX_ATTEMPTS):
+        for _ in range(attempts):
             reply = client.structured(AggregateDecision, messages)
             calls.extend(reply.calls)
             if isinstance(reply.parsed, AggregateDecision):
                 parsed, error = reply.parsed, None
                 break
             error = reply.error
-        notes: list[str] = []
         forced = fallback = False
-        if parsed is None:
+        if unaffordable is not None:
+            notes.append(f"round {round_}: the remote budget does not afford the aggregation call ({unaffordable})")
+            fallback = True
+            parsed = AggregateDecision(decision="provide_final_answer", answer=_most_common_answer(kept),
+                                       explanation="The remote budget is spent.", feedback=None, scratchpad=None)
+        elif parsed is None:
             fallback = True
             note = f"round {round_}: the supervisor's aggregation reply was unusable ({_short(error)})"
             log.warning(note)
@@ -131,7 +167,8 @@ def make_aggregate(models: ModelProvider) -> Callable[[RoundState, Runtime[Any]]
         quote = None
         ignored = settings.extractive_fallback == "ignored" and ignores_grounded(parsed.answer, state["task"], outputs)
         if final and (fallback or ignored):
-            why = "its reply was unusable" if fallback else "its answer ignored every grounded minion answer"
+            why = ("the budget is spent" if unaffordable is not None else "its reply was unusable" if fallback
+                   else "its answer ignored every grounded minion answer")
             extracted = extract(state["task"], outputs)
             note = (f"round {round_}: the supervisor could not aggregate ({why}); the answer is extracted from the "
                     f"minions: " + (f"the best-supported grounded answer (job {extracted.job_id})" if extracted.job_id
@@ -154,11 +191,14 @@ def make_aggregate(models: ModelProvider) -> Callable[[RoundState, Runtime[Any]]
             jobs_ref=state.get("jobs_ref"), results_ref=state.get("results_ref"),
             kept_ref=put_json(store, kept), decision=decision,
         )
+        usage = record_calls(store, calls, "remote", "aggregate", round_, client.name,
+                             from_documents=outputs_from_documents(kept))
+        cost = spent([*(state.get("usage") or []), *usage], settings)
+        record["remote_tokens"], record["remote_usd"] = cost.tokens, cost.usd
         update: dict[str, Any] = {
             "scratchpad": parsed.scratchpad or state.get("scratchpad"),
             "rounds": [*(state.get("rounds") or []), record],
-            "usage": record_calls(store, calls, "remote", "aggregate", round_, client.name,
-                                  from_documents=outputs_from_documents(state.get("kept") or [])),
+            "usage": usage,
             "notes": notes,
         }
         if final:

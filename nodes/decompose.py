@@ -16,6 +16,8 @@ from minionflow.contracts.state import JobRecord, RoundState, round_number
 
 from . import prompts
 from .accounting import record_calls
+from .aggregate import aggregate_messages, over_budget
+from .budget import budget, earlier_rounds, estimate
 from .common import carried_over, emit, settings_of, store_of
 from .models import ModelProvider
 
@@ -97,8 +99,15 @@ def make_decompose(models: ModelProvider) -> Callable[[RoundState, Runtime[Any]]
         if attempt == 1 and round_ > 1:
             emit({"type": "round", "round": round_, "retrying": len(retry)})
         emit({"type": "decompose", "round": round_, "attempt": attempt})
+        messages = decompose_messages(state, settings, retry)
+        limit = budget(settings, state.get("usage") or [], earlier_rounds(state.get("rounds") or []))
+        if limit is not None:
+            # a round needs this call and an aggregation at least as long as its prompt without outputs
+            need = estimate(messages, settings) + estimate(aggregate_messages(state, settings, True), settings)
+            if not limit.affords(need):
+                return over_budget(store, state, round_, limit.describe(need))
         client = models.client(settings.remote, "remote", settings.remote_max_tokens)
-        call = client.text(decompose_messages(state, settings, retry))
+        call = client.text(messages)
         update: dict[str, Any] = {"usage": record_calls(store, [call], "remote", "decompose", round_, client.name,
                                                         from_documents=[])}  # metadata only: no document text
         code = extract_code(str(call.message.content)) if call.message is not None else None

@@ -18,6 +18,7 @@ from minionflow.contracts.state import ChatTurn, FinalAnswer, MinionState
 
 from . import prompts
 from .accounting import record_calls
+from .budget import budget, estimate
 from .common import emit, settings_of, store_of
 from .models import ModelProvider
 
@@ -54,13 +55,27 @@ def make_minion_remote(models: ModelProvider) -> Callable[[MinionState, Runtime[
         round_ = state["round"]
         last = round_ >= settings.max_rounds
         client = models.client(settings.remote, "remote", settings.remote_max_tokens)
-        reply = client.structured(MinionTurn, minion_remote_messages(state, settings, last))
+        messages = minion_remote_messages(state, settings, last)
+        notes: list[str] = []
+        limit = budget(settings, state.get("usage") or [])
+        need = estimate(messages, settings)
+        if limit is not None and not limit.affords(need):  # no call: the last local reply is the answer
+            note = f"turn {round_}: the remote budget does not afford another turn ({limit.describe(need)})"
+            return {"notes": [note], "decision": {"decision": "provide_final_answer", "answer": _last_local(state)},
+                    "final": FinalAnswer(answer=_last_local(state), explanation="the local model's last reply (the remote "
+                                         "budget is spent)", citations=[], rounds=round_ - 1, forced=True, fallback=True)}
+        # this turn is the last one the budget affords (a first turn asks anyway: an answer needs a reply to read)
+        if limit is not None and not last and state.get("conversation") and not limit.affords(need + need):
+            last = True
+            messages = minion_remote_messages(state, settings, last)
+            notes.append(f"turn {round_}: the remote budget does not afford another turn "
+                         f"({limit.describe(need + need)}); final answer forced")
+        reply = client.structured(MinionTurn, messages)
         # the local model's replies are what it read in the document (the egress ledger)
         said = [t["content"] for t in state.get("conversation") or [] if t["role"] == "local"]
         update: dict[str, Any] = {"usage": record_calls(store_of(runtime), reply.calls, "remote", "minion_remote", round_,
                                                         client.name, from_documents=said)}
         turn = reply.parsed if isinstance(reply.parsed, MinionTurn) else None
-        notes: list[str] = []
         if turn is None:
             log.warning("turn %s: the supervisor's reply was unusable (%s)", round_, reply.error)
             notes.append(f"turn {round_}: the supervisor's reply was unusable ({reply.error})")

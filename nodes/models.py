@@ -41,6 +41,10 @@ class ModelConfigError(ValueError):
     """A model that cannot be used as configured (missing key, unreachable endpoint)."""
 
 
+class EndpointUnreachable(ModelConfigError):
+    """An endpoint that did not answer (it may come back; a pool's others can stand in)."""
+
+
 @dataclass
 class CallRecord:
     """One request to a model: the reply (with its usage) or the error."""
@@ -253,14 +257,19 @@ class DefaultModelProvider:
     def client(self, spec: ModelSpec, role: Role, max_tokens: int) -> ModelClient:
         key = (spec, role, max_tokens)
         with self._lock:
+            if key in self._clients:
+                return self._clients[key]
+        # asked outside the lock: a server that is slow to answer holds up no other client
+        llama = role == "local" and spec.kind != "embedded" and is_llama_cpp(spec.base_url or "")
+        with self._lock:
             if key not in self._clients:
                 ensure_ready = None
                 if spec.kind == "embedded":
                     ensure_ready = _embedded(spec).start
-                self._clients[key] = ModelClient(spec, self._chat(spec, max_tokens, role), ensure_ready=ensure_ready)
+                self._clients[key] = ModelClient(spec, self._chat(spec, max_tokens, llama), ensure_ready=ensure_ready)
             return self._clients[key]
 
-    def _chat(self, spec: ModelSpec, max_tokens: int, role: Role = "remote") -> BaseChatModel:
+    def _chat(self, spec: ModelSpec, max_tokens: int, llama_cpp: bool = False) -> BaseChatModel:
         from langchain_openai import ChatOpenAI
 
         if spec.kind == "embedded":
@@ -275,8 +284,9 @@ class DefaultModelProvider:
         extra_body: dict[str, Any] | None = None if base_url.startswith(OPENAI_BASE_URL) else {"max_tokens": max_tokens}
         # llama.cpp's llama-server keeps a slot's prompt for the next request only when asked
         # (cache_prompt; the default in its later versions): the minions' jobs over one chunk
-        # share their prompt up to the task (nodes.pool runs them back to back)
-        if role == "local" and extra_body is not None and spec.kind != "embedded" and is_llama_cpp(base_url):
+        # share their prompt up to the task (nodes.pool runs them back to back). Found when
+        # the client is made: a llama-server that was down then is not asked.
+        if llama_cpp and extra_body is not None:
             extra_body["cache_prompt"] = True
         return ChatOpenAI(
             model=spec.model,
@@ -322,12 +332,13 @@ def preflight(spec: ModelSpec, role: Role, timeout_s: float = 5.0) -> None:
     try:
         httpx.get(url, timeout=timeout_s)
     except httpx.HTTPError as exc:
-        raise ModelConfigError(f"{role} model endpoint {spec.base_url} is unreachable: {type(exc).__name__}: {exc}") from exc
+        raise EndpointUnreachable(f"{role} model endpoint {spec.base_url} is unreachable: {type(exc).__name__}: {exc}") from exc
 
 
 __all__ = [
     "CallRecord",
     "DefaultModelProvider",
+    "EndpointUnreachable",
     "ModelClient",
     "ModelConfigError",
     "ModelProvider",

@@ -134,7 +134,12 @@ class EndpointPool:
         while True:
             time.sleep(wait)
             wait = min(wait * 2, 60.0)
-            if self.probe(endpoint.spec):
+            try:
+                back = self.probe(endpoint.spec)
+            except Exception:  # noqa: BLE001 - a probe that cannot even be made: not back yet
+                log.debug("probe of %s failed", endpoint.spec.label, exc_info=True)
+                back = False
+            if back:
                 with self._lock:
                     endpoint.down = None
                     self._dispatch()

@@ -13,6 +13,7 @@ from minionflow.contracts.state import FinalAnswer, ReadAllState
 
 from . import prompts
 from .accounting import record_calls
+from .budget import budget, estimate
 from .common import document_texts, settings_of, store_of
 from .context_guard import message_texts
 from .models import ModelProvider, Role, reply_text
@@ -37,6 +38,13 @@ def make_read_all(models: ModelProvider, role: Role) -> Callable[[ReadAllState, 
         if guard is not None:
             guard.require_fit(message_texts(messages), max_tokens, "reading every document in one prompt",
                               "minions (the default protocol) reads them in chunks")
+        limit = budget(settings, []) if role == "remote" else None
+        need = estimate(messages, settings)
+        if limit is not None and not limit.affords(need):
+            return {"notes": [f"the remote budget does not afford reading every document ({limit.describe(need)}): "
+                              "nothing was sent"],
+                    "final": FinalAnswer(answer="", explanation="the remote budget does not afford the call",
+                                         citations=[], rounds=1, forced=True, fallback=True)}
         call = client.text(messages)
         usage = record_calls(store, [call], role, f"read_all_{role}", 1, client.name,
                              from_documents=texts if role == "remote" else None)  # the egress ledger: everything

@@ -270,8 +270,9 @@ class OpenAIServer:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
     def kill(self) -> None:
-        """Die as a killed server does: requests in flight and any that come get no
-        reply, and the port stops listening."""
+        """Die as a killed server does: any request that comes (and the one whose responder
+        raises ``Drop``) gets no reply, and the port stops listening. A request already past
+        its check is still answered, as a reply a server had sent before it died."""
         self.dead = True
         threading.Thread(target=self.stop, daemon=True).start()
 

@@ -20,6 +20,14 @@ A = ModelSpec.parse("m@http://127.0.0.1:1/v1")
 B = ModelSpec.parse("m@http://127.0.0.1:2/v1")
 
 
+def waiting(pool: EndpointPool, n: int) -> None:
+    """Until ``n`` jobs wait for a slot (so the order they queued in is the test's)."""
+    deadline = time.monotonic() + 5
+    while len(pool._waiting) < n:
+        assert time.monotonic() < deadline, f"{len(pool._waiting)} of {n} jobs waiting"
+        time.sleep(0.005)
+
+
 def run_jobs(pool: EndpointPool, jobs: list[tuple[int, str]], hold: threading.Event, taken: int) -> list[tuple[int, str, str]]:
     """Start one thread per (place, chunk) job, after ``taken`` holders of every slot; each
     records (place, chunk, endpoint) when it gets its slot and leaves at once."""
@@ -40,10 +48,10 @@ def run_jobs(pool: EndpointPool, jobs: list[tuple[int, str]], hold: threading.Ev
         t.start()
     while len(granted) < taken:
         time.sleep(0.01)
-    for place, chunk in jobs:  # arrive out of order; all wait
+    for n, (place, chunk) in enumerate(jobs, 1):  # arrive out of order; all wait
         threads.append(threading.Thread(target=job, args=(place, chunk, False)))
         threads[-1].start()
-        time.sleep(0.02)
+        waiting(pool, n)
     hold.set()
     for t in threads:
         t.join(10)
@@ -83,7 +91,7 @@ def test_a_chunks_jobs_stay_on_one_endpoint_of_two():
         threads.append(threading.Thread(target=job, args=(place, chunk)))
         threads[-1].start()
         grants(min(len(threads), 2))
-        time.sleep(0.02)
+        waiting(pool, len(threads) - 2)
     assert {p for p, _ in granted} == {100, 101}
     for place in (100, 101, 0, 3, 1, 4, 2):
         done[place].set()

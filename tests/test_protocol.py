@@ -233,16 +233,20 @@ def test_every_model_call_is_counted(run_fake):
     assert all(u["completion_tokens"] > 0 for u in usage if not u.get("cache_hit"))
 
 
+SERVED = "m@http://127.0.0.1:9/v1"  # a served endpoint (the fakes answer for it)
+
+
 def test_jobs_really_run_concurrently(run_fake):
-    run = run_fake(local_delay=0.3, local_spec="embedded;slots=4", local_concurrency=1)
+    run = run_fake(local_delay=0.3, local_spec=SERVED, local_concurrency=4)
     assert 2 <= run.local.max_in_flight <= 4
+    assert 2 <= run_fake(local_delay=0.3, local_spec="embedded;slots=3", local_concurrency=1).local.max_in_flight <= 3
 
 
 def test_concurrency_bound_is_respected(run_fake):
-    """An embedded server takes one request at a time unless its spec says otherwise,
-    whatever local_concurrency (which is for served endpoints) says."""
-    run = run_fake(local_delay=0.1, local_concurrency=8)
-    assert run.local.max_in_flight == 1
+    """local_concurrency bounds a served endpoint; an embedded server takes one request
+    at a time unless its spec says otherwise."""
+    assert run_fake(local_delay=0.1, local_spec=SERVED, local_concurrency=1).local.max_in_flight == 1
+    assert run_fake(local_delay=0.1, local_concurrency=8).local.max_in_flight == 1
 
 
 def test_remote_never_receives_document_text_except_minion_quotes(run_fake):
