@@ -20,6 +20,7 @@ from minionflow.graphs.protocols import check_graph, load_custom_graph
 from minionflow.graphs.run import RunResult
 from minionflow.nodes.documents import LoadedDocument, load_document
 from minionflow.nodes.models import EndpointUnreachable, ModelConfigError, preflight
+from minionflow.nodes.redact import RedactionUnavailable
 from minionflow.sandbox.base import SandboxUnavailable
 from minionflow.sandbox.select import get_backend
 from pydantic import ValidationError
@@ -103,6 +104,9 @@ ChunkTokensOption = Annotated[int | None, typer.Option(min=10, help="chunk size 
 NoCacheOption = Annotated[bool, typer.Option(
     "--no-cache", metavar="", help="ask every job anew, instead of answering one identical to a job answered before "
     "(same model, prompt, chunk and task) from the job cache")]
+RedactOption = Annotated[str | None, typer.Option(
+    "--redact", metavar="off|pii", help="pii: personal data (names, e-mails, phone, account and record numbers) in "
+    "what the documents give the remote model becomes placeholders, restored locally in the answer")]
 BudgetTokensOption = Annotated[int | None, typer.Option(
     "--budget-tokens", metavar="N", help="cap the remote model's tokens (prompts and replies) for the run: a call that "
     "would cross it is not made, and the run answers from what it knows")]
@@ -174,10 +178,14 @@ def ready(settings: RunSettings) -> Any:
     try:
         preflight(settings.remote, "remote")
         preflight_pool(settings)
+        if settings.redact == "pii":
+            from minionflow.nodes.redact import analyzer
+
+            analyzer()  # loaded before any call: a missing model is an error now, not mid-run
         if settings.protocol != "minions" and not settings.graph:
             return None
         return get_backend(settings.sandbox, settings.sandbox_runtime)
-    except (ModelConfigError, SandboxUnavailable) as exc:
+    except (ModelConfigError, SandboxUnavailable, RedactionUnavailable) as exc:
         raise _fail(str(exc)) from None
 
 

@@ -26,6 +26,7 @@ from .common import (
     MaxRoundsOption,
     NoCacheOption,
     QuietOption,
+    RedactOption,
     RemoteOption,
     SandboxOption,
     VerboseOption,
@@ -67,6 +68,7 @@ def compare(
     max_quote_chars: MaxQuoteCharsOption = None,
     budget_tokens: BudgetTokensOption = None,
     budget_usd: BudgetUsdOption = None,
+    redact: RedactOption = None,
     sandbox: SandboxOption = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="print the rows as JSON", metavar="")] = False,
     home: DataDir = None,
@@ -87,7 +89,7 @@ def compare(
     all_settings = [build_settings(remote, local, protocol=p, sandbox=sandbox, max_rounds=max_rounds,
                                    chunk_tokens=chunk_tokens, job_cache=False if no_cache else None,
                                    max_quote_chars=max_quote_chars, budget_tokens=budget_tokens,
-                                   budget_usd=budget_usd) for p in chosen]
+                                   budget_usd=budget_usd, redact=redact) for p in chosen]
     docs = load_documents(documents)
     results: list[CompareRow] = []
     for settings in all_settings:

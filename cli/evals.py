@@ -34,6 +34,7 @@ from .common import (
     MaxRoundsOption,
     NoCacheOption,
     QuietOption,
+    RedactOption,
     RemoteOption,
     SandboxOption,
     VerboseOption,
@@ -125,6 +126,7 @@ def eval_command(
     max_quote_chars: MaxQuoteCharsOption = None,
     budget_tokens: BudgetTokensOption = None,
     budget_usd: BudgetUsdOption = None,
+    redact: RedactOption = None,
     sandbox: SandboxOption = "auto",
     sandbox_runtime: Annotated[str | None, typer.Option(help="OCI runtime for the docker sandbox, e.g. runsc", metavar="RUNTIME")] = None,
     judge: Annotated[str | None, typer.Option(help="model spec of an LLM judge; its verdict is recorded apart from the deterministic score", metavar="SPEC")] = None,
@@ -151,7 +153,7 @@ def eval_command(
                                       chunk_tokens=chunk_tokens, local_concurrency=concurrency,
                                       job_cache=False if no_cache else None,
                                       max_quote_chars=max_quote_chars, budget_tokens=budget_tokens,
-                                      budget_usd=budget_usd) for p in chosen}
+                                      budget_usd=budget_usd, redact=redact) for p in chosen}
     judge_spec = _parse_spec(judge, "judge")
     out_dir = out or Path("eval-results") / suite.name
     try:

@@ -22,6 +22,7 @@ from .common import (
     MaxRoundsOption,
     NoCacheOption,
     QuietOption,
+    RedactOption,
     RemoteOption,
     ResultJsonOption,
     SandboxOption,
@@ -53,6 +54,7 @@ def run(
     max_quote_chars: MaxQuoteCharsOption = None,
     budget_tokens: BudgetTokensOption = None,
     budget_usd: BudgetUsdOption = None,
+    redact: RedactOption = None,
     sandbox: SandboxOption = "auto",
     approve: Annotated[bool, typer.Option("--approve", help="review the supervisor's code before each execution", metavar="")] = False,
     sandbox_runtime: Annotated[str | None, typer.Option(help="OCI runtime for the docker sandbox, e.g. runsc (gVisor)", metavar="RUNTIME")] = None,
@@ -77,7 +79,7 @@ def run(
                               approve_code=approve, max_rounds=max_rounds, max_code_attempts=max_code_attempts,
                               chunk_tokens=chunk_tokens, local_concurrency=concurrency, job_cache=False if no_cache else None,
                               max_quote_chars=max_quote_chars, budget_tokens=budget_tokens,
-                              budget_usd=budget_usd)
+                              budget_usd=budget_usd, redact=redact)
     docs = load_documents(documents)
     backend = ready(settings)
     remote_spec = settings.remote

@@ -268,6 +268,9 @@ class RunSettings(BaseModel):
                             "task) from the store's job cache, with no new local tokens")
     max_forwarded_outputs: int = Field(30, ge=1, description="cap on minion outputs forwarded to the remote model")
     max_answer_chars: int = Field(600, ge=20, description="longer minion answers are cut before forwarding")
+    redact: Literal["off", "pii"] = Field("off", description="pii: replace personal data (names, e-mails, phone, "
+                                          "account and record numbers) in what the documents give the remote model "
+                                          "with placeholders, restored locally in the answer (nodes.redact)")
     budget_tokens: int | None = Field(None, gt=0, description="cap on the remote model's tokens (prompt and reply) "
                                       "for the run: a call that would cross it is not made (nodes.budget)")
     budget_usd: float | None = Field(None, gt=0, description="cap on the remote model's cost for the run, in US dollars "

@@ -161,6 +161,8 @@ class MinionsState(TypedDict, total=False):
     usage: Annotated[list[UsageRecord], operator.add]
     notes: Annotated[list[str], operator.add]
     final: FinalAnswer | None
+    # redact="pii": placeholder -> the value it stands for (nodes.redact); never sent
+    redactions: dict[str, str]
 
 
 class RoundInput(TypedDict, total=False):
@@ -173,6 +175,7 @@ class RoundInput(TypedDict, total=False):
     documents: list[DocumentRef]
     rounds: list[RoundRecord]
     scratchpad: str | None
+    redactions: dict[str, str]  # the run's mapping so far (the round's filter extends it)
 
 
 class RoundOutput(TypedDict, total=False):
@@ -184,6 +187,7 @@ class RoundOutput(TypedDict, total=False):
     usage: list[UsageRecord]
     notes: list[str]
     final: FinalAnswer | None
+    redactions: dict[str, str]
 
 
 class RoundState(RoundInput, total=False):
@@ -254,6 +258,7 @@ class MinionState(TypedDict, total=False):
     usage: Annotated[list[UsageRecord], operator.add]
     notes: Annotated[list[str], operator.add]
     final: FinalAnswer | None
+    redactions: dict[str, str]  # redact="pii": the local replies' placeholders (nodes.redact)
 
 
 class ReadAllState(TypedDict, total=False):
@@ -266,3 +271,4 @@ class ReadAllState(TypedDict, total=False):
     usage: Annotated[list[UsageRecord], operator.add]
     notes: Annotated[list[str], operator.add]
     final: FinalAnswer | None
+    redactions: dict[str, str]  # redact="pii", remote-only: the documents' placeholders

@@ -24,6 +24,7 @@ from .budget import budget, earlier_rounds, estimate, spent
 from .common import emit, settings_of, store_of
 from .extractive import adopted_output, extract, ignores_grounded
 from .models import CallRecord, ModelProvider
+from .redact import restore_final
 from .store import get_json, put_json
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def over_budget(store: BaseStore, state: RoundState, round_: int, why: str) -> d
                         citations=_citations(outputs, extracted.quote), rounds=round_ - 1, forced=True, fallback=True,
                         quote=extracted.quote)
     emit({"type": "aggregate", "round": round_, "decision": "provide_final_answer"})
-    return {"final": final, "notes": [note]}
+    return {"final": restore_final(final, state.get("redactions") or {}), "notes": [note]}
 
 
 def _short(text: str | None, limit: int = 200) -> str:
@@ -202,10 +203,11 @@ def make_aggregate(models: ModelProvider) -> Callable[[RoundState, Runtime[Any]]
             "notes": notes,
         }
         if final:
-            update["final"] = FinalAnswer(
+            # the user's answer with the placeholders the supervisor saw put back (redact="pii")
+            update["final"] = restore_final(FinalAnswer(
                 answer=parsed.answer or _most_common_answer(kept), explanation=parsed.explanation,
                 citations=_citations(outputs, quote), rounds=round_, forced=forced, fallback=fallback, quote=quote,
-            )
+            ), state.get("redactions") or {})
         emit({"type": "aggregate", "round": round_, "decision": decision["decision"]})
         return update
 

@@ -21,6 +21,7 @@ from minionflow.contracts.state import JobResult, RoundState, round_number
 
 from .common import emit, settings_of, store_of
 from .grounding import relevance
+from .redact import redact_outputs
 from .replies import says_not_found
 from .store import get_json_many, put_json
 
@@ -168,10 +169,15 @@ def make_filter(select: Selector) -> Callable[[RoundState, Runtime[Any]], dict[s
             stats["dropped_over_cap"] += already
         if settings.max_quote_chars is not None:  # the user's cap on each quote that leaves the machine
             kept = [{**k, "citation": _cut(k.get("citation"), settings.max_quote_chars)} for k in kept]
+        mapping = None
+        if settings.redact == "pii":  # what the supervisor reads, with personal data as placeholders
+            kept, mapping = redact_outputs(kept, state.get("redactions") or {})
         emit({"type": "filter", "round": round_number(state), **stats})
         archived = sorted(results, key=lambda r: r["job_id"])
         update: dict[str, Any] = {"kept": kept, "filter_stats": stats, "results_ref": put_json(store, archived),
                                   "job_results": Overwrite([])}
+        if mapping is not None:
+            update["redactions"] = mapping
         notes = failover_notes(results, round_number(state))
         if notes:
             update["notes"] = notes

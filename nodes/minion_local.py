@@ -15,6 +15,7 @@ from .accounting import record_calls
 from .common import document_texts, emit, settings_of, store_of
 from .context_guard import message_texts
 from .models import ModelProvider, reply_text
+from .redact import Redactor
 
 
 def document_block(titles: list[str], texts: list[str]) -> str:
@@ -42,10 +43,17 @@ def make_minion_local(models: ModelProvider) -> Callable[[MinionState, Runtime[A
         call = client.text(messages)
         usage = record_calls(store, [call], "local", "minion_local", round_, client.name)
         content = reply_text(call.message).strip() if call.message is not None else ""
+        mapping = None
+        if settings.redact == "pii":  # the reply goes to the supervisor with personal data as placeholders
+            redactor = Redactor(state.get("redactions") or {})
+            content, mapping = redactor.redact(content) or "", redactor.mapping
         if not content:
             content = f"(the local model gave no answer: {call.error or 'empty reply'})"
         emit({"type": "minion_local", "round": round_})
-        return {"conversation": [ChatTurn(round=round_, role="local", content=content)], "round": round_ + 1,
-                "usage": usage}
+        update: dict[str, Any] = {"conversation": [ChatTurn(round=round_, role="local", content=content)],
+                                  "round": round_ + 1, "usage": usage}
+        if mapping is not None:
+            update["redactions"] = mapping
+        return update
 
     return minion_local

@@ -21,6 +21,7 @@ from .accounting import record_calls
 from .budget import budget, estimate
 from .common import emit, settings_of, store_of
 from .models import ModelProvider
+from .redact import restore_final
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,9 @@ def make_minion_remote(models: ModelProvider) -> Callable[[MinionState, Runtime[
         if limit is not None and not limit.affords(need):  # no call: the last local reply is the answer
             note = f"turn {round_}: the remote budget does not afford another turn ({limit.describe(need)})"
             return {"notes": [note], "decision": {"decision": "provide_final_answer", "answer": _last_local(state)},
-                    "final": FinalAnswer(answer=_last_local(state), explanation="the local model's last reply (the remote "
-                                         "budget is spent)", citations=[], rounds=round_ - 1, forced=True, fallback=True)}
+                    "final": restore_final(FinalAnswer(
+                        answer=_last_local(state), explanation="the local model's last reply (the remote budget is spent)",
+                        citations=[], rounds=round_ - 1, forced=True, fallback=True), state.get("redactions") or {})}
         # this turn is the last one the budget affords (a first turn asks anyway: an answer needs a reply to read)
         if limit is not None and not last and state.get("conversation") and not limit.affords(need + need):
             last = True
@@ -90,8 +92,9 @@ def make_minion_remote(models: ModelProvider) -> Callable[[MinionState, Runtime[
             answer = turn.answer if turn is not None and turn.answer else _last_local(state)
             if forced:
                 notes.append(f"turn {round_}: last turn, final answer forced")
-            update["final"] = FinalAnswer(answer=answer, explanation="from the conversation with the local model",
-                                          citations=[], rounds=round_, forced=forced, fallback=turn is None)
+            update["final"] = restore_final(FinalAnswer(
+                answer=answer, explanation="from the conversation with the local model", citations=[], rounds=round_,
+                forced=forced, fallback=turn is None), state.get("redactions") or {})
             update["decision"] = {"decision": "provide_final_answer", "answer": answer}
         else:
             message = turn.message if turn is not None and turn.message else FALLBACK_QUESTION.format(task=state["task"])

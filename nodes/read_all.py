@@ -17,6 +17,7 @@ from .budget import budget, estimate
 from .common import document_texts, settings_of, store_of
 from .context_guard import message_texts
 from .models import ModelProvider, Role, reply_text
+from .redact import Redactor, restore_final
 
 
 def read_all_messages(task: str, titles: list[str], texts: list[str]) -> list[Any]:
@@ -33,6 +34,9 @@ def make_read_all(models: ModelProvider, role: Role) -> Callable[[ReadAllState, 
         store = store_of(runtime)
         docs = state["documents"]
         texts = document_texts(store, docs)
+        redactor = Redactor() if role == "remote" and settings.redact == "pii" else None
+        if redactor is not None:  # the documents leave with personal data as placeholders
+            texts = [redactor.redact(text) or "" for text in texts]
         messages = read_all_messages(state["task"], [d["title"] for d in docs], texts)
         guard = client.context_guard() if role == "local" else None
         if guard is not None:
@@ -50,9 +54,14 @@ def make_read_all(models: ModelProvider, role: Role) -> Callable[[ReadAllState, 
                              from_documents=texts if role == "remote" else None)  # the egress ledger: everything
         answer = reply_text(call.message).strip() if call.message is not None else ""
         notes = [] if answer else [f"the {role} model gave no answer: {call.error or 'empty reply'}"]
-        return {"usage": usage, "notes": notes,
-                # no answer is an empty answer (shown as "(no answer)"), never a text a matcher could read
-                "final": FinalAnswer(answer=answer, explanation=f"the {role} model read everything",
-                                     citations=[], rounds=1, forced=False, fallback=not answer)}
+        mapping = redactor.mapping if redactor is not None else {}
+        update: dict[str, Any] = {
+            "usage": usage, "notes": notes,
+            # no answer is an empty answer (shown as "(no answer)"), never a text a matcher could read
+            "final": restore_final(FinalAnswer(answer=answer, explanation=f"the {role} model read everything",
+                                               citations=[], rounds=1, forced=False, fallback=not answer), mapping)}
+        if redactor is not None:
+            update["redactions"] = mapping
+        return update
 
     return read_all

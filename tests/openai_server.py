@@ -21,6 +21,9 @@ function's parameters, or content that satisfies the ``json_schema`` (both check
 with jsonschema: a responder that breaks the schema is a test bug, answered 500), or
 plain text, with token usage (whitespace words).
 
+``kill()`` makes it die as a killed server does; a new one can then be started on the
+same ``port``, where the clients point.
+
 Given ``context=(flavour, n_ctx)``, it also runs its model with a context window, says
 so where that kind of server does (``GET /props`` as llama.cpp's server, ``POST
 /api/show`` as Ollama, or as Ollama running a Modelfile without ``num_ctx`` for
@@ -202,8 +205,10 @@ class OpenAIServer:
     stop with ``stop()``; ``requests`` holds every request body received, ``rejected``
     the error messages sent back."""
 
-    def __init__(self, responder: Responder | dict[str, Responder], context: tuple[str, int] | None = None) -> None:
+    def __init__(self, responder: Responder | dict[str, Responder], context: tuple[str, int] | None = None,
+                 port: int = 0) -> None:
         self.context = context
+        self.port = port  # 0: one the OS picks
         self.oversized: list[int] = []  # prompt tokens of the requests refused for the window
         self.responders = responder if isinstance(responder, dict) else None
         self.responder = responder if not isinstance(responder, dict) else None
@@ -264,7 +269,8 @@ class OpenAIServer:
                         server.answered += 1
                 self._send(status, payload)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.port = int(self._httpd.server_address[1])
         self._httpd.daemon_threads = True
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"

@@ -1,6 +1,7 @@
-"""A local model server that dies mid-run, with the real llama.cpp server: the
-embedded one is restarted and the run finishes; an endpoint that stays down
-stops the run as resumable, and a resume after it is back completes it."""
+"""A local model server that dies mid-run: the embedded one (the real llama.cpp server)
+is restarted and the run finishes; a served endpoint that stays down (a real
+OpenAI-compatible HTTP server, killed) stops the run as resumable, and a resume after
+it is back completes it."""
 
 from __future__ import annotations
 
@@ -9,20 +10,20 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import default_remote, secret_doc
+from conftest import default_local, default_remote, secret_doc
 from fakes import PromptFake
 from minionflow.graphs import ModelSpec, RunSettings
 from minionflow.graphs.run import resume_minions, run_minions
 from minionflow.nodes.embedded import default_gguf, embedded_server
 from minionflow.nodes.models import DefaultModelProvider, ModelClient, Role
 from minionflow.sandbox import BwrapBackend
+from openai_server import OpenAIServer
 
 pytestmark = pytest.mark.embedded
 
@@ -69,40 +70,14 @@ def test_a_killed_embedded_server_is_restarted_and_the_run_finishes(tmp_path: Pa
     assert any("is not running; restarting it" in r.getMessage() for r in caplog.records)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(port: int | None, log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """A llama.cpp server on ``port`` (on a free one when None: another if that one is
-    taken before the server binds it) and its port."""
-    for _attempt in range(3):
-        chosen = port or _free_port()
-        offset = log.stat().st_size if log.exists() else 0
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf()), "--host", "127.0.0.1",
-             "--port", str(chosen), "--n_ctx", "4096", "--verbose", "False"],
-            stdout=log.open("ab"), stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"http://127.0.0.1:{chosen}/v1/models", timeout=2).status_code == 200:
-                    return proc, chosen
-            except httpx.HTTPError:
-                time.sleep(0.25)
-        proc.kill()
-        proc.wait()
-        taken = "address already in use" in log.read_bytes()[offset:].decode(errors="replace").lower()
-        assert port is None and taken, log.read_text()[-2000:]
-    raise AssertionError("the llama.cpp server found no free port in 3 attempts")
+def slow_local(prompt: str) -> str:
+    time.sleep(0.05)  # jobs in flight when the server dies
+    return default_local(prompt)
 
 
 def test_an_endpoint_that_stays_down_stops_the_run_resumable(tmp_path: Path):
-    log = tmp_path / "server.log"
-    server, port = start_server(None, log)
+    server = OpenAIServer(slow_local)
+    port = int(server.start().rsplit(":", 1)[1].split("/")[0])
     settings = RunSettings(**SETTINGS, local=ModelSpec.parse(f"SmolLM2@http://127.0.0.1:{port}/v1"))
     first_jobs: list[str] = []
 
@@ -110,7 +85,7 @@ def test_an_endpoint_that_stays_down_stops_the_run_resumable(tmp_path: Path):
         if event.get("type") == "job":
             first_jobs.append(event["job_id"])
             if len(first_jobs) == 2:
-                server.send_signal(signal.SIGKILL)  # and it stays down
+                server.kill()  # and it stays down
     try:
         failed = run_minions([secret_doc()], "What is the secret number?", settings, thread_id="t-down",
                              checkpoint=tmp_path, sandbox=BwrapBackend(), models=FakeSupervisor(), on_event=on_event)
@@ -118,19 +93,18 @@ def test_an_endpoint_that_stays_down_stops_the_run_resumable(tmp_path: Path):
         assert failed.error is not None and "stayed unreachable after 3 attempts" in failed.error
         assert "minionflow resume t-down" in failed.error
         assert 2 <= len(first_jobs) < 12
-        server, _ = start_server(port, log)  # back, where the clients point
+        server = OpenAIServer(slow_local, port=port)  # back, where the clients point
+        server.start()
         second_jobs: list[str] = []
         done = resume_minions("t-down", checkpoint=tmp_path, sandbox=BwrapBackend(), models=FakeSupervisor(),
                               on_event=lambda e: second_jobs.append(e["job_id"]) if e.get("type") == "job" else None)
         assert done.status == "answered", done.error
         assert sorted(first_jobs + second_jobs) == sorted(set(first_jobs + second_jobs))  # no finished job ran again
         assert len(first_jobs) + len(second_jobs) == 12
-        # the first run's calls are still counted (a job's first call may be the probe that finds the
-        # server rejects json_schema: a recorded failed call)
-        assert done.usage is not None and done.usage.local.calls >= 12
+        # the first run's calls are still counted, each job answered once
+        assert done.usage is not None and done.usage.local.calls == 12
     finally:
-        server.kill()
-        server.wait()
+        server.stop()
 
 
 def test_the_embedded_server_takes_another_port_when_its_port_was_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

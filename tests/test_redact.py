@@ -1,0 +1,112 @@
+"""PII redaction (nodes.redact, Presidio with spaCy's English model): with --redact pii,
+no seeded name, e-mail, phone, account or record number reaches any remote prompt of any
+protocol, the answers are still right (a name the supervisor names by its placeholder is
+restored for the user), and placeholders are consistent within a run; with it off, the
+egress ledger counts what left."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from conftest import final_json, worker_json
+from fakes import FakeProvider, PromptFake
+from minionflow.contracts.settings import RunSettings
+from minionflow.graphs.run import run_minions
+from minionflow.nodes.documents import LoadedDocument
+from minionflow.nodes.redact import Redactor, restore
+
+SEEDED = ["John Smith", "john.smith@example.com", "415-555-0134", "4111-2222-3333", "884-22-1937", "Maria Garcia"]
+WITNESS = ("The secret number is 42, confirmed by John Smith (john.smith@example.com, +1 415-555-0134) "
+           "for account 4111-2222-3333.")
+PATIENT = "Patient Maria Garcia, MRN 884-22-1937, was seen on the pier by John Smith."
+QUESTION = "Who confirmed the secret number?"
+CODE = f'''```python
+def prepare_jobs(context, prev_job_manifests, prev_job_outputs):
+    return [JobManifest(chunk=c, task={QUESTION!r}, chunk_id=i, task_id=0)
+            for doc in context for i, c in enumerate(doc.split("\\n\\n"))]
+```'''
+
+
+def seeded_doc() -> LoadedDocument:
+    parts = [f"Paragraph {i} talks about harbours, cranes and weather in general terms." for i in range(8)]
+    parts[3], parts[5] = WITNESS, PATIENT
+    return LoadedDocument(title="ledger.txt", text="\n\n".join(parts), pages=1)
+
+
+def minions_remote(prompt: str) -> str:
+    if "Write prepare_jobs now" in prompt:
+        return CODE
+    found = re.search(r"answer: (.+)", prompt)  # the supervisor takes the first minion answer as it reads it
+    return final_json(answer=found.group(1).strip() if found else "unknown")
+
+
+def minions_local(prompt: str) -> str:
+    chunk = prompt.split('"""')[1]
+    if "confirmed by John Smith" in chunk:
+        return worker_json("John Smith", WITNESS, "John Smith (john.smith@example.com) confirmed it for account "
+                                                  "4111-2222-3333")
+    return worker_json(None, None, "not in this part")
+
+
+def minion_remote(prompt: str) -> str:
+    said = re.search(r"Local model: (.+)", prompt)
+    if said:  # answers with the name as the local model's reply gave it
+        name = re.match(r"(<PERSON_\d+>|[A-Z][a-z]+ [A-Z][a-z]+)", said.group(1))
+        return json.dumps({"decision": "provide_final_answer", "answer": name.group(1) if name else "?", "message": None})
+    return json.dumps({"decision": "request_additional_info", "answer": None, "message": QUESTION})
+
+
+def minion_local(prompt: str) -> str:
+    return "John Smith confirmed it; reach him at john.smith@example.com or +1 415-555-0134 (account 4111-2222-3333)."
+
+
+def reader(prompt: str) -> str:
+    found = re.search(r"confirmed by (<PERSON_\d+>|[A-Z][a-z]+ [A-Z][a-z]+)", prompt)
+    return found.group(1) if found else "unknown"
+
+
+FAKES = {"minions": (minions_remote, minions_local), "minion": (minion_remote, minion_local),
+         "remote-only": (reader, reader), "local-only": (reader, reader)}
+
+
+@pytest.mark.parametrize("protocol", list(FAKES))
+def test_no_seeded_pii_reaches_the_remote_model_and_the_answer_is_still_right(tmp_path, protocol):
+    remote_fn, local_fn = FAKES[protocol]
+    sent = {}
+    for redact in ("pii", "off"):
+        remote, local = PromptFake(responder=remote_fn), PromptFake(responder=local_fn)
+        settings = RunSettings(protocol=protocol, redact=redact, chunk_tokens=40, max_chunk_chars=4000, sandbox="bwrap")
+        result = run_minions([seeded_doc()], QUESTION, settings, checkpoint=tmp_path / redact,
+                             models=FakeProvider(remote, local))
+        assert result.status == "answered" and result.answer == "John Smith", (redact, result.answer, result.notes)
+        sent[redact] = ("\n".join(remote.prompts), result.usage)
+    redacted, plain = sent["pii"][0], sent["off"][0]
+    assert not [value for value in SEEDED if value in redacted]
+    if protocol == "local-only":  # nothing goes to the remote model at all
+        assert redacted == plain == ""
+        return
+    assert "John Smith" in plain and "<PERSON_1>" in redacted  # off, the name left; on, its placeholder
+    assert sent["off"][1].egress.document_chars > 0  # the ledger counts what left
+
+
+def test_placeholders_are_consistent_and_restored():
+    redactor = Redactor()
+    first = redactor.redact(WITNESS)
+    second = redactor.redact("Ask John Smith again, at john.smith@example.com.")
+    assert first is not None and second is not None
+    assert first.count("<PERSON_1>") == 1 and "<PERSON_1>" in second and "<EMAIL_ADDRESS_1>" in second
+    assert "42" in first and not [v for v in SEEDED if v in first + second]
+    assert restore(first, redactor.mapping) == WITNESS
+    # a later redactor that starts from the run's mapping numbers a new person 2, the same one 1
+    later = Redactor(redactor.mapping)
+    assert later.redact(PATIENT) == (PATIENT.replace("Maria Garcia", "<PERSON_2>").replace("John Smith", "<PERSON_1>")
+                                     .replace("884-22-1937", later_placeholder(later, "884-22-1937")))
+    # revenue, years and places stay: questions are about them
+    plain = "Revenue was $4,200,000 in 2025 at the Duluth facility."
+    assert Redactor().redact(plain) == plain
+
+
+def later_placeholder(redactor: Redactor, value: str) -> str:
+    return next(p for p, v in redactor.mapping.items() if v == value)
