@@ -22,6 +22,7 @@ from minionflow.graphs.threads import (
     resolve_checkpoint,
     resolve_thread,
     show_thread,
+    thread_graph,
     thread_history,
 )
 from pydantic import ValidationError
@@ -297,6 +298,30 @@ def _render_view(console: Console, view: ThreadView) -> None:
     console.print(usage_table(view.usage))
     if (endpoints := endpoint_table(view.usage)) is not None:
         console.print(endpoints)
+
+
+@app.command()
+def report(
+    thread: Annotated[str, typer.Argument(help="thread id, or the start of one", metavar="THREAD")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the HTML file to write", metavar="FILE")],
+    home: DataDir = None,
+    checkpoint: CheckpointOption = None,
+) -> None:
+    """Write one self-contained HTML page of a run (graph, rounds, jobs, usage and cost,
+    what left the machine) that opens offline."""
+    from .report import render_report
+
+    with _opened(home, checkpoint) as (saver, store):
+        try:
+            resolved = resolve_thread(saver, thread)
+            page = render_report(show_thread(saver, store, resolved), thread_graph(saver, store, resolved))
+        except BadInput as exc:
+            raise _fail(str(exc)) from None
+    try:
+        out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"cannot write {out}: {exc.strerror or exc}") from None
+    err.print(f"wrote {out} ({len(page.encode()):,} bytes)", highlight=False)
 
 
 @app.command()

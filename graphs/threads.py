@@ -215,6 +215,19 @@ def show_thread(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id: st
     )
 
 
+class GraphView(BaseModel):
+    """The graph a thread ran with, its subgraphs opened (LangGraph's ``get_graph(xray)``):
+    node ids (a round's steps as ``round:decompose``) and edges (source, target, conditional)."""
+
+    nodes: list[str]
+    edges: list[tuple[str, str, bool]]
+
+
+def thread_graph(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id: str) -> GraphView:
+    drawn = _graph(saver, store, thread_id, _settings(saver, thread_id)).get_graph(xray=True)
+    return GraphView(nodes=list(drawn.nodes), edges=[(e.source, e.target, bool(e.conditional)) for e in drawn.edges])
+
+
 def _calls(store: BaseStore, records: list[UsageRecord]) -> list[CallView]:
     refs = [r["transcript"] for r in records if r.get("transcript")]
     transcripts = dict(zip(refs, load_transcripts(store, refs), strict=True))

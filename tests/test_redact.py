@@ -110,3 +110,15 @@ def test_placeholders_are_consistent_and_restored():
 
 def later_placeholder(redactor: Redactor, value: str) -> str:
     return next(p for p, v in redactor.mapping.items() if v == value)
+
+
+def test_the_redact_node_redacts_a_rounds_kept_outputs_and_extends_the_mapping():
+    from minionflow.nodes.redact import make_redact
+
+    kept = [{"job_id": "r1-j0003", "task": QUESTION, "answer": "John Smith", "citation": WITNESS,
+             "explanation": "Maria Garcia saw it"}]
+    update = make_redact()({"kept": kept, "redactions": {"<PERSON_1>": "Maria Garcia"}})
+    (out,) = update["kept"]
+    assert out["answer"] == "<PERSON_2>" and out["explanation"] == "<PERSON_1> saw it"
+    assert out["task"] == QUESTION and not [v for v in SEEDED if v in json.dumps(out)]
+    assert update["redactions"]["<PERSON_2>"] == "John Smith" and update["redactions"]["<PERSON_1>"] == "Maria Garcia"

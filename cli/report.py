@@ -1,0 +1,153 @@
+"""``minionflow report THREAD -o run.html``: one self-contained HTML page of a run that
+opens offline: the graph as it ran, the rounds (code, jobs, what was kept or dropped and
+why, the decision), usage and cost against the remote-only estimate, and the egress
+ledger. A Jinja2 template (``templates/report.html.j2``, autoescaped) with the charts as
+inline SVG made here; no script, style or font is fetched from anywhere."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+from html import escape
+from importlib import resources
+from typing import Any
+
+from jinja2 import Environment, select_autoescape
+from markupsafe import Markup
+from minionflow.graphs.threads import GraphView, ThreadView
+from minionflow.nodes.filter import classify
+
+from minionflow import __version__
+
+REASONS = {
+    "failed": "the job failed (no usable reply)",
+    "abstained": "the minion found nothing in its chunk",
+    "ungrounded": "not supported by its chunk (grounding check)",
+    "usable": "usable, not forwarded (a duplicate, or over the cap)",
+}
+
+
+def job_rows(round_view: Any) -> list[dict[str, Any]]:
+    """Each job of a round with what became of its output, and why."""
+    kept = {k["job_id"] for k in round_view.kept}
+    results = {r["job_id"]: r for r in round_view.results}
+    rows = []
+    for job in round_view.jobs:
+        result = results.get(job["job_id"])
+        if result is None:
+            status, reason = "missing", "no result (the round did not finish)"
+        elif job["job_id"] in kept:
+            status, reason = "kept", "forwarded to the supervisor"
+        else:
+            verdict = classify(result)  # type: ignore[arg-type]
+            status = "dropped" if verdict == "usable" else verdict
+            reason = REASONS[verdict]
+            if verdict == "failed" and result.get("error"):
+                reason += f": {result['error']}"
+        rows.append({"job_id": job["job_id"], "chunk_id": job.get("chunk_id"), "task": job["task"], "status": status,
+                     "reason": reason, "answer": (result or {}).get("answer"), "citation": (result or {}).get("citation"),
+                     "endpoint": (result or {}).get("endpoint"), "cached": bool(result and result["usage"] and all(
+                         u.get("cache_hit") for u in result["usage"]))})
+    return rows
+
+
+def graph_svg(graph: GraphView, ran: Counter[str]) -> Markup:
+    """The graph top to bottom, one row per step from the start (breadth first), each
+    step with how many times it ran; dashed arrows are conditional edges."""
+    depth: dict[str, int] = {}
+    frontier = [n for n in graph.nodes if n == "__start__"] or graph.nodes[:1]
+    for n in frontier:
+        depth[n] = 0
+    edges = [(s, t, c) for s, t, c in graph.edges if s in graph.nodes and t in graph.nodes]
+    while frontier:
+        nxt = []
+        for node in frontier:
+            for s, t, _ in edges:
+                if s == node and t not in depth:
+                    depth[t] = depth[node] + 1
+                    nxt.append(t)
+        frontier = nxt
+    for n in graph.nodes:
+        depth.setdefault(n, max(depth.values(), default=0) + 1)
+    rows: dict[int, list[str]] = defaultdict(list)
+    for n in graph.nodes:
+        rows[depth[n]].append(n)
+    box_w, box_h, gap_x, gap_y = 200, 44, 30, 36
+    width = max(len(r) for r in rows.values()) * (box_w + gap_x) + gap_x
+    height = len(rows) * (box_h + gap_y) + gap_y
+    place: dict[str, tuple[float, float]] = {}
+    for d, names in rows.items():
+        row_w = len(names) * (box_w + gap_x) - gap_x
+        for i, n in enumerate(names):
+            place[n] = ((width - row_w) / 2 + i * (box_w + gap_x), gap_y + d * (box_h + gap_y))
+    parts = [f'<svg id="graph" xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+             f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="the graph as it ran">',
+             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+             'orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>']
+    for s, t, conditional in edges:
+        (x1, y1), (x2, y2) = place[s], place[t]
+        if y2 > y1:
+            a, b = (x1 + box_w / 2, y1 + box_h), (x2 + box_w / 2, y2)
+        else:  # back to an earlier step: along the side
+            a, b = (x1 + box_w, y1 + box_h / 2), (x2 + box_w, y2 + box_h / 2)
+        dash = ' stroke-dasharray="5,4"' if conditional else ""
+        parts.append(f'<line x1="{a[0]:.0f}" y1="{a[1]:.0f}" x2="{b[0]:.0f}" y2="{b[1]:.0f}" stroke="#555"{dash} '
+                     'marker-end="url(#arrow)"/>')
+    for n in graph.nodes:
+        x, y = place[n]
+        step = n.rsplit(":", 1)[-1]
+        times = ran.get(step, 0)
+        start_end = n in ("__start__", "__end__")
+        fill = "#eef" if start_end else ("#dfd" if times else "#f4f4f4")
+        label = escape(step.strip("_")) + (f" ×{times}" if times and not start_end else "")
+        parts.append(f'<g class="node" data-node="{escape(n)}" data-ran="{times}"><rect x="{x:.0f}" y="{y:.0f}" '
+                     f'width="{box_w}" height="{box_h}" rx="8" fill="{fill}" stroke="#333"/><text x="{x + box_w / 2:.0f}" '
+                     f'y="{y + box_h / 2 + 5:.0f}" text-anchor="middle" font-size="14">{label}</text></g>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def cost_svg(view: ThreadView) -> Markup:
+    """Bars: tokens per role, and this run's cost against sending everything remote."""
+    u = view.usage
+    bars = [("remote tokens", u.remote.prompt_tokens + u.remote.completion_tokens, "#4a78c2", ""),
+            ("local tokens", u.local.prompt_tokens + u.local.completion_tokens, "#5aa55a", ""),
+            ("remote-only tokens (est.)", u.remote_only_prompt_tokens + u.remote_only_completion_tokens, "#c2884a", ""),
+            ("this run (USD)", u.total_cost_usd, "#4a78c2", "$"),
+            ("remote only (USD, est.)", u.remote_only_cost_usd, "#c2884a", "$")]
+    width, label_w, bar_h, gap = 640, 200, 22, 10
+    parts = [f'<svg id="cost-chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+             f'height="{len(bars) * (bar_h + gap) + gap + 16}" role="img" aria-label="usage and cost">']
+    y = gap
+    for group in (bars[:3], bars[3:]):
+        top = max((v for _, v, _, _ in group), default=0) or 1
+        for name, value, color, unit in group:
+            w = (width - label_w - 120) * value / top
+            shown = f"${value:.4f}" if unit else f"{int(value):,}"
+            parts.append(f'<g class="bar" data-name="{escape(name)}" data-value="{value}"><text x="0" y="{y + 16}" '
+                         f'font-size="13">{escape(name)}</text><rect x="{label_w}" y="{y}" width="{w:.1f}" '
+                         f'height="{bar_h}" fill="{color}"/><text x="{label_w + w + 6:.1f}" y="{y + 16}" '
+                         f'font-size="13">{shown}</text></g>')
+            y += bar_h + gap
+        y += 8
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def render_report(view: ThreadView, graph: GraphView) -> str:
+    """The report page of a thread."""
+    jobs = {r.round: job_rows(r) for r in view.rounds}
+    ran = Counter(call.node for call in view.calls)  # the model-calling steps, once per call
+    if view.rounds:  # the steps of a MinionS round: once a round, the minions once a job
+        ran.update({"sandboxed_execute": len(view.rounds), "filter": len(view.rounds)})
+        ran["parallel_minion_map"] = sum(len(rows) for rows in jobs.values())
+    template = Environment(autoescape=select_autoescape(default=True)).from_string(
+        resources.files("minionflow.cli").joinpath("templates/report.html.j2").read_text(encoding="utf-8"))
+    return template.render(
+        view=view, jobs=jobs, graph=graph_svg(graph, ran), chart=cost_svg(view), version=__version__,
+        made=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        status_counts={r.round: Counter(j["status"] for j in jobs[r.round]) for r in view.rounds},
+    )
+
+
+__all__ = ["cost_svg", "graph_svg", "job_rows", "render_report"]
