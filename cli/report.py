@@ -15,7 +15,7 @@ from typing import Any
 from jinja2 import Environment, select_autoescape
 from markupsafe import Markup
 from minionflow.graphs.threads import GraphView, ThreadView
-from minionflow.nodes.filter import classify
+from minionflow.nodes.filter import classify, evidence
 
 from minionflow import __version__
 
@@ -45,55 +45,93 @@ def job_rows(round_view: Any) -> list[dict[str, Any]]:
             if verdict == "failed" and result.get("error"):
                 reason += f": {result['error']}"
         rows.append({"job_id": job["job_id"], "chunk_id": job.get("chunk_id"), "task": job["task"], "status": status,
-                     "reason": reason, "answer": (result or {}).get("answer"), "citation": (result or {}).get("citation"),
+                     "reason": reason, "answer": (result or {}).get("answer"),
+                     "citation": evidence(result) if result else None,  # type: ignore[arg-type]
                      "endpoint": (result or {}).get("endpoint"), "cached": bool(result and result["usage"] and all(
                          u.get("cache_hit") for u in result["usage"]))})
     return rows
 
 
-def graph_svg(graph: GraphView, ran: Counter[str]) -> Markup:
-    """The graph top to bottom, one row per step from the start (breadth first), each
-    step with how many times it ran; dashed arrows are conditional edges."""
-    depth: dict[str, int] = {}
-    frontier = [n for n in graph.nodes if n == "__start__"] or graph.nodes[:1]
-    for n in frontier:
-        depth[n] = 0
+def _contracted(graph: GraphView) -> tuple[list[str], list[tuple[str, str, bool]]]:
+    """The graph without its subgraphs' own start and end nodes (``round:__start__``): an
+    edge into one goes on to where it leads."""
+    inner = {n for n in graph.nodes if ":" in n and n.rsplit(":", 1)[1] in ("__start__", "__end__")}
     edges = [(s, t, c) for s, t, c in graph.edges if s in graph.nodes and t in graph.nodes]
-    while frontier:
-        nxt = []
-        for node in frontier:
-            for s, t, _ in edges:
-                if s == node and t not in depth:
-                    depth[t] = depth[node] + 1
-                    nxt.append(t)
-        frontier = nxt
-    for n in graph.nodes:
-        depth.setdefault(n, max(depth.values(), default=0) + 1)
+    for node in inner:
+        into = [(s, c) for s, t, c in edges if t == node]
+        out = [(t, c) for s, t, c in edges if s == node]
+        edges = [e for e in edges if node not in (e[0], e[1])]
+        edges += [(s, t, c1 or c2) for s, c1 in into for t, c2 in out if s != t]
+    return [n for n in graph.nodes if n not in inner], list(dict.fromkeys(edges))
+
+
+def _layers(nodes: list[str], edges: list[tuple[str, str, bool]]) -> dict[str, int]:
+    """A row for each node: the longest path to it from the start, over the edges that do
+    not close a loop (such as a round asking for the next), found depth first."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for s, t, _ in edges:
+        out[s].append(t)
+    back: set[tuple[str, str]] = set()
+    state: dict[str, int] = {}  # 1: on the path being walked, 2: done
+    for root in [n for n in nodes if n == "__start__"] + nodes:
+        if root in state:
+            continue
+        stack = [(root, iter(out[root]))]
+        state[root] = 1
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                state[node] = 2
+                stack.pop()
+            elif state.get(child) == 1:
+                back.add((node, child))
+            elif child not in state:
+                state[child] = 1
+                stack.append((child, iter(out[child])))
+    depth = dict.fromkeys(nodes, 0)
+    for _ in nodes:  # relax: longest paths in a DAG of a few dozen nodes
+        for s, t, _ in edges:
+            if (s, t) not in back:
+                depth[t] = max(depth[t], depth[s] + 1)
+    return depth
+
+
+def graph_svg(graph: GraphView, ran: Counter[str]) -> Markup:
+    """The graph top to bottom, a row per step on its longest path from the start, each
+    step with how many times it ran; dashed arrows are conditional edges."""
+    nodes, edges = _contracted(graph)
+    depth = _layers(nodes, edges)
     rows: dict[int, list[str]] = defaultdict(list)
-    for n in graph.nodes:
+    for n in nodes:
         rows[depth[n]].append(n)
     box_w, box_h, gap_x, gap_y = 200, 44, 30, 36
-    width = max(len(r) for r in rows.values()) * (box_w + gap_x) + gap_x
+    width = max(len(r) for r in rows.values()) * (box_w + gap_x) + gap_x + 80  # room for the loops
     height = len(rows) * (box_h + gap_y) + gap_y
     place: dict[str, tuple[float, float]] = {}
     for d, names in rows.items():
         row_w = len(names) * (box_w + gap_x) - gap_x
         for i, n in enumerate(names):
-            place[n] = ((width - row_w) / 2 + i * (box_w + gap_x), gap_y + d * (box_h + gap_y))
+            place[n] = ((width - 80 - row_w) / 2 + i * (box_w + gap_x), gap_y + d * (box_h + gap_y))
     parts = [f'<svg id="graph" xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
              f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="the graph as it ran">',
              '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
              'orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>']
-    for s, t, conditional in edges:
-        (x1, y1), (x2, y2) = place[s], place[t]
+    for source, target, conditional in edges:
+        (x1, y1), (x2, y2) = place[source], place[target]
         if y2 > y1:
             a, b = (x1 + box_w / 2, y1 + box_h), (x2 + box_w / 2, y2)
-        else:  # back to an earlier step: along the side
+        else:  # back to an earlier step: out of the right side, into the right side
             a, b = (x1 + box_w, y1 + box_h / 2), (x2 + box_w, y2 + box_h / 2)
+            bend = max(x1, x2) + box_w + 40
+            parts.append(f'<path d="M{a[0]:.0f},{a[1]:.0f} C{bend:.0f},{a[1]:.0f} {bend:.0f},{b[1]:.0f} '
+                         f'{b[0]:.0f},{b[1]:.0f}" fill="none" stroke="#555" stroke-dasharray="5,4" '
+                         'marker-end="url(#arrow)"/>')
+            continue
         dash = ' stroke-dasharray="5,4"' if conditional else ""
         parts.append(f'<line x1="{a[0]:.0f}" y1="{a[1]:.0f}" x2="{b[0]:.0f}" y2="{b[1]:.0f}" stroke="#555"{dash} '
                      'marker-end="url(#arrow)"/>')
-    for n in graph.nodes:
+    for n in nodes:
         x, y = place[n]
         step = n.rsplit(":", 1)[-1]
         times = ran.get(step, 0)

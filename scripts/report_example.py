@@ -32,12 +32,14 @@ def prepare_jobs(context, prev_job_manifests, prev_job_outputs):
 def supervisor(prompt: str) -> str:
     if "Write prepare_jobs now" in prompt:
         return CODE.format(sep=SEPARATOR)
-    answers = re.findall(r"answer: (.+)", prompt)
-    if "This is the last round" not in prompt:
-        return json.dumps({"decision": "request_additional_info", "answer": None, "explanation": "one more question",
-                           "feedback": "now find the chief executive", "scratchpad": "; ".join(answers[:3]) or None})
-    return json.dumps({"decision": "provide_final_answer", "answer": answers[0] if answers else "unknown",
-                       "explanation": "from the minions' grounded answers", "feedback": None, "scratchpad": None})
+    answers = re.findall(r"answer: (.+)", prompt)  # the minions' answers, best first
+    if "This is the last round" not in prompt:  # round 1: keep the facility, ask for the chief executive
+        return json.dumps({"decision": "request_additional_info", "answer": "not yet", "explanation": "one more question",
+                           "feedback": "now find the chief executive", "scratchpad": answers[0] if answers else None})
+    facility = re.search(r"Your scratchpad from earlier rounds:\n(.+)", prompt)
+    found = [facility.group(1) if facility else None, answers[0] if answers else None]
+    return json.dumps({"decision": "provide_final_answer", "answer": " / ".join(f for f in found if f) or "unknown",
+                       "explanation": "the first grounded answer of each round", "feedback": None, "scratchpad": None})
 
 
 def main() -> None:
