@@ -1,11 +1,13 @@
 """``minionflow report THREAD -o run.html``: one self-contained HTML page of a run that
 opens offline: the graph as it ran, the rounds (code, jobs, what was kept or dropped and
 why, the decision), usage and cost against the remote-only estimate, and the egress
-ledger. A Jinja2 template (``templates/report.html.j2``, autoescaped) with the charts as
+ledger. ``minionflow report EVAL_FOLDER -o eval.html``: a finished eval's summary table
+and plot. A Jinja2 template (``templates/report.html.j2``, autoescaped) with the charts as
 inline SVG made here; no script, style or font is fetched from anywhere."""
 
 from __future__ import annotations
 
+import io
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from html import escape
@@ -14,6 +16,7 @@ from typing import Any
 
 from jinja2 import Environment, select_autoescape
 from markupsafe import Markup
+from minionflow.evaluation.report import EvalSummary, plot, table_rows
 from minionflow.graphs.threads import GraphView, ThreadView
 from minionflow.nodes.filter import classify, evidence
 
@@ -172,20 +175,38 @@ def cost_svg(view: ThreadView) -> Markup:
     return Markup("".join(parts))
 
 
+def _template(name: str) -> Any:
+    return Environment(autoescape=select_autoescape(default=True)).from_string(
+        resources.files("minionflow.cli").joinpath(f"templates/{name}").read_text(encoding="utf-8"))
+
+
+def render_eval_report(summary: EvalSummary, folder: str) -> str:
+    """The page of a finished eval: its summary table and its cost-against-accuracy plot
+    (matplotlib's SVG, inline: its text is drawn as paths, so no font is fetched)."""
+    headers, rows = table_rows(summary)
+    svg = io.StringIO()
+    plot(summary, svg, fmt="svg")
+    drawn = svg.getvalue()
+    drawn = drawn[drawn.index("<svg"):]  # the XML prologue and DOCTYPE are for a file of its own
+    return str(_template("eval.html.j2").render(summary=summary, headers=headers, rows=rows, folder=folder,
+                                                plot=Markup(drawn.replace("<svg ", '<svg id="eval-plot" ', 1)),
+                                                version=__version__, made=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")))
+
+
 def render_report(view: ThreadView, graph: GraphView) -> str:
     """The report page of a thread."""
     jobs = {r.round: job_rows(r) for r in view.rounds}
-    ran = Counter(call.node for call in view.calls)  # the model-calling steps, once per call
+    # the model-calling steps, once per call (read_all's records name its role: read_all_remote)
+    ran = Counter(call.node.removesuffix("_remote").removesuffix("_local") if call.node.startswith("read_all")
+                  else call.node for call in view.calls)
     if view.rounds:  # the steps of a MinionS round: once a round, the minions once a job
         ran.update({"sandboxed_execute": len(view.rounds), "filter": len(view.rounds)})
         ran["parallel_minion_map"] = sum(len(rows) for rows in jobs.values())
-    template = Environment(autoescape=select_autoescape(default=True)).from_string(
-        resources.files("minionflow.cli").joinpath("templates/report.html.j2").read_text(encoding="utf-8"))
-    return template.render(
+    return str(_template("report.html.j2").render(
         view=view, jobs=jobs, graph=graph_svg(graph, ran), chart=cost_svg(view), version=__version__,
         made=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         status_counts={r.round: Counter(j["status"] for j in jobs[r.round]) for r in view.rounds},
-    )
+    ))
 
 
-__all__ = ["cost_svg", "graph_svg", "job_rows", "render_report"]
+__all__ = ["cost_svg", "graph_svg", "job_rows", "render_eval_report", "render_report"]

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from minionflow.contracts.errors import BadInput
-from minionflow.contracts.settings import RunSettings
+from minionflow.contracts.settings import RunSettings, first_error
 from minionflow.graphs.persistence import Location, data_dir, describe, exists, open_persistence
 from minionflow.graphs.run import fork_minions, resume_minions, resume_settings
 from minionflow.graphs.threads import (
@@ -302,21 +302,32 @@ def _render_view(console: Console, view: ThreadView) -> None:
 
 @app.command()
 def report(
-    thread: Annotated[str, typer.Argument(help="thread id, or the start of one", metavar="THREAD")],
+    thread: Annotated[str, typer.Argument(help="thread id (or the start of one), or an eval folder", metavar="THREAD")],
     out: Annotated[Path, typer.Option("--out", "-o", help="the HTML file to write", metavar="FILE")],
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
 ) -> None:
     """Write one self-contained HTML page of a run (graph, rounds, jobs, usage and cost,
-    what left the machine) that opens offline."""
-    from .report import render_report
+    what left the machine), or of a finished eval (its folder: summary and plot), that
+    opens offline."""
+    from minionflow.evaluation.report import SUMMARY_JSON, EvalSummary
 
-    with _opened(home, checkpoint) as (saver, store):
+    from .report import render_eval_report, render_report
+
+    folder = Path(thread)
+    if (folder / SUMMARY_JSON).is_file():
         try:
-            resolved = resolve_thread(saver, thread)
-            page = render_report(show_thread(saver, store, resolved), thread_graph(saver, store, resolved))
-        except BadInput as exc:
-            raise _fail(str(exc)) from None
+            summary = EvalSummary.model_validate_json((folder / SUMMARY_JSON).read_text(encoding="utf-8"))
+        except ValidationError as exc:
+            raise _fail(f"{folder / SUMMARY_JSON} is not an eval summary: {first_error(exc)[1]}") from None
+        page = render_eval_report(summary, str(folder))
+    else:
+        with _opened(home, checkpoint) as (saver, store):
+            try:
+                resolved = resolve_thread(saver, thread)
+                page = render_report(show_thread(saver, store, resolved), thread_graph(saver, store, resolved))
+            except BadInput as exc:
+                raise _fail(str(exc)) from None
     try:
         out.write_text(page, encoding="utf-8")
     except OSError as exc:

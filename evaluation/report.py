@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from statistics import quantiles
+from typing import IO
 
 from pydantic import BaseModel
 
@@ -166,9 +167,10 @@ def markdown(summary: EvalSummary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: EvalSummary, path: Path) -> None:
+def plot(summary: EvalSummary, path: Path | IO[str], fmt: str = "png") -> None:
     """Cost per question (x) against accuracy with its 95% interval (y), one point per
-    protocol; a batch (no accuracy) plots cost against median latency."""
+    protocol; a batch (no accuracy) plots cost against median latency. ``fmt="svg"``
+    (to a text stream) is the same plot for an HTML page (``minionflow report``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,7 +193,7 @@ def plot(summary: EvalSummary, path: Path) -> None:
     ax.set_title(f"{summary.suite}: {summary.items} questions", fontsize=10)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    fig.savefig(path, format=fmt)
     plt.close(fig)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
+from minionflow.contracts.errors import is_transient
 from minionflow.contracts.schemas import AggregateDecision
 from minionflow.contracts.settings import RunSettings
 from minionflow.contracts.state import FinalAnswer, RoundRecord, RoundState, round_number
@@ -117,7 +118,7 @@ def make_aggregate(models: ModelProvider) -> Callable[[RoundState, Runtime[Any]]
         attempts, unaffordable = MAX_ATTEMPTS, None
         limit = budget(settings, state.get("usage") or [], earlier_rounds(state.get("rounds") or []))
         if limit is not None:
-            need = estimate(messages, settings)
+            need = estimate(messages, settings, AggregateDecision)
             this_round = spent(state.get("usage") or [], settings)  # its decompose calls so far
             if not limit.affords(need):
                 attempts, unaffordable, last_round = 0, limit.describe(need), True
@@ -126,13 +127,22 @@ def make_aggregate(models: ModelProvider) -> Callable[[RoundState, Runtime[Any]]
                 messages = aggregate_messages(state, settings, last_round)
                 notes.append(f"round {round_}: the remote budget does not afford another round "
                              f"({limit.describe(need + this_round + need)}); final answer forced")
+                need = estimate(messages, settings, AggregateDecision)  # the last round's prompt is longer
+                if not limit.affords(need):
+                    attempts, unaffordable = 0, limit.describe(need)
             if not limit.affords(need + need):  # no second try at an unusable reply
                 attempts = min(attempts, 1)
         calls: list[CallRecord] = []
         parsed: AggregateDecision | None = None
         error = None
         for _ in range(attempts):
-            reply = client.structured(AggregateDecision, messages)
+            try:
+                reply = client.structured(AggregateDecision, messages)
+            except Exception as exc:
+                if not calls or not is_transient(exc):
+                    raise  # nothing billed yet: the node's RetryPolicy tries again
+                error = f"the endpoint failed on a second try: {type(exc).__name__}"  # keep the billed first try
+                break
             calls.extend(reply.calls)
             if isinstance(reply.parsed, AggregateDecision):
                 parsed, error = reply.parsed, None

@@ -12,14 +12,17 @@ cost nothing), so a resumed run keeps its budget (in its settings) and what it s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from minionflow.contracts.settings import RunSettings
 from minionflow.contracts.state import UsageRecord
+from pydantic import BaseModel
 
 from .context_guard import message_texts
+from .models import json_schema
 from .tokens import count_tokens
 
 
@@ -43,10 +46,18 @@ def spent(records: Iterable[UsageRecord], settings: RunSettings) -> Cost:
     return Cost(prompt + completion, settings.prices.remote.cost(prompt, completion, cached))
 
 
-def estimate(messages: list[object], settings: RunSettings) -> Cost:
-    """What a remote call with these messages may cost at most: its prompt, and a reply
-    of the full token limit."""
-    prompt = sum(count_tokens(text) for text in message_texts(messages))
+# what a chat request adds to its messages' text: role markers and separators per message
+PER_MESSAGE = 8
+
+
+def estimate(messages: list[object], settings: RunSettings, schema: type[BaseModel] | None = None) -> Cost:
+    """What a remote call with these messages may cost at most: its prompt (with the
+    reply's JSON schema when one is asked for: it is sent as a tool or response format),
+    and a reply of the full token limit."""
+    texts = message_texts(messages)
+    prompt = sum(count_tokens(text) for text in texts) + PER_MESSAGE * len(texts)
+    if schema is not None:
+        prompt += count_tokens(json.dumps(json_schema(schema)))
     reply = settings.remote_max_tokens
     return Cost(prompt + reply, settings.prices.remote.cost(prompt, reply))
 

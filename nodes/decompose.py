@@ -20,6 +20,7 @@ from .aggregate import aggregate_messages, over_budget
 from .budget import budget, earlier_rounds, estimate
 from .common import carried_over, emit, settings_of, store_of
 from .models import ModelProvider
+from .redact import Redactor
 
 _CODE_BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
@@ -44,7 +45,7 @@ def _documents_block(state: RoundState) -> str:
     return "\n".join(lines)
 
 
-def _history_block(state: RoundState, retry: list[JobRecord]) -> str:
+def _history_block(state: RoundState, retry: list[JobRecord], redactor: Redactor | None = None) -> str:
     rounds = state.get("rounds") or []
     if not rounds:
         return ""
@@ -58,21 +59,24 @@ def _history_block(state: RoundState, retry: list[JobRecord]) -> str:
     text = prompts.DECOMPOSE_HISTORY.format(rounds="\n".join(lines), scratchpad=state.get("scratchpad") or "(empty)")
     if retry:
         tasks = "; ".join(sorted({j["task"] for j in retry}))
+        if redactor is not None:  # tasks the code wrote may quote the documents
+            tasks = redactor.redact(tasks) or ""
         text += prompts.DECOMPOSE_RETRY_JOBS.format(count=len(retry), tasks=tasks)
     return text
 
 
-def _error_block(state: RoundState, settings: RunSettings) -> str:
+def _error_block(state: RoundState, settings: RunSettings, redactor: Redactor | None = None) -> str:
     errors = state.get("code_errors") or []
     if not errors:
         return ""
-    return prompts.DECOMPOSE_ERROR.format(
-        attempt=len(errors), max_attempts=settings.max_code_attempts, error=errors[-1]
-    )
+    error = errors[-1] if redactor is None else redactor.redact(errors[-1])  # an error may quote a chunk
+    return prompts.DECOMPOSE_ERROR.format(attempt=len(errors), max_attempts=settings.max_code_attempts, error=error)
 
 
-def decompose_messages(state: RoundState, settings: RunSettings, retry: list[JobRecord] | None = None) -> list[Any]:
-    """The supervisor's prompt; ``retry``: the last round's failed jobs this round runs again."""
+def decompose_messages(state: RoundState, settings: RunSettings, retry: list[JobRecord] | None = None,
+                       redactor: Redactor | None = None) -> list[Any]:
+    """The supervisor's prompt; ``retry``: the last round's failed jobs this round runs again;
+    ``redactor`` (redact="pii"): what the code produced (its error, its tasks) is redacted."""
     system = prompts.DECOMPOSE_SYSTEM.format(
         tasks_per_round=settings.tasks_per_round,
         chunk_tokens=settings.chunk_tokens,
@@ -83,8 +87,8 @@ def decompose_messages(state: RoundState, settings: RunSettings, retry: list[Job
         documents=_documents_block(state),
         round=round_number(state),
         max_rounds=settings.max_rounds,
-        history=_history_block(state, retry or []),
-        error=_error_block(state, settings),
+        history=_history_block(state, retry or [], redactor),
+        error=_error_block(state, settings, redactor),
     )
     return [SystemMessage(system), HumanMessage(user)]
 
@@ -99,7 +103,8 @@ def make_decompose(models: ModelProvider) -> Callable[[RoundState, Runtime[Any]]
         if attempt == 1 and round_ > 1:
             emit({"type": "round", "round": round_, "retrying": len(retry)})
         emit({"type": "decompose", "round": round_, "attempt": attempt})
-        messages = decompose_messages(state, settings, retry)
+        redactor = Redactor(state.get("redactions") or {}) if settings.redact == "pii" else None
+        messages = decompose_messages(state, settings, retry, redactor)
         limit = budget(settings, state.get("usage") or [], earlier_rounds(state.get("rounds") or []))
         if limit is not None:
             # a round needs this call and an aggregation at least as long as its prompt without outputs
@@ -110,6 +115,8 @@ def make_decompose(models: ModelProvider) -> Callable[[RoundState, Runtime[Any]]
         call = client.text(messages)
         update: dict[str, Any] = {"usage": record_calls(store, [call], "remote", "decompose", round_, client.name,
                                                         from_documents=[])}  # metadata only: no document text
+        if redactor is not None and redactor.mapping != (state.get("redactions") or {}):
+            update["redactions"] = redactor.mapping
         code = extract_code(str(call.message.content)) if call.message is not None else None
         if code is None:
             error = call.error or NO_CODE_ERROR

@@ -36,10 +36,35 @@ def is_abstention(answer: str | None) -> bool:
     return says_not_found(answer)
 
 
+_PLACEHOLDER_START = re.compile(r"<[A-Z_]*_?\d*$")
+
+
 def _cut(text: str | None, limit: int) -> str | None:
+    """The text, cut at ``limit`` characters with a mark; never inside a redaction
+    placeholder (``<PERSON_1>``)."""
     if text is None or len(text) <= limit:
         return text
-    return text[:limit].rstrip() + " [...]"
+    head = text[:limit]
+    partial = _PLACEHOLDER_START.search(head)
+    if partial and text[partial.start():].split(">", 1)[0].count(" ") == 0 and ">" in text[partial.start():]:
+        head = head[: partial.start()]
+    return head.rstrip() + " [...]"
+
+
+def _uncut(kept: list[dict[str, Any]], results: list[JobResult]) -> list[dict[str, Any]]:
+    """Kept outputs with their answers, quotes and explanations whole again (as the
+    default rule forwards them, before its cut), for redaction."""
+    by_id = {r["job_id"]: r for r in results}
+    whole = []
+    for k in kept:
+        result = by_id.get(k.get("job_id", ""))
+        if result is None:
+            whole.append(k)
+            continue
+        full = forwarded(result, 10**9)
+        whole.append({**k, **{f: full[f] for f in ("answer", "citation", "explanation")
+                              if k.get(f) and full.get(f) and full[f].startswith(k[f].removesuffix(" [...]"))}})
+    return whole
 
 
 Verdict = Literal["failed", "abstained", "ungrounded", "usable"]
@@ -167,11 +192,14 @@ def make_filter(select: Selector) -> Callable[[RoundState, Runtime[Any]], dict[s
             already = stats.get("dropped_over_cap", 0)
             kept = cap(kept, stats, settings.max_forwarded_outputs)
             stats["dropped_over_cap"] += already
-        if settings.max_quote_chars is not None:  # the user's cap on each quote that leaves the machine
-            kept = [{**k, "citation": _cut(k.get("citation"), settings.max_quote_chars)} for k in kept]
         mapping = None
         if settings.redact == "pii":  # what the supervisor reads, with personal data as placeholders
-            kept, mapping = redact_outputs(kept, state.get("redactions") or {})
+            kept, mapping = redact_outputs(_uncut(kept, results), state.get("redactions") or {})
+            # redacted whole, then cut (a cut e-mail address would no longer be found), never inside a placeholder
+            kept = [{**k, **{f: _cut(k.get(f), settings.max_answer_chars) for f in ("answer", "citation", "explanation")}}
+                    for k in kept]
+        if settings.max_quote_chars is not None:  # the user's cap on each quote that leaves the machine
+            kept = [{**k, "citation": _cut(k.get("citation"), settings.max_quote_chars)} for k in kept]
         emit({"type": "filter", "round": round_number(state), **stats})
         archived = sorted(results, key=lambda r: r["job_id"])
         update: dict[str, Any] = {"kept": kept, "filter_stats": stats, "results_ref": put_json(store, archived),

@@ -15,7 +15,7 @@ from .accounting import record_calls
 from .common import document_texts, emit, settings_of, store_of
 from .context_guard import message_texts
 from .models import ModelProvider, reply_text
-from .redact import Redactor
+from .redact import Redactor, restore
 
 
 def document_block(titles: list[str], texts: list[str]) -> str:
@@ -30,6 +30,8 @@ def make_minion_local(models: ModelProvider) -> Callable[[MinionState, Runtime[A
         docs = state["documents"]
         texts = document_texts(store, docs)
         question = [t for t in state.get("conversation") or [] if t["role"] == "remote"][-1]["content"]
+        # the supervisor may name what it saw as a placeholder: the local model reads the value
+        question = restore(question, state.get("redactions") or {}) or question
         messages = [
             SystemMessage(prompts.MINION_LOCAL_SYSTEM),
             HumanMessage(prompts.MINION_LOCAL_USER.format(document=document_block([d["title"] for d in docs], texts),

@@ -59,19 +59,22 @@ def make_minion_remote(models: ModelProvider) -> Callable[[MinionState, Runtime[
         messages = minion_remote_messages(state, settings, last)
         notes: list[str] = []
         limit = budget(settings, state.get("usage") or [])
-        need = estimate(messages, settings)
-        if limit is not None and not limit.affords(need):  # no call: the last local reply is the answer
-            note = f"turn {round_}: the remote budget does not afford another turn ({limit.describe(need)})"
-            return {"notes": [note], "decision": {"decision": "provide_final_answer", "answer": _last_local(state)},
-                    "final": restore_final(FinalAnswer(
-                        answer=_last_local(state), explanation="the local model's last reply (the remote budget is spent)",
-                        citations=[], rounds=round_ - 1, forced=True, fallback=True), state.get("redactions") or {})}
-        # this turn is the last one the budget affords (a first turn asks anyway: an answer needs a reply to read)
-        if limit is not None and not last and state.get("conversation") and not limit.affords(need + need):
-            last = True
-            messages = minion_remote_messages(state, settings, last)
-            notes.append(f"turn {round_}: the remote budget does not afford another turn "
-                         f"({limit.describe(need + need)}); final answer forced")
+        if limit is not None:
+            need = estimate(messages, settings, MinionTurn)
+            # this turn is the last one the budget affords (a first turn asks anyway: an answer needs a reply to read)
+            if not last and state.get("conversation") and limit.affords(need) and not limit.affords(need + need):
+                last = True
+                messages = minion_remote_messages(state, settings, last)
+                notes.append(f"turn {round_}: the remote budget does not afford another turn "
+                             f"({limit.describe(need + need)}); final answer forced")
+                need = estimate(messages, settings, MinionTurn)  # the last turn's prompt is longer
+            if not limit.affords(need):  # no call: the last local reply is the answer
+                notes.append(f"turn {round_}: the remote budget does not afford another turn ({limit.describe(need)})")
+                return {"notes": notes, "decision": {"decision": "provide_final_answer", "answer": _last_local(state)},
+                        "final": restore_final(FinalAnswer(
+                            answer=_last_local(state), explanation="the local model's last reply (the remote budget "
+                            "is spent)", citations=[], rounds=round_ - 1, forced=True, fallback=True),
+                            state.get("redactions") or {})}
         reply = client.structured(MinionTurn, messages)
         # the local model's replies are what it read in the document (the egress ledger)
         said = [t["content"] for t in state.get("conversation") or [] if t["role"] == "local"]

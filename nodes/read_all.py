@@ -34,21 +34,24 @@ def make_read_all(models: ModelProvider, role: Role) -> Callable[[ReadAllState, 
         store = store_of(runtime)
         docs = state["documents"]
         texts = document_texts(store, docs)
-        redactor = Redactor() if role == "remote" and settings.redact == "pii" else None
-        if redactor is not None:  # the documents leave with personal data as placeholders
-            texts = [redactor.redact(text) or "" for text in texts]
         messages = read_all_messages(state["task"], [d["title"] for d in docs], texts)
+        limit = budget(settings, []) if role == "remote" else None
+        redactor = Redactor() if role == "remote" and settings.redact == "pii" else None
+        for step in ("as given", "redacted"):
+            if limit is not None and not limit.affords(need := estimate(messages, settings)):
+                return {"notes": [f"the remote budget does not afford reading every document ({limit.describe(need)}):"
+                                  " nothing was sent"],
+                        "final": FinalAnswer(answer="", explanation="the remote budget does not afford the call",
+                                             citations=[], rounds=1, forced=True, fallback=True)}
+            if step == "as given" and redactor is not None:  # the documents leave with personal data as placeholders
+                texts = [redactor.redact(text) or "" for text in texts]
+                messages = read_all_messages(state["task"], [d["title"] for d in docs], texts)
+            elif step == "as given":
+                break
         guard = client.context_guard() if role == "local" else None
         if guard is not None:
             guard.require_fit(message_texts(messages), max_tokens, "reading every document in one prompt",
                               "minions (the default protocol) reads them in chunks")
-        limit = budget(settings, []) if role == "remote" else None
-        need = estimate(messages, settings)
-        if limit is not None and not limit.affords(need):
-            return {"notes": [f"the remote budget does not afford reading every document ({limit.describe(need)}): "
-                              "nothing was sent"],
-                    "final": FinalAnswer(answer="", explanation="the remote budget does not afford the call",
-                                         citations=[], rounds=1, forced=True, fallback=True)}
         call = client.text(messages)
         usage = record_calls(store, [call], role, f"read_all_{role}", 1, client.name,
                              from_documents=texts if role == "remote" else None)  # the egress ledger: everything

@@ -133,10 +133,11 @@ def restore_final(final: Any, mapping: Mapping[str, str]) -> Any:
 
 
 def redact_outputs(kept: list[dict[str, Any]], known: Mapping[str, str]) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Forwarded minion outputs with their answers, quotes and explanations redacted, and
-    the run's mapping with what was new."""
+    """Forwarded minion outputs with their tasks, answers, quotes and explanations
+    redacted, and the run's mapping with what was new."""
     redactor = Redactor(known)
-    out = [{**k, **{f: redactor.redact(k.get(f)) for f in ("answer", "citation", "explanation")}} for k in kept]
+    # the task too: the supervisor's code wrote it, and the code reads the documents
+    out = [{**k, **{f: redactor.redact(k.get(f)) for f in ("task", "answer", "citation", "explanation")}} for k in kept]
     return out, redactor.mapping
 
 

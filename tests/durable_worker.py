@@ -109,7 +109,7 @@ def main() -> None:
     blocks = [f"Block {i} lists crates on the quay." for i in range(30)]
     blocks[17] = "Block 17 says the secret number is 42."
     doc = LoadedDocument(title="quay.txt", text="\n\n".join(blocks), pages=1)
-    settings = RunSettings(local_concurrency=2, max_rounds=max(2, args.rounds))
+    settings = RunSettings(local="embedded;slots=2", max_rounds=max(2, args.rounds))  # two jobs in flight
     if args.finished:
         # the jobs whose writes LangGraph saved as pending writes of the interrupted step
         with open_persistence(args.where) as (saver, store):

@@ -96,7 +96,9 @@ def main() -> None:
     provider = FakeProvider(make_remote(args.calls), make_local(args.calls, args.hang))
     plan = EvalPlan(
         suite=load_suite(args.suite), protocols=protocols, out_dir=args.out,
-        settings={p: RunSettings(protocol=p, chunk_tokens=40, max_chunk_chars=4000, max_rounds=args.max_rounds)  # type: ignore[arg-type]
+        # the fakes answer as a served model with 4 requests in flight would (the embedded spec alone takes one)
+        settings={p: RunSettings(protocol=p, local="embedded;slots=4", chunk_tokens=40, max_chunk_chars=4000,
+                                 max_rounds=args.max_rounds)  # type: ignore[arg-type]
                   for p in protocols},
         judge=ModelSpec.parse("judge@http://127.0.0.1:9/v1") if args.judge else None,
     )

@@ -110,3 +110,42 @@ def test_minion_and_remote_only_keep_to_the_budget(tmp_path):
 def test_a_budget_must_be_positive(bad):
     with pytest.raises(ValidationError, match="greater than 0"):
         RunSettings(**bad)
+
+
+def test_a_resumed_run_keeps_its_budget_and_what_it_spent(tmp_path):
+    """The same budget, once run straight through and once failing at round 2's first
+    call and resumed: the same rounds and the same spending (what round 1 spent is read
+    back from the thread, not forgotten by the resume)."""
+    import httpx
+    import openai
+    from conftest import default_local
+    from minionflow.graphs.run import resume_minions
+
+    def run(name: str, remote, limit: int):  # type: ignore[no-untyped-def]
+        settings = RunSettings(max_rounds=3, remote_max_tokens=64, budget_tokens=limit, chunk_tokens=40,
+                               max_chunk_chars=4000, sandbox="bwrap")
+        return run_minions([secret_doc()], "What is the secret number?", settings, checkpoint=tmp_path / name,
+                           models=FakeProvider(PromptFake(responder=remote), PromptFake(responder=default_local)))
+
+    free = run("free", wants_more, 10**9)
+    assert free.rounds == 3
+    one_round = remote_tokens([c for c in free.calls if c["round"] == 1])
+    for factor in (2.5, 3.0, 3.5, 4.0, 5.0):  # a budget that buys two rounds of the three
+        limit = int(one_round * factor)
+        straight = run(f"b{factor}", wants_more, limit)
+        if straight.rounds == 2:
+            break
+    else:
+        pytest.fail("no budget of the sweep bought exactly two rounds")
+
+    def down_in_round_two(prompt: str) -> str:
+        if "Write prepare_jobs now" in prompt and "round 1:" in prompt:
+            raise openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions"))
+        return wants_more(prompt)
+
+    failed = run("resumed", down_in_round_two, limit)
+    assert failed.status == "failed" and failed.rounds == 1
+    done = resume_minions(failed.thread_id, checkpoint=tmp_path / "resumed",
+                          models=FakeProvider(PromptFake(responder=wants_more), PromptFake(responder=default_local)))
+    assert done.status == "answered" and done.rounds == straight.rounds == 2
+    assert remote_tokens(done.calls) == remote_tokens(straight.calls) <= limit

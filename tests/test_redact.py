@@ -122,3 +122,23 @@ def test_the_redact_node_redacts_a_rounds_kept_outputs_and_extends_the_mapping()
     assert out["answer"] == "<PERSON_2>" and out["explanation"] == "<PERSON_1> saw it"
     assert out["task"] == QUESTION and not [v for v in SEEDED if v in json.dumps(out)]
     assert update["redactions"]["<PERSON_2>"] == "John Smith" and update["redactions"]["<PERSON_1>"] == "Maria Garcia"
+
+
+def test_a_quote_cut_short_and_a_task_the_code_wrote_leak_nothing(tmp_path):
+    """The quote is redacted whole and cut after (cut first, half an e-mail address is no
+    longer one), and the tasks the supervisor's code wrote from the document are redacted
+    too; the cut never splits a placeholder."""
+    code = CODE.replace(f"task={QUESTION!r}", "task='Who confirmed the secret number for Maria Garcia?'")
+
+    def remote(prompt: str) -> str:
+        return code if "Write prepare_jobs now" in prompt else minions_remote(prompt)
+
+    fakes = PromptFake(responder=remote), PromptFake(responder=minions_local)
+    for cut in (12, 40, 70):  # inside the name, inside the e-mail address, inside the phone number
+        settings = RunSettings(redact="pii", max_quote_chars=cut, chunk_tokens=40, max_chunk_chars=4000, sandbox="bwrap")
+        result = run_minions([seeded_doc()], QUESTION, settings, checkpoint=tmp_path / str(cut), models=FakeProvider(*fakes))
+        assert result.status == "answered" and result.answer == "John Smith", result.notes
+    sent = "\n".join(fakes[0].prompts)
+    assert not [v for v in [*SEEDED, "john.smith", "Smith", "415-555"] if v in sent]
+    assert re.search(r"Who confirmed the secret number for <PERSON_\d>\?", sent)
+    assert not re.search(r"<[A-Z_]*\s*\[\.\.\.\]", sent)  # no placeholder cut in half

@@ -92,3 +92,34 @@ def test_the_report_command_writes_the_page_and_refuses_a_missing_thread(thread,
     lines = [line for line in missing.stderr.splitlines() if line.strip()]
     assert missing.returncode == 2 and len(lines) == 1 and "no-such-thread" in lines[0], missing.stderr
     assert not (tmp_path / "x.html").exists()
+
+
+def test_the_page_of_a_finished_eval_shows_its_table_and_plot(tmp_path):
+    from minionflow.cli.report import render_eval_report
+    from minionflow.evaluation.report import EvalSummary, ProtocolSummary, write_reports
+
+    def row(protocol: str, correct: int, cost: float) -> ProtocolSummary:
+        return ProtocolSummary(
+            protocol=protocol, items=10, answered=10, failed=0, refused=0, scored=10, correct=correct,
+            accuracy=correct / 10, ci_low=max(correct / 10 - 0.2, 0), ci_high=min(correct / 10 + 0.2, 1), judged=0,
+            judge_correct=0, judge_accuracy=None, fallback_answers=0, remote_prompt_tokens=1000, remote_completion_tokens=100,
+            local_tokens=5000, cost_usd=cost * 10, cost_per_question_usd=cost, cost_per_correct_usd=cost * 10 / correct,
+            latency_p50_s=2.0, latency_p95_s=3.0, wall_s=30.0, savings_vs_remote_only=None, savings_basis="measured")
+
+    summary = EvalSummary(suite="bench", items=10, batch=False,
+                          protocols=[row("minions", 7, 0.002), row("remote-only", 9, 0.03)])
+    write_reports(summary, tmp_path)
+    page = render_eval_report(summary, str(tmp_path))
+    # the plot's glyphs are drawn once and used by reference (href="#..."): within the page
+    assert not re.search(r"""\b(?:src|href)\s*=\s*["'](?!#)""", page) and 'id="eval-plot"' in page
+    html = tmp_path / "eval.html"
+    html.write_text(page, encoding="utf-8")
+    dom = subprocess.run([chromium(), *OFFLINE, "--dump-dom", html.as_uri()], capture_output=True, text=True,
+                         timeout=120)
+    body = re.search(r"<body[^>]*>", dom.stdout)
+    assert dom.returncode == 0 and body and 'data-ready="1"' in body.group(0) and 'data-protocols="2"' in body.group(0)
+    assert "7/10" in dom.stdout and "9/10" in dom.stdout and "<svg" in dom.stdout  # the correct column
+    done = subprocess.run([CLI, "report", str(tmp_path), "-o", str(tmp_path / "cli.html")], capture_output=True,
+                          text=True, env=cli_env(tmp_path / "home"), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'id="eval-summary"' in (tmp_path / "cli.html").read_text()
