@@ -61,6 +61,20 @@ def our_containers() -> list[str]:
                           capture_output=True, text=True, check=True).stdout.split()
 
 
+def sandbox_tasks() -> int:
+    """Tasks (threads, zombies included) of the sandbox's user: what RLIMIT_NPROC counts."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                status = dict(line.split(":", 1) for line in Path(entry.path, "status").read_text().splitlines())
+            except OSError:
+                continue
+            if int(status["Uid"].split()[0]) == SANDBOX_UID:
+                total += int(status.get("Threads", "1").strip() or 1)
+    return total
+
+
 def leftovers(before: set[int], within: float = 5.0) -> list[str]:
     """Sandbox processes that were not there ``before`` and containers of this test
     process, still there after ``within`` seconds (a parent's exit takes a moment to
@@ -234,6 +248,9 @@ def test_fork_bomb_is_contained(backend):
     at the process limit, the sandbox never holds more processes than the limit (a
     container's allowance of 4 for its init included), and the program returns."""
     before = sandbox_pids()
+    # the process limit is per user, across the machine: tasks of the sandbox's user that
+    # are still there (another sandbox's threads, a zombie not yet reaped) use part of it
+    others = sandbox_tasks()
     peak, stop = [0], threading.Event()
 
     def watch() -> None:
@@ -255,6 +272,8 @@ try:
             os._exit(0)
         children += 1
 except OSError as e:
+    import time
+    time.sleep(0.5)  # its children still there: the watcher, polling, sees the bomb at its peak
     return [JobManifest(chunk='x', task='stopped after %d: %s' % (children, type(e).__name__))]
 """, timeout_s=4.0, processes=32)
     finally:
@@ -263,7 +282,8 @@ except OSError as e:
     assert result.status is SandboxStatus.OK, result.describe()
     assert result.jobs[0].task.endswith("BlockingIOError"), result.jobs[0].task
     assert int(result.jobs[0].task.split()[2].rstrip(":")) < 32, result.jobs[0].task
-    assert 10 < peak[0] <= 32 + 4, f"{peak[0]} sandbox processes at the peak"
+    room = 32 - others
+    assert min(10, room - 2) < peak[0] <= 32 + 4, f"{peak[0]} sandbox processes at the peak ({others} tasks before)"
 
 
 def test_the_leftover_check_catches_a_process_and_a_container_left_behind():
