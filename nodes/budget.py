@@ -21,6 +21,7 @@ from minionflow.contracts.settings import RunSettings
 from minionflow.contracts.state import UsageRecord
 from pydantic import BaseModel
 
+from .accounting import role_totals
 from .context_guard import message_texts
 from .models import json_schema
 from .tokens import count_tokens
@@ -36,14 +37,10 @@ class Cost:
 
 
 def spent(records: Iterable[UsageRecord], settings: RunSettings) -> Cost:
-    """What the remote calls among ``records`` cost, in tokens and at the remote rates."""
-    prompt = completion = cached = 0
-    for r in records:
-        if r["role"] == "remote" and not r.get("cache_hit"):
-            prompt += r["prompt_tokens"]
-            completion += r["completion_tokens"]
-            cached += r["cached_tokens"]
-    return Cost(prompt + completion, settings.prices.remote.cost(prompt, completion, cached))
+    """What the remote calls among ``records`` cost, in tokens and at the remote rates
+    (the run's usage totals for the remote role)."""
+    remote = role_totals(records, settings.prices)["remote"]
+    return Cost(remote.prompt_tokens + remote.completion_tokens, remote.cost_usd)
 
 
 # what a chat request adds to its messages' text: role markers and separators per message

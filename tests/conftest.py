@@ -56,6 +56,15 @@ def final_json(answer: str = "42", decision: str = "provide_final_answer", feedb
                        "feedback": feedback, "scratchpad": scratchpad})
 
 
+def until_last_round(prompt: str) -> str:
+    """A supervisor that writes GOOD_CODE and asks for another round until the last one."""
+    if "Write prepare_jobs now" in prompt:
+        return GOOD_CODE
+    if "This is the last round" in prompt:
+        return final_json()
+    return final_json(decision="request_additional_info", feedback="look again")
+
+
 def secret_doc(paragraphs: int = 12, secret_at: int = 7) -> LoadedDocument:
     parts = [f"Paragraph {i} talks about harbours, cranes and weather in general terms." for i in range(paragraphs)]
     parts[secret_at] = "The secret number is 42, written in the ledger."

@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from conftest import final_json, secret_doc
+from conftest import secret_doc, until_last_round
 from fakes import FakeProvider, PromptFake
 from minionflow.contracts.settings import RunSettings
 from minionflow.graphs.run import run_minions
@@ -19,15 +19,7 @@ def remote_tokens(calls) -> int:  # type: ignore[no-untyped-def]
     return sum(c["prompt_tokens"] + c["completion_tokens"] for c in calls if c["role"] == "remote")
 
 
-def wants_more(prompt: str) -> str:
-    """A supervisor that asks for another round until the last one (it needs three)."""
-    from conftest import GOOD_CODE
-
-    if "Write prepare_jobs now" in prompt:
-        return GOOD_CODE
-    if "This is the last round" in prompt:
-        return final_json()
-    return final_json(decision="request_additional_info", feedback="look again")
+wants_more = until_last_round  # it needs three rounds with max_rounds=3
 
 
 def test_a_run_that_needs_three_rounds_answers_after_one_under_a_budget_for_one(run_fake):

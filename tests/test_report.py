@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import GOOD_CODE, cli_env, default_local, final_json, secret_doc
+from conftest import cli_env, default_local, secret_doc, until_last_round
 from fakes import FakeProvider, PromptFake
 from minionflow.cli.report import render_report
 from minionflow.contracts.settings import RunSettings
@@ -30,20 +30,12 @@ def chromium() -> str:
     return path
 
 
-def two_rounds(prompt: str) -> str:
-    if "Write prepare_jobs now" in prompt:
-        return GOOD_CODE
-    if "This is the last round" in prompt:
-        return final_json()
-    return final_json(decision="request_additional_info", feedback="check every paragraph again")
-
-
 @pytest.fixture(scope="module")
 def thread(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     home = tmp_path_factory.mktemp("report")
     result = run_minions([secret_doc()], "What is the secret number?",
                          RunSettings(max_rounds=2, chunk_tokens=40, max_chunk_chars=4000, sandbox="bwrap"),
-                         checkpoint=home, models=FakeProvider(PromptFake(responder=two_rounds),
+                         checkpoint=home, models=FakeProvider(PromptFake(responder=until_last_round),
                                                               PromptFake(responder=default_local)))
     assert result.status == "answered" and result.rounds == 2
     return home, result.thread_id
