@@ -27,11 +27,13 @@ def local(prompt: str) -> str:
     return json.dumps({"explanation": "none here", "citation": None, "answer": None})
 
 
-def document(jobs: int, extra: list[str] | None = None) -> Any:
-    """One paragraph (one job) each, about 170 characters, then ``extra`` paragraphs."""
+def document(jobs: int, extra: list[str] | None = None, salt: str = "") -> Any:
+    """One paragraph (one job) each, about 670 characters, then ``extra`` paragraphs.
+    A ``salt`` in every paragraph makes the jobs new to a job cache that outlives the
+    measurement (a PostgreSQL store): else a second run answers them all from the cache."""
     from minionflow.nodes.documents import LoadedDocument
 
-    paragraphs = [f"Paragraph {i}: " + "cargo manifest entry. " * 30 for i in range(jobs)] + (extra or [])
+    paragraphs = [f"Paragraph {i}{salt}: " + "cargo manifest entry. " * 30 for i in range(jobs)] + (extra or [])
     return LoadedDocument(title="bench.txt", text="\n\n".join(paragraphs), pages=1)
 
 
