@@ -3,7 +3,8 @@
 A location is either a folder, holding ``checkpoints.sqlite`` and ``blobs.sqlite``
 (the default: ``$MINIONFLOW_HOME`` or ``~/.local/share/minionflow``), or a
 ``postgresql://`` URL, where langgraph-checkpoint-postgres keeps the checkpoints
-and LangGraph's ``PostgresStore`` the blobs, so a team shares one database.
+and ``nodes.blobstore.PostgresBlobStore`` the blobs (one table), so a team shares one
+database.
 ``$MINIONFLOW_CHECKPOINT`` sets the location when none is given.
 """
 
@@ -22,7 +23,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.store.base import BaseStore
 from minionflow.contracts.errors import BadInput
-from minionflow.nodes.blobstore import SqliteBlobStore
+from minionflow.nodes.blobstore import PostgresBlobStore, SqliteBlobStore
 
 Location = str | Path
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -105,12 +106,11 @@ def sqlite_persistence(directory: Path | None = None) -> Iterator[tuple[SqliteSa
 
 @contextmanager
 def postgres_persistence(url: str) -> Iterator[tuple[BaseCheckpointSaver[str], BaseStore]]:
-    """Checkpoints (PostgresSaver) and blobs (PostgresStore) in one PostgreSQL
-    database, over one connection pool. The tables are created on first use."""
+    """Checkpoints (PostgresSaver) and blobs (``PostgresBlobStore``, one table) in one
+    PostgreSQL database, over one connection pool. The tables are created on first use."""
     try:
         import psycopg
         from langgraph.checkpoint.postgres import PostgresSaver
-        from langgraph.store.postgres import PostgresStore
         from psycopg.rows import dict_row
         from psycopg_pool import ConnectionPool
     except ImportError as exc:  # pragma: no cover - both are core dependencies
@@ -132,7 +132,7 @@ def postgres_persistence(url: str) -> Iterator[tuple[BaseCheckpointSaver[str], B
     )
     try:
         saver = PostgresSaver(pool)  # type: ignore[arg-type]
-        store = PostgresStore(pool)  # type: ignore[arg-type]
+        store = PostgresBlobStore(pool)
         try:
             saver.setup()
             store.setup()

