@@ -170,7 +170,9 @@ def role_totals(records: Iterable[UsageRecord], prices: PriceTable) -> dict[str,
 def endpoint_totals(records: Iterable[UsageRecord]) -> list[EndpointTotals]:
     """Local calls, jobs and failures per endpoint."""
     totals: dict[str, EndpointTotals] = {}
-    jobs: dict[str, set[str]] = {}
+    # a job is the endpoint's where its last call ran: one that moved may have had parts of
+    # its chunk answered by the endpoint that failed (billed there, but not its job)
+    ran_on: dict[str, str] = {}
     for r in records:
         if r["role"] != "local":
             continue
@@ -178,7 +180,7 @@ def endpoint_totals(records: Iterable[UsageRecord]) -> list[EndpointTotals]:
         if r.get("moved"):
             t.moved += 1
         elif r.get("job_id"):
-            jobs.setdefault(r["model"], set()).add(r["job_id"])
+            ran_on[r["job_id"]] = r["model"]
         if r.get("cache_hit"):
             t.cache_hits += 1
             continue
@@ -187,8 +189,8 @@ def endpoint_totals(records: Iterable[UsageRecord]) -> list[EndpointTotals]:
         t.prompt_tokens += r["prompt_tokens"]
         t.completion_tokens += r["completion_tokens"]
         t.latency_s = round(t.latency_s + r["latency_s"], 4)
-    for name, ids in jobs.items():
-        totals[name].jobs = len(ids)
+    for name in ran_on.values():
+        totals[name].jobs += 1
     return list(totals.values())
 
 

@@ -77,12 +77,14 @@ def ask_or_recall(client: ModelClient, messages: list[Any], settings: RunSetting
 
 
 def read_chunk(client: ModelClient, job: JobRecord, chunk: str, settings: RunSettings, cache: JobCache | None = None,
-               ) -> tuple[JobOutput | None, list[CallRecord], str | None, int]:
+               made: list[CallRecord] | None = None) -> tuple[JobOutput | None, list[CallRecord], str | None, int]:
     """Ask the job over its chunk: whole when the prompt fits the local model's context,
     else in parts split at sentence ends (``nodes.context_guard``), merged into one output
     (``merge_parts``). Returns the output, the calls, the error and the number of parts;
     a chunk that cannot be split to fit fails with the reason and no call. With a
-    ``cache``, each call goes through the job cache (``ask_or_recall``)."""
+    ``cache``, each call goes through the job cache (``ask_or_recall``). ``made`` gets
+    each part's calls as they return, so a caller whose read raised midway (an endpoint
+    that failed on a later part) still has the calls that were answered and billed."""
     reply = client.spec.reply
     guard = client.context_guard()
     parts = [chunk]
@@ -99,6 +101,8 @@ def read_chunk(client: ModelClient, job: JobRecord, chunk: str, settings: RunSet
         output, part_calls, error = ask_or_recall(client, worker_messages(job, part, reply), settings, cache)
         outputs.append(output)
         calls += part_calls
+        if made is not None:
+            made += part_calls
         if error is not None:
             errors.append(error if len(parts) == 1 else f"part {len(outputs)} of {len(parts)}: {error}")
     if len(parts) == 1:
@@ -141,18 +145,24 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runti
         blobs = BlobBatch()
         cache = JobCache(store, blobs) if settings.job_cache else None
         pool = endpoint_pool(settings, probe=lambda spec: models.client(spec, "local", settings.local_max_tokens).probe())
-        moved: list[UsageRecord] = []  # a call to an endpoint that failed, after which the job went to another
+        # the calls to an endpoint that failed (what it answered, then the failure), after
+        # which the job went to another
+        moved: list[UsageRecord] = []
         while True:
             with pool.lease(inp["index"], job["chunk_ref"]) as spec:
                 client = models.client(spec, "local", settings.local_max_tokens)
                 started = time.monotonic()
+                made: list[CallRecord] = []  # the parts answered before a failure
                 try:
-                    output, calls, error, parts = read_chunk(client, job, chunk, settings, cache)
+                    output, calls, error, parts = read_chunk(client, job, chunk, settings, cache, made)
                     break
                 except Exception as exc:
                     reason = f"{type(exc).__name__}: {exc}"
                     if not is_transient(exc) or not pool.fail(spec, reason):
                         raise  # one endpoint (or the last one up): the node's RetryPolicy retries the job
+                    # the parts this endpoint answered were billed: they count, where they ran
+                    moved += usage_records(made, "local", "parallel_minion_map", job["round"], client.name, blobs,
+                                           job_id=job["job_id"])
                     failed = CallRecord(None, time.monotonic() - started, f"endpoint failed, job moved: {reason}")
                     for record in usage_records([failed], "local", "parallel_minion_map", job["round"], client.name,
                                                 job_id=job["job_id"]):

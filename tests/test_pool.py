@@ -8,11 +8,20 @@ import threading
 import time
 from collections import Counter
 
+import httpx
+import openai
 import pytest
-from conftest import default_local, default_remote, secret_doc
+from conftest import default_local, default_remote, final_json, secret_doc
+from fakes import FakeProvider, PromptFake
+from langgraph.runtime import Runtime
+from langgraph.store.memory import InMemoryStore
 from minionflow.contracts.settings import ModelSpec, RunSettings
+from minionflow.contracts.state import JobBatch, JobRecord
 from minionflow.graphs.run import run_minions
+from minionflow.nodes.accounting import endpoint_totals
+from minionflow.nodes.parallel_minion_map import make_parallel_minion_map
 from minionflow.nodes.pool import EndpointPool
+from minionflow.nodes.store import get_json, put_json, put_text
 from openai_server import Drop, OpenAIServer
 from pydantic import ValidationError
 
@@ -194,3 +203,44 @@ def test_a_pool_of_two_servers_one_killed_mid_round(tmp_path):
     assert eb.failed_calls == eb.moved
     assert any(f"local endpoint mini@{urls[2]} failed" in note and f"went to mini@{urls[1]}" in note
                for note in result.notes), result.notes
+
+
+def test_a_chunk_read_in_parts_keeps_what_the_failed_endpoint_answered():
+    """A chunk too long for the window is read in parts; the first endpoint answers the
+    first part and fails on the second. The job moves and reads the chunk again on the
+    other endpoint, and the first endpoint's answered part stays in the job's usage,
+    counted where it ran, beside the failure: it was billed."""
+    sentences = [f"Sentence {i} talks about harbours, cranes and weather in general terms." for i in range(150)]
+    sentences[100] = "The secret number is 42, written in the ledger."
+    chunk = " ".join(sentences)
+    seen = Counter[str]()
+
+    def second_call_drops(prompt: str) -> str:
+        seen["calls"] += 1
+        if seen["calls"] == 2:
+            raise openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions"))
+        return default_local(prompt)
+
+    store = InMemoryStore()
+    # ports of their own: pools are process-wide, and this one keeps an endpoint down
+    settings = RunSettings(local="mini@http://127.0.0.1:17/v1;ctx=900;slots=1,mini@http://127.0.0.1:18/v1;ctx=900;slots=1",
+                           job_cache=False)
+    job = JobRecord(job_id="j0", round=1, attempt=1, task_id=0, chunk_id=0, task="Find the secret number",
+                    advice="", chunk_ref=put_text(store, chunk), chunk_chars=len(chunk))
+    ref = put_json(store, JobBatch(settings_ref=put_json(store, settings.model_dump(mode="json")), jobs=[job]))
+    local = PromptFake(responder=second_call_drops)
+    node = make_parallel_minion_map(FakeProvider(PromptFake(responder=lambda p: final_json()), local))
+    result = get_json(store, node({"jobs_ref": ref, "index": 0}, Runtime(store=store))["job_results"][0]["ref"])
+
+    assert result["status"] == "ok" and result["answer"] == "42" and result["parts"] > 1
+    usage = result["usage"]
+    first, failure, *second = usage
+    assert first["ok"] and first["prompt_tokens"] > 0 and not first.get("moved")  # the part the first endpoint answered
+    assert failure["moved"] and not failure["ok"] and failure["model"] == first["model"]
+    assert len(second) == result["parts"] and {r["model"] for r in second} == {result["endpoint"]} != {first["model"]}
+    assert seen["calls"] == len(usage)  # every call made is in the usage, the dropped one as the failure
+    assert first["transcript"]  # its transcript was kept with the job's other blobs
+    failed_on, ran_on = (next(e for e in endpoint_totals(usage) if e.endpoint == name)
+                         for name in (first["model"], result["endpoint"]))
+    assert (failed_on.jobs, failed_on.moved, failed_on.calls, failed_on.failed_calls) == (0, 1, 2, 1)
+    assert (ran_on.jobs, ran_on.moved, ran_on.calls) == (1, 0, result["parts"])
