@@ -116,7 +116,7 @@ def resume(
     thread, _ = _resolved(where, thread)
     again = resume_command(thread, home, checkpoint)
     try:
-        settings = resume_settings(thread, where)
+        settings = resume_settings(thread, where, unfinished=True)
     except BadInput as exc:
         raise _fail(str(exc)) from None
     backend = ready(settings)

@@ -267,10 +267,18 @@ def finished_result(thread_id: str, checkpoint: Location | None = None) -> tuple
         return True, _result(thread_id, values, store, None, 0.0)
 
 
-def resume_settings(thread_id: str, checkpoint: Location | None = None) -> RunSettings:
-    """The settings an existing thread started with (for preflight checks before a resume)."""
-    with open_persistence(checkpoint) as (saver, _store):
-        return _known_thread(saver, thread_id, checkpoint)
+def resume_settings(thread_id: str, checkpoint: Location | None = None, *, unfinished: bool = False) -> RunSettings:
+    """The settings an existing thread started with, for the checks before a resume or a
+    fork (models, sandbox). ``unfinished``: a thread that already finished is refused
+    (nothing to resume), before those checks, so an endpoint that is down does not hide it."""
+    with open_persistence(checkpoint) as (saver, store):
+        settings = _known_thread(saver, thread_id, checkpoint)
+        if unfinished:
+            graph = build_graph(settings, None, None, saver, store)
+            snapshot, values = live_state(graph, {"configurable": {"thread_id": thread_id}})
+            if values.get("final") and not snapshot.next:
+                raise BadInput(f"thread {thread_id} already finished; nothing to resume")
+        return settings
 
 
 def _known_thread(saver: Any, thread_id: str, checkpoint: Location | None) -> RunSettings:

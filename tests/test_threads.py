@@ -19,7 +19,7 @@ from fakes import FakeProvider, PromptFake
 from minionflow.contracts.errors import BadInput
 from minionflow.graphs import RunSettings
 from minionflow.graphs.persistence import open_persistence
-from minionflow.graphs.run import resume_minions, run_minions
+from minionflow.graphs.run import resume_minions, resume_settings, run_minions
 from minionflow.graphs.threads import list_threads, show_thread, thread_history
 from minionflow.sandbox import BwrapBackend
 
@@ -118,6 +118,10 @@ def test_resume_redoes_no_finished_job_and_answers(interrupted):
     assert again.returncode == 2 and "already finished" in again.stderr
     with pytest.raises(BadInput, match="already finished"):
         resume_minions(thread, checkpoint=copy.location, sandbox=BwrapBackend(), models=FakeProvider(remote, local))
+    # refused before the models and the sandbox are checked (an endpoint down does not hide it)
+    with pytest.raises(BadInput, match="already finished"):
+        resume_settings(thread, copy.location, unfinished=True)
+    assert resume_settings(thread, copy.location).protocol == "minions"  # a fork may start from it
 
 
 def strip_ansi(text: str) -> str:
