@@ -246,3 +246,14 @@ def make_where(kind: str, home: Path) -> Where:
 def where(request: pytest.FixtureRequest, tmp_path: Path) -> Where:
     """An empty checkpoint location of each kind."""
     return make_where(request.param, tmp_path / "home")
+
+
+@pytest.fixture
+def openai_server() -> Iterator[Any]:
+    """A real OpenAI-compatible HTTP server (tests/openai_server.py) with a prompt-derived
+    supervisor ("gpt-4o") and minion ("gpt-4o-mini"); its URL is ``.url``."""
+    from openai_server import OpenAIServer
+
+    with OpenAIServer({"gpt-4o": default_remote, "gpt-4o-mini": default_local}) as srv:
+        srv.url = srv.start()
+        yield srv

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from conftest import Where, cli_env, default_local, default_remote, secret_doc, worker_json
 from fakes import FakeProvider, PromptFake
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -19,7 +18,6 @@ from minionflow.graphs.persistence import open_persistence
 from minionflow.graphs.run import run_minions
 from minionflow.graphs.threads import show_thread
 from minionflow.nodes.job_cache import job_key
-from openai_server import OpenAIServer
 
 CLI = str(Path(sys.executable).parent / "minionflow")
 QUESTION = "What is the secret number?"
@@ -90,27 +88,20 @@ def test_the_key_is_everything_sent_and_the_model():
         ModelSpec.parse("m@http://h:1/v1;key=B"), 256, messages)
 
 
-@pytest.fixture
-def server():
-    with OpenAIServer({"gpt-4o": default_remote, "gpt-4o-mini": default_local}) as srv:
-        srv.url = srv.start()
-        yield srv
-
-
-def test_through_the_cli_a_second_run_sends_the_local_model_nothing_unless_no_cache(server, tmp_path):
+def test_through_the_cli_a_second_run_sends_the_local_model_nothing_unless_no_cache(openai_server, tmp_path):
     doc = tmp_path / "ledger.txt"
     doc.write_text(secret_doc().text)
-    args = [CLI, "run", str(doc), "-q", QUESTION, "--remote", f"gpt-4o@{server.url}", "--local", f"gpt-4o-mini@{server.url}",
+    args = [CLI, "run", str(doc), "-q", QUESTION, "--remote", f"gpt-4o@{openai_server.url}", "--local", f"gpt-4o-mini@{openai_server.url}",
             "--chunk-tokens", "40", "--sandbox", "bwrap", "--json", "--quiet"]
     env = cli_env(tmp_path / "home")
     counts = []
     for extra in ([], [], ["--no-cache"]):
-        before = len(server.requests)
+        before = len(openai_server.requests)
         done = subprocess.run(args + extra, capture_output=True, text=True, env=env, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         out = json.loads(done.stdout)
         assert out["answer"] == "42"
-        counts.append((sum(b["model"] == "gpt-4o-mini" for b in server.requests[before:]),
+        counts.append((sum(b["model"] == "gpt-4o-mini" for b in openai_server.requests[before:]),
                        out["usage"]["local"]["calls"], out["usage"]["local"]["cache_hits"]))
     assert counts == [(12, 12, 0), (0, 0, 12), (12, 12, 0)]
 

@@ -16,24 +16,16 @@ from pathlib import Path
 
 import openai
 import pytest
-from conftest import GOOD_CODE, cli_env, default_local, default_remote, secret_doc
+from conftest import GOOD_CODE, cli_env, secret_doc
 from langchain_core.messages import HumanMessage, SystemMessage
 from minionflow.contracts.schemas import JobOutput
 from minionflow.contracts.settings import ModelSpec
 from minionflow.graphs import RunSettings
 from minionflow.graphs.run import run_minions
 from minionflow.nodes.models import DefaultModelProvider
-from openai_server import OpenAIServer
 
 CLI = str(Path(sys.executable).parent / "minionflow")
 QUESTION = "What is the secret number?"
-
-
-@pytest.fixture
-def server():
-    with OpenAIServer({"gpt-4o": default_remote, "gpt-4o-mini": default_local}) as srv:
-        srv.url = srv.start()
-        yield srv
 
 
 def mode(body: dict) -> str:
@@ -44,16 +36,16 @@ def mode(body: dict) -> str:
 
 @pytest.mark.parametrize(("remote_method", "local_method"),
                          [("json_schema", "function_calling"), ("function_calling", "json_schema")])
-def test_a_minions_run_over_http_with_openai_structured_output(server, tmp_path, remote_method, local_method):
-    settings = RunSettings(remote=f"gpt-4o@{server.url};structured={remote_method}",
-                           local=f"gpt-4o-mini@{server.url};structured={local_method}",
+def test_a_minions_run_over_http_with_openai_structured_output(openai_server, tmp_path, remote_method, local_method):
+    settings = RunSettings(remote=f"gpt-4o@{openai_server.url};structured={remote_method}",
+                           local=f"gpt-4o-mini@{openai_server.url};structured={local_method}",
                            chunk_tokens=40, max_chunk_chars=4000, sandbox="bwrap")
     result = run_minions([secret_doc()], QUESTION, settings, checkpoint=tmp_path)
     assert result.status == "answered" and result.answer == "42", result.notes
     assert result.sandbox == "bwrap" and result.rounds == 1 and not result.fallback
-    assert server.rejected == []
-    remote = [b for b in server.requests if b["model"] == "gpt-4o"]
-    local = [b for b in server.requests if b["model"] == "gpt-4o-mini"]
+    assert openai_server.rejected == []
+    remote = [b for b in openai_server.requests if b["model"] == "gpt-4o"]
+    local = [b for b in openai_server.requests if b["model"] == "gpt-4o-mini"]
     # the supervisor's code (plain text), then its verdict in the chosen method; one job per paragraph
     assert [mode(b) for b in remote] == ["text", remote_method]
     assert [mode(b) for b in local] == [local_method] * 12
@@ -68,31 +60,31 @@ def test_a_minions_run_over_http_with_openai_structured_output(server, tmp_path,
     assert result.usage.remote.calls == 2
 
 
-def test_the_cli_runs_the_same_path_and_auto_settles_on_json_schema(server, tmp_path):
+def test_the_cli_runs_the_same_path_and_auto_settles_on_json_schema(openai_server, tmp_path):
     """``structured=auto`` (a URL spec's default) tries json_schema first; this server
     takes it, so no request falls back to json_object."""
     doc = tmp_path / "ledger.txt"
     doc.write_text(secret_doc().text)
-    done = subprocess.run([CLI, "run", str(doc), "-q", QUESTION, "--remote", f"gpt-4o@{server.url}",
-                           "--local", f"gpt-4o-mini@{server.url}", "--chunk-tokens", "40", "--sandbox", "bwrap",
+    done = subprocess.run([CLI, "run", str(doc), "-q", QUESTION, "--remote", f"gpt-4o@{openai_server.url}",
+                           "--local", f"gpt-4o-mini@{openai_server.url}", "--chunk-tokens", "40", "--sandbox", "bwrap",
                            "--json", "--quiet"], capture_output=True, text=True, env=cli_env(tmp_path / "home"),
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout)
     assert out["answer"] == "42" and out["sandbox"] == "bwrap" and out["usage"]["local"]["calls"] == 12
-    assert {mode(b) for b in server.requests[1:]} == {"json_schema"} and server.rejected == []
+    assert {mode(b) for b in openai_server.requests[1:]} == {"json_schema"} and openai_server.rejected == []
 
 
 # -- negative controls: the server refuses what the OpenAI API refuses ----------------------
 
-def test_a_json_object_request_with_a_schema_key_is_refused(server):
+def test_a_json_object_request_with_a_schema_key_is_refused(openai_server):
     """llama.cpp's json_object-with-schema (the embedded model's method) is not the
     OpenAI API's shape: the server refuses it, and the client records the failure."""
-    spec = ModelSpec.parse(f"gpt-4o-mini@{server.url};structured=json_object_schema")
+    spec = ModelSpec.parse(f"gpt-4o-mini@{openai_server.url};structured=json_object_schema")
     client = DefaultModelProvider().client(spec, "local", 64)
     reply = client.structured(JobOutput, [SystemMessage("Answer in JSON."), HumanMessage('"""x"""')])
     assert reply.parsed is None and "response_format.schema" in (reply.error or "")
-    assert server.rejected == ["Unrecognized request argument supplied: response_format.schema"]
+    assert openai_server.rejected == ["Unrecognized request argument supplied: response_format.schema"]
 
 
 @pytest.mark.parametrize(("request_args", "message"), [
@@ -109,22 +101,22 @@ def test_a_json_object_request_with_a_schema_key_is_refused(server):
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "Out", "schema": {"type": "object"}}},
       "frobnicate": 1}, "Unrecognized request argument supplied: frobnicate"),
 ])
-def test_requests_of_the_wrong_shape_are_refused(server, request_args, message):
-    client = openai.OpenAI(base_url=server.url, api_key="test", max_retries=0)
+def test_requests_of_the_wrong_shape_are_refused(openai_server, request_args, message):
+    client = openai.OpenAI(base_url=openai_server.url, api_key="test", max_retries=0)
     args = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Reply in json: " + GOOD_CODE[:20]}],
             **request_args}
     extra = {k: args.pop(k) for k in list(args) if k == "frobnicate"}
     with pytest.raises(openai.BadRequestError, match=message.replace("(", r"\(").replace(")", r"\)")):
         client.chat.completions.create(**args, extra_body=extra or None)
-    assert len(server.rejected) == 1
+    assert len(openai_server.rejected) == 1
 
 
 @pytest.mark.embedded
-def test_supervisor_code_runs_and_the_real_embedded_model_answers_its_jobs(server, tmp_path):
+def test_supervisor_code_runs_and_the_real_embedded_model_answers_its_jobs(openai_server, tmp_path):
     """Supervisor code -> sandbox -> jobs on the real model: the server's supervisor
     writes working code (the 135M model's own code fails, so no other real-model test
     gets past the built-in plan), and the embedded SmolLM2 answers every job it makes."""
-    settings = RunSettings(remote=f"gpt-4o@{server.url};structured=json_schema", local="embedded",
+    settings = RunSettings(remote=f"gpt-4o@{openai_server.url};structured=json_schema", local="embedded",
                            chunk_tokens=40, max_chunk_chars=4000, sandbox="bwrap", max_rounds=1)
     result = run_minions([secret_doc()], QUESTION, settings, checkpoint=tmp_path)
     assert result.status == "answered", result.error
@@ -135,5 +127,5 @@ def test_supervisor_code_runs_and_the_real_embedded_model_answers_its_jobs(serve
     # a 135M model may ramble to the token limit; nothing else may go wrong with a call
     assert all(c["ok"] or "cut off at the token limit" in c["error"] for c in local), [c["error"] for c in local]
     assert result.usage.local.calls == 12 and all(c["node"] == "parallel_minion_map" for c in local)
-    aggregate = server.requests[-1]
+    aggregate = openai_server.requests[-1]
     assert mode(aggregate) == "json_schema" and "Find the secret number" in aggregate["messages"][-1]["content"]
