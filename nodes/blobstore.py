@@ -131,8 +131,9 @@ _LEGACY_TABLE = "store"
 
 
 class PostgresBlobStore(BaseStore):
-    """Blobs in one PostgreSQL table, over a psycopg ``ConnectionPool`` (shared with the
-    checkpointer). Writes go in one statement per batch, in one transaction; a key that
+    """Blobs in one PostgreSQL table, over a psycopg ``ConnectionPool`` of autocommit
+    connections (shared with the checkpointer). A batch's writes are one statement (per
+    1,000 rows; several go in one transaction), its reads one per namespace; a key that
     exists keeps its value (keys are content hashes)."""
 
     def __init__(self, pool: Any) -> None:
@@ -140,10 +141,15 @@ class PostgresBlobStore(BaseStore):
         self._legacy = False
 
     def setup(self) -> None:
-        with self.pool.connection() as conn:
-            conn.execute(_PG_SCHEMA)
-            row = conn.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (_LEGACY_TABLE,)).fetchone()
-            self._legacy = bool(_field(row, "present"))
+        from psycopg.rows import tuple_row
+
+        with self.pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
+            cur.execute(_PG_SCHEMA)
+            # LangGraph's table, not another application's table of that name
+            row = cur.execute("SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() "
+                              "AND table_name = %s AND column_name IN ('prefix', 'key', 'value')",
+                              (_LEGACY_TABLE,)).fetchone()
+            self._legacy = bool(row and row[0] == 3)
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         ops = list(ops)
@@ -178,35 +184,29 @@ class PostgresBlobStore(BaseStore):
                 conn.execute(*statement)
 
     def _get(self, conn: Any, gets: list[GetOp]) -> dict[tuple[tuple[str, ...], str], Item]:
+        from psycopg.rows import tuple_row
+
         found: dict[tuple[tuple[str, ...], str], Item] = {}
         by_ns: dict[tuple[str, ...], list[str]] = {}
         for op in gets:
             by_ns.setdefault(op.namespace, []).append(op.key)
-        for ns, keys in by_ns.items():
-            rows = conn.execute("SELECT key, value FROM minionflow_blobs WHERE namespace = %s AND key = ANY(%s)",
-                                ("/".join(ns), keys)).fetchall()
-            for row in rows:
-                key = _field(row, "key")
-                found[(ns, key)] = _item(ns, key, json.loads(_field(row, "value")))
-            missing = [k for k in keys if (ns, k) not in found]
-            # only the blobs: a job cache entry of then is a miss (its key changed since)
-            if missing and self._legacy and ns == BLOB_NAMESPACE:
-                rows = conn.execute(f"SELECT key, value FROM {_LEGACY_TABLE} WHERE prefix = %s AND key = ANY(%s)",
-                                    (".".join(ns), missing)).fetchall()
-                for row in rows:
-                    key = _field(row, "key")
-                    found[(ns, key)] = _item(ns, key, _field(row, "value"))
+        with conn.cursor(row_factory=tuple_row) as cur:  # whatever rows the pool's connections make
+            for ns, keys in by_ns.items():
+                rows = cur.execute("SELECT key, value FROM minionflow_blobs WHERE namespace = %s AND key = ANY(%s)",
+                                   ("/".join(ns), keys)).fetchall()
+                for key, value in rows:
+                    found[(ns, key)] = _item(ns, key, json.loads(value))
+                missing = [k for k in keys if (ns, k) not in found]
+                # only the blobs: a job cache entry of then is a miss (its key changed since)
+                if missing and self._legacy and ns == BLOB_NAMESPACE:
+                    rows = cur.execute(f"SELECT key, value FROM {_LEGACY_TABLE} WHERE prefix = %s AND key = ANY(%s)",
+                                       (".".join(ns), missing)).fetchall()
+                    for key, value in rows:  # JSONB, read as Python values
+                        found[(ns, key)] = _item(ns, key, value)
         return found
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         return self.batch(ops)
-
-
-def _field(row: Any, name: str) -> Any:
-    """A column of a row from a pool whose connections make dicts or tuples."""
-    if isinstance(row, dict):
-        return row[name]
-    return row[{"present": 0, "key": 0, "value": 1}[name]]
 
 
 def _item(namespace: tuple[str, ...], key: str, value: Any) -> Item:

@@ -76,3 +76,15 @@ def test_blobs_an_earlier_version_kept_in_langgraphs_store_still_read():
         store.put(BLOB_NAMESPACE, "new-digest", {"text": "new"}, index=False)
         got = store.batch([GetOp(BLOB_NAMESPACE, "new-digest"), GetOp(BLOB_NAMESPACE, "old-digest")])
         assert [item.value["text"] for item in got] == ["new", "written by an earlier minionflow"]
+
+
+def test_another_applications_table_named_store_is_left_alone():
+    import psycopg
+
+    url = create_database()
+    with psycopg.connect(url, autocommit=True) as conn:  # a shop's table, not LangGraph's
+        conn.execute("CREATE TABLE store (id serial PRIMARY KEY, city text)")
+    with open_persistence(url) as (_saver, store):
+        assert store.get(BLOB_NAMESPACE, "absent") is None  # no query on the shop's table
+        store.put(BLOB_NAMESPACE, "d", {"text": "t"}, index=False)
+        assert store.get(BLOB_NAMESPACE, "d").value == {"text": "t"}
