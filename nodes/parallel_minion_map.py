@@ -137,10 +137,10 @@ def merge_parts(outputs: list[JobOutput | None], parts: list[str], task: str, se
 def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runtime[Any]], dict[str, Any]]:
     def parallel_minion_map(inp: JobInput, runtime: Runtime[Any]) -> dict[str, Any]:
         store = store_of(runtime)
-        batch, chunks = batch_from_ref(store, inp["jobs_ref"])
-        job: JobRecord = batch["jobs"][inp["index"]]
-        settings = settings_from_ref(store, batch["settings_ref"])
-        chunk = chunks[job["chunk_ref"]]
+        loaded = batch_from_ref(store, inp["jobs_ref"])
+        job: JobRecord = loaded.batch["jobs"][inp["index"]]
+        settings = settings_from_ref(store, loaded.batch["settings_ref"])
+        chunk = loaded.chunk(store, inp["index"])
         # the result, the call transcripts and what the job cache keeps, written in one round trip
         blobs = BlobBatch()
         cache = JobCache(store, blobs) if settings.job_cache else None

@@ -18,10 +18,11 @@ import pytest
 from conftest import GOOD_CODE, Where, final_json
 from langgraph.store.base import BaseStore, GetOp
 from langgraph.store.memory import InMemoryStore
+from minionflow.contracts.state import JobBatch, JobRecord
 from minionflow.graphs.persistence import open_persistence, sqlite_persistence
 from minionflow.nodes.common import batch_from_ref
 from minionflow.nodes.documents import LoadedDocument
-from minionflow.nodes.store import get_json
+from minionflow.nodes.store import get_json, put_json, put_texts
 
 HERE = Path(__file__).parent
 
@@ -189,5 +190,24 @@ def test_the_read_count_catches_a_store_that_was_not_read(run_fake):
     jobs_ref = run.values["rounds"][0]["jobs_ref"]
     chunks = {job["chunk_ref"] for job in get_json(store, jobs_ref)["jobs"]}
     store.read.clear()
-    batch_from_ref(store, jobs_ref)
+    loaded = batch_from_ref(store, jobs_ref)
+    assert {loaded.chunk(store, i) for i in range(len(loaded.batch["jobs"]))}
     assert unread(store, {jobs_ref, *chunks}) == {jobs_ref, *chunks}
+
+
+def test_a_job_reads_the_chunks_of_its_window_of_the_batch_only():
+    """A resumed round's first job left to run does not read every chunk of the round:
+    the chunks of its window of CHUNK_WINDOW jobs, in one read; the next window's on its
+    first job. Jobs share chunks (three tasks a chunk)."""
+    store = CountingStore(InMemoryStore())
+    texts = [f"chunk {i}" for i in range(100)]
+    refs = put_texts(store, texts)
+    jobs = [JobRecord(job_id=f"j{i}", round=1, attempt=1, task_id=i % 3, chunk_id=i // 3, task="t", advice="",
+                      chunk_ref=refs[i // 3], chunk_chars=len(texts[i // 3])) for i in range(300)]
+    loaded = batch_from_ref(store, put_json(store, JobBatch(settings_ref="s", jobs=jobs)))
+    store.read.clear()
+    assert loaded.chunk(store, 200) == "chunk 66"  # window 3: jobs 192-255, chunks 64-85
+    assert set(store.read) == set(refs[64:86]) and sum(store.read.values()) == 22
+    assert loaded.chunk(store, 255) == "chunk 85" and sum(store.read.values()) == 22  # same window
+    assert loaded.chunk(store, 256) == "chunk 85" and sum(store.read.values()) == 22 + 14  # 86-99: 85 was read
+    assert loaded.chunk(store, 0) == "chunk 0" and store.read[refs[0]] == 1
