@@ -1,7 +1,7 @@
 """What durability costs: checkpoint overhead per job for each store, and the time
 from a resume to the first new job for a thread with 1,000 finished jobs.
 
-    .venv/bin/python benchmarks/durability.py [--jobs 1000] [--postgres URL] [--out benchmarks/results/durability.json]
+    .venv/bin/python benchmarks/durability.py [--jobs 1000] [--repeat 3] [--postgres URL] [--out benchmarks/results/durability.json]
 
 1. One round of N jobs with zero-latency fake models and the real bwrap sandbox,
    on an in-memory checkpointer and store (the baseline), SQLite and PostgreSQL.
@@ -11,7 +11,9 @@ from a resume to the first new job for a thread with 1,000 finished jobs.
    with the endpoint back; the time until the first local call starts.
 
 Targets (issue 10): PostgreSQL adds at most 1.0 ms per job; resume reaches the first new
-job in under 0.5 s for a thread with 1,000 finished jobs. Each measurement runs in a fresh process.
+job in under 0.5 s for a thread with 1,000 finished jobs. Each measurement runs in a fresh process
+(on PostgreSQL, in a fresh database), ``--repeat`` times, the stores interleaved; the
+tables show each median and the range.
 PostgreSQL comes from ``scripts/postgres-setup.sh`` (its URL is the default here).
 """
 
@@ -21,11 +23,14 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +43,6 @@ DOWN_MARKER = "Paragraph DOWN:"
 
 
 def overhead(store_kind: str, jobs: int, postgres: str) -> dict[str, Any]:
-    from contextlib import nullcontext
-
     from fakes import FakeProvider, PromptFake
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.store.memory import InMemoryStore
@@ -110,16 +113,44 @@ def resume_start(store_kind: str, jobs: int, postgres: str) -> dict[str, Any]:
             "resume_total_s": round(total, 3)}
 
 
-def fresh(kind: str, *args: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--one", kind, *args], capture_output=True, text=True)
+@contextmanager
+def fresh_database(url: str) -> Iterator[str]:
+    """A new PostgreSQL database beside ``url``'s (its role needs CREATEDB), dropped after:
+    a measurement does not read or grow an earlier one's tables."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"mf_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield url.rsplit("/", 1)[0] + "/" + name
+        finally:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def fresh(what: str, kind: str, jobs: int, postgres: str) -> dict[str, Any]:
+    """One measurement in a fresh process (and, on PostgreSQL, a fresh database)."""
+    with fresh_database(postgres) if kind == "postgres" else nullcontext(postgres) as url:
+        out = subprocess.run([sys.executable, __file__, "--one", what, kind, str(jobs), "--postgres", url],
+                             capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def median_of(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The run with the median ``key``, and the range over all runs."""
+    ranked = sorted(runs, key=lambda r: r[key])
+    row = dict(ranked[len(ranked) // 2])
+    row["runs"], row[f"{key}_min"], row[f"{key}_max"] = len(runs), ranked[0][key], ranked[-1][key]
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement (the median is shown)")
     parser.add_argument("--postgres", default=os.environ.get(
         "MINIONFLOW_TEST_POSTGRES", "postgresql://minionflow:minionflow@127.0.0.1:5432/minionflow"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "durability.json")
@@ -130,21 +161,33 @@ def main() -> None:
         measure = overhead if what == "overhead" else resume_start
         print(json.dumps(measure(store_kind, jobs, args.postgres)))
         return
-    rows = [fresh("overhead", kind, str(args.jobs)) for kind in ("memory", "sqlite", "postgres")]
-    base = rows[0]["framework_ms_per_job"]
+    # interleaved, so that a slow spell of the machine touches every store alike
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for _ in range(args.repeat):
+        for what, kind in [("overhead", "memory"), ("overhead", "sqlite"), ("overhead", "postgres"),
+                           ("resume", "sqlite"), ("resume", "postgres")]:
+            runs.setdefault((what, kind), []).append(fresh(what, kind, args.jobs, args.postgres))
+    for (what, _kind), done in runs.items():
+        if what == "overhead":
+            base = statistics.median(r["framework_ms_per_job"] for r in runs[("overhead", "memory")])
+            for r in done:
+                r["added_ms_per_job"] = round(r["framework_ms_per_job"] - base, 3)
+    rows = [median_of(runs[("overhead", kind)], "added_ms_per_job") for kind in ("memory", "sqlite", "postgres")]
+    resumes = [median_of(runs[("resume", kind)], "resume_to_first_job_s") for kind in ("sqlite", "postgres")]
+    print(f"medians of {args.repeat} runs each, the range in brackets")
+    print(f"{'store':>9} {'jobs':>6} {'wall s':>8} {'ms/job':>8} {'added ms/job':>22} {'peak RSS MB':>12}")
     for r in rows:
-        r["added_ms_per_job"] = round(r["framework_ms_per_job"] - base, 3)
-    resumes = [fresh("resume", kind, str(args.jobs)) for kind in ("sqlite", "postgres")]
-    print(f"{'store':>9} {'jobs':>6} {'wall s':>8} {'sandbox s':>10} {'ms/job':>8} {'added ms/job':>13} {'peak RSS MB':>12}")
-    for r in rows:
-        print(f"{r['store']:>9} {r['jobs']:>6} {r['wall_s']:>8} {r['sandbox_s']:>10} {r['framework_ms_per_job']:>8} "
-              f"{r['added_ms_per_job']:>13} {r['peak_rss_mb']:>12}")
+        added = f"{r['added_ms_per_job']} [{r['added_ms_per_job_min']}, {r['added_ms_per_job_max']}]"
+        print(f"{r['store']:>9} {r['jobs']:>6} {r['wall_s']:>8} {r['framework_ms_per_job']:>8} {added:>22} "
+              f"{r['peak_rss_mb']:>12}")
     print()
-    print(f"{'store':>9} {'finished jobs':>14} {'resume -> first job s':>22} {'resume total s':>15}")
+    print(f"{'store':>9} {'finished jobs':>14} {'resume -> first job s':>26} {'resume total s':>15}")
     for r in resumes:
-        print(f"{r['store']:>9} {r['finished_jobs']:>14} {r['resume_to_first_job_s']:>22} {r['resume_total_s']:>15}")
+        first = f"{r['resume_to_first_job_s']} [{r['resume_to_first_job_s_min']}, {r['resume_to_first_job_s_max']}]"
+        print(f"{r['store']:>9} {r['finished_jobs']:>14} {first:>26} {r['resume_total_s']:>15}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"benchmark": "durability", "overhead": rows, "resume": resumes}, indent=2) + "\n")
+    args.out.write_text(json.dumps({"benchmark": "durability", "repeat": args.repeat, "overhead": rows,
+                                    "resume": resumes}, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 
