@@ -60,6 +60,11 @@ class RunResult(BaseModel):
     elapsed_s: float = 0.0
 
 
+def is_finished(values: dict[str, Any], pending: tuple[str, ...] | list[str]) -> bool:
+    """Whether a thread (its values and its next steps) has ended with a final answer."""
+    return bool(values.get("final")) and not pending
+
+
 def live_state(graph: Any, config: RunnableConfig) -> tuple[StateSnapshot, dict[str, Any]]:
     """A thread's snapshot and its values as they stand, with the working state of a
     MinionS round that has not finished (it lives in the round subgraph's own
@@ -196,8 +201,7 @@ def resume_minions(
         graph = build_graph(settings, models, sandbox, saver, store)
         check_layout(saver, thread_id, settings, "resume")
         existing = graph.get_state({"configurable": {"thread_id": thread_id}})
-        if existing.values.get("final") and not existing.next:
-            raise BadInput(f"thread {thread_id} already finished; nothing to resume")
+        _refuse_finished(thread_id, existing.values, existing.next)
         run_input: Command[Any] | None = None
         if existing.interrupts:
             if approval is None:
@@ -262,7 +266,7 @@ def finished_result(thread_id: str, checkpoint: Location | None = None) -> tuple
             return False, None
         graph = build_graph(settings, None, None, saver, store)
         snapshot, values = live_state(graph, {"configurable": {"thread_id": thread_id}})
-        if not values.get("final") or snapshot.next:
+        if not is_finished(values, snapshot.next):
             return True, None
         return True, _result(thread_id, values, store, None, 0.0)
 
@@ -276,9 +280,13 @@ def resume_settings(thread_id: str, checkpoint: Location | None = None, *, unfin
         if unfinished:
             graph = build_graph(settings, None, None, saver, store)
             snapshot, values = live_state(graph, {"configurable": {"thread_id": thread_id}})
-            if values.get("final") and not snapshot.next:
-                raise BadInput(f"thread {thread_id} already finished; nothing to resume")
+            _refuse_finished(thread_id, values, snapshot.next)
         return settings
+
+
+def _refuse_finished(thread_id: str, values: dict[str, Any], pending: tuple[str, ...]) -> None:
+    if is_finished(values, pending):
+        raise BadInput(f"thread {thread_id} already finished; nothing to resume")
 
 
 def _known_thread(saver: Any, thread_id: str, checkpoint: Location | None) -> RunSettings:
@@ -325,7 +333,7 @@ def failure_message(exc: Exception, thread_id: str) -> str:
 
 
 def _check_resumable(thread_id: str, values: dict[str, Any], pending: tuple[str, ...], fresh: dict[str, Any]) -> None:
-    if values.get("final") and not pending:
+    if is_finished(values, pending):
         raise BadInput(f"thread {thread_id} already finished; start a new thread to ask again")
     given = values.get("source_documents") or values.get("documents", [])
     same_docs = [d["sha256"] for d in given] == [d["sha256"] for d in fresh["documents"]]

@@ -17,7 +17,7 @@ from minionflow.nodes.store import get_json
 from pydantic import BaseModel
 
 from .protocols import build_graph, thread_settings
-from .run import all_usage, live_state, rounds_done, thread_usage
+from .run import all_usage, is_finished, live_state, rounds_done, thread_usage
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def _summary(thread_id: str, values: dict[str, Any], nxt: tuple[str, ...], creat
     return ThreadSummary(
         thread_id=thread_id,
         protocol=settings.graph or settings.protocol,
-        status="answered" if values.get("final") and not nxt else "unfinished",
+        status="answered" if is_finished(values, nxt) else "unfinished",
         question=values.get("task", ""),
         rounds=rounds_done(values),
         jobs=sum(r["jobs"] for r in values.get("rounds") or []) + (current.get("job_count") or 0),
