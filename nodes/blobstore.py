@@ -84,7 +84,7 @@ class SqliteBlobStore(BaseStore):
         results: list[Result] = []
         puts = [op for op in ops if isinstance(op, PutOp)]
         if puts:
-            rows = [("/".join(op.namespace), op.key, None if op.value is None else json.dumps(op.value)) for op in puts]
+            rows = _rows(puts)
             with self._write_lock, self._writer as conn:  # one transaction for all the writes
                 conn.execute("BEGIN")
                 for ns, key, value in rows:
@@ -165,7 +165,7 @@ class PostgresBlobStore(BaseStore):
         return [found.get((op.namespace, op.key)) if isinstance(op, GetOp) else None for op in ops]
 
     def _put(self, conn: Any, puts: list[PutOp]) -> None:
-        rows = [("/".join(op.namespace), op.key, None if op.value is None else json.dumps(op.value)) for op in puts]
+        rows = _rows(puts)
         kept = [row for row in rows if row[2] is not None]
         deleted = [row[:2] for row in rows if row[2] is None]
         # A multi-row VALUES list, 1,000 rows a statement (executemany sends one per row).
@@ -207,6 +207,12 @@ class PostgresBlobStore(BaseStore):
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         return self.batch(ops)
+
+
+def _rows(puts: list[PutOp]) -> list[tuple[str, str, str | None]]:
+    """A batch's writes as table rows: the namespace joined by "/", the key, the value's
+    JSON (None deletes the row)."""
+    return [("/".join(op.namespace), op.key, None if op.value is None else json.dumps(op.value)) for op in puts]
 
 
 def _item(namespace: tuple[str, ...], key: str, value: Any) -> Item:
