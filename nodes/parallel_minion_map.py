@@ -76,15 +76,15 @@ def ask_or_recall(client: ModelClient, messages: list[Any], settings: RunSetting
     return output, calls, error
 
 
-def read_chunk(client: ModelClient, job: JobRecord, chunk: str, settings: RunSettings, cache: JobCache | None = None,
-               made: list[CallRecord] | None = None) -> tuple[JobOutput | None, list[CallRecord], str | None, int]:
+def read_chunk(client: ModelClient, job: JobRecord, chunk: str, settings: RunSettings, calls: list[CallRecord],
+               cache: JobCache | None = None) -> tuple[JobOutput | None, str | None, int]:
     """Ask the job over its chunk: whole when the prompt fits the local model's context,
     else in parts split at sentence ends (``nodes.context_guard``), merged into one output
-    (``merge_parts``). Returns the output, the calls, the error and the number of parts;
-    a chunk that cannot be split to fit fails with the reason and no call. With a
-    ``cache``, each call goes through the job cache (``ask_or_recall``). ``made`` gets
-    each part's calls as they return, so a caller whose read raised midway (an endpoint
-    that failed on a later part) still has the calls that were answered and billed."""
+    (``merge_parts``). Returns the output, the error and the number of parts; a chunk that
+    cannot be split to fit fails with the reason and no call. With a ``cache``, each call
+    goes through the job cache (``ask_or_recall``). ``calls`` gets each part's calls as
+    they return, so a caller whose read raised midway (an endpoint that failed on a later
+    part) still has the calls that were answered and billed."""
     reply = client.spec.reply
     guard = client.context_guard()
     parts = [chunk]
@@ -93,22 +93,19 @@ def read_chunk(client: ModelClient, job: JobRecord, chunk: str, settings: RunSet
             parts = guard.parts(chunk, lambda text: message_texts(worker_messages(job, text, reply)),
                                 settings.local_max_tokens)
         except ContextOverflow as exc:
-            return None, [], str(exc), 0
+            return None, str(exc), 0
     outputs: list[JobOutput | None] = []
-    calls: list[CallRecord] = []
     errors: list[str] = []
     for part in parts:
         output, part_calls, error = ask_or_recall(client, worker_messages(job, part, reply), settings, cache)
         outputs.append(output)
         calls += part_calls
-        if made is not None:
-            made += part_calls
         if error is not None:
             errors.append(error if len(parts) == 1 else f"part {len(outputs)} of {len(parts)}: {error}")
     if len(parts) == 1:
-        return outputs[0], calls, errors[0] if errors else None, 1
+        return outputs[0], errors[0] if errors else None, 1
     merged = merge_parts(outputs, parts, job["task"], settings)
-    return merged, calls, None if merged is not None else "; ".join(errors), len(parts)
+    return merged, None if merged is not None else "; ".join(errors), len(parts)
 
 
 def merge_parts(outputs: list[JobOutput | None], parts: list[str], task: str, settings: RunSettings) -> JobOutput | None:
@@ -152,16 +149,16 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runti
             with pool.lease(inp["index"], job["chunk_ref"]) as spec:
                 client = models.client(spec, "local", settings.local_max_tokens)
                 started = time.monotonic()
-                made: list[CallRecord] = []  # the parts answered before a failure
+                calls: list[CallRecord] = []  # as they return: after a failure, the parts answered before it
                 try:
-                    output, calls, error, parts = read_chunk(client, job, chunk, settings, cache, made)
+                    output, error, parts = read_chunk(client, job, chunk, settings, calls, cache)
                     break
                 except Exception as exc:
                     reason = f"{type(exc).__name__}: {exc}"
                     if not is_transient(exc) or not pool.fail(spec, reason):
                         raise  # one endpoint (or the last one up): the node's RetryPolicy retries the job
                     # the parts this endpoint answered were billed: they count, where they ran
-                    moved += usage_records(made, "local", "parallel_minion_map", job["round"], client.name, blobs,
+                    moved += usage_records(calls, "local", "parallel_minion_map", job["round"], client.name, blobs,
                                            job_id=job["job_id"])
                     failed = CallRecord(None, time.monotonic() - started, f"endpoint failed, job moved: {reason}")
                     for record in usage_records([failed], "local", "parallel_minion_map", job["round"], client.name,
