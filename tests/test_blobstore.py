@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import create_database
@@ -88,3 +89,66 @@ def test_another_applications_table_named_store_is_left_alone():
         assert store.get(BLOB_NAMESPACE, "absent") is None  # no query on the shop's table
         store.put(BLOB_NAMESPACE, "d", {"text": "t"}, index=False)
         assert store.get(BLOB_NAMESPACE, "d").value == {"text": "t"}
+
+
+def test_a_write_and_a_delete_of_one_key_in_a_group_keep_their_order(store):
+    store.batch([PutOp(CACHE, "k", {"n": 1}), PutOp(CACHE, "k", None), PutOp(CACHE, "j", {"n": 2})])
+    assert store.get(CACHE, "k") is None and store.get(CACHE, "j").value == {"n": 2}
+    store.batch([PutOp(CACHE, "k", None), PutOp(CACHE, "k", {"n": 3})])
+    assert store.get(CACHE, "k").value == {"n": 3}
+
+
+def test_sqlite_writes_that_wait_go_in_one_group_commit_and_share_its_outcome(tmp_path):
+    """Batches that arrive while a write is under way wait, and the next writer commits
+    them all in one statement; each put returns only once its rows are committed (a
+    second connection reads them); a failed group write raises in every batch of it."""
+    import sqlite3
+    import threading
+    import time
+
+    store = SqliteBlobStore(tmp_path / "blobs.sqlite")
+    statements: list[str] = []
+    store._writer.set_trace_callback(lambda sql: statements.append(sql) if sql.startswith("INSERT") else None)
+    reader = sqlite3.connect(tmp_path / "blobs.sqlite", check_same_thread=False)
+    seen: dict[int, bool] = {}
+
+    def put(i: int) -> None:
+        store.batch([PutOp(CACHE, f"k{i}", {"n": i})])
+        seen[i] = reader.execute("SELECT 1 FROM blobs WHERE key = ?", (f"k{i}",)).fetchone() is not None
+
+    store._commit.lock.acquire()  # a write under way
+    threads = [threading.Thread(target=put, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(store._commit.pending) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    store._commit.lock.release()
+    for t in threads:
+        t.join()
+    assert seen == {i: True for i in range(5)}
+    assert len(statements) == 1, statements  # the five batches in one statement
+
+    def failing(rows: list[Any]) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    store._commit.write = failing
+    errors: list[BaseException] = []
+
+    def put_failing(i: int) -> None:
+        try:
+            store.batch([PutOp(CACHE, f"f{i}", {"n": i})])
+        except sqlite3.OperationalError as exc:
+            errors.append(exc)
+
+    store._commit.lock.acquire()
+    threads = [threading.Thread(target=put_failing, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    while len(store._commit.pending) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    store._commit.lock.release()
+    for t in threads:
+        t.join()
+    assert len(errors) == 3 and store._commit.pending == []
+    store.close()
