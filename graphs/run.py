@@ -27,6 +27,7 @@ from minionflow.nodes.common import document_texts
 from minionflow.nodes.documents import LoadedDocument
 from minionflow.nodes.ingest import check_fits, protocol_state
 from minionflow.nodes.models import ModelProvider
+from minionflow.nodes.parallel_minion_map import finished_jobs
 from minionflow.nodes.store import get_json, get_json_many, put_json
 from minionflow.sandbox.base import SandboxBackend
 from pydantic import BaseModel, Field, ValidationError
@@ -69,8 +70,8 @@ def live_state(graph: Any, config: RunnableConfig) -> tuple[StateSnapshot, dict[
     """A thread's snapshot and its values as they stand, with the working state of a
     MinionS round that has not finished (it lives in the round subgraph's own
     checkpoints until the round ends): that round's model calls and notes are added
-    to the run's, and its state is under ``"round_state"``, its next steps under
-    ``"round_next"``."""
+    to the run's, and its state is under ``"round_state"`` (with every job that
+    finished), its next steps under ``"round_next"``."""
     snapshot = graph.get_state(config, subgraphs=True)
     values = dict(snapshot.values)
     for task in snapshot.tasks:
@@ -79,9 +80,23 @@ def live_state(graph: Any, config: RunnableConfig) -> tuple[StateSnapshot, dict[
         if task.name == "round" and task.result is None and isinstance(inner, StateSnapshot) and inner.values:
             values["usage"] = [*(values.get("usage") or []), *(inner.values.get("usage") or [])]
             values["notes"] = [*(values.get("notes") or []), *(inner.values.get("notes") or [])]
-            values["round_state"] = dict(inner.values)
+            values["round_state"] = _with_finished_jobs(graph.store, inner.config, dict(inner.values))
             values["round_next"] = list(inner.next)
     return snapshot, values
+
+
+def _with_finished_jobs(store: BaseStore | None, config: RunnableConfig, values: dict[str, Any]) -> dict[str, Any]:
+    """An unfinished round's state with every job that finished: those whose task ended
+    are in ``job_results``, those of a task cut short (a kill) only in the records the
+    jobs keep (``nodes.parallel_minion_map.finished_jobs``)."""
+    configurable = config.get("configurable") or {}
+    if store is None or not values.get("jobs_ref") or values.get("results_ref") or "thread_id" not in configurable:
+        return values
+    run = f"{configurable['thread_id']}|{configurable.get('checkpoint_ns', '')}"
+    merged = {r["job_id"]: r for r in finished_jobs(store, run, values["jobs_ref"], range(values.get("job_count") or 0)).values()}
+    merged.update({r["job_id"]: r for r in values.get("job_results") or []})
+    values["job_results"] = list(merged.values())
+    return values
 
 
 def all_usage(values: dict[str, Any], store: BaseStore) -> list[UsageRecord]:
@@ -124,11 +139,12 @@ MAX_THREADS = 2048
 
 def thread_pool_size(settings: RunSettings) -> int:
     """LangGraph runs a superstep's tasks *and* the saving of each finished task's
-    writes on one thread pool (``max_concurrency``), first come first served: with a
-    small pool, a finished job's write waits behind the queued jobs, and a kill
-    loses it. So every job of a round gets a thread at once (threads are made on
-    demand; the local-model bound is the slots of nodes.pool), and the
-    stream machinery gets a few more. Rounds above ``MAX_THREADS`` jobs queue."""
+    writes on one thread pool (``max_concurrency``), first come first served. Every
+    task of a round gets a thread at once (a task runs a few consecutive jobs:
+    ``nodes.sandboxed_execute.jobs_per_task``; threads are made on demand, and the
+    local-model bound is the slots of nodes.pool), so the pool, not the order threads
+    start in, decides which job goes next; the stream machinery gets a few more.
+    This bound counts a task per job, which is never fewer."""
     return min(settings.max_jobs_per_round * settings.max_job_attempts + settings.local_concurrency + 8, MAX_THREADS)
 
 

@@ -1,8 +1,10 @@
-"""parallel_minion_map (local): one ``Send`` task per job, one local-model call
-returning a ``JobOutput`` (a validated JSON reply, or a plain-text reply read
+"""parallel_minion_map (local): ``Send`` tasks of consecutive jobs of the round's batch
+(``sandboxed_execute.jobs_per_task``), each job one local-model call returning a ``JobOutput`` (a validated JSON reply, or a plain-text reply read
 leniently, as the local model's spec says), checked against its chunk
 (``nodes.grounding``). A bad reply is a recorded failure, never an exception that
-cancels the job's siblings; transport errors are left to the node's RetryPolicy."""
+cancels the job's siblings; transport errors are left to the node's RetryPolicy. Each
+job is durable the moment it ends: its result is written with a record of it in the
+store (``DONE_NAMESPACE``), and a task that runs again skips the jobs it finished."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.config import get_config
 from langgraph.runtime import Runtime
+from langgraph.store.base import BaseStore, GetOp, Item
 from minionflow.contracts.errors import is_transient
 from minionflow.contracts.schemas import JobOutput
 from minionflow.contracts.settings import ReplyFormat, RunSettings
@@ -131,61 +135,117 @@ def merge_parts(outputs: list[JobOutput | None], parts: list[str], task: str, se
     return best.model_copy(update={"explanation": f"{best.explanation} {note}".strip()})
 
 
+# A record of each finished job of a round, keyed by the round and the job's place:
+# a task that runs again (a resume after a kill, a retry after one of its jobs failed
+# to reach an endpoint) skips the jobs it finished before.
+DONE_NAMESPACE = ("minionflow", "jobs_done")
+
+
+def round_key() -> str | None:
+    """The thread and the round a task runs in (its checkpoint namespace without the
+    task's own part: the tasks of one round share it, a resumed round has the same), or
+    None outside a graph run with a thread (a node called directly keeps no records)."""
+    try:
+        configurable = get_config().get("configurable") or {}
+    except RuntimeError:
+        return None
+    thread = configurable.get("thread_id")
+    if thread is None:
+        return None
+    return f"{thread}|{str(configurable.get('checkpoint_ns') or '').rpartition('|')[0]}"
+
+
+def done_keys(run: str, jobs_ref: str, indices: range) -> list[str]:
+    """The keys of the records of a round's finished jobs (``DONE_NAMESPACE``)."""
+    return [f"{run}|{jobs_ref}|{i}" for i in indices]
+
+
+def finished_jobs(store: BaseStore, run: str, jobs_ref: str, indices: range) -> dict[int, ResultRef]:
+    """The result references of the jobs among ``indices`` that a record says finished
+    in the round ``run`` (``round_key``), by place, in one store round trip."""
+    keys = done_keys(run, jobs_ref, indices)
+    items = store.batch([GetOp(DONE_NAMESPACE, key) for key in keys])
+    return {i: ResultRef(**item.value) for i, item in zip(indices, items, strict=True) if isinstance(item, Item)}
+
+
 def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runtime[Any]], dict[str, Any]]:
     def parallel_minion_map(inp: JobInput, runtime: Runtime[Any]) -> dict[str, Any]:
+        """The task's jobs, one after another on one endpoint slot (the pool's lease:
+        consecutive jobs are mostly over one chunk, which the endpoint's prefix cache
+        keeps); those a record says are done are not run again. A job whose endpoint
+        fails moves to another with the jobs after it; with none left, the error is
+        raised and the RetryPolicy's next attempt runs the jobs not done."""
         store = store_of(runtime)
         loaded = batch_from_ref(store, inp["jobs_ref"])
-        job: JobRecord = loaded.batch["jobs"][inp["index"]]
+        jobs = loaded.batch["jobs"]
         settings = settings_from_ref(store, loaded.batch["settings_ref"])
-        chunk = loaded.chunk(store, inp["index"])
-        # the result, the call transcripts and what the job cache keeps, written in one round trip
-        blobs = BlobBatch()
-        cache = JobCache(store, blobs) if settings.job_cache else None
+        indices = range(inp["index"], inp["index"] + inp.get("count", 1))
+        run = round_key()
+        done = finished_jobs(store, run, inp["jobs_ref"], indices) if run else {}
+        keys = dict(zip(indices, done_keys(run, inp["jobs_ref"], indices), strict=True)) if run else {}
+        pending = [i for i in indices if i not in done]
         pool = endpoint_pool(settings, probe=lambda spec: models.client(spec, "local", settings.local_max_tokens).probe())
-        # the calls to an endpoint that failed (what it answered, then the failure), after
-        # which the job went to another
-        moved: list[UsageRecord] = []
-        while True:
-            with pool.lease(inp["index"], job["chunk_ref"]) as spec:
+        # the job's result, call transcripts and what the job cache keeps, written in one
+        # round trip; and the calls to an endpoint that failed it (what it answered, then
+        # the failure), after which it went to another
+        blobs, moved = BlobBatch(), []
+        while pending:
+            with pool.lease(pending[0], jobs[pending[0]]["chunk_ref"]) as spec:
                 client = models.client(spec, "local", settings.local_max_tokens)
-                started = time.monotonic()
-                calls: list[CallRecord] = []  # as they return: after a failure, the parts answered before it
-                try:
-                    output, error, parts = read_chunk(client, job, chunk, settings, calls, cache)
-                    break
-                except Exception as exc:
-                    reason = f"{type(exc).__name__}: {exc}"
-                    if not is_transient(exc) or not pool.fail(spec, reason):
-                        raise  # one endpoint (or the last one up): the node's RetryPolicy retries the job
-                    # the parts this endpoint answered were billed: they count, where they ran
-                    moved += usage_records(calls, "local", "parallel_minion_map", job["round"], client.name, blobs,
-                                           job_id=job["job_id"])
-                    failed = CallRecord(None, time.monotonic() - started, f"endpoint failed, job moved: {reason}")
-                    for record in usage_records([failed], "local", "parallel_minion_map", job["round"], client.name,
-                                                job_id=job["job_id"]):
-                        record["moved"] = True
-                        moved.append(record)
-        reply = client.spec.reply
-        grounding = check_output(output, chunk, job["task"], settings) if output is not None else None
-        result = JobResult(
-            job_id=job["job_id"], round=job["round"], attempt=job["attempt"], task_id=job["task_id"],
-            chunk_id=job["chunk_id"], task=job["task"], status="ok" if output is not None else "failed",
-            answer=output.answer if output else None,
-            explanation=output.explanation if output else "",
-            citation=output.citation if output else None,
-            error=error, reply_format=reply,
-            grounding=grounding.model_dump() if grounding is not None else None,
-            usage=[*moved, *usage_records(calls, "local", "parallel_minion_map", job["round"], client.name, blobs,
-                                          job_id=job["job_id"])],
-            endpoint=client.name,
-        )
-        if parts != 1:
-            result["parts"] = parts
-        # one event per job, its local tokens with it (benchmarks/overhead.py: a second event per job cost 0.3-0.7 ms)
-        emit({"type": "job", "round": job["round"], "job_id": job["job_id"], "status": result["status"],
-              "tokens": tokens_of(result["usage"], "local")})
-        ref = blobs.json(result)
-        blobs.write(store)
-        return {"job_results": [ResultRef(job_id=job["job_id"], ref=ref)]}
+                while pending:
+                    index = pending[0]
+                    job: JobRecord = jobs[index]
+                    chunk = loaded.chunk(store, index)
+                    cache = JobCache(store, blobs) if settings.job_cache else None
+                    started = time.monotonic()
+                    calls: list[CallRecord] = []  # as they return: after a failure, the parts answered before it
+                    try:
+                        output, error, parts = read_chunk(client, job, chunk, settings, calls, cache)
+                    except Exception as exc:
+                        reason = f"{type(exc).__name__}: {exc}"
+                        if not is_transient(exc) or not pool.fail(spec, reason):
+                            raise  # one endpoint (or the last one up): the RetryPolicy runs the task again
+                        # the parts this endpoint answered were billed: they count, where they ran
+                        moved += usage_records(calls, "local", "parallel_minion_map", job["round"], client.name,
+                                               blobs, job_id=job["job_id"])
+                        failed = CallRecord(None, time.monotonic() - started, f"endpoint failed, job moved: {reason}")
+                        for record in usage_records([failed], "local", "parallel_minion_map", job["round"],
+                                                    client.name, job_id=job["job_id"]):
+                            record["moved"] = True
+                            moved.append(record)
+                        break  # this job and the ones after it go to another endpoint
+                    result = job_result(job, chunk, client, settings, output, error, parts,
+                                        [*moved, *usage_records(calls, "local", "parallel_minion_map", job["round"],
+                                                                client.name, blobs, job_id=job["job_id"])])
+                    done[index] = ResultRef(job_id=job["job_id"], ref=blobs.json(result))
+                    if run:
+                        blobs.put(DONE_NAMESPACE, keys[index], dict(done[index]))
+                    blobs.write(store)  # the job is durable from here
+                    pending.pop(0)
+                    blobs, moved = BlobBatch(), []
+        return {"job_results": [done[i] for i in indices]}
 
     return parallel_minion_map
+
+
+def job_result(job: JobRecord, chunk: str, client: ModelClient, settings: RunSettings, output: JobOutput | None,
+               error: str | None, parts: int, usage: list[UsageRecord]) -> JobResult:
+    """A finished job's result (its output checked against its chunk), and its progress
+    event with its local tokens."""
+    grounding = check_output(output, chunk, job["task"], settings) if output is not None else None
+    result = JobResult(
+        job_id=job["job_id"], round=job["round"], attempt=job["attempt"], task_id=job["task_id"],
+        chunk_id=job["chunk_id"], task=job["task"], status="ok" if output is not None else "failed",
+        answer=output.answer if output else None,
+        explanation=output.explanation if output else "",
+        citation=output.citation if output else None,
+        error=error, reply_format=client.spec.reply,
+        grounding=grounding.model_dump() if grounding is not None else None,
+        usage=usage, endpoint=client.name,
+    )
+    if parts != 1:
+        result["parts"] = parts
+    # one event per job, its local tokens with it (benchmarks/overhead.py: a second event per job cost 0.3-0.7 ms)
+    emit({"type": "job", "round": job["round"], "job_id": job["job_id"], "status": result["status"],
+          "tokens": tokens_of(result["usage"], "local")})
+    return result

@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fakes import FakeProvider, PromptFake  # noqa: E402
 from minionflow.contracts.settings import SandboxLimits
 from minionflow.graphs import RunSettings  # noqa: E402
+from minionflow.graphs.minions import build_minions_graph  # noqa: E402
 from minionflow.graphs.persistence import open_persistence  # noqa: E402
-from minionflow.graphs.run import run_minions  # noqa: E402
+from minionflow.graphs.run import live_state, run_minions  # noqa: E402
 from minionflow.nodes.documents import LoadedDocument  # noqa: E402
 from minionflow.nodes.store import get_json  # noqa: E402
 from minionflow.sandbox import BwrapBackend  # noqa: E402
@@ -111,18 +112,13 @@ def main() -> None:
     doc = LoadedDocument(title="quay.txt", text="\n\n".join(blocks), pages=1)
     settings = RunSettings(local="embedded;slots=2", max_rounds=max(2, args.rounds))  # two jobs in flight
     if args.finished:
-        # the jobs whose writes LangGraph saved as pending writes of the interrupted step
+        # the jobs that finished, as `minionflow show` sees them: those of tasks that ended
+        # (LangGraph's pending writes) and those of tasks cut short (the jobs' own records)
         with open_persistence(args.where) as (saver, store):
-            # the round runs as a subgraph: its checkpoints are in a namespace of their own
-            saved = next((t for t in saver.list({"configurable": {"thread_id": args.thread}})
-                          if t.config["configurable"]["checkpoint_ns"].startswith("round:")), None)
-            done = [
-                str(get_json(store, ref["ref"])["chunk_id"])
-                for _task, channel, value in (saved.pending_writes if saved else [])
-                if channel == "job_results"
-                for ref in value
-            ]
-            print(json.dumps(done))
+            graph = build_minions_graph(provider, None, saver, store)
+            _, values = live_state(graph, {"configurable": {"thread_id": args.thread}})
+            refs = (values.get("round_state") or {}).get("job_results") or []
+            print(json.dumps(sorted(str(get_json(store, ref["ref"])["chunk_id"]) for ref in refs)))
         return
     result = run_minions([doc], "What is the secret number?", settings, thread_id=args.thread, checkpoint=args.where,
                          models=provider, sandbox=LoggedSandbox(log))  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ sandbox backends have their own tests)."""
 
 from __future__ import annotations
 
+import contextvars
 from typing import Any
 
 import pytest
@@ -122,7 +123,8 @@ def test_sandboxed_execute_makes_the_job_batch_and_route_jobs_fans_it_out():
     assert batch["settings_ref"] == state["settings_ref"] and [j["job_id"] for j in batch["jobs"]][:2] == ["r1-j0000", "r1-j0001"]
     assert sandbox.requests[0].context[0].startswith("Paragraph 0") and sandbox.requests[0].prev_job_manifests == []
     sends = route_jobs({**state, **update})
-    assert [s.arg["index"] for s in sends] == [0, 1, 2, 3] and all(isinstance(s, Send) for s in sends)
+    assert [(s.arg["index"], s.arg["count"]) for s in sends] == [(0, 1), (1, 1), (2, 1), (3, 1)]
+    assert all(isinstance(s, Send) for s in sends)
     assert {s.node for s in sends} == {"parallel_minion_map"}
 
 
@@ -221,6 +223,79 @@ def test_a_minion_answers_one_job_and_its_result_is_a_blob():
     broken = make_parallel_minion_map(models(local=lambda p: "{not json"))({"jobs_ref": update["jobs_ref"], "index": 0}, rt)
     failed = get_json(rt.store, broken["job_results"][0]["ref"])
     assert failed["status"] == "failed" and failed["error"]  # recorded, not raised
+
+
+def in_round(thread: str, fn: Any, inp: Any, rt: Runtime[Any]) -> Any:
+    """Call the node ``fn`` as a task of round "round:r1" of ``thread``, with the config
+    LangGraph gives a task (``round_key`` reads the thread and the round from it)."""
+    from langchain_core.runnables.config import var_child_runnable_config
+    from langgraph._internal._constants import CONFIG_KEY_RUNTIME
+
+    config = {"configurable": {"thread_id": thread, "checkpoint_ns": "round:r1|parallel_minion_map:t1",
+                               CONFIG_KEY_RUNTIME: rt}}
+    return contextvars.copy_context().run(lambda: (var_child_runnable_config.set(config), fn(inp, rt))[1])
+
+
+def test_a_task_runs_its_consecutive_jobs_and_a_second_run_redoes_none():
+    rt = runtime()
+    update = make_sandboxed_execute(SplittingSandbox())({**round_input(rt, job_cache=False), "code": GOOD_CODE,
+                                                         "code_errors": []}, rt)
+    local = PromptFake(responder=default_local)
+    work = make_parallel_minion_map(FakeProvider(PromptFake(responder=lambda p: GOOD_CODE), local))
+    task = {"jobs_ref": update["jobs_ref"], "index": 1, "count": 3}
+    refs = in_round("t", work, task, rt)["job_results"]
+    assert [r["job_id"] for r in refs] == ["r1-j0001", "r1-j0002", "r1-j0003"] and len(local.prompts) == 3
+    assert get_json(rt.store, refs[1]["ref"])["answer"] == "42"
+    # the same task run again in that round (a resume): every job has its record, none is asked again
+    assert in_round("t", work, task, rt)["job_results"] == refs and len(local.prompts) == 3
+    # another thread's round (a fork) keeps records of its own: its jobs are asked
+    assert [r["job_id"] for r in in_round("fork", work, task, rt)["job_results"]] == [r["job_id"] for r in refs]
+    assert len(local.prompts) == 6
+    # a direct call, with no thread, keeps none
+    assert in_round("t", work, {**task, "index": 0, "count": 1}, rt)["job_results"][0]["job_id"] == "r1-j0000"
+    work({**task, "index": 0, "count": 1}, rt)
+    work({**task, "index": 0, "count": 1}, rt)
+    assert len(local.prompts) == 9
+
+
+def test_an_unreachable_endpoint_stops_the_task_and_its_retry_asks_only_the_jobs_not_done():
+    """Jobs 0-1 answer, job 2's endpoint is down: the error is raised (for the node's
+    RetryPolicy) with jobs 0-1 durable; the retry asks jobs 2 and 3 only."""
+    import httpx
+    import openai
+
+    rt = runtime()
+    update = make_sandboxed_execute(SplittingSandbox())({**round_input(rt, job_cache=False), "code": GOOD_CODE,
+                                                         "code_errors": []}, rt)
+    down = [True]
+
+    def flaky(prompt: str) -> str:
+        if down[0] and "The secret number is 42" in prompt:  # job 2's chunk
+            raise openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions"))
+        return default_local(prompt)
+
+    local = PromptFake(responder=flaky)
+    work = make_parallel_minion_map(FakeProvider(PromptFake(responder=lambda p: GOOD_CODE), local))
+    task = {"jobs_ref": update["jobs_ref"], "index": 0, "count": 4}
+    with pytest.raises(openai.APIConnectionError):
+        in_round("t", work, task, rt)
+    assert len(local.prompts) == 3  # jobs 0 and 1, and job 2's failed call; job 3 not started
+    down[0] = False
+    refs = in_round("t", work, task, rt)["job_results"]
+    assert [r["job_id"] for r in refs] == [f"r1-j000{i}" for i in range(4)]
+    assert len(local.prompts) == 5 and get_json(rt.store, refs[2]["ref"])["answer"] == "42"
+
+
+@pytest.mark.parametrize("jobs, slots, per_task", [(4, 4, 1), (15, 1, 3), (1000, 8, 31), (1000, 1, 64), (100, 32, 1)])
+def test_route_jobs_sends_consecutive_jobs_per_task_covering_the_batch_once(jobs, slots, per_task):
+    from minionflow.nodes.sandboxed_execute import jobs_per_task
+
+    assert jobs_per_task(jobs, slots) == per_task
+    settings = RunSettings(local=f"embedded;slots={slots}")
+    sends = route_jobs({"settings": settings.model_dump(mode="json"), "jobs_ref": "ref", "job_count": jobs})
+    assert isinstance(sends, list) and all(s.node == "parallel_minion_map" and s.arg["count"] <= per_task for s in sends)
+    covered = [i for s in sends for i in range(s.arg["index"], s.arg["index"] + s.arg["count"])]
+    assert covered == list(range(jobs)) and len(sends) == -(-jobs // per_task)
 
 
 # --- filter, majority vote, rerank ------------------------------------------------------------
