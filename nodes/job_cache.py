@@ -23,13 +23,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
-from langgraph.store.base import BaseStore
+from langgraph.store.base import BaseStore, GetOp, Item
 from minionflow.contracts.schemas import JobOutput
 from minionflow.contracts.settings import ModelSpec
 
@@ -80,18 +80,33 @@ def _identity(spec: ModelSpec, max_tokens: int, cwd: str) -> Any:
 @dataclass
 class JobCache:
     """The job cache of a run's store. What a job keeps is written with its result, in
-    the job's one store round trip (``pending``, the job's ``BlobBatch``)."""
+    the job's one store round trip (``pending``, the job's ``BlobBatch``). ``known``
+    holds entries read ahead for several jobs at once (``prefetch``): None for a key
+    the cache does not have."""
 
     store: BaseStore
     pending: BlobBatch
+    known: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+    def prefetch(self, keys: list[str]) -> None:
+        """Read the entries of ``keys`` in one store round trip (a task's jobs, before
+        they run: one read instead of one a job)."""
+        wanted = [key for key in dict.fromkeys(keys) if key not in self.known]
+        if wanted:
+            items = self.store.batch([GetOp(CACHE_NAMESPACE, key) for key in wanted])
+            self.known.update({key: item.value if isinstance(item, Item) else None
+                               for key, item in zip(wanted, items, strict=True)})
 
     def recall(self, key: str, messages: list[BaseMessage]) -> tuple[JobOutput, CallRecord] | None:
         """The output kept under ``key``, and a call record for it: the reply as it
         came, no new tokens, marked as a cache hit."""
-        item = self.store.get(CACHE_NAMESPACE, key)
-        if item is None:
+        if key in self.known:
+            value = self.known[key]
+        else:
+            item = self.store.get(CACHE_NAMESPACE, key)
+            value = item.value if item is not None else None
+        if value is None:
             return None
-        value: dict[str, Any] = item.value
         output = JobOutput.model_validate(value["output"])
         message = AIMessage(content=value["reply"],
                             usage_metadata={"input_tokens": 0, "output_tokens": 0, "total_tokens": 0})

@@ -189,14 +189,18 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runti
         # round trip; and the calls to an endpoint that failed it (what it answered, then
         # the failure), after which it went to another
         blobs, moved = BlobBatch(), []
+        cache = JobCache(store, blobs) if settings.job_cache else None
         while pending:
             with pool.lease(pending[0], jobs[pending[0]]["chunk_ref"]) as spec:
                 client = models.client(spec, "local", settings.local_max_tokens)
+                if cache is not None:  # what the cache has for the jobs' whole chunks, in one read
+                    cache.prefetch([job_key(client.spec, settings.local_max_tokens,
+                                            worker_messages(jobs[i], loaded.chunk(store, i), client.spec.reply))
+                                    for i in pending])
                 while pending:
                     index = pending[0]
                     job: JobRecord = jobs[index]
                     chunk = loaded.chunk(store, index)
-                    cache = JobCache(store, blobs) if settings.job_cache else None
                     started = time.monotonic()
                     calls: list[CallRecord] = []  # as they return: after a failure, the parts answered before it
                     try:
@@ -223,6 +227,8 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runti
                     blobs.write(store)  # the job is durable from here
                     pending.pop(0)
                     blobs, moved = BlobBatch(), []
+                    if cache is not None:
+                        cache.pending = blobs
         return {"job_results": [done[i] for i in indices]}
 
     return parallel_minion_map

@@ -8,12 +8,14 @@ sandbox backends have their own tests)."""
 from __future__ import annotations
 
 import contextvars
+from collections import Counter
 from typing import Any
 
 import pytest
 from conftest import GOOD_CODE, default_local, final_json, secret_doc
 from fakes import FakeProvider, PromptFake
 from langgraph.runtime import Runtime
+from langgraph.store.base import GetOp
 from langgraph.store.memory import InMemoryStore
 from langgraph.types import Send
 from minionflow.contracts.settings import RunSettings
@@ -284,6 +286,37 @@ def test_an_unreachable_endpoint_stops_the_task_and_its_retry_asks_only_the_jobs
     refs = in_round("t", work, task, rt)["job_results"]
     assert [r["job_id"] for r in refs] == [f"r1-j000{i}" for i in range(4)]
     assert len(local.prompts) == 5 and get_json(rt.store, refs[2]["ref"])["answer"] == "42"
+
+
+class CountingStore(InMemoryStore):
+    """An in-memory store that counts the reads of each namespace (one per batch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: Counter[tuple[str, ...]] = Counter()
+
+    def batch(self, ops: Any) -> Any:
+        ops = list(ops)
+        for namespace in {op.namespace for op in ops if isinstance(op, GetOp)}:
+            self.reads[namespace] += 1
+        return super().batch(ops)
+
+
+def test_a_task_reads_the_job_cache_once_for_all_its_jobs():
+    from minionflow.nodes.job_cache import CACHE_NAMESPACE
+
+    rt = Runtime(store=CountingStore())
+    update = make_sandboxed_execute(SplittingSandbox())({**round_input(rt), "code": GOOD_CODE, "code_errors": []}, rt)
+    local = PromptFake(responder=default_local)
+    work = make_parallel_minion_map(FakeProvider(PromptFake(responder=lambda p: GOOD_CODE), local))
+    task = {"jobs_ref": update["jobs_ref"], "index": 0, "count": 4}
+    first = in_round("t", work, task, rt)["job_results"]
+    assert len(local.prompts) == 4 and rt.store.reads[CACHE_NAMESPACE] == 1
+    # the same jobs in another thread: all four from the cache, in one read
+    again = in_round("fork", work, task, rt)["job_results"]
+    assert len(local.prompts) == 4 and rt.store.reads[CACHE_NAMESPACE] == 2
+    answers = [get_json(rt.store, r["ref"])["answer"] for r in again]
+    assert answers == [get_json(rt.store, r["ref"])["answer"] for r in first] == [None, None, "42", None]
 
 
 @pytest.mark.parametrize("jobs, slots, per_task", [(4, 4, 1), (15, 1, 3), (1000, 8, 31), (1000, 1, 64), (100, 32, 1)])
