@@ -225,13 +225,15 @@ class JobBatch(TypedDict):
 
 class JobInput(TypedDict):
     """What one ``Send`` hands to ``parallel_minion_map``: the reference of the round's
-    ``JobBatch`` blob and the place of the task's first job in it, and how many jobs the
-    task runs (one after another; absent: one). Sends are stored in the checkpoint
-    (twice), so they carry references only: at a thousand jobs every byte counts."""
+    ``JobBatch`` blob and the places of the task's jobs in it: ``count`` of them (absent:
+    one) from ``index``, each ``stride`` after the last (absent: 1). Sends are stored in
+    the checkpoint (twice), so they carry references only: at a thousand jobs every byte
+    counts."""
 
     jobs_ref: str
     index: int
     count: NotRequired[int]
+    stride: NotRequired[int]
 
 
 # --- the other protocols ------------------------------------------------------------

@@ -1,10 +1,11 @@
-"""parallel_minion_map (local): ``Send`` tasks of consecutive jobs of the round's batch
-(``sandboxed_execute.jobs_per_task``), each job one local-model call returning a ``JobOutput`` (a validated JSON reply, or a plain-text reply read
-leniently, as the local model's spec says), checked against its chunk
-(``nodes.grounding``). A bad reply is a recorded failure, never an exception that
-cancels the job's siblings; transport errors are left to the node's RetryPolicy. Each
-job is durable the moment it ends: its result is written with a record of it in the
-store (``DONE_NAMESPACE``), and a task that runs again skips the jobs it finished."""
+"""parallel_minion_map (local): ``Send`` tasks of several jobs of the round's batch
+(``sandboxed_execute.route_jobs``), each job one local-model call returning a
+``JobOutput`` (a validated JSON reply, or a plain-text reply read leniently, as the
+local model's spec says), checked against its chunk (``nodes.grounding``). A bad reply
+is a recorded failure, never an exception that cancels the job's siblings; transport
+errors are left to the node's RetryPolicy. Each job is durable the moment it ends: its
+result is written with a record of it in the store (``DONE_NAMESPACE``), and a task that
+runs again skips the jobs it finished."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore, GetOp, Item
 from minionflow.contracts.errors import is_transient
 from minionflow.contracts.schemas import JobOutput
-from minionflow.contracts.settings import ReplyFormat, RunSettings
+from minionflow.contracts.settings import ModelSpec, ReplyFormat, RunSettings
 from minionflow.contracts.state import JobInput, JobRecord, JobResult, ResultRef, UsageRecord
 
 from . import prompts
@@ -155,6 +156,13 @@ def round_key() -> str | None:
     return f"{thread}|{str(configurable.get('checkpoint_ns') or '').rpartition('|')[0]}"
 
 
+def task_jobs(inp: JobInput) -> range:
+    """The places in the batch of a task's jobs: ``count`` of them from ``index``, each
+    ``stride`` after the last (``sandboxed_execute.route_jobs``)."""
+    stride = inp.get("stride", 1)
+    return range(inp["index"], inp["index"] + inp.get("count", 1) * stride, stride)
+
+
 def done_keys(run: str, jobs_ref: str, indices: range) -> list[str]:
     """The keys of the records of a round's finished jobs (``DONE_NAMESPACE``)."""
     return [f"{run}|{jobs_ref}|{i}" for i in indices]
@@ -170,41 +178,46 @@ def finished_jobs(store: BaseStore, run: str, jobs_ref: str, indices: range) -> 
 
 def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runtime[Any]], dict[str, Any]]:
     def parallel_minion_map(inp: JobInput, runtime: Runtime[Any]) -> dict[str, Any]:
-        """The task's jobs, one after another on one endpoint slot (the pool's lease:
-        consecutive jobs are mostly over one chunk, which the endpoint's prefix cache
-        keeps); those a record says are done are not run again. A job whose endpoint
-        fails moves to another with the jobs after it; with none left, the error is
-        raised and the RetryPolicy's next attempt runs the jobs not done."""
+        """The task's jobs (``task_jobs``), one after another, each with its own slot of
+        the pool (in batch order across the round's tasks); those a record says are done
+        are not run again. A transport error goes to the node's RetryPolicy, whose next
+        attempt runs the jobs not done."""
         store = store_of(runtime)
         loaded = batch_from_ref(store, inp["jobs_ref"])
         jobs = loaded.batch["jobs"]
         settings = settings_from_ref(store, loaded.batch["settings_ref"])
-        indices = range(inp["index"], inp["index"] + inp.get("count", 1))
+        indices = task_jobs(inp)
         run = round_key()
         done = finished_jobs(store, run, inp["jobs_ref"], indices) if run else {}
         keys = dict(zip(indices, done_keys(run, inp["jobs_ref"], indices), strict=True)) if run else {}
         pending = [i for i in indices if i not in done]
         pool = endpoint_pool(settings, probe=lambda spec: models.client(spec, "local", settings.local_max_tokens).probe())
-        # the job's result, call transcripts and what the job cache keeps, written in one
-        # round trip; and the calls to an endpoint that failed it (what it answered, then
-        # the failure), after which it went to another
-        blobs, moved = BlobBatch(), []
-        cache = JobCache(store, blobs) if settings.job_cache else None
-        while pending:
-            with pool.lease(pending[0], jobs[pending[0]]["chunk_ref"]) as spec:
-                client = models.client(spec, "local", settings.local_max_tokens)
-                if cache is not None:  # what the cache has for the jobs' whole chunks, in one read
-                    cache.prefetch([job_key(client.spec, settings.local_max_tokens,
-                                            worker_messages(jobs[i], loaded.chunk(store, i), client.spec.reply))
-                                    for i in pending])
-                while pending:
-                    index = pending[0]
-                    job: JobRecord = jobs[index]
-                    chunk = loaded.chunk(store, index)
+        cache = JobCache(store, BlobBatch()) if settings.job_cache else None
+        prefetched: set[ModelSpec] = set()
+        for position, index in enumerate(pending):
+            job: JobRecord = jobs[index]
+            chunk = loaded.chunk(store, index)
+            # the job's result, call transcripts and what the job cache keeps, written in one round trip
+            blobs = BlobBatch()
+            if cache is not None:
+                cache.pending = blobs
+            # the calls to an endpoint that failed (what it answered, then the failure), after
+            # which the job went to another
+            moved: list[UsageRecord] = []
+            while True:
+                with pool.lease(index, job["chunk_ref"]) as spec:
+                    client = models.client(spec, "local", settings.local_max_tokens)
+                    if cache is not None and client.spec not in prefetched:
+                        # what the cache has for this and the task's later jobs (whole chunks), in one read
+                        prefetched.add(client.spec)
+                        cache.prefetch([job_key(client.spec, settings.local_max_tokens,
+                                                worker_messages(jobs[i], loaded.chunk(store, i), client.spec.reply))
+                                        for i in pending[position:]])
                     started = time.monotonic()
                     calls: list[CallRecord] = []  # as they return: after a failure, the parts answered before it
                     try:
                         output, error, parts = read_chunk(client, job, chunk, settings, calls, cache)
+                        break
                     except Exception as exc:
                         reason = f"{type(exc).__name__}: {exc}"
                         if not is_transient(exc) or not pool.fail(spec, reason):
@@ -217,18 +230,13 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runti
                                                     client.name, job_id=job["job_id"]):
                             record["moved"] = True
                             moved.append(record)
-                        break  # this job and the ones after it go to another endpoint
-                    result = job_result(job, chunk, client, settings, output, error, parts,
-                                        [*moved, *usage_records(calls, "local", "parallel_minion_map", job["round"],
-                                                                client.name, blobs, job_id=job["job_id"])])
-                    done[index] = ResultRef(job_id=job["job_id"], ref=blobs.json(result))
-                    if run:
-                        blobs.put(DONE_NAMESPACE, keys[index], dict(done[index]))
-                    blobs.write(store)  # the job is durable from here
-                    pending.pop(0)
-                    blobs, moved = BlobBatch(), []
-                    if cache is not None:
-                        cache.pending = blobs
+            result = job_result(job, chunk, client, settings, output, error, parts,
+                                [*moved, *usage_records(calls, "local", "parallel_minion_map", job["round"],
+                                                        client.name, blobs, job_id=job["job_id"])])
+            done[index] = ResultRef(job_id=job["job_id"], ref=blobs.json(result))
+            if run:
+                blobs.put(DONE_NAMESPACE, keys[index], dict(done[index]))
+            blobs.write(store)  # the job is durable from here
         return {"job_results": [done[i] for i in indices]}
 
     return parallel_minion_map

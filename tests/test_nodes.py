@@ -320,15 +320,45 @@ def test_a_task_reads_the_job_cache_once_for_all_its_jobs():
 
 
 @pytest.mark.parametrize("jobs, slots, per_task", [(4, 4, 1), (15, 1, 3), (1000, 8, 31), (1000, 1, 64), (100, 32, 1)])
-def test_route_jobs_sends_consecutive_jobs_per_task_covering_the_batch_once(jobs, slots, per_task):
+def test_route_jobs_sends_tasks_that_take_the_batch_in_turn_covering_it_once(jobs, slots, per_task):
+    from minionflow.nodes.parallel_minion_map import task_jobs
     from minionflow.nodes.sandboxed_execute import jobs_per_task
 
     assert jobs_per_task(jobs, slots) == per_task
     settings = RunSettings(local=f"embedded;slots={slots}")
     sends = route_jobs({"settings": settings.model_dump(mode="json"), "jobs_ref": "ref", "job_count": jobs})
     assert isinstance(sends, list) and all(s.node == "parallel_minion_map" and s.arg["count"] <= per_task for s in sends)
-    covered = [i for s in sends for i in range(s.arg["index"], s.arg["index"] + s.arg["count"])]
-    assert covered == list(range(jobs)) and len(sends) == -(-jobs // per_task)
+    assert len(sends) == -(-jobs // per_task)
+    places = [list(task_jobs(s.arg)) for s in sends]
+    assert sorted(i for p in places for i in p) == list(range(jobs))
+    assert all(p == list(range(k, jobs, len(sends))) for k, p in enumerate(places))  # task k: jobs k, k + T, ...
+
+
+def test_the_tasks_of_a_round_send_its_jobs_to_one_slot_in_batch_order():
+    """Four tasks of three jobs each, on threads as LangGraph runs them, share one
+    endpoint slot: the model sees the jobs in the batch's order (the first to ask may
+    come first; the rest wait in order)."""
+    import threading
+
+    from minionflow.nodes.store import put_texts
+
+    rt = runtime()
+    settings = RunSettings(local="embedded;slots=1;reply=json", job_cache=False)
+    refs = put_texts(rt.store, [f"Part {i} of the ledger lists nothing." for i in range(12)])
+    jobs = [JobRecord(job_id=f"r1-j{i:04d}", round=1, attempt=1, chunk_ref=refs[i], chunk_chars=40, chunk_id=i,
+                      task_id=0, task=TASK, advice="") for i in range(12)]
+    jobs_ref = put_json(rt.store, JobBatch(settings_ref=put_json(rt.store, settings.model_dump(mode="json")), jobs=jobs))
+    local = PromptFake(responder=default_local, delay_s=0.02)
+    work = make_parallel_minion_map(FakeProvider(PromptFake(responder=lambda p: GOOD_CODE), local))
+    sends = route_jobs({"settings": settings.model_dump(mode="json"), "jobs_ref": jobs_ref, "job_count": 12})
+    assert isinstance(sends, list) and len(sends) == 4
+    threads = [threading.Thread(target=work, args=(send.arg, rt)) for send in sends]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seen = [int(p.split("Part ")[1].split()[0]) for p in local.prompts]
+    assert sorted(seen) == list(range(12)) and seen[1:] == sorted(seen[1:]), seen
 
 
 # --- filter, majority vote, rerank ------------------------------------------------------------
