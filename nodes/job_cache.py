@@ -115,8 +115,11 @@ class JobCache:
     def keep(self, key: str, output: JobOutput, call: CallRecord, reply: str) -> None:
         """Keep a usable output, with what the call cost when it was made."""
         prompt, completion, _ = call.usage
-        self.pending.put(CACHE_NAMESPACE, key, {"output": output.model_dump(mode="json"), "reply": reply,
-                                                "prompt_tokens": prompt, "completion_tokens": completion})
+        value = {"output": output.model_dump(mode="json"), "reply": reply, "prompt_tokens": prompt,
+                 "completion_tokens": completion}
+        self.pending.put(CACHE_NAMESPACE, key, value)
+        if key in self.known:  # read ahead as missing: a later job of the task asking the same finds it
+            self.known[key] = value
 
 
 __all__ = ["CACHE_NAMESPACE", "JobCache", "job_key"]

@@ -317,6 +317,16 @@ def test_a_task_reads_the_job_cache_once_for_all_its_jobs():
     assert len(local.prompts) == 4 and rt.store.reads[CACHE_NAMESPACE] == 2
     answers = [get_json(rt.store, r["ref"])["answer"] for r in again]
     assert answers == [get_json(rt.store, r["ref"])["answer"] for r in first] == [None, None, "42", None]
+    # a task that asks the same job twice (read ahead as missing) asks the model once; another
+    # model spec (ctx) has nothing in the cache yet
+    fresh = PromptFake(responder=default_local)
+    twice = make_parallel_minion_map(FakeProvider(PromptFake(responder=lambda p: GOOD_CODE), fresh))
+    update = make_sandboxed_execute(SplittingSandbox())({**round_input(rt, local="embedded;reply=json;ctx=4096"),
+                                                         "code": GOOD_CODE, "code_errors": []}, rt)
+    batch = get_json(rt.store, update["jobs_ref"])
+    batch["jobs"] = [batch["jobs"][0], {**batch["jobs"][0], "job_id": "r1-j0009"}]
+    refs = in_round("twice", twice, {"jobs_ref": put_json(rt.store, batch), "index": 0, "count": 2}, rt)["job_results"]
+    assert [r["job_id"] for r in refs] == ["r1-j0000", "r1-j0009"] and len(fresh.prompts) == 1
 
 
 @pytest.mark.parametrize("jobs, slots, per_task", [(4, 4, 1), (15, 1, 3), (1000, 8, 31), (1000, 1, 64), (100, 32, 1)])
