@@ -9,17 +9,18 @@ this machine's cores, in the two orders a round's jobs can be sent:
   llama-cpp-python reuses the prompt prefix of its last request, so a chunk is read once
   for all its tasks.
 
-These drive the real ``parallel_minion_map`` node from a thread pool (8 workers, jobs
-submitted in order, as LangGraph's executor runs ``Send`` tasks), through the pool of
-local endpoints (nodes.pool), with the embedded server's default of one request at a
-time. Two more chunk-major rows change the endpoints: ``embedded;slots=4`` (four in
-flight, the server picks their order) and ``embedded;servers=2`` (a pool of two servers,
-each with half the cores). Then a whole run (``run_minions``, bwrap sandbox, a fake
-supervisor whose code writes the jobs task-major), to show the graph sends them
-chunk-major, and the same run again on the same data folder, where the job cache answers
-every job. After a warm-up call per server; ``--repeats`` alternates the rows.
+These drive the real ``parallel_minion_map`` node with the tasks ``route_jobs`` sends
+(several jobs each, taken in turn; each task on a thread of its own, as LangGraph's
+executor runs ``Send`` tasks), through the pool of local endpoints (nodes.pool), with
+the embedded server's default of one request at a time. Two more chunk-major rows change
+the endpoints: ``embedded;slots=4`` (four in flight, the server picks their order) and
+``embedded;servers=2`` (a pool of two servers, each with half the cores). Then a whole
+run (``run_minions``, bwrap sandbox, a fake supervisor whose code writes the jobs
+task-major), to show the graph sends them chunk-major, and the same run again on the same
+data folder, where the job cache answers every job. After a warm-up call per server;
+``--repeats`` alternates the rows; ``--only ROW ...`` runs only those rows of the node.
 
-    .venv/bin/python benchmarks/throughput.py [--chunks N] [--tasks 3] [--out benchmarks/results/throughput.json]
+    .venv/bin/python benchmarks/throughput.py [--chunks N] [--tasks 3] [--only ROW ...] [--out benchmarks/results/throughput.json]
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def chunks(n: int) -> list[str]:
     return every[:n] if n else every
 
 
-def batch(store: Any, texts: list[str], tasks: list[str], order: str, local: str) -> tuple[str, int]:
+def batch(store: Any, texts: list[str], tasks: list[str], order: str, local: str) -> tuple[str, int, Any]:
     from minionflow.contracts.settings import RunSettings
     from minionflow.contracts.state import JobBatch, JobRecord
     from minionflow.nodes.store import put_json, put_texts
@@ -69,24 +70,28 @@ def batch(store: Any, texts: list[str], tasks: list[str], order: str, local: str
     jobs = [JobRecord(job_id=f"j{c}-{t}", round=1, attempt=1, chunk_ref=refs[c], chunk_chars=len(texts[c]),
                       chunk_id=c, task_id=t, task=tasks[t], advice="") for c, t in pairs]
     ref = put_json(store, JobBatch(settings_ref=put_json(store, settings.model_dump(mode="json")), jobs=jobs))
-    return ref, len(jobs)
+    return ref, len(jobs), settings
 
 
 def by_node(provider: Any, texts: list[str], tasks: list[str], order: str, local: str = "embedded") -> dict[str, Any]:
     from langgraph.runtime import Runtime
     from langgraph.store.memory import InMemoryStore
     from minionflow.nodes.parallel_minion_map import make_parallel_minion_map
+    from minionflow.nodes.sandboxed_execute import route_jobs
     from minionflow.nodes.store import get_json
 
     store = InMemoryStore()
-    ref, count = batch(store, texts, tasks, order, local)
+    ref, count, settings = batch(store, texts, tasks, order, local)
     node = make_parallel_minion_map(provider)
     runtime = Runtime(store=store)
+    # the tasks the graph sends, each on a thread of its own
+    sends = route_jobs({"settings": settings.model_dump(mode="json"), "jobs_ref": ref, "job_count": count})
+    assert isinstance(sends, list)
     started = time.perf_counter()
-    with ThreadPoolExecutor(8) as pool:
-        updates = list(pool.map(lambda i: node({"jobs_ref": ref, "index": i}, runtime), range(count)))
+    with ThreadPoolExecutor(len(sends)) as pool:
+        updates = list(pool.map(lambda send: node(send.arg, runtime), sends))
     wall = time.perf_counter() - started
-    results = [get_json(store, u["job_results"][0]["ref"]) for u in updates]
+    results = [get_json(store, r["ref"]) for u in updates for r in u["job_results"]]
     prompt = sum(u["prompt_tokens"] for r in results for u in r["usage"])
     per_endpoint: dict[str, int] = {}
     for r in results:
@@ -140,6 +145,8 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=0, help="the sample's first N chunks (default: all)")
     parser.add_argument("--tasks", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--only", nargs="+", metavar="ROW", help="run only these rows of the node (e.g. chunk-major), "
+                        "not the graph runs")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "throughput.json")
     args = parser.parse_args()
     from langchain_core.messages import HumanMessage
@@ -154,11 +161,15 @@ def main() -> None:
     variants = {"task-major": ("task-major", "embedded"), "chunk-major": ("chunk-major", "embedded"),
                 "chunk-major, 4 in flight": ("chunk-major", "embedded;slots=4"),
                 "chunk-major, 2 servers": ("chunk-major", "embedded;servers=2")}
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in [*variants, graph, again]}
+    if args.only:
+        variants = {name: variants[name] for name in args.only}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in [*variants, *([] if args.only else [graph, again])]}
     for _ in range(args.repeats):
         for name, (order, local) in variants.items():
             runs[name].append(by_node(provider, texts, tasks, order, local))
             print(f"{name}: {runs[name][-1]['wall_s']:.1f} s", flush=True)
+        if args.only:
+            continue
         with tempfile.TemporaryDirectory() as tmp:  # one data folder: the second run finds the first's jobs
             runs[graph].append(by_graph(texts, tasks, Path(tmp), "first"))
             runs[again].append(by_graph(texts, tasks, Path(tmp), "second"))
@@ -174,8 +185,9 @@ def main() -> None:
                      "jobs_per_endpoint": measured[0].get("jobs_per_endpoint"),
                      "prompt_tokens": measured[0]["prompt_tokens"]})
     # the order changes which requests reuse a cached prefix, not what is asked: the replies should not change
-    first = runs["task-major"][0]["answers"]
-    same = [sum(m["answers"][k] == v for k, v in first.items()) / len(first) for m in runs["chunk-major"]]
+    first = runs["task-major"][0]["answers"] if "task-major" in runs else {}
+    same = [sum(m["answers"][k] == v for k, v in first.items()) / len(first) for m in runs.get("chunk-major", [])
+            if first]
     base = rows[0]["wall_s"]
     print(f"{'order':<25} {'jobs':>5} {'local calls':>12} {'wall s (median)':>16} {'s/job':>7} {'speed-up':>9} "
           f"{'failed':>7}  runs")
@@ -183,13 +195,15 @@ def main() -> None:
         r["speedup"] = round(base / r["wall_s"], 2)
         print(f"{r['order']:<25} {r['jobs']:>5} {r['local_calls']:>12} {r['wall_s']:>16} {r['s_per_job']:>7} "
               f"{r['speedup']:>8}x {r['failed']:>7}  {r['walls_s']}")
-    cached = round(rows[-2]["wall_s"] / rows[-1]["wall_s"], 1)
+    cached = round(rows[-2]["wall_s"] / rows[-1]["wall_s"], 1) if not args.only else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"benchmark": "throughput", "model": "embedded (SmolLM2-135M-Instruct)",
                                     "chunk_tokens": CHUNK_TOKENS, "slots": "1 per embedded server unless the row says", "rows": rows,
                                     "chunk_major_same_replies": same, "job_cache_speedup": cached}, indent=2) + "\n")
-    print(f"the same run again: {rows[-1]['local_calls']} local calls, {cached}x faster than the first (job cache)")
-    print(f"replies identical to the first task-major run's: {', '.join(f'{s:.0%}' for s in same)} (chunk-major runs)")
+    if cached is not None:
+        print(f"the same run again: {rows[-1]['local_calls']} local calls, {cached}x faster than the first (job cache)")
+    if same:
+        print(f"replies identical to the first task-major run's: {', '.join(f'{s:.0%}' for s in same)} (chunk-major runs)")
     print(f"wrote {args.out}")
 
 
