@@ -7,7 +7,8 @@ from a resume to the first new job for a thread with 1,000 finished jobs.
    on an in-memory checkpointer and store (the baseline), SQLite and PostgreSQL.
    "added ms/job" is the store's cost over the in-memory run (sandbox time excluded).
 2. A round of N + 1 jobs whose last job's endpoint stays down: the run stops
-   resumable with N finished jobs saved as pending writes. Then ``resume_minions``
+   resumable with N finished jobs saved (LangGraph's pending writes of the tasks that
+   ended, the jobs' own records in the task that did not). Then ``resume_minions``
    with the endpoint back; the time until the first local call starts.
 
 Targets (issue 10): PostgreSQL adds at most 1.0 ms per job; resume reaches the first new

@@ -8,7 +8,7 @@ one round, as many times as the supervisor asks (at most ``max_rounds``).
     round:  START -> decompose -> sandboxed_execute -(code failed, attempts left)-> decompose
                         | (the remote budget affords no round: the final answer)
                         +-> END
-                                       | (one Send per job)
+                                       | (Send tasks of several jobs each)
                                        v
                               parallel_minion_map x N -> filter -> aggregate -> END
 

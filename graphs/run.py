@@ -140,7 +140,7 @@ MAX_THREADS = 2048
 def thread_pool_size(settings: RunSettings) -> int:
     """LangGraph runs a superstep's tasks *and* the saving of each finished task's
     writes on one thread pool (``max_concurrency``), first come first served. Every
-    task of a round gets a thread at once (a task runs a few consecutive jobs:
+    task of a round gets a thread at once (a task runs several jobs:
     ``nodes.sandboxed_execute.jobs_per_task``; threads are made on demand, and the
     local-model bound is the slots of nodes.pool), so the pool, not the order threads
     start in, decides which job goes next; the stream machinery gets a few more.

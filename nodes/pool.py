@@ -8,10 +8,11 @@ so that more in flight would only let the server pick the order).
 
 * **Order.** Waiting jobs get a slot in the order of their place in the round's batch.
   A semaphore wakes its waiters in no set order, and LangGraph starts a round's ``Send``
-  tasks together, so the batch's chunk-major order (sandboxed_execute.chunk_major) would
-  reach the servers shuffled and lose the prefix reuse it is for
-  (benchmarks/throughput.py). A job that ends hands its slot to the next in line and wakes
-  that one only: no herd of a thousand waiters (benchmarks/overhead.py).
+  tasks together (each runs several jobs in turn: its next job waits here), so the
+  batch's chunk-major order (sandboxed_execute.chunk_major) would reach the servers
+  shuffled and lose the prefix reuse it is for (benchmarks/throughput.py). A job that
+  ends hands its slot to the next in line and wakes that one only: no herd of waiters
+  (benchmarks/overhead.py).
 * **Where.** A job goes to the endpoint with the fewest requests outstanding per slot;
   an endpoint whose last job was over the same chunk comes first (its prefix cache holds
   that chunk). When a slot frees, it goes to the first waiting job over the chunk that
@@ -21,8 +22,8 @@ so that more in flight would only let the server pick the order).
   the endpoint is taken out and the job asks another (``fail``). A probe (``GET /models``,
   after ``probe_every_s``, then twice as long each time up to a minute) brings the
   endpoint back. The last endpoint standing is never
-  taken out: its failure is raised, and the node's RetryPolicy retries the job as with a
-  single endpoint. A pool of one therefore behaves as one endpoint always did.
+  taken out: its failure is raised, and the node's RetryPolicy retries the job's task (its
+  jobs not done) as with a single endpoint. A pool of one therefore behaves as one endpoint always did.
 
 Pools are process-wide (one per set of endpoints and slots), as the servers are: runs and
 rounds in one process share the endpoints' slots and know which are down.
