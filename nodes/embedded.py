@@ -114,7 +114,9 @@ class EmbeddedServer:
         # a name only this start serves (requests naming another model get the one loaded)
         self._alias = f"minionflow-{uuid.uuid4().hex[:12]}"
         cmd = [
-            sys.executable, "-m", "minionflow.nodes.server_watchdog", str(os.getpid()), "--",
+            # the watchdog by its file, isolated (-I): ``-m minionflow.nodes.server_watchdog``
+            # would first import the nodes package, LangGraph and all (about 2.7 s)
+            sys.executable, "-I", str(Path(__file__).with_name("server_watchdog.py")), str(os.getpid()), "--",
             sys.executable, "-m", "llama_cpp.server",
             "--model", str(self.gguf),
             "--model_alias", self._alias,

@@ -1,6 +1,9 @@
 """Runs a server as a child and ends it when the process that started us dies.
 
-``python -m minionflow.nodes.server_watchdog PARENT_PID -- COMMAND ...``
+``python -I path/to/server_watchdog.py PARENT_PID -- COMMAND ...``
+
+It imports only the standard library, and is run by its file rather than with
+``-m`` so that starting it does not import the ``minionflow.nodes`` package.
 
 The embedded model server is started through this, so a minionflow process that
 is killed (SIGKILL, a crash) does not leave a llama.cpp server behind holding a

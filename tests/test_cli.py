@@ -210,7 +210,7 @@ def test_killed_cli_leaves_no_model_server_behind(good_doc, home, spawn):
     while time.monotonic() < deadline and not (log.exists() and "POST" in log.read_text()):
         time.sleep(0.2)
     assert "POST" in log.read_text(), "the model server never answered a request"
-    watchdogs = subprocess.run(["pgrep", "-f", f"server_watchdog {proc.pid} "], capture_output=True, text=True).stdout.split()
+    watchdogs = subprocess.run(["pgrep", "-f", f"server_watchdog.py {proc.pid} "], capture_output=True, text=True).stdout.split()
     servers = [pid for w in watchdogs for pid in subprocess.run(["pgrep", "-P", w], capture_output=True, text=True).stdout.split()]
     server_pids = watchdogs + servers
     assert len(watchdogs) == 1 and len(servers) == 1, (watchdogs, servers)
