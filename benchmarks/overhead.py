@@ -16,6 +16,14 @@ the durable floor of a task per job.
 
 Target (issue 10): at most 1.0 ms of framework time per job at 1,000 jobs, and peak
 memory no higher than 178 MB.
+
+A second table says where a job's time goes at the largest size: the map node run on
+one thread as a single task of all the jobs (the round's own work per job, without
+LangGraph's scheduling or other threads), then the same with an in-memory store instead
+of the SQLite blob store (the difference: SQLite's commit of each job's write) and with
+the fake model called past LangChain's ``BaseChatModel.invoke`` (the difference:
+LangChain's cost per call); and the tokenizer's load for the remote-only estimate, once
+per run (from its cache file, as every run after the first).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from typing_extensions import TypedDict
 
@@ -64,6 +72,69 @@ def one(jobs: int) -> dict[str, float]:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "checkpoint_db_kb": round(db / 1024, 1),
     }
+
+
+def _node_ms_per_job(jobs: int, store: str, past_langchain: bool) -> float:
+    """The map node over ``jobs`` jobs, one task on this thread, in round "round:r1"."""
+    import contextvars
+
+    from fakes import PromptFake
+    from langchain_core.runnables.config import var_child_runnable_config
+    from langgraph._internal._constants import CONFIG_KEY_RUNTIME
+    from langgraph.runtime import Runtime
+    from langgraph.store.memory import InMemoryStore
+    from minionflow.graphs import RunSettings
+    from minionflow.nodes import initial_state, make_parallel_minion_map, make_sandboxed_execute
+    from minionflow.nodes.blobstore import SqliteBlobStore
+    from workload import CODE, QUESTION, document, local, remote, timed_bwrap
+
+    class PastLangChain(PromptFake):
+        def invoke(self, input, config=None, **kwargs):  # type: ignore[no-untyped-def]
+            return self._generate(input).generations[0].message
+
+    fake = PastLangChain if past_langchain else PromptFake
+    with tempfile.TemporaryDirectory() as tmp:
+        runtime = Runtime(store=SqliteBlobStore(Path(tmp) / "blobs.sqlite") if store == "sqlite" else InMemoryStore())
+        settings = RunSettings(local="embedded;slots=8", max_rounds=1, max_jobs_per_round=jobs, local_concurrency=8)
+        state = initial_state(runtime.store, [document(jobs)], QUESTION, settings)
+        round_input = {k: state[k] for k in ("settings", "settings_ref", "task", "documents", "rounds", "scratchpad")}
+        code = CODE.split("```python\n")[1].split("```")[0]
+        backend, _ = timed_bwrap()
+        made = make_sandboxed_execute(backend)({**round_input, "code": code, "code_errors": []}, runtime)
+        from fakes import FakeProvider
+
+        node = make_parallel_minion_map(FakeProvider(fake(responder=remote), fake(responder=local)))
+        config = {"configurable": {"thread_id": "parts", "checkpoint_ns": "round:r1|parallel_minion_map:t1",
+                                   CONFIG_KEY_RUNTIME: runtime}}
+        task = {"jobs_ref": made["jobs_ref"], "index": 0, "count": jobs}
+
+        def run() -> Any:
+            var_child_runnable_config.set(config)  # type: ignore[arg-type]
+            return node(task, runtime)  # type: ignore[arg-type]
+
+        started = time.perf_counter()
+        out = contextvars.copy_context().run(run)
+        elapsed = time.perf_counter() - started
+    assert len(out["job_results"]) == jobs
+    return round(1000 * elapsed / jobs, 3)
+
+
+def parts(jobs: int) -> dict[str, float]:
+    from minionflow.nodes import tokens
+
+    tokens._encoding()  # the cache file is written (a first run's parse)
+    tokens._encoding.cache_clear()
+    started = time.perf_counter()
+    tokens._encoding()
+    load = time.perf_counter() - started
+    _node_ms_per_job(50, "sqlite", False)  # warm: first-call costs (schemas, imports) are not a job's
+    variants = {"node_ms_per_job": ("sqlite", False), "node_in_memory_store_ms_per_job": ("memory", False),
+                "node_past_langchain_ms_per_job": ("sqlite", True)}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(3):  # interleaved, the median of three: this machine's noise is 20-30% a run
+        for name, (store, past) in variants.items():
+            times[name].append(_node_ms_per_job(jobs, store, past))
+    return {"jobs": jobs, **{name: sorted(t)[1] for name, t in times.items()}, "tokenizer_load_s": round(load, 3)}
 
 
 class FloorState(TypedDict, total=False):
@@ -103,7 +174,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "overhead.json")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--floor", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--parts", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.parts:
+        print(json.dumps(parts(args.parts)))
+        return
     if args.one:
         print(json.dumps(one(args.one)))
         return
@@ -124,8 +199,18 @@ def main() -> None:
         print(f"{r['jobs']:>6} {r['wall_s']:>8} {r['sandbox_s']:>10} {r['framework_ms_per_job']:>17} "
               f"{r['floor_ms_per_job']:>15} {r['floor_no_task_writes_ms_per_job']:>22} {r['peak_rss_mb']:>12} "
               f"{r['checkpoint_db_kb']:>17}")
+    largest = max(args.jobs)
+    out = subprocess.run([sys.executable, __file__, "--parts", str(largest)], capture_output=True, text=True, check=True)
+    split = json.loads(out.stdout.strip().splitlines()[-1])
+    node = split["node_ms_per_job"]
+    print(f"\nwhere a job's time goes at {largest} jobs (the map node alone, one task on one thread), ms a job:")
+    print(f"{'node':>8} {'SQLite writes':>14} {'LangChain call':>15} {'the rest':>9}   tokenizer load, once a run")
+    sqlite_ms = round(node - split["node_in_memory_store_ms_per_job"], 3)
+    langchain_ms = round(node - split["node_past_langchain_ms_per_job"], 3)
+    print(f"{node:>8} {sqlite_ms:>14} {langchain_ms:>15} {round(node - sqlite_ms - langchain_ms, 3):>9}   "
+          f"{split['tokenizer_load_s']} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"benchmark": "overhead", "rows": rows}, indent=2) + "\n")
+    args.out.write_text(json.dumps({"benchmark": "overhead", "rows": rows, "parts": split}, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 
