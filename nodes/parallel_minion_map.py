@@ -191,6 +191,7 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runti
         done = finished_jobs(store, run, inp["jobs_ref"], indices) if run else {}
         keys = dict(zip(indices, done_keys(run, inp["jobs_ref"], indices), strict=True)) if run else {}
         pending = [i for i in indices if i not in done]
+        loaded.read_chunks(store, pending)  # the task's chunks left to read, in one round trip
         pool = endpoint_pool(settings, probe=lambda spec: models.client(spec, "local", settings.local_max_tokens).probe())
         cache = JobCache(store, BlobBatch()) if settings.job_cache else None
         prefetched: set[ModelSpec] = set()

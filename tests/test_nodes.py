@@ -329,6 +329,47 @@ def test_a_task_reads_the_job_cache_once_for_all_its_jobs():
     assert [r["job_id"] for r in refs] == ["r1-j0000", "r1-j0009"] and len(fresh.prompts) == 1
 
 
+def test_a_task_reads_the_chunks_of_its_jobs_left_to_run_in_one_read():
+    """Each task reads its own jobs' chunks once (not the windows of other tasks' jobs),
+    and a task run again after some of its jobs finished reads only the others'."""
+    from minionflow.nodes.common import batch_from_ref
+    from minionflow.nodes.store import BLOB_NAMESPACE
+
+    rt = Runtime(store=CountingStore())
+    update = make_sandboxed_execute(SplittingSandbox())({**round_input(rt, job_cache=False), "code": GOOD_CODE,
+                                                         "code_errors": []}, rt)
+    jobs = get_json(rt.store, update["jobs_ref"])["jobs"]
+    chunk_refs = {job["chunk_ref"] for job in jobs}
+    assert len(jobs) == len(chunk_refs) == 4
+    local = PromptFake(responder=default_local)
+    work = make_parallel_minion_map(FakeProvider(PromptFake(responder=lambda p: GOOD_CODE), local))
+    reads: list[list[str]] = []  # the reads of chunk texts
+    original = rt.store.batch
+
+    def batch(ops: Any) -> Any:
+        ops = list(ops)
+        blobs = [op.key for op in ops if isinstance(op, GetOp) and op.namespace == BLOB_NAMESPACE
+                 and op.key in chunk_refs]
+        if blobs:
+            reads.append(blobs)
+        return original(ops)
+
+    rt.store.batch = batch  # type: ignore[method-assign]
+    loaded = batch_from_ref(rt.store, update["jobs_ref"])  # the round's batch, read once per store
+    in_round("t", work, {"jobs_ref": update["jobs_ref"], "index": 1, "count": 2, "stride": 2}, rt)  # jobs 1 and 3
+    assert reads == [sorted({jobs[1]["chunk_ref"], jobs[3]["chunk_ref"]})]  # one read: task 1's own chunks
+    assert loaded.chunk(rt.store, 3) and reads == [sorted({jobs[1]["chunk_ref"], jobs[3]["chunk_ref"]})]
+    # another thread's round runs jobs 0 and 2 after job 0 finished there: job 2's chunk only
+    from minionflow.nodes.common import _batches_by_ref
+
+    _batches_by_ref.clear()  # a new process (a resume)
+    in_round("r", work, {"jobs_ref": update["jobs_ref"], "index": 0, "count": 1}, rt)
+    _batches_by_ref.clear()
+    reads.clear()
+    in_round("r", work, {"jobs_ref": update["jobs_ref"], "index": 0, "count": 2, "stride": 2}, rt)
+    assert reads == [[jobs[2]["chunk_ref"]]] and len(local.prompts) == 4  # 1, 3; then 0; then 2
+
+
 @pytest.mark.parametrize("jobs, slots, per_task", [(4, 4, 1), (15, 1, 3), (1000, 8, 31), (1000, 1, 64), (100, 32, 1)])
 def test_route_jobs_sends_tasks_that_take_the_batch_in_turn_covering_it_once(jobs, slots, per_task):
     from minionflow.nodes.parallel_minion_map import task_jobs
