@@ -171,9 +171,13 @@ def done_keys(run: str, jobs_ref: str, indices: range) -> list[str]:
 def finished_jobs(store: BaseStore, run: str, jobs_ref: str, indices: range) -> dict[int, ResultRef]:
     """The result references of the jobs among ``indices`` that a record says finished
     in the round ``run`` (``round_key``), by place, in one store round trip."""
-    keys = done_keys(run, jobs_ref, indices)
-    items = store.batch([GetOp(DONE_NAMESPACE, key) for key in keys])
-    return {i: ResultRef(**item.value) for i, item in zip(indices, items, strict=True) if isinstance(item, Item)}
+    return _finished(store, dict(zip(indices, done_keys(run, jobs_ref, indices), strict=True)))
+
+
+def _finished(store: BaseStore, keys: dict[int, str]) -> dict[int, ResultRef]:
+    """``finished_jobs`` of the record keys of the jobs at their places."""
+    items = store.batch([GetOp(DONE_NAMESPACE, key) for key in keys.values()])
+    return {i: ResultRef(**item.value) for i, item in zip(keys, items, strict=True) if isinstance(item, Item)}
 
 
 def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runtime[Any]], dict[str, Any]]:
@@ -188,8 +192,8 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runti
         settings = settings_from_ref(store, loaded.batch["settings_ref"])
         indices = task_jobs(inp)
         run = round_key()
-        done = finished_jobs(store, run, inp["jobs_ref"], indices) if run else {}
         keys = dict(zip(indices, done_keys(run, inp["jobs_ref"], indices), strict=True)) if run else {}
+        done = _finished(store, keys) if run else {}
         pending = [i for i in indices if i not in done]
         loaded.read_chunks(store, pending)  # the task's chunks left to read, in one round trip
         pool = endpoint_pool(settings, probe=lambda spec: models.client(spec, "local", settings.local_max_tokens).probe())
