@@ -4,6 +4,7 @@ the context guard's estimate for a model whose server cannot count
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import marshal
@@ -63,12 +64,17 @@ def _read_cached(path: Path) -> dict[str, Any] | None:
 
 def _write_cached(path: Path, params: dict[str, Any]) -> None:
     payload = marshal.dumps(params)
+    partial: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, delete=False) as out:
+        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=path.name)
+        with os.fdopen(fd, "wb") as out:
             out.write(hashlib.sha256(payload).digest() + payload)
-        os.replace(out.name, path)  # whole or not at all, whatever runs at once
-    except OSError as exc:  # a read-only home: parse the file again next time
+        os.replace(partial, path)  # whole or not at all, whatever runs at once
+    except OSError as exc:  # a read-only home, a full disk: parse the file again next time
+        if partial is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
         log.debug("could not keep the tokenizer cache at %s: %s", path, exc)
 
 

@@ -420,5 +420,11 @@ def test_the_tokenizer_is_parsed_once_and_kept_between_processes(tmp_path, monke
         assert fresh_count() == expected and len(parsed) == 2  # rewritten whole
         path.write_bytes(b"")  # an empty file (a disk that filled up)
         assert fresh_count() == expected and len(parsed) == 3
+        assert [p.name for p in path.parent.iterdir()] == [path.name]  # no partial file left
+        blocked = tmp_path / "not-a-folder"
+        blocked.write_text("")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))  # a cache it cannot write: counts all the same
+        assert fresh_count() == expected and len(parsed) == 4 and blocked.read_text() == ""
+        assert fresh_count() == expected and len(parsed) == 5  # and parses again next time
     finally:
         tokens._encoding.cache_clear()
