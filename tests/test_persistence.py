@@ -195,10 +195,10 @@ def test_the_read_count_catches_a_store_that_was_not_read(run_fake):
     assert unread(store, {jobs_ref, *chunks}) == {jobs_ref, *chunks}
 
 
-def test_a_job_reads_the_chunks_of_its_window_of_the_batch_only():
-    """A resumed round's first job left to run does not read every chunk of the round:
-    the chunks of its window of CHUNK_WINDOW jobs, in one read; the next window's on its
-    first job. Jobs share chunks (three tasks a chunk)."""
+def test_a_task_reads_the_chunks_of_its_jobs_only_once_each():
+    """A resumed round's task reads the chunks of the jobs it has left, not every chunk of
+    the round: in one read, a chunk its jobs share once, and nothing it read before. Jobs
+    share chunks (three tasks a chunk)."""
     store = CountingStore(InMemoryStore())
     texts = [f"chunk {i}" for i in range(100)]
     refs = put_texts(store, texts)
@@ -206,8 +206,11 @@ def test_a_job_reads_the_chunks_of_its_window_of_the_batch_only():
                       chunk_ref=refs[i // 3], chunk_chars=len(texts[i // 3])) for i in range(300)]
     loaded = batch_from_ref(store, put_json(store, JobBatch(settings_ref="s", jobs=jobs)))
     store.read.clear()
-    assert loaded.chunk(store, 200) == "chunk 66"  # window 3: jobs 192-255, chunks 64-85
-    assert set(store.read) == set(refs[64:86]) and sum(store.read.values()) == 22
-    assert loaded.chunk(store, 255) == "chunk 85" and sum(store.read.values()) == 22  # same window
-    assert loaded.chunk(store, 256) == "chunk 85" and sum(store.read.values()) == 22 + 14  # 86-99: 85 was read
-    assert loaded.chunk(store, 0) == "chunk 0" and store.read[refs[0]] == 1
+    task = range(200, 300, 33)  # jobs 200, 233, 266, 299: chunks 66, 77, 88, 99
+    loaded.read_chunks(store, task)
+    assert store.read == {refs[c]: 1 for c in (66, 77, 88, 99)}
+    assert [loaded.chunk(store, i) for i in task] == ["chunk 66", "chunk 77", "chunk 88", "chunk 99"]
+    assert sum(store.read.values()) == 4  # read already
+    loaded.read_chunks(store, [198, 199, 200, 201])  # chunk 66 (jobs 198-200) was read; 67 is new
+    assert sum(store.read.values()) == 5 and store.read[refs[67]] == 1
+    assert loaded.chunk(store, 0) == "chunk 0" and store.read[refs[0]] == 1 and sum(store.read.values()) == 6
