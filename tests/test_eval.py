@@ -456,13 +456,13 @@ The harbour master is Ingrid Solberg. She took over from Tomas Reyes in 2019.
 
 
 @pytest.mark.embedded
-def test_end_to_end_eval_of_three_questions_with_the_embedded_model(tmp_path):
+def test_end_to_end_eval_of_two_questions_with_the_embedded_model(tmp_path):
+    """An answer and an abstention, each asked with two protocols (the matchers themselves
+    are tested without a model above)."""
     (tmp_path / "notes.md").write_text(E2E_DOC)
     suite = write(tmp_path / "suite.jsonl", [
         json.dumps({"id": "master", "documents": ["notes.md"], "question": "Who is the harbour master?",
                     "answers": ["Solberg"]}),
-        json.dumps({"id": "berths", "documents": ["notes.md"], "question": "How many berths does the east basin have?",
-                    "answers": ["42"], "match": "numeric"}),
         json.dumps({"id": "fee", "documents": ["notes.md"], "question": "What is the mooring fee per night?",
                     "answers": [], "match": "abstain"}),
     ])
@@ -473,19 +473,19 @@ def test_end_to_end_eval_of_three_questions_with_the_embedded_model(tmp_path):
     summary = json.loads(proc.stdout)
     # piped and --json: a plain progress line on stderr as each question x protocol ends
     progress = [line for line in proc.stderr.splitlines() if line.startswith("progress: [")]
-    assert len(progress) == 6 and progress[-1].startswith("progress: [3/3] fee · local-only: answered"), proc.stderr[-2000:]
+    assert len(progress) == 4 and progress[-1].startswith("progress: [2/2] fee · local-only: answered"), proc.stderr[-2000:]
     rows = {p["protocol"]: p for p in summary["protocols"]}
-    assert set(rows) == {"minions", "local-only"} and summary["items"] == 3 and summary["batch"] is False
+    assert set(rows) == {"minions", "local-only"} and summary["items"] == 2 and summary["batch"] is False
     for row in rows.values():
-        assert row["answered"] == row["scored"] == 3 and row["failed"] == row["refused"] == 0
-        assert 0 <= row["correct"] <= 3 and row["ci_low"] <= (row["accuracy"] or 0) <= row["ci_high"]
+        assert row["answered"] == row["scored"] == 2 and row["failed"] == row["refused"] == 0
+        assert 0 <= row["correct"] <= 2 and row["ci_low"] <= (row["accuracy"] or 0) <= row["ci_high"]
         assert row["latency_p50_s"] > 0
     # the roles: the minions spend supervisor (remote-role) and worker tokens, local-only only local ones
     assert rows["minions"]["remote_prompt_tokens"] > 0 and rows["minions"]["local_tokens"] > 0
     assert rows["local-only"]["remote_prompt_tokens"] == 0 and rows["local-only"]["local_tokens"] > 0
     assert rows["local-only"]["savings_basis"] == "free"
     results = [json.loads(line) for line in (out / RESULTS).read_text().splitlines()]
-    assert len(results) == 6 and all(r["status"] == "answered" and r["thread_id"] for r in results)
+    assert len(results) == 4 and all(r["status"] == "answered" and r["thread_id"] for r in results)
     assert all(isinstance(r["correct"], bool) for r in results)
     assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG" and "| minions |" in (out / "summary.md").read_text()
     # each minions thread is a run like any other: `show` opens it from the eval's folder
@@ -500,4 +500,4 @@ def test_end_to_end_eval_of_three_questions_with_the_embedded_model(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(again.stdout) == summary
     assert (home / "embedded-server.log").read_text().count("POST /v1/chat/completions") == calls_before
-    assert len((out / RESULTS).read_text().splitlines()) == 6
+    assert len((out / RESULTS).read_text().splitlines()) == 4
