@@ -38,10 +38,9 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from functools import cache, lru_cache
+from typing import Any
 
-import snowballstemmer
 from pydantic import BaseModel
-from rapidfuzz import fuzz
 
 STOPWORDS = frozenset(
     """a about above after again against all also am an and any are as at be because been before being below
@@ -69,7 +68,11 @@ def words(text: str) -> list[str]:
 
 
 @cache
-def _stemmer() -> snowballstemmer.stemmer:
+def _stemmer() -> Any:
+    # rapidfuzz and snowballstemmer load when a reply is first grounded, not at every
+    # CLI start (0.25 s together)
+    import snowballstemmer
+
     return snowballstemmer.stemmer("english")
 
 
@@ -131,6 +134,8 @@ def citation_score(citation: str, chunk: str) -> float:
     quote, text = normalize(citation), normalize(chunk)
     if not quote or not text:
         return 0.0
+    from rapidfuzz import fuzz
+
     return float(fuzz.partial_ratio(quote, text))
 
 

@@ -21,7 +21,6 @@ from functools import cache
 from typing import Any, Literal, Protocol, TypeVar
 
 import httpx
-import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from minionflow.contracts.errors import is_transient
@@ -102,6 +101,8 @@ def json_schema(schema: type[BaseModel]) -> dict[str, Any]:
 def _is_format_rejection(exc: Exception) -> bool:
     """The server refused the response_format (llama-cpp-python answers 500 to json_schema);
     a server that says it is unavailable (502-504) refused nothing: it is retried as it is."""
+    import openai  # imported by the model client already; kept out of the CLI's start
+
     return (isinstance(exc, (openai.BadRequestError, openai.InternalServerError, openai.UnprocessableEntityError))
             and not is_transient(exc))
 
@@ -217,6 +218,8 @@ class ModelClient:
 def _failed_usage(exc: Exception) -> tuple[int, int, int] | None:
     """Tokens a failed call still cost: a reply cut at the length limit was generated
     (and is billed) in full."""
+    import openai
+
     if isinstance(exc, openai.LengthFinishReasonError) and exc.completion.usage is not None:
         usage = exc.completion.usage
         details = usage.prompt_tokens_details

@@ -87,3 +87,12 @@ def test_the_readme_lists_every_module():
     assert not missing, f"README.md's 'How it is built' does not list: {missing}"
     gone = sorted(path for path in named if not (ROOT / path).is_file())
     assert not gone, f"README.md's 'How it is built' names files that do not exist: {gone}"
+
+
+def test_the_cli_starts_without_the_model_client_libraries():
+    """openai, rapidfuzz and snowballstemmer load when a model client is made or a reply
+    is grounded: a `--help`, a bad input or `minionflow runs` does not pay for them."""
+    probe = "import sys, minionflow.cli.main; print(sorted({'openai', 'rapidfuzz', 'snowballstemmer'} & set(sys.modules)))"
+    out = subprocess.run([str(BIN / "python"), "-c", probe], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
