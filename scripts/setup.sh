@@ -70,5 +70,10 @@ fi
 # PYTHONDONTWRITEBYTECODE is set (as on our CI machines) every `minionflow` command
 # would compile them again: about 1 s of each start. Compile them once here (a
 # module changed since is compiled in memory as usual; the next setup refreshes it).
-.venv/bin/python -m compileall -q contracts nodes graphs sandbox cli evaluation minionflow >/dev/null
+# The folders are pyproject.toml's package-dir.
+.venv/bin/python - <<'PY'
+import compileall, tomllib
+dirs = sorted(set(tomllib.load(open("pyproject.toml", "rb"))["tool"]["setuptools"]["package-dir"].values()))
+raise SystemExit(not all([compileall.compile_dir(d, quiet=1) for d in dirs]))
+PY
 log "ready: $(.venv/bin/minionflow --help >/dev/null && echo 'minionflow installed in .venv')"

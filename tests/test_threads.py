@@ -309,6 +309,9 @@ def test_drain_pauses_at_the_step_boundary_then_resumes(where: Where):
 
 
 @pytest.mark.embedded
+# the embedded model through the CLI on one backend (40 s each); the pause at the step boundary
+# and the resume that redoes nothing run on both in test_drain_pauses_at_the_step_boundary_then_resumes
+@pytest.mark.parametrize("where", ["sqlite"], indirect=True)
 def test_sigint_pauses_the_cli_and_resume_finishes(where: Where, tmp_path, spawn):
     import signal
     import time
