@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from typing_extensions import TypedDict
 
@@ -76,11 +76,7 @@ def one(jobs: int) -> dict[str, float]:
 
 def _node_ms_per_job(jobs: int, store: str, past_langchain: bool) -> float:
     """The map node over ``jobs`` jobs, one task on this thread, in round "round:r1"."""
-    import contextvars
-
-    from fakes import PromptFake
-    from langchain_core.runnables.config import var_child_runnable_config
-    from langgraph._internal._constants import CONFIG_KEY_RUNTIME
+    from fakes import FakeProvider, PromptFake, in_round
     from langgraph.runtime import Runtime
     from langgraph.store.memory import InMemoryStore
     from minionflow.graphs import RunSettings
@@ -101,19 +97,10 @@ def _node_ms_per_job(jobs: int, store: str, past_langchain: bool) -> float:
         code = CODE.split("```python\n")[1].split("```")[0]
         backend, _ = timed_bwrap()
         made = make_sandboxed_execute(backend)({**round_input, "code": code, "code_errors": []}, runtime)
-        from fakes import FakeProvider
-
         node = make_parallel_minion_map(FakeProvider(fake(responder=remote), fake(responder=local)))
-        config = {"configurable": {"thread_id": "parts", "checkpoint_ns": "round:r1|parallel_minion_map:t1",
-                                   CONFIG_KEY_RUNTIME: runtime}}
         task = {"jobs_ref": made["jobs_ref"], "index": 0, "count": jobs}
-
-        def run() -> Any:
-            var_child_runnable_config.set(config)  # type: ignore[arg-type]
-            return node(task, runtime)  # type: ignore[arg-type]
-
         started = time.perf_counter()
-        out = contextvars.copy_context().run(run)
+        out = in_round("parts", node, task, runtime)
         elapsed = time.perf_counter() - started
     assert len(out["job_results"]) == jobs
     return round(1000 * elapsed / jobs, 3)

@@ -3,6 +3,7 @@ call order (parallel jobs run in any order)."""
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -82,3 +83,15 @@ class FakeProvider:
 
     def client(self, spec: ModelSpec, role: Role, max_tokens: int) -> ModelClient:
         return ModelClient(spec, self.fakes[role], method="json_object_schema")
+
+
+def in_round(thread: str, fn: Callable[[Any, Any], Any], inp: Any, runtime: Any) -> Any:
+    """Call the node ``fn`` as a task of round "round:r1" of ``thread``, with the config
+    LangGraph gives a task (``round_key`` reads the thread and the round from it). It sets
+    LangGraph's private runtime key: the one place the tests and the benchmarks do."""
+    from langchain_core.runnables.config import var_child_runnable_config
+    from langgraph._internal._constants import CONFIG_KEY_RUNTIME
+
+    config = {"configurable": {"thread_id": thread, "checkpoint_ns": "round:r1|parallel_minion_map:t1",
+                               CONFIG_KEY_RUNTIME: runtime}}
+    return contextvars.copy_context().run(lambda: (var_child_runnable_config.set(config), fn(inp, runtime))[1])  # type: ignore[arg-type]

@@ -7,13 +7,12 @@ sandbox backends have their own tests)."""
 
 from __future__ import annotations
 
-import contextvars
 from collections import Counter
 from typing import Any
 
 import pytest
 from conftest import GOOD_CODE, default_local, final_json, secret_doc
-from fakes import FakeProvider, PromptFake
+from fakes import FakeProvider, PromptFake, in_round
 from langgraph.runtime import Runtime
 from langgraph.store.base import GetOp
 from langgraph.store.memory import InMemoryStore
@@ -225,17 +224,6 @@ def test_a_minion_answers_one_job_and_its_result_is_a_blob():
     broken = make_parallel_minion_map(models(local=lambda p: "{not json"))({"jobs_ref": update["jobs_ref"], "index": 0}, rt)
     failed = get_json(rt.store, broken["job_results"][0]["ref"])
     assert failed["status"] == "failed" and failed["error"]  # recorded, not raised
-
-
-def in_round(thread: str, fn: Any, inp: Any, rt: Runtime[Any]) -> Any:
-    """Call the node ``fn`` as a task of round "round:r1" of ``thread``, with the config
-    LangGraph gives a task (``round_key`` reads the thread and the round from it)."""
-    from langchain_core.runnables.config import var_child_runnable_config
-    from langgraph._internal._constants import CONFIG_KEY_RUNTIME
-
-    config = {"configurable": {"thread_id": thread, "checkpoint_ns": "round:r1|parallel_minion_map:t1",
-                               CONFIG_KEY_RUNTIME: rt}}
-    return contextvars.copy_context().run(lambda: (var_child_runnable_config.set(config), fn(inp, rt))[1])
 
 
 def test_a_task_runs_its_consecutive_jobs_and_a_second_run_redoes_none():
