@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,50 +29,7 @@ BIN = Path(sys.executable).parent
 # the folders the installed packages come from (minionflow, graphs, nodes, ...): pyproject.toml's
 # package-dir, which the type check, the layer check and scripts/setup.sh's compile all read
 PACKAGE_DIRS = tuple(sorted(set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())))
-MYPY = [str(BIN / "mypy"), *PACKAGE_DIRS]
 
-
-class _Background:
-    """A check that only reads the code (mypy: 40 s of one core on a fresh checkout),
-    started when the tests are collected so that it runs on the core the suite leaves
-    idle while it waits on its subprocesses; its test reads the result."""
-
-    def __init__(self) -> None:
-        self.procs: dict[str, tuple[subprocess.Popen[bytes], Any]] = {}
-
-    def start(self, name: str, args: list[str]) -> None:
-        out = tempfile.TemporaryFile()
-        self.procs[name] = (subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT), out)
-
-    def result(self, name: str, args: list[str]) -> tuple[int, str]:
-        """The exit status and output of the check (run now if nothing started it)."""
-        if name not in self.procs:
-            self.start(name, args)
-        proc, out = self.procs.pop(name)
-        code = proc.wait()
-        out.seek(0)
-        text = out.read().decode(errors="replace")
-        out.close()
-        return code, text
-
-    def stop(self) -> None:
-        for proc, out in self.procs.values():
-            proc.kill()
-            proc.wait()
-            out.close()
-        self.procs.clear()
-
-
-BACKGROUND = _Background()
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    if any(getattr(item, "originalname", "") == "test_mypy_clean" for item in session.items):
-        BACKGROUND.start("mypy", MYPY)
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    BACKGROUND.stop()  # a run stopped early (-x, Ctrl-C) leaves no mypy behind
 
 def cli_env(home: Path | None = None, **extra: str) -> dict[str, str]:
     """The environment for a CLI subprocess: no OpenAI key (the embedded model is
