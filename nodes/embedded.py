@@ -44,7 +44,8 @@ def default_gguf() -> Path:
     return package / files[0]
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port free on 127.0.0.1 now (another process can still take it before it is bound)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -94,7 +95,7 @@ class EmbeddedServer:
                 log.warning("the embedded model server (port %s) is not running; restarting it", self.port)
             for attempt in range(3 if first else 1):
                 if first:
-                    self.port = _free_port()
+                    self.port = free_port()
                 logfile = self._logfile()
                 offset = logfile.stat().st_size if logfile.exists() else 0
                 self._spawn(logfile)

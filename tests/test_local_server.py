@@ -117,8 +117,8 @@ def test_the_embedded_server_takes_another_port_when_its_port_was_taken(tmp_path
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     first = [taken.getsockname()[1]]
-    real = embedded._free_port
-    monkeypatch.setattr(embedded, "_free_port", lambda: first.pop() if first else real())
+    real = embedded.free_port
+    monkeypatch.setattr(embedded, "free_port", lambda: first.pop() if first else real())
     server = EmbeddedServer(default_gguf(), n_ctx=2048, log_dir=tmp_path)
     try:
         url = server.start()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,16 +23,11 @@ from conftest import ROOT, cli_env, default_local, default_remote, secret_doc
 from fakes import FakeProvider, PromptFake
 from minionflow.graphs import RunSettings
 from minionflow.graphs.run import run_minions
+from minionflow.nodes.embedded import free_port
 from minionflow.sandbox import BwrapBackend
 
 pytestmark = pytest.mark.embedded
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -42,7 +36,7 @@ def serve(cwd: Path, home: Path, **extra: str) -> Iterator[str]:
     # nothing leaves the machine: no analytics, no version check
     env = cli_env(home, LANGGRAPH_CLI_NO_ANALYTICS="1", LANGGRAPH_NO_VERSION_CHECK="true", **extra)
     for _attempt in range(3):  # a port found free can be taken before the server binds it: try another
-        port = _free_port()
+        port = free_port()
         log_path = cwd / f"server-{port}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
