@@ -25,7 +25,8 @@ from minionflow.nodes.store import get_json  # noqa: E402
 from minionflow.sandbox import BwrapBackend  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+BIN = Path(sys.executable).parent  # the virtualenv's scripts
+CLI = str(BIN / "minionflow")
 # the folders the installed packages come from (minionflow, graphs, nodes, ...): pyproject.toml's
 # package-dir, which the type check, the layer check and scripts/setup.sh's compile all read
 PACKAGE_DIRS = tuple(sorted(set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())))

@@ -6,15 +6,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import cli_env
+from conftest import CLI, cli_env
 from pdfgen import write_pdf
 from pypdf import PdfWriter
-
-CLI = str(Path(sys.executable).parent / "minionflow")
 
 PAGES = [
     "Harbor Authority of Port Elsworth. Annual Operations Review.\n"

@@ -9,16 +9,14 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import GOOD_CODE, cli_env, default_local, default_remote, secret_doc
+from conftest import CLI, GOOD_CODE, cli_env, default_local, default_remote, secret_doc
 from openai_server import OpenAIServer, ServerError
 
-CLI = str(Path(sys.executable).parent / "minionflow")
 QUESTION = "What is the secret number?"
 
 

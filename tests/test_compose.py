@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import BIN, ROOT
 from minionflow.contracts.settings import ModelSpec, ModelSpecError, default_settings
 from minionflow.graphs.persistence import describe, is_postgres, resolve_location
 from minionflow.sandbox.base import runner_source
@@ -41,7 +40,7 @@ def interpolate(value: str, env: dict[str, str]) -> str:
 
 
 def check_compose_schema(path: Path) -> subprocess.CompletedProcess[str]:
-    checker = str(Path(sys.executable).parent / "check-jsonschema")
+    checker = str(BIN / "check-jsonschema")
     return subprocess.run([checker, "--builtin-schema", "vendor.compose-spec", str(path)],
                           capture_output=True, text=True, timeout=60)
 

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from conftest import GOOD_CODE, cli_env, default_local, default_remote, final_json, worker_json
+from conftest import CLI, GOOD_CODE, cli_env, default_local, default_remote, final_json, worker_json
 from fakes import FakeProvider, PromptFake
 from minionflow.graphs import RunSettings
 from minionflow.graphs.persistence import open_persistence
@@ -22,7 +20,6 @@ from minionflow.nodes.documents import LoadedDocument
 from minionflow.nodes.retrieve import top_chunks
 from minionflow.sandbox import BwrapBackend
 
-CLI = str(Path(sys.executable).parent / "minionflow")
 RETRIEVAL = "minionflow.graphs.variants:retrieval_minions"
 VOTE = "minionflow.graphs.variants:majority_vote_minions"
 RERANK = "minionflow.graphs.variants:reranked_minions"

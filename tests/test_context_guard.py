@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import cli_env, default_local, final_json, worker_json
+from conftest import CLI, cli_env, default_local, final_json, worker_json
 from fakes import FakeProvider, PromptFake
 from langchain_core.messages import HumanMessage
 from langgraph.runtime import Runtime
@@ -40,7 +38,6 @@ from minionflow.nodes.store import get_json, put_json, put_text
 from minionflow.nodes.tokens import count_tokens
 from openai_server import OpenAIServer
 
-CLI = str(Path(sys.executable).parent / "minionflow")
 QUESTION = "What is the secret number?"
 ONE_CHUNK_CODE = '''```python
 def prepare_jobs(context, prev_job_manifests, prev_job_outputs):

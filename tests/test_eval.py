@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, cli_env
+from conftest import CLI, ROOT, cli_env
 from minionflow.contracts.errors import BadInput
 from minionflow.evaluation.matchers import abstains, contains, exact, is_correct, normalize, numbers, numeric
 from minionflow.evaluation.report import EvalSummary, markdown, percentile, plot, summarize, wilson
@@ -21,7 +21,6 @@ from minionflow.evaluation.runner import MANIFEST, RESULTS, ItemResult, Usage, r
 from minionflow.evaluation.suite import SuiteItem, load_suite
 
 HERE = Path(__file__).parent
-MINIONFLOW = str(Path(sys.executable).parent / "minionflow")
 
 
 def item(answers, match="contains", **kw) -> SuiteItem:  # type: ignore[no-untyped-def]
@@ -417,7 +416,7 @@ def test_cli_refuses_bad_input_before_any_model_call(tmp_path, case, message):
              "empty": [""]}[case]
     suite = write(tmp_path / "suite.jsonl", lines)
     home = tmp_path / "home"
-    args = [MINIONFLOW, "eval", str(suite), "--out", str(tmp_path / "out")]
+    args = [CLI, "eval", str(suite), "--out", str(tmp_path / "out")]
     if case == "protocol":
         args += ["--protocols", "minions,magic"]
     started = time.monotonic()
@@ -432,12 +431,12 @@ def test_cli_refuses_bad_input_before_any_model_call(tmp_path, case, message):
 
 def test_convert_cli(tmp_path):
     fixture = ROOT / "tests" / "fixtures" / "datasets" / "qasper" / "qasper-dev-v0.3.json"
-    proc = subprocess.run([MINIONFLOW, "convert", "qasper", str(fixture), "--out", str(tmp_path / "q")],
+    proc = subprocess.run([CLI, "convert", "qasper", str(fixture), "--out", str(tmp_path / "q")],
                           capture_output=True, text=True, env=cli_env(tmp_path / "home"), timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "qasper: " in proc.stdout and (tmp_path / "q" / "suite.jsonl").is_file()
     assert len(load_suite(tmp_path / "q" / "suite.jsonl").items) > 0
-    bad = subprocess.run([MINIONFLOW, "convert", "squad", str(fixture), "--out", str(tmp_path / "s")],
+    bad = subprocess.run([CLI, "convert", "squad", str(fixture), "--out", str(tmp_path / "s")],
                          capture_output=True, text=True, env=cli_env(tmp_path / "home"), timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: unknown dataset 'squad'; choose one of financebench, qasper, longhealth"
 
@@ -467,7 +466,7 @@ def test_end_to_end_eval_of_two_questions_with_the_embedded_model(tmp_path):
                     "answers": [], "match": "abstain"}),
     ])
     home, out = tmp_path / "home", tmp_path / "out"
-    args = [MINIONFLOW, "eval", str(suite), "--protocols", "minions,local-only", "--out", str(out), "--json"]
+    args = [CLI, "eval", str(suite), "--protocols", "minions,local-only", "--out", str(out), "--json"]
     proc = subprocess.run(args, capture_output=True, text=True, env=cli_env(home), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
@@ -490,7 +489,7 @@ def test_end_to_end_eval_of_two_questions_with_the_embedded_model(tmp_path):
     assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG" and "| minions |" in (out / "summary.md").read_text()
     # each minions thread is a run like any other: `show` opens it from the eval's folder
     thread = next(r["thread_id"] for r in results if r["protocol"] == "minions")
-    shown = subprocess.run([MINIONFLOW, "show", thread, "--checkpoint", str(out), "--json"], capture_output=True,
+    shown = subprocess.run([CLI, "show", thread, "--checkpoint", str(out), "--json"], capture_output=True,
                            text=True, env=cli_env(home), timeout=120)
     assert shown.returncode == 0 and json.loads(shown.stdout)["summary"]["thread_id"] == thread
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-from conftest import Where, cli_env, default_local, default_remote, secret_doc, worker_json
+from conftest import CLI, Where, cli_env, default_local, default_remote, secret_doc, worker_json
 from fakes import FakeProvider, PromptFake
 from langchain_core.messages import HumanMessage, SystemMessage
 from minionflow.contracts.settings import ModelSpec, RunSettings
@@ -19,7 +18,6 @@ from minionflow.graphs.run import run_minions
 from minionflow.graphs.threads import show_thread
 from minionflow.nodes.job_cache import job_key
 
-CLI = str(Path(sys.executable).parent / "minionflow")
 QUESTION = "What is the secret number?"
 
 

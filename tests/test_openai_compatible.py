@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import openai
 import pytest
-from conftest import GOOD_CODE, cli_env, secret_doc
+from conftest import CLI, GOOD_CODE, cli_env, secret_doc
 from langchain_core.messages import HumanMessage, SystemMessage
 from minionflow.contracts.schemas import JobOutput
 from minionflow.contracts.settings import ModelSpec
@@ -24,7 +22,6 @@ from minionflow.graphs import RunSettings
 from minionflow.graphs.run import run_minions
 from minionflow.nodes.models import DefaultModelProvider
 
-CLI = str(Path(sys.executable).parent / "minionflow")
 QUESTION = "What is the secret number?"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import cli_env, secret_doc
+from conftest import CLI, cli_env, secret_doc
 from fakes import FakeProvider, PromptFake
 from minionflow.contracts.errors import BadInput
 from minionflow.graphs import RunSettings
@@ -21,7 +21,6 @@ from minionflow.graphs.run import resume_minions, run_minions
 from minionflow.graphs.threads import show_thread
 from minionflow.nodes.documents import LoadedDocument
 
-CLI = str(Path(sys.executable).parent / "minionflow")
 QUESTION = "What is the secret number?"
 LEDGER = "written in the ledger"  # only in the document: the remote must never see it
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, default_local, secret_doc, until_last_round
+from conftest import CLI, cli_env, default_local, secret_doc, until_last_round
 from fakes import FakeProvider, PromptFake
 from minionflow.cli.report import render_report
 from minionflow.contracts.settings import RunSettings
@@ -19,7 +18,6 @@ from minionflow.graphs.persistence import open_persistence
 from minionflow.graphs.run import run_minions
 from minionflow.graphs.threads import show_thread, thread_graph
 
-CLI = str(Path(sys.executable).parent / "minionflow")
 OFFLINE = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
            "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>"]
 

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, cli_env, default_local, default_remote, secret_doc
+from conftest import BIN, ROOT, cli_env, default_local, default_remote, secret_doc
 from fakes import FakeProvider, PromptFake
 from minionflow.graphs import RunSettings
 from minionflow.graphs.run import run_minions
@@ -27,7 +26,6 @@ from minionflow.nodes.embedded import free_port
 from minionflow.sandbox import BwrapBackend
 
 pytestmark = pytest.mark.embedded
-BIN = Path(sys.executable).parent
 
 
 @contextmanager

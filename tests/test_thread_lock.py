@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-from conftest import Where, cli_env, default_local, default_remote, secret_doc
+from conftest import CLI, Where, cli_env, default_local, default_remote, secret_doc
 from openai_server import OpenAIServer
 
-CLI = str(Path(sys.executable).parent / "minionflow")
 QUESTION = "What is the secret number?"
 
 

@@ -7,14 +7,13 @@ import json
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from conftest import Where, cli_env, default_local, default_remote, make_where, secret_doc
+from conftest import CLI, Where, cli_env, default_local, default_remote, make_where, secret_doc
 from fakes import FakeProvider, PromptFake
 from minionflow.contracts.errors import BadInput
 from minionflow.graphs import RunSettings
@@ -22,8 +21,6 @@ from minionflow.graphs.persistence import open_persistence
 from minionflow.graphs.run import resume_minions, resume_settings, run_minions
 from minionflow.graphs.threads import list_threads, show_thread, thread_history
 from minionflow.sandbox import BwrapBackend
-
-CLI = str(Path(sys.executable).parent / "minionflow")
 
 
 def down(prompt: str) -> str:
