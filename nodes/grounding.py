@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections.abc import Iterable, Sequence
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel
@@ -67,13 +68,20 @@ def words(text: str) -> list[str]:
     return _WORD.findall(_fold(text))
 
 
-@cache
-def _stemmer() -> Any:
-    # rapidfuzz and snowballstemmer load when a reply is first grounded, not at every
-    # CLI start (0.25 s together)
-    import snowballstemmer
+_local = threading.local()
 
-    return snowballstemmer.stemmer("english")
+
+def _stemmer() -> Any:
+    """This thread's Snowball stemmer. A stemmer keeps the word it is working on, so the
+    map node's threads cannot share one: another thread's word cut it (an IndexError)."""
+    stemmer = getattr(_local, "stemmer", None)
+    if stemmer is None:
+        # rapidfuzz and snowballstemmer load when a reply is first grounded, not at every
+        # CLI start (0.25 s together)
+        import snowballstemmer
+
+        stemmer = _local.stemmer = snowballstemmer.stemmer("english")
+    return stemmer
 
 
 @lru_cache(maxsize=65536)

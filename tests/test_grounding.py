@@ -306,3 +306,40 @@ def test_json_replies_are_grounded_by_their_quote(run_fake):
     assert invented["reply_format"] == "json" and "citation is not in the chunk" in invented["grounding"]["reason"]
     # the worker prompt asked for JSON (structured output), not for plain text
     assert all("Reply with JSON" in p for p in run.local.prompts)
+
+
+def test_jobs_on_parallel_threads_stem_words_as_one_thread_does():
+    """A Snowball stemmer keeps the word it is working on: the map node's threads each need
+    their own, or one thread's word is cut by another's (an IndexError failed a job)."""
+    import sys
+    import threading
+
+    import snowballstemmer
+    from minionflow.nodes.grounding import stem
+
+    words = [f"{root}{suffix}" for root in ("clos", "report", "harbour", "inspect", "reconcil", "measur")
+             for suffix in ("ing", "ed", "ement", "ations", "ingly", "es", "ness")]
+    expected = [snowballstemmer.stemmer("english").stemWord(w) for w in words]
+    unwrapped = stem.__wrapped__  # past the word cache, so that every call stems
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(300):
+                results.append([unwrapped(w) for w in words])
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == [] and len(results) == 1200
+    assert all(r == expected for r in results)
