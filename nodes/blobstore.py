@@ -43,6 +43,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # rows (or keys) in one SQLite statement: 3 values a row, under SQLite's oldest limit of
 # 999 values a statement
 _ROWS_PER_STATEMENT = 300
+# WAL pages after which a commit checkpoints (SQLite's default: 1,000); see SqliteBlobStore
+WAL_CHECKPOINT_PAGES = 4000
 
 
 Row = tuple[str, str, str | None]  # namespace joined by "/", key, the value's JSON (None: delete)
@@ -104,6 +106,13 @@ class SqliteBlobStore(BaseStore):
         # time anyway, and a pooled connection that found the lock taken would sleep in
         # SQLite's busy handler (1, 2, 5 ms ...) holding a connection readers need.
         self._writer = self._connect()
+        # SQLite copies the WAL back into the database (a checkpoint, with two fsyncs) when
+        # a commit finds it over 1,000 pages; a job's write is about 15 pages (its rows land
+        # on random pages: their keys are hashes), so one job in about 70 paid one, 20-50
+        # ms. At 4,000 pages (16 MB) a quarter as many run, each writing back once the pages
+        # the jobs between them share; the map node alone took 1.16 ms a job instead of
+        # 1.53 (README, benchmarks/overhead.py).
+        self._writer.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         self._commit = GroupCommit(self._write)
         self._writer.execute(_SCHEMA)
 
