@@ -180,11 +180,13 @@ def test_end_to_end_human_output_and_openai_compatible_url(good_doc, home):
     assert "rejected response_format json_schema" in log
 
 
-@pytest.mark.embedded
-def test_waiting_for_review_in_a_pipe_at_80_columns(good_doc, home):
+def test_waiting_for_review_in_a_pipe_at_80_columns(good_doc, home, openai_server):
     """--approve with no terminal stops with exit 3 and says so on stdout: waiting for
-    review, the three answers with the thread id, no failure and no savings claim."""
+    review, the three answers with the thread id, no failure and no savings claim. The
+    supervisor is the scripted one of the test server, so the stop does not depend on
+    whether a small model happens to write code."""
     result = cli("run", str(good_doc), "-q", "Why was the pier closed?", "--approve", "--thread", "t-pipe",
+                 "--remote", f"gpt-4o@{openai_server.url}", "--local", f"gpt-4o-mini@{openai_server.url}",
                  home=home, env={"COLUMNS": "80"})
     assert result.returncode == 3, result.stderr[-2000:]
     out = " ".join(result.stdout.split())  # Rich folds prose at 80 columns
@@ -192,6 +194,7 @@ def test_waiting_for_review_in_a_pipe_at_80_columns(good_doc, home):
     for answer in ("--accept", "--reject REASON", "--edit FILE"):
         assert f"minionflow resume t-pipe {answer}" in result.stdout
     assert "failed" not in out and "Against sending" not in out and "rounds finished: 0" in out
+    assert [b["model"] for b in openai_server.requests] == ["gpt-4o"]  # the code only: no job ran
 
 
 @pytest.mark.embedded

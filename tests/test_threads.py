@@ -453,30 +453,38 @@ def test_approval_accept_edit_and_reject(where: Where):
         resume("t-bad", {"action": "maybe"})
 
 
-@pytest.mark.embedded
-# through the CLI with the embedded model on one backend; accept, edit and reject run on both
-# in test_approval_accept_edit_and_reject
+# through the CLI on one backend; accept, edit and reject run on both in
+# test_approval_accept_edit_and_reject, and accept and edit through the CLI in test_cli_lifecycle
 @pytest.mark.parametrize("where", ["postgres"], indirect=True)
-def test_approve_through_the_cli(where: Where, tmp_path):
-    from pdfgen import write_pdf
-    from test_cli import PAGES
-
-    doc = write_pdf(tmp_path / "review.pdf", PAGES)
-    first = subprocess.run([CLI, "run", str(doc), "-q", "Why was the pier closed?", "--approve", "--json",
-                            "--thread", "t-review", *where.cli_args()],
+def test_reject_through_the_cli(where: Where, tmp_path, openai_server):
+    """--approve stops for review (exit 3, the pending code in the JSON); a reject with a
+    code attempt left asks the supervisor again with the reason and stops again; a
+    reject of the last attempt runs the built-in plan to an answer."""
+    doc = tmp_path / "ledger.txt"
+    doc.write_text(secret_doc().text)
+    models = ["--remote", f"gpt-4o@{openai_server.url}", "--local", f"gpt-4o-mini@{openai_server.url}"]
+    first = subprocess.run([CLI, "run", str(doc), "-q", "What is the secret number?", "--approve", "--json",
+                            "--max-code-attempts", "2", "--thread", "t-review", *models, *where.cli_args()],
                            capture_output=True, text=True, env=cli_env(where.home), timeout=600)
     assert first.returncode == 3, first.stderr[-2000:]
     waiting = json.loads(first.stdout)
     assert waiting["status"] == "awaiting_approval" and waiting["pending_approval"]["round"] == 1
+    assert "Find the secret number" in waiting["pending_approval"]["code"]
     assert re.search(r"review it with: minionflow resume t-review( --data-dir \S+| --checkpoint \S+)* "
                      r"--accept \| --reject REASON \| --edit FILE", first.stderr), first.stderr[-2000:]
     both = cli("resume", "t-review", "--accept", "--reject", "no", home=where)
     assert both.returncode == 2 and "choose one of" in both.stderr
+    again = cli("resume", "t-review", "--reject", "one job per paragraph, please", "--json", home=where)
+    assert again.returncode == 3, again.stderr[-2000:]
+    assert json.loads(again.stdout)["pending_approval"]["attempt"] == 2
+    asks = [b["messages"][-1]["content"] for b in openai_server.requests if b["model"] == "gpt-4o"]
+    assert len(asks) == 2 and "rejected by the reviewer: one job per paragraph, please" in asks[1]
+    assert not any(b["model"] == "gpt-4o-mini" for b in openai_server.requests)  # nothing ran before a review
     done = cli("resume", "t-review", "--reject", "do not import modules that do not exist", "--json", home=where)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
-    assert result["status"] == "answered"
-    # one code attempt for an embedded supervisor: the rejection used it, so the built-in plan ran
+    assert result["status"] == "answered" and result["answer"] == "42"
+    # the last code attempt was rejected, so the built-in plan ran
     assert any("built-in plan" in n for n in result["notes"])
 
 
