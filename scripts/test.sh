@@ -25,18 +25,23 @@ cpus="$(nproc)"
 if [ "$cpus" -lt 2 ] || [ -n "${MINIONFLOW_TEST_ONE_PROCESS:-}" ]; then
   exec .venv/bin/python -m pytest "$@"
 fi
-half=$((cpus / 2))
+# the cores this script may use (nproc counts them), split in two lists
+read -r first others < <(.venv/bin/python -c 'import os; c = sorted(os.sched_getaffinity(0)); h = len(c) // 2
+print(",".join(map(str, c[:h])), ",".join(map(str, c[h:])))')
 tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-taskset -c "0-$((half - 1))" .venv/bin/python -m pytest -m embedded --basetemp "$tmp/embedded" "$@" \
+embedded=""
+# an interrupted run stops the embedded half too (its model servers end with their CLI)
+trap 'if [ -n "$embedded" ]; then kill "$embedded" 2>/dev/null || true; fi; rm -rf "$tmp"' EXIT
+taskset -c "$first" .venv/bin/python -m pytest -m embedded --basetemp "$tmp/embedded" "$@" \
   > "$tmp/embedded.log" 2>&1 &
 embedded=$!
 rest=0
-taskset -c "$half-$((cpus - 1))" .venv/bin/python -m pytest -m "not embedded" --basetemp "$tmp/rest" "$@" || rest=$?
+taskset -c "$others" .venv/bin/python -m pytest -m "not embedded" --basetemp "$tmp/rest" "$@" || rest=$?
 echo
-echo "=== the tests of the embedded model (pytest -m embedded, on cores 0-$((half - 1))), run beside the above ==="
+echo "=== the tests of the embedded model (pytest -m embedded, on cores $first), run beside the above ==="
 waited=0
 wait "$embedded" || waited=$?
+embedded=""
 cat "$tmp/embedded.log"
 # 5: pytest selected no test in that half (a path or -k that names none of its tests)
 for status in "$rest" "$waited"; do
