@@ -202,6 +202,18 @@ def test_the_extractive_check_is_on_by_default_only_for_the_embedded_supervisor(
     assert default_settings({"remote": "embedded", "extractive_fallback": "unusable"}).extractive_fallback == "unusable"
 
 
+def test_an_embedded_supervisor_gets_one_round_and_one_code_attempt_unless_told():
+    """The CLI's defaults for a supervisor that takes minutes a reply (README, "Trading
+    time for quality"); a real supervisor keeps 5 rounds and 3 code attempts."""
+    from minionflow.contracts.settings import default_settings
+
+    embedded = default_settings({"remote": "embedded"})
+    assert (embedded.max_rounds, embedded.max_code_attempts) == (1, 1)
+    remote = default_settings({"remote": "openai:gpt-4o"})
+    assert (remote.max_rounds, remote.max_code_attempts) == (5, 3)
+    assert default_settings({"remote": "embedded", "max_code_attempts": 2}).max_code_attempts == 2
+
+
 def test_model_text_is_printed_as_it_is_not_as_rich_markup():
     from minionflow.cli.render import render_result
     from minionflow.graphs.run import RunResult
