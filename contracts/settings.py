@@ -7,6 +7,7 @@ the settings it started with.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -180,6 +181,13 @@ class ModelSpec(BaseModel):
             )
         return cls(kind="openai_compatible", model=model, base_url=url.rstrip("/"), api_key_env=key_env,
                    structured=structured)  # type: ignore[arg-type]
+
+
+def cache_dir() -> Path:
+    """Where minionflow keeps what it derives and could make again (the parsed tokenizer,
+    the embedded model's converted file): ``$XDG_CACHE_HOME/minionflow``, by default
+    ``~/.cache/minionflow``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minionflow"
 
 
 def default_remote_spec(environ: dict[str, str] | None = None) -> ModelSpec:

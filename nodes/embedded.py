@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+from minionflow.contracts.settings import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ EMBEDDED_FILE_TYPE = "Q8_0"
 
 def models_cache() -> Path:
     """Where models minionflow derives are kept: ``$XDG_CACHE_HOME/minionflow/models``."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minionflow" / "models"
+    return cache_dir() / "models"
 
 
 def default_gguf() -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import tiktoken
+from minionflow.contracts.settings import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,7 @@ def cache_file() -> Path:
     sources = [Path(offline.__file__), Path(offline.__file__).parent / "data" / "cl100k_base.tiktoken"]
     stats = [(st.st_size, st.st_mtime_ns) for st in (p.stat() for p in sources if p.exists())]
     installed = hashlib.sha256(repr(stats).encode()).hexdigest()[:16]
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "minionflow" / "tiktoken" / f"{ESTIMATE_ENCODING}-tiktoken-{tiktoken.__version__}-{installed}.marshal"
+    return cache_dir() / "tiktoken" / f"{ESTIMATE_ENCODING}-tiktoken-{tiktoken.__version__}-{installed}.marshal"
 
 
 def _constructor_params() -> dict[str, Any]:
