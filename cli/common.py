@@ -100,6 +100,10 @@ LocalOption = Annotated[list[str] | None, typer.Option(
     help="worker model spec (default embedded); several, repeated or separated by commas, make a pool the jobs are "
     "spread over, each with its own ';slots=N'")]
 MaxRoundsOption = Annotated[int | None, typer.Option(min=1, max=50, help="rounds of MinionS (default 5; 1 with an embedded supervisor)", metavar="N")]
+RemoteMaxTokensOption = Annotated[int | None, typer.Option(
+    "--remote-max-tokens", metavar="N", help="cap each supervisor reply at N tokens (default 1024, at least 64)")]
+LocalMaxTokensOption = Annotated[int | None, typer.Option(
+    "--local-max-tokens", metavar="N", help="cap each worker reply at N tokens (default 256, at least 16)")]
 ChunkTokensOption = Annotated[int | None, typer.Option(min=10, help="chunk size of the built-in plan, in tokens (default 1000)", metavar="N")]
 NoCacheOption = Annotated[bool, typer.Option(
     "--no-cache", metavar="", help="ask every job anew, instead of answering one identical to a job answered before "

@@ -21,12 +21,14 @@ from .common import (
     CheckpointOption,
     ChunkTokensOption,
     DataDir,
+    LocalMaxTokensOption,
     LocalOption,
     MaxQuoteCharsOption,
     MaxRoundsOption,
     NoCacheOption,
     QuietOption,
     RedactOption,
+    RemoteMaxTokensOption,
     RemoteOption,
     SandboxOption,
     VerboseOption,
@@ -64,6 +66,8 @@ def compare(
     local: LocalOption = None,
     max_rounds: MaxRoundsOption = None,
     chunk_tokens: ChunkTokensOption = None,
+    remote_max_tokens: RemoteMaxTokensOption = None,
+    local_max_tokens: LocalMaxTokensOption = None,
     no_cache: NoCacheOption = False,
     max_quote_chars: MaxQuoteCharsOption = None,
     budget_tokens: BudgetTokensOption = None,
@@ -89,7 +93,8 @@ def compare(
     all_settings = [build_settings(remote, local, protocol=p, sandbox=sandbox, max_rounds=max_rounds,
                                    chunk_tokens=chunk_tokens, job_cache=False if no_cache else None,
                                    max_quote_chars=max_quote_chars, budget_tokens=budget_tokens,
-                                   budget_usd=budget_usd, redact=redact) for p in chosen]
+                                   budget_usd=budget_usd, redact=redact, remote_max_tokens=remote_max_tokens,
+                                   local_max_tokens=local_max_tokens) for p in chosen]
     docs = load_documents(documents)
     results: list[CompareRow] = []
     for settings in all_settings:

@@ -29,12 +29,14 @@ from .common import (
     ChunkTokensOption,
     ConcurrencyOption,
     DataDir,
+    LocalMaxTokensOption,
     LocalOption,
     MaxQuoteCharsOption,
     MaxRoundsOption,
     NoCacheOption,
     QuietOption,
     RedactOption,
+    RemoteMaxTokensOption,
     RemoteOption,
     SandboxOption,
     VerboseOption,
@@ -121,6 +123,8 @@ def eval_command(
     max_rounds: MaxRoundsOption = None,
     max_code_attempts: Annotated[int | None, typer.Option(min=1, max=10, help="tries for the supervisor's code per round", metavar="N")] = None,
     chunk_tokens: ChunkTokensOption = None,
+    remote_max_tokens: RemoteMaxTokensOption = None,
+    local_max_tokens: LocalMaxTokensOption = None,
     concurrency: ConcurrencyOption = None,
     no_cache: NoCacheOption = False,
     max_quote_chars: MaxQuoteCharsOption = None,
@@ -153,7 +157,8 @@ def eval_command(
                                       chunk_tokens=chunk_tokens, local_concurrency=concurrency,
                                       job_cache=False if no_cache else None,
                                       max_quote_chars=max_quote_chars, budget_tokens=budget_tokens,
-                                      budget_usd=budget_usd, redact=redact) for p in chosen}
+                                      budget_usd=budget_usd, redact=redact, remote_max_tokens=remote_max_tokens,
+                                      local_max_tokens=local_max_tokens) for p in chosen}
     judge_spec = _parse_spec(judge, "judge")
     out_dir = out or Path("eval-results") / suite.name
     try:

@@ -17,12 +17,14 @@ from .common import (
     ChunkTokensOption,
     ConcurrencyOption,
     DataDir,
+    LocalMaxTokensOption,
     LocalOption,
     MaxQuoteCharsOption,
     MaxRoundsOption,
     NoCacheOption,
     QuietOption,
     RedactOption,
+    RemoteMaxTokensOption,
     RemoteOption,
     ResultJsonOption,
     SandboxOption,
@@ -49,6 +51,8 @@ def run(
     max_rounds: MaxRoundsOption = None,
     max_code_attempts: Annotated[int | None, typer.Option(min=1, max=10, help="tries for the supervisor's code per round (default 3; 1 with an embedded supervisor)", metavar="N")] = None,
     chunk_tokens: ChunkTokensOption = None,
+    remote_max_tokens: RemoteMaxTokensOption = None,
+    local_max_tokens: LocalMaxTokensOption = None,
     concurrency: ConcurrencyOption = None,
     no_cache: NoCacheOption = False,
     max_quote_chars: MaxQuoteCharsOption = None,
@@ -79,7 +83,8 @@ def run(
                               approve_code=approve, max_rounds=max_rounds, max_code_attempts=max_code_attempts,
                               chunk_tokens=chunk_tokens, local_concurrency=concurrency, job_cache=False if no_cache else None,
                               max_quote_chars=max_quote_chars, budget_tokens=budget_tokens,
-                              budget_usd=budget_usd, redact=redact)
+                              budget_usd=budget_usd, redact=redact, remote_max_tokens=remote_max_tokens,
+                              local_max_tokens=local_max_tokens)
     docs = load_documents(documents)
     backend = ready(settings)
     remote_spec = settings.remote

@@ -32,9 +32,11 @@ from rich.markup import escape
 from .common import (
     CheckpointOption,
     DataDir,
+    LocalMaxTokensOption,
     MaxRoundsOption,
     NoCacheOption,
     QuietOption,
+    RemoteMaxTokensOption,
     ResultJsonOption,
     VerboseOption,
     _fail,
@@ -144,6 +146,8 @@ def fork(
     remote: Annotated[str | None, typer.Option(help="another supervisor model spec", metavar="SPEC")] = None,
     local: Annotated[list[str] | None, typer.Option(help="another worker model spec, or several (a pool)", metavar="SPEC")] = None,
     max_rounds: MaxRoundsOption = None,
+    remote_max_tokens: RemoteMaxTokensOption = None,
+    local_max_tokens: LocalMaxTokensOption = None,
     no_cache: NoCacheOption = False,
     json_out: ResultJsonOption = False,
     home: DataDir = None,
@@ -162,8 +166,10 @@ def fork(
     if pool is not None:  # the whole pool is replaced
         changes["local"] = [s.model_dump() for s in pool]
         changes["local_pool"] = []
-    if max_rounds is not None:
-        changes["max_rounds"] = max_rounds
+    for name, value in (("max_rounds", max_rounds), ("remote_max_tokens", remote_max_tokens),
+                        ("local_max_tokens", local_max_tokens)):
+        if value is not None:
+            changes[name] = value
     if no_cache:
         changes["job_cache"] = False
     thread, resolved_at = _resolved(where, thread, at)

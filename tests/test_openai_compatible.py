@@ -59,17 +59,21 @@ def test_a_minions_run_over_http_with_openai_structured_output(openai_server, tm
 
 def test_the_cli_runs_the_same_path_and_auto_settles_on_json_schema(openai_server, tmp_path):
     """``structured=auto`` (a URL spec's default) tries json_schema first; this server
-    takes it, so no request falls back to json_object."""
+    takes it, so no request falls back to json_object. ``--remote-max-tokens`` and
+    ``--local-max-tokens`` reach every request of their role (both limit fields: this
+    server is not api.openai.com)."""
     doc = tmp_path / "ledger.txt"
     doc.write_text(secret_doc().text)
     done = subprocess.run([CLI, "run", str(doc), "-q", QUESTION, "--remote", f"gpt-4o@{openai_server.url}",
                            "--local", f"gpt-4o-mini@{openai_server.url}", "--chunk-tokens", "40", "--sandbox", "bwrap",
-                           "--json", "--quiet"], capture_output=True, text=True, env=cli_env(tmp_path / "home"),
+                           "--remote-max-tokens", "300", "--local-max-tokens", "48", "--json", "--quiet"], capture_output=True, text=True, env=cli_env(tmp_path / "home"),
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout)
     assert out["answer"] == "42" and out["sandbox"] == "bwrap" and out["usage"]["local"]["calls"] == 12
     assert {mode(b) for b in openai_server.requests[1:]} == {"json_schema"} and openai_server.rejected == []
+    limits = {(b["model"], b["max_tokens"], b["max_completion_tokens"]) for b in openai_server.requests}
+    assert limits == {("gpt-4o", 300, 300), ("gpt-4o-mini", 48, 48)}
 
 
 # -- negative controls: the server refuses what the OpenAI API refuses ----------------------

@@ -387,6 +387,13 @@ def test_fork_bad_input_through_the_cli(interrupted):
     assert out.returncode == 2 and "unknown model spec 'gpt-9000'" in out.stderr
     out = cli("fork", "no-such-thread", "--at", "x", home=home)
     assert out.returncode == 2 and "no thread 'no-such-thread'" in out.stderr
+    # a setting out of range, at a checkpoint that exists: one line, and no new thread
+    at = cli("history", thread, home=home).stdout.splitlines()[1].split("\t")[0]
+    before = cli("runs", "--json", home=home).stdout
+    out = cli("fork", thread, "--at", at, "--remote-max-tokens", "10", home=home)
+    assert (out.returncode, out.stdout, out.stderr.strip()) == (
+        2, "", "error: --remote-max-tokens: Input should be greater than or equal to 64"), out.stderr
+    assert cli("runs", "--json", home=home).stdout == before
 
 
 @pytest.mark.embedded
