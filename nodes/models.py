@@ -15,6 +15,7 @@ import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -23,6 +24,8 @@ from typing import Any, Literal, Protocol, TypeVar
 import httpx
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.utils._gateway import GATEWAY_METADATA_RESPONSE_KEY
+from langchain_core.utils.utils import LC_ID_PREFIX
 from minionflow.contracts.errors import is_transient
 from minionflow.contracts.settings import OPENAI_BASE_URL, ModelSpec, StructuredMethod
 from pydantic import BaseModel, ValidationError
@@ -98,6 +101,54 @@ def json_schema(schema: type[BaseModel]) -> dict[str, Any]:
     return schema.model_json_schema()
 
 
+def unheard_here() -> bool:
+    """Whether a chat model called here would reach no callback handler: none in the
+    run's config (LangGraph puts one there for ``stream_mode="messages"``, Studio's
+    token stream), no LangSmith tracing, no debug, no configure hook; decided by
+    LangChain's own ``CallbackManager.configure``, as ``invoke`` decides it. It costs
+    about what the configure in every ``invoke`` costs, so a node asks once for a task's
+    jobs, not once a call."""
+    from langchain_core.callbacks import CallbackManager
+    from langchain_core.runnables import ensure_config
+
+    return not CallbackManager.configure(ensure_config().get("callbacks")).handlers
+
+
+def callable_direct(chat: BaseChatModel) -> bool:
+    """Whether ``chat.invoke`` would do nothing for this model beyond ``_generate`` and
+    shaping its reply, when no handler listens (``unheard_here``): no callbacks, tags
+    or verbosity of its own, no LLM cache, no rate limiter, no streaming, the default
+    output format."""
+    from langchain_core.globals import get_llm_cache
+
+    return (not chat.callbacks and not chat.verbose and chat.rate_limiter is None
+            and (chat.cache is False or (chat.cache is None and get_llm_cache() is None))
+            and getattr(chat, "streaming", False) is not True and chat.output_version in (None, "v0"))
+
+
+def call_direct(chat: BaseChatModel, messages: list[BaseMessage]) -> AIMessage:
+    """The reply ``chat.invoke(messages)`` returns, without what ``invoke`` spends on
+    callbacks no one listens to (``unheard_here``, ``callable_direct``): configuring a
+    callback manager, reading ``_generate``'s signature, tracing metadata. About 0.3 ms
+    a call of a zero-latency model, 0.4-0.8 ms of a job's framework time
+    (benchmarks/overhead.py). The reply is shaped as ``BaseChatModel._generate_with_cache``
+    shapes it (its id, its response metadata with the generation's info and the
+    model's output); ``tests/test_units.py`` compares the two on a fake and on
+    ``ChatOpenAI`` over HTTP."""
+    result = chat._generate(messages)
+    generation = result.generations[0]
+    message = generation.message
+    if not isinstance(message, AIMessage):
+        raise TypeError(f"{type(chat).__name__} replied with a {type(message).__name__}, not an AIMessage")
+    if message.id is None:
+        message.id = f"{LC_ID_PREFIX}-{uuid.uuid4()}-0"
+    info = {k: v for k, v in (generation.generation_info or {}).items() if k != GATEWAY_METADATA_RESPONSE_KEY}
+    message.response_metadata = {**info, **message.response_metadata}
+    if len(result.generations) == 1 and result.llm_output is not None:
+        message.response_metadata = {**result.llm_output, **message.response_metadata}
+    return message
+
+
 def _is_format_rejection(exc: Exception) -> bool:
     """The server refused the response_format (llama-cpp-python answers 500 to json_schema);
     a server that says it is unavailable (502-504) refused nothing: it is retried as it is."""
@@ -147,13 +198,15 @@ class ModelClient:
         except Exception:  # noqa: BLE001 - any failure means: not back yet
             return False
 
-    def text(self, messages: list[BaseMessage]) -> CallRecord:
+    def text(self, messages: list[BaseMessage], unheard: bool = False) -> CallRecord:
         """One plain call. A transport error is raised (the node's RetryPolicy retries
-        it); any other failure is returned as a recorded error."""
+        it); any other failure is returned as a recorded error. ``unheard``: the caller
+        found that no callback handler listens where it runs (``unheard_here``), so a
+        model that needs nothing else of ``invoke`` is called directly (``call_direct``)."""
         self.ensure_ready()
         started = time.monotonic()
         try:
-            message = self.chat.invoke(messages)
+            message = call_direct(self.chat, messages) if unheard and callable_direct(self.chat) else self.chat.invoke(messages)
         except Exception as exc:  # noqa: BLE001 - recorded, the caller decides
             if is_transient(exc):
                 raise

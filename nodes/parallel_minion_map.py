@@ -29,7 +29,7 @@ from .context_guard import ContextOverflow, message_texts
 from .filter import is_abstention
 from .grounding import Grounding, ground
 from .job_cache import JobCache, job_key
-from .models import CallRecord, ModelClient, ModelProvider, reply_text
+from .models import CallRecord, ModelClient, ModelProvider, reply_text, unheard_here
 from .pool import endpoint_pool
 from .replies import parse_text_reply
 from .store import BlobBatch
@@ -41,11 +41,12 @@ def worker_messages(job: JobRecord, chunk: str, reply: ReplyFormat = "json") -> 
     return [SystemMessage(system), HumanMessage(prompts.WORKER_USER.format(chunk=chunk, task=job["task"], advice=advice))]
 
 
-def ask_worker(client: ModelClient, messages: list[Any], reply: ReplyFormat) -> tuple[JobOutput | None, list[CallRecord], str | None]:
+def ask_worker(client: ModelClient, messages: list[Any], reply: ReplyFormat, unheard: bool = False
+               ) -> tuple[JobOutput | None, list[CallRecord], str | None]:
     """One job's model call: the output (None when the reply was unusable), the call
-    records and the error."""
+    records and the error. ``unheard``: no callback handler listens (``ModelClient.text``)."""
     if reply == "text":
-        call = client.text(messages)
+        call = client.text(messages, unheard)
         if call.message is None:
             return None, [call], call.error or "no reply"
         # a text reply cut at the token limit still holds what came before the cut
@@ -63,18 +64,18 @@ def check_output(output: JobOutput, chunk: str, task: str, settings: RunSettings
                   min_support=settings.min_answer_support)
 
 
-def ask_or_recall(client: ModelClient, messages: list[Any], settings: RunSettings, cache: JobCache | None
-                  ) -> tuple[JobOutput | None, list[CallRecord], str | None]:
+def ask_or_recall(client: ModelClient, messages: list[Any], settings: RunSettings, cache: JobCache | None,
+                  unheard: bool = False) -> tuple[JobOutput | None, list[CallRecord], str | None]:
     """``ask_worker``, through the job cache when the run keeps one: an identical
     request answered before is not sent again; a usable new output is kept."""
     reply = client.spec.reply
     if cache is None:
-        return ask_worker(client, messages, reply)
+        return ask_worker(client, messages, reply, unheard)
     key = job_key(client.spec, settings.local_max_tokens, messages)
     hit = cache.recall(key, messages)
     if hit is not None:
         return hit[0], [hit[1]], None
-    output, calls, error = ask_worker(client, messages, reply)
+    output, calls, error = ask_worker(client, messages, reply, unheard)
     # only a clean reply is kept (not one cut at the token limit, which a text reply still parses)
     if output is not None and error is None and calls and calls[-1].message is not None and calls[-1].error is None:
         cache.keep(key, output, calls[-1], reply_text(calls[-1].message))
@@ -82,27 +83,30 @@ def ask_or_recall(client: ModelClient, messages: list[Any], settings: RunSetting
 
 
 def read_chunk(client: ModelClient, job: JobRecord, chunk: str, settings: RunSettings, calls: list[CallRecord],
-               cache: JobCache | None = None) -> tuple[JobOutput | None, str | None, int]:
+               cache: JobCache | None = None, unheard: bool = False) -> tuple[JobOutput | None, str | None, int]:
     """Ask the job over its chunk: whole when the prompt fits the local model's context,
     else in parts split at sentence ends (``nodes.context_guard``), merged into one output
     (``merge_parts``). Returns the output, the error and the number of parts; a chunk that
     cannot be split to fit fails with the reason and no call. With a ``cache``, each call
     goes through the job cache (``ask_or_recall``). ``calls`` gets each part's calls as
     they return, so a caller whose read raised midway (an endpoint that failed on a later
-    part) still has the calls that were answered and billed."""
+    part) still has the calls that were answered and billed. ``unheard``: no callback
+    handler listens (``ModelClient.text``)."""
     reply = client.spec.reply
     guard = client.context_guard()
+    whole = worker_messages(job, chunk, reply)  # built once: measured against the context, then sent
     parts = [chunk]
     if guard is not None:
         try:
-            parts = guard.parts(chunk, lambda text: message_texts(worker_messages(job, text, reply)),
+            parts = guard.parts(chunk, lambda text: message_texts(whole if text is chunk else worker_messages(job, text, reply)),
                                 settings.local_max_tokens)
         except ContextOverflow as exc:
             return None, str(exc), 0
     outputs: list[JobOutput | None] = []
     errors: list[str] = []
     for part in parts:
-        output, part_calls, error = ask_or_recall(client, worker_messages(job, part, reply), settings, cache)
+        messages = whole if part is chunk else worker_messages(job, part, reply)
+        output, part_calls, error = ask_or_recall(client, messages, settings, cache, unheard)
         outputs.append(output)
         calls += part_calls
         if error is not None:
@@ -199,6 +203,7 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runti
         pool = endpoint_pool(settings, probe=lambda spec: models.client(spec, "local", settings.local_max_tokens).probe())
         cache = JobCache(store, BlobBatch()) if settings.job_cache else None
         prefetched: set[ModelSpec] = set()
+        unheard = unheard_here()  # once for the task's jobs: the run's callbacks do not change within it
         for position, index in enumerate(pending):
             job: JobRecord = jobs[index]
             chunk = loaded.chunk(store, index)
@@ -221,7 +226,7 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runti
                     started = time.monotonic()
                     calls: list[CallRecord] = []  # as they return: after a failure, the parts answered before it
                     try:
-                        output, error, parts = read_chunk(client, job, chunk, settings, calls, cache)
+                        output, error, parts = read_chunk(client, job, chunk, settings, calls, cache, unheard)
                         break
                     except Exception as exc:
                         reason = f"{type(exc).__name__}: {exc}"

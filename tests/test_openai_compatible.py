@@ -130,3 +130,73 @@ def test_supervisor_code_runs_and_the_real_embedded_model_answers_its_jobs(opena
     assert result.usage.local.calls == 12 and all(c["node"] == "parallel_minion_map" for c in local)
     aggregate = openai_server.requests[-1]
     assert mode(aggregate) == "json_schema" and "Find the secret number" in aggregate["messages"][-1]["content"]
+
+
+# -- a call past LangChain's invoke when nothing listens (nodes.models.call_direct) ----------
+
+def _parity(direct, invoked, volatile: tuple[str, ...] = ()) -> None:
+    """Two replies to one request are the same message, up to what differs between two
+    requests (a completion's id and creation time)."""
+    assert type(direct) is type(invoked)
+    assert (direct.content, direct.usage_metadata, direct.additional_kwargs, direct.tool_calls) == (
+        invoked.content, invoked.usage_metadata, invoked.additional_kwargs, invoked.tool_calls)
+    assert direct.response_metadata.keys() == invoked.response_metadata.keys()
+    assert ({k: v for k, v in direct.response_metadata.items() if k not in volatile}
+            == {k: v for k, v in invoked.response_metadata.items() if k not in volatile})
+    assert direct.id.split("-")[0] == invoked.id.split("-")[0] and direct.id != invoked.id
+
+
+def test_a_direct_call_returns_what_invoke_returns(openai_server):
+    """``ChatOpenAI`` over HTTP and a fake: the same request body, the same message
+    (content, usage, response metadata with the model's name and provider, id's form);
+    a ``ModelClient.text`` call records the same usage either way."""
+    from conftest import default_local
+    from fakes import PromptFake
+    from minionflow.nodes.models import ModelClient, call_direct, callable_direct
+
+    messages = [SystemMessage("You answer from the chunk."), HumanMessage(f"Chunk: the secret number is 42.\n{QUESTION}")]
+    client = DefaultModelProvider().client(ModelSpec.parse(f"gpt-4o-mini@{openai_server.url};reply=text"), "local", 64)
+    assert callable_direct(client.chat)
+    invoked = client.chat.invoke(messages)
+    direct = call_direct(client.chat, messages)
+    _parity(direct, invoked, volatile=("id", "created_at", "created"))
+    assert direct.response_metadata["model_name"] == "gpt-4o-mini" and direct.response_metadata["model_provider"] == "openai"
+    first, second = (dict(b) for b in openai_server.requests[-2:])
+    assert first == second  # the request itself does not change
+    records = [client.text(messages, unheard) for unheard in (False, True)]
+    assert records[0].usage == records[1].usage == (invoked.usage_metadata["input_tokens"],
+                                                    invoked.usage_metadata["output_tokens"], 0)
+
+    fake = PromptFake(responder=default_local)
+    _parity(call_direct(fake, messages), fake.invoke(messages))
+    assert ModelClient(ModelSpec.parse("embedded"), fake).text(messages, True).message.content == default_local(
+        "\n".join(str(m.content) for m in messages))
+
+
+def test_what_makes_a_call_go_through_invoke():
+    """A handler in the config, LangSmith tracing, or a model that needs ``invoke`` (its
+    own callbacks, an LLM cache, a rate limiter, streaming, the v1 output format)."""
+    from fakes import PromptFake
+    from langchain_core.caches import InMemoryCache
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.rate_limiters import InMemoryRateLimiter
+    from langchain_core.runnables import RunnableLambda
+    from langchain_core.tracers.context import tracing_v2_enabled
+    from langsmith import Client
+    from minionflow.nodes.models import callable_direct, unheard_here
+
+    ask = RunnableLambda(lambda _: unheard_here())
+    assert unheard_here() and ask.invoke(None)
+    assert not ask.invoke(None, {"callbacks": [BaseCallbackHandler()]})
+    # tracing as `with tracing_v2_enabled()` turns it on (the environment variables are read once a process)
+    with tracing_v2_enabled(project_name="minionflow-test", client=Client(api_key="not-a-key", api_url="http://127.0.0.1:9", info={})):
+        assert not unheard_here()
+    assert unheard_here()
+
+    def fake(**fields):  # type: ignore[no-untyped-def]
+        return PromptFake(responder=lambda p: "x", **fields)
+
+    assert callable_direct(fake())
+    for fields in ({"callbacks": [BaseCallbackHandler()]}, {"cache": InMemoryCache()}, {"verbose": True},
+                   {"rate_limiter": InMemoryRateLimiter(requests_per_second=100)}, {"output_version": "v1"}):
+        assert not callable_direct(fake(**fields)), fields
