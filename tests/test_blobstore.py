@@ -152,3 +152,29 @@ def test_sqlite_writes_that_wait_go_in_one_group_commit_and_share_its_outcome(tm
         t.join()
     assert len(errors) == 3 and store._commit.pending == []
     store.close()
+
+
+def test_a_blob_file_an_earlier_version_made_still_reads_and_takes_writes(tmp_path):
+    """Earlier versions made the blob table WITHOUT ROWID; a new file gets a rowid table
+    (nodes.blobstore._SCHEMA). An old file keeps its table, and reads, writes, ignores a
+    key already there and deletes as a new one does."""
+    import sqlite3
+
+    path = tmp_path / "blobs.sqlite"
+    with sqlite3.connect(path) as old:
+        old.execute("CREATE TABLE blobs (namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, "
+                    "PRIMARY KEY (namespace, key)) WITHOUT ROWID")
+        old.execute("INSERT INTO blobs VALUES ('minionflow/job_cache', 'then', '{\"n\": 1}')")
+    old.close()
+    for made in ("old", "new"):
+        store = SqliteBlobStore(path if made == "old" else tmp_path / "new.sqlite")
+        try:
+            store.batch([PutOp(CACHE, "then", {"n": 1}), PutOp(CACHE, "now", {"n": 2})])
+            store.batch([PutOp(CACHE, "now", {"n": 3}), PutOp(CACHE, "gone", {"n": 4})])
+            store.batch([PutOp(CACHE, "gone", None)])
+            found = store.batch([GetOp(CACHE, "then"), GetOp(CACHE, "now"), GetOp(CACHE, "gone")])
+            assert [item.value if item else None for item in found] == [{"n": 1}, {"n": 2}, None]
+            sql = store._writer.execute("SELECT sql FROM sqlite_master WHERE name = 'blobs'").fetchone()[0]
+            assert ("WITHOUT ROWID" in sql) == (made == "old")
+        finally:
+            store.close()
