@@ -127,7 +127,14 @@ def fresh_database(url: str) -> Iterator[str]:
         try:
             yield url.rsplit("/", 1)[0] + "/" + name
         finally:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            for attempt in range(20):
+                try:
+                    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                    break
+                except psycopg.errors.InsufficientPrivilege:  # an autovacuum worker, which FORCE may not end
+                    if attempt == 19:
+                        raise
+                    time.sleep(0.5)
 
 
 def fresh(what: str, kind: str, jobs: int, postgres: str) -> dict[str, Any]:

@@ -116,14 +116,14 @@ def test_sqlite_writes_that_wait_go_in_one_group_commit_and_share_its_outcome(tm
         store.batch([PutOp(CACHE, f"k{i}", {"n": i})])
         seen[i] = reader.execute("SELECT 1 FROM blobs WHERE key = ?", (f"k{i}",)).fetchone() is not None
 
-    store._commit.lock.acquire()  # a write under way
+    store._commit.lanes.acquire()  # a write under way
     threads = [threading.Thread(target=put, args=(i,)) for i in range(5)]
     for t in threads:
         t.start()
     deadline = time.monotonic() + 10
     while len(store._commit.pending) < 5 and time.monotonic() < deadline:
         time.sleep(0.01)
-    store._commit.lock.release()
+    store._commit.lanes.release()
     for t in threads:
         t.join()
     assert seen == {i: True for i in range(5)}
@@ -141,13 +141,13 @@ def test_sqlite_writes_that_wait_go_in_one_group_commit_and_share_its_outcome(tm
         except sqlite3.OperationalError as exc:
             errors.append(exc)
 
-    store._commit.lock.acquire()
+    store._commit.lanes.acquire()
     threads = [threading.Thread(target=put_failing, args=(i,)) for i in range(3)]
     for t in threads:
         t.start()
     while len(store._commit.pending) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
-    store._commit.lock.release()
+    store._commit.lanes.release()
     for t in threads:
         t.join()
     assert len(errors) == 3 and store._commit.pending == []
@@ -178,3 +178,42 @@ def test_a_blob_file_an_earlier_version_made_still_reads_and_takes_writes(tmp_pa
             assert ("WITHOUT ROWID" in sql) == (made == "old")
         finally:
             store.close()
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_a_second_write_lane_commits_while_the_first_waits_on_the_server(lanes):
+    """PostgreSQL's blob store writes two groups at once (``GroupCommit(lanes=2)``): a
+    batch that arrives while a group's write is under way is written beside it, not
+    after it; with one lane (SQLite's) it waits. Each batch returns once its own rows
+    are written, and a group's error reaches only the batches in that group."""
+    import threading
+
+    from minionflow.nodes.blobstore import GroupCommit
+
+    started, release = threading.Event(), threading.Event()
+    written: list[list[Any]] = []
+
+    def write(rows: list[Any]) -> None:
+        if rows[0][1] == "slow":
+            started.set()
+            assert release.wait(10)
+        if rows[0][1] == "bad":
+            raise OSError("disk full")
+        written.append([key for _ns, key, _value in rows])
+
+    commit = GroupCommit(write, lanes=lanes)
+    slow = threading.Thread(target=commit, args=([("ns", "slow", "1")],))
+    slow.start()
+    assert started.wait(10)  # the slow group's write is under way, holding a lane
+    fast = threading.Thread(target=commit, args=([("ns", "fast", "2")],))
+    fast.start()
+    fast.join(timeout=2)
+    assert fast.is_alive() == (lanes == 1)  # with one lane the second batch waits for the first
+    release.set()
+    slow.join(timeout=10)
+    fast.join(timeout=10)
+    assert sorted(written) == [["fast"], ["slow"]]
+    with pytest.raises(OSError, match="disk full"):
+        commit([("ns", "bad", "3")])
+    commit([("ns", "after", "4")])  # the lane the failed group held is free again
+    assert written[-1] == ["after"]
