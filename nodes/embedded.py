@@ -9,7 +9,6 @@ server loads it requantized to Q8_0, once, into the cache (``default_gguf``).
 from __future__ import annotations
 
 import atexit
-import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -18,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -26,6 +24,8 @@ from pathlib import Path
 
 import httpx
 from minionflow.contracts.settings import cache_dir
+
+from .files import written_whole
 
 log = logging.getLogger(__name__)
 
@@ -85,30 +85,21 @@ _convert_lock = threading.Lock()
 
 
 def _convert(source: Path, target: Path) -> Path:
-    partial: str | None = None
     started = time.monotonic()
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
-        os.close(fd)
-        # its own process: llama.cpp logs every tensor to stderr (kept for the warning below)
-        done = subprocess.run([sys.executable, "-I", str(Path(__file__).with_name("requantize.py")),
-                               str(source), partial, EMBEDDED_FILE_TYPE],
-                              capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL,
-                              env=_server_env(), timeout=600)
-        if done.returncode != 0:
-            tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-            raise OSError(f"llama.cpp's quantizer exited with status {done.returncode}: {tail}")
-        os.replace(partial, target)
-        partial = None
+        with written_whole(target) as partial:
+            # its own process: llama.cpp logs every tensor to stderr (kept for the warning below)
+            done = subprocess.run([sys.executable, "-I", str(Path(__file__).with_name("requantize.py")),
+                                   str(source), str(partial), EMBEDDED_FILE_TYPE],
+                                  capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL,
+                                  env=_server_env(), timeout=600)
+            if done.returncode != 0:
+                tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+                raise OSError(f"llama.cpp's quantizer exited with status {done.returncode}: {tail}")
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("could not convert %s to %s in %s (%s); the embedded model runs the shipped file, which "
                     "reads prompts about half as fast", source.name, EMBEDDED_FILE_TYPE, target.parent, exc)
         return source
-    finally:
-        if partial is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(partial)
     log.info("converted %s to %s in %.1fs: %s", source.name, EMBEDDED_FILE_TYPE, time.monotonic() - started, target)
     return target
 

@@ -116,8 +116,8 @@ def unheard_here() -> bool:
 
 def callable_direct(chat: BaseChatModel) -> bool:
     """Whether ``chat.invoke`` would do nothing for this model beyond ``_generate`` and
-    shaping its reply, when no handler listens (``unheard_here``): no callbacks, tags
-    or verbosity of its own, no LLM cache, no rate limiter, no streaming, the default
+    shaping its reply, when no handler listens (``unheard_here``): no callbacks or
+    verbosity of its own, no LLM cache, no rate limiter, no streaming, the default
     output format."""
     from langchain_core.globals import get_llm_cache
 
@@ -129,12 +129,12 @@ def callable_direct(chat: BaseChatModel) -> bool:
 def call_direct(chat: BaseChatModel, messages: list[BaseMessage]) -> AIMessage:
     """The reply ``chat.invoke(messages)`` returns, without what ``invoke`` spends on
     callbacks no one listens to (``unheard_here``, ``callable_direct``): configuring a
-    callback manager, reading ``_generate``'s signature, tracing metadata. About 0.3 ms
-    a call of a zero-latency model, 0.4-0.8 ms of a job's framework time
-    (benchmarks/overhead.py). The reply is shaped as ``BaseChatModel._generate_with_cache``
-    shapes it (its id, its response metadata with the generation's info and the
-    model's output); ``tests/test_units.py`` compares the two on a fake and on
-    ``ChatOpenAI`` over HTTP."""
+    callback manager, reading ``_generate``'s signature, tracing metadata: about 0.3 ms a
+    call of a zero-latency model, 0.5 ms of a job's framework time in a round of 1,000
+    jobs (benchmarks/overhead.py). The reply is shaped as
+    ``BaseChatModel._generate_with_cache`` shapes it (its id, its response metadata with
+    the generation's info and the model's output); ``tests/test_openai_compatible.py``
+    compares the two on ``ChatOpenAI`` over HTTP and on a fake."""
     result = chat._generate(messages)
     generation = result.generations[0]
     message = generation.message

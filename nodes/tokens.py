@@ -4,18 +4,17 @@ the context guard's estimate for a model whose server cannot count
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import marshal
-import os
-import tempfile
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import tiktoken
 from minionflow.contracts.settings import cache_dir
+
+from .files import written_whole
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +63,10 @@ def _read_cached(path: Path) -> dict[str, Any] | None:
 
 def _write_cached(path: Path, params: dict[str, Any]) -> None:
     payload = marshal.dumps(params)
-    partial: str | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=path.name)
-        with os.fdopen(fd, "wb") as out:
-            out.write(hashlib.sha256(payload).digest() + payload)
-        os.replace(partial, path)  # whole or not at all, whatever runs at once
+        with written_whole(path) as partial:
+            partial.write_bytes(hashlib.sha256(payload).digest() + payload)
     except OSError as exc:  # a read-only home, a full disk: parse the file again next time
-        if partial is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(partial)
         log.debug("could not keep the tokenizer cache at %s: %s", path, exc)
 
 

@@ -185,7 +185,7 @@ def test_a_second_write_lane_commits_while_the_first_waits_on_the_server(lanes):
     """PostgreSQL's blob store writes two groups at once (``GroupCommit(lanes=2)``): a
     batch that arrives while a group's write is under way is written beside it, not
     after it; with one lane (SQLite's) it waits. Each batch returns once its own rows
-    are written, and a group's error reaches only the batches in that group."""
+    are written; a failed group's error reaches its batch and frees its lane."""
     import threading
 
     from minionflow.nodes.blobstore import GroupCommit

@@ -505,3 +505,20 @@ def test_the_tokenizer_is_parsed_once_and_kept_between_processes(tmp_path, monke
         assert fresh_count() == expected and len(parsed) == 5  # and parses again next time
     finally:
         tokens._encoding.cache_clear()
+
+
+def test_a_cache_file_is_written_whole_or_not_at_all(tmp_path):
+    """``nodes.files.written_whole``: the body fills a partial file beside the target,
+    which replaces the target only when the body ends; a body that raises leaves the
+    old file as it was and no partial file."""
+    from minionflow.nodes.files import written_whole
+
+    target = tmp_path / "made" / "model.gguf"
+    with written_whole(target) as partial:
+        assert partial.parent == target.parent and not target.exists()
+        partial.write_bytes(b"first")
+    assert target.read_bytes() == b"first"
+    with pytest.raises(OSError, match="disk full"), written_whole(target) as partial:
+        partial.write_bytes(b"half")
+        raise OSError("disk full")
+    assert target.read_bytes() == b"first" and [p.name for p in target.parent.iterdir()] == ["model.gguf"]
