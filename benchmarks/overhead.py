@@ -122,8 +122,8 @@ def parts(jobs: int) -> dict[str, float]:
                 "node_through_invoke_ms_per_job": ("sqlite", True)}
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(3):  # interleaved, the median of three: this machine's noise is 20-30% a run
-        for name, (store, past) in variants.items():
-            times[name].append(_node_ms_per_job(jobs, store, past))
+        for name, (store, through_invoke) in variants.items():
+            times[name].append(_node_ms_per_job(jobs, store, through_invoke))
     return {"jobs": jobs, **{name: sorted(t)[1] for name, t in times.items()}, "tokenizer_load_s": round(load, 3)}
 
 

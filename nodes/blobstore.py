@@ -94,8 +94,8 @@ class GroupCommit:
             self.pending.append(mine)
         with self.lanes:
             with self._pending_lock:
-                group = [] if mine.taken else self.pending  # written by a lane that freed before this one
-                self.pending = [] if group else self.pending
+                # mine may be in a group another lane is writing already: then wait for that one
+                group, self.pending = ([], self.pending) if mine.taken else (self.pending, [])
                 for pending in group:
                     pending.taken = True
             if group:

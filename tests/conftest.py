@@ -6,7 +6,7 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,8 @@ class Run:
     local: PromptFake
     events: list[dict[str, Any]]
     store: Any
+    # (message, metadata) pairs of LangGraph's "messages" stream, when the run asked for it
+    messages: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def usage(self) -> list[dict[str, Any]]:
@@ -154,6 +156,7 @@ def run_fake(bwrap: BwrapBackend) -> Callable[..., Run]:
         store: Any = None,
         reply: str | None = None,
         local_spec: str = "embedded",
+        stream_messages: bool = False,
         **settings: Any,
     ) -> Run:
         settings["local"] = local_spec
@@ -171,8 +174,11 @@ def run_fake(bwrap: BwrapBackend) -> Callable[..., Run]:
         )
         state = initial_state(store, documents or [secret_doc()], task, s)
         config = run_config("test-thread", s)
-        events = [e for _ns, e in graph.stream(state, config, stream_mode="custom", durability="sync", subgraphs=True)]
-        return Run(graph.get_state(config).values, remote_fake, local_fake, events, store)
+        modes = ["custom", "messages"] if stream_messages else ["custom"]
+        parts = list(graph.stream(state, config, stream_mode=modes, durability="sync", subgraphs=True))
+        events = [data for _ns, mode, data in parts if mode == "custom"]
+        messages = [data for _ns, mode, data in parts if mode == "messages"]
+        return Run(graph.get_state(config).values, remote_fake, local_fake, events, store, messages)
 
     return _run
 

@@ -314,46 +314,33 @@ def test_progress_events_carry_every_token(run_fake):
     assert [e["type"] for e in run.events].count("job") == 12
 
 
-def test_local_calls_skip_invoke_only_where_no_callback_handler_listens(bwrap, monkeypatch):
+def test_local_calls_skip_invoke_only_where_no_callback_handler_listens(run_fake, monkeypatch):
     """The map node calls the local model past LangChain's ``invoke`` when nothing
     listens (``nodes.models.unheard_here``): a run streamed as the CLI streams it
     ("custom") sends no job through ``invoke``. With ``stream_mode="messages"`` (Studio's
     token view) LangGraph's handler listens: every job goes through ``invoke`` and its
     reply reaches the stream, tagged with the node."""
-    from conftest import default_remote
-    from fakes import FakeProvider, PromptFake
-    from langgraph.checkpoint.memory import InMemorySaver
-    from langgraph.store.memory import InMemoryStore
-    from minionflow.graphs import RunSettings, build_minions_graph
-    from minionflow.graphs.run import run_config
-    from minionflow.nodes.ingest import initial_state
+    from fakes import PromptFake
 
-    invoked: list[str] = []
+    invoked: list[PromptFake] = []
     original = PromptFake.invoke
 
     def counting(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        invoked.append("remote" if self is remote_fake else "local")
+        invoked.append(self)
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(PromptFake, "invoke", counting)
-    settings = RunSettings(local="embedded", chunk_tokens=40, max_chunk_chars=4000)
-    for modes in (["custom"], ["custom", "messages"]):
+    for stream_messages in (False, True):
         invoked.clear()
-        remote_fake, local_fake = PromptFake(responder=default_remote), PromptFake(responder=default_local)
-        store = InMemoryStore()
-        graph = build_minions_graph(models=FakeProvider(remote_fake, local_fake), sandbox=bwrap,
-                                    checkpointer=InMemorySaver(), store=store)
-        config = run_config(f"t-{len(modes)}", settings)
-        parts = list(graph.stream(initial_state(store, [secret_doc()], "What is the secret number?", settings), config,
-                                  stream_mode=modes, durability="sync", subgraphs=True))
-        assert graph.get_state(config).values["final"]["answer"] == "42"
-        jobs = len(local_fake.prompts)
+        run = run_fake(stream_messages=stream_messages)
+        assert run.values["final"]["answer"] == "42"
+        jobs = len(run.local.prompts)
         assert jobs == 12
-        streamed = [data for _ns, mode, data in parts if mode == "messages"
-                    and data[1].get("langgraph_node") == "parallel_minion_map"]
-        if modes == ["custom"]:
-            assert invoked.count("local") == 0 and streamed == []
+        local_invoked = sum(1 for model in invoked if model is run.local)
+        streamed = [message for message, meta in run.messages if meta.get("langgraph_node") == "parallel_minion_map"]
+        if not stream_messages:
+            assert local_invoked == 0 and streamed == []
         else:
-            assert invoked.count("local") == jobs and len(streamed) == jobs
-            assert sorted(str(message.content) for message, _meta in streamed) == sorted(
-                default_local(prompt) for prompt in local_fake.prompts)
+            assert local_invoked == jobs and len(streamed) == jobs
+            assert sorted(str(message.content) for message in streamed) == sorted(
+                default_local(prompt) for prompt in run.local.prompts)
