@@ -56,6 +56,16 @@ def ask_worker(client: ModelClient, messages: list[Any], reply: ReplyFormat, unh
     return output, structured.calls, None if output is not None else (structured.error or "no reply")
 
 
+Prepared = tuple[list[Any], str]  # a job's messages over its whole chunk, and their job_key
+
+
+def prepare(spec: ModelSpec, job: JobRecord, chunk: str, settings: RunSettings) -> Prepared:
+    """A job's messages over its whole chunk for the model ``spec``, and their
+    ``job_key``: made once for the job cache's read ahead and the job's call."""
+    messages = worker_messages(job, chunk, spec.reply)
+    return messages, job_key(spec, settings.local_max_tokens, messages)
+
+
 def check_output(output: JobOutput, chunk: str, task: str, settings: RunSettings) -> Grounding | None:
     """The grounding of an output that answers (None for an abstention)."""
     if output.answer is None or is_abstention(output.answer):
@@ -65,13 +75,14 @@ def check_output(output: JobOutput, chunk: str, task: str, settings: RunSettings
 
 
 def ask_or_recall(client: ModelClient, messages: list[Any], settings: RunSettings, cache: JobCache | None,
-                  unheard: bool = False) -> tuple[JobOutput | None, list[CallRecord], str | None]:
+                  unheard: bool = False, key: str | None = None) -> tuple[JobOutput | None, list[CallRecord], str | None]:
     """``ask_worker``, through the job cache when the run keeps one: an identical
-    request answered before is not sent again; a usable new output is kept."""
+    request answered before is not sent again; a usable new output is kept. ``key``:
+    the request's ``job_key``, when the caller has it already."""
     reply = client.spec.reply
     if cache is None:
         return ask_worker(client, messages, reply, unheard)
-    key = job_key(client.spec, settings.local_max_tokens, messages)
+    key = key or job_key(client.spec, settings.local_max_tokens, messages)
     hit = cache.recall(key, messages)
     if hit is not None:
         return hit[0], [hit[1]], None
@@ -83,7 +94,8 @@ def ask_or_recall(client: ModelClient, messages: list[Any], settings: RunSetting
 
 
 def read_chunk(client: ModelClient, job: JobRecord, chunk: str, settings: RunSettings, calls: list[CallRecord],
-               cache: JobCache | None = None, unheard: bool = False) -> tuple[JobOutput | None, str | None, int]:
+               cache: JobCache | None = None, unheard: bool = False, whole: Prepared | None = None
+               ) -> tuple[JobOutput | None, str | None, int]:
     """Ask the job over its chunk: whole when the prompt fits the local model's context,
     else in parts split at sentence ends (``nodes.context_guard``), merged into one output
     (``merge_parts``). Returns the output, the error and the number of parts; a chunk that
@@ -91,22 +103,25 @@ def read_chunk(client: ModelClient, job: JobRecord, chunk: str, settings: RunSet
     goes through the job cache (``ask_or_recall``). ``calls`` gets each part's calls as
     they return, so a caller whose read raised midway (an endpoint that failed on a later
     part) still has the calls that were answered and billed. ``unheard``: no callback
-    handler listens (``ModelClient.text``)."""
+    handler listens (``ModelClient.text``). ``whole``: the whole chunk's messages and job
+    key, when the caller made them already (``prepare``)."""
     reply = client.spec.reply
     guard = client.context_guard()
-    whole = worker_messages(job, chunk, reply)  # built once: measured against the context, then sent
+    # built once: measured against the context, then sent
+    messages_whole, key_whole = whole if whole is not None else (worker_messages(job, chunk, reply), None)
     parts = [chunk]
     if guard is not None:
         try:
-            parts = guard.parts(chunk, lambda text: message_texts(whole if text is chunk else worker_messages(job, text, reply)),
+            parts = guard.parts(chunk, lambda text: message_texts(messages_whole if text is chunk
+                                                                  else worker_messages(job, text, reply)),
                                 settings.local_max_tokens)
         except ContextOverflow as exc:
             return None, str(exc), 0
     outputs: list[JobOutput | None] = []
     errors: list[str] = []
     for part in parts:
-        messages = whole if part is chunk else worker_messages(job, part, reply)
-        output, part_calls, error = ask_or_recall(client, messages, settings, cache, unheard)
+        messages, key = (messages_whole, key_whole) if part is chunk else (worker_messages(job, part, reply), None)
+        output, part_calls, error = ask_or_recall(client, messages, settings, cache, unheard, key)
         outputs.append(output)
         calls += part_calls
         if error is not None:
@@ -203,6 +218,7 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runti
         pool = endpoint_pool(settings, probe=lambda spec: models.client(spec, "local", settings.local_max_tokens).probe())
         cache = JobCache(store, BlobBatch()) if settings.job_cache else None
         prefetched: set[ModelSpec] = set()
+        prepared: dict[tuple[ModelSpec, int], Prepared] = {}  # by the model and the job's place
         unheard = unheard_here()  # once for the task's jobs: the run's callbacks do not change within it
         for position, index in enumerate(pending):
             job: JobRecord = jobs[index]
@@ -220,13 +236,14 @@ def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runti
                     if cache is not None and client.spec not in prefetched:
                         # what the cache has for this and the task's later jobs (whole chunks), in one read
                         prefetched.add(client.spec)
-                        cache.prefetch([job_key(client.spec, settings.local_max_tokens,
-                                                worker_messages(jobs[i], loaded.chunk(store, i), client.spec.reply))
-                                        for i in pending[position:]])
+                        for i in pending[position:]:
+                            prepared[(client.spec, i)] = prepare(client.spec, jobs[i], loaded.chunk(store, i), settings)
+                        cache.prefetch([prepared[(client.spec, i)][1] for i in pending[position:]])
                     started = time.monotonic()
                     calls: list[CallRecord] = []  # as they return: after a failure, the parts answered before it
                     try:
-                        output, error, parts = read_chunk(client, job, chunk, settings, calls, cache, unheard)
+                        output, error, parts = read_chunk(client, job, chunk, settings, calls, cache, unheard,
+                                                          prepared.pop((client.spec, index), None))
                         break
                     except Exception as exc:
                         reason = f"{type(exc).__name__}: {exc}"

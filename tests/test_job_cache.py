@@ -119,3 +119,22 @@ def test_a_job_answered_in_an_earlier_round_is_not_asked_again(run_fake):
     assert len(done.local.prompts) == 12  # round 2's 12 identical jobs came from the cache
     hits = [u for u in done.usage if u.get("cache_hit")]
     assert len(hits) == 12 and {u["round"] for u in hits} == {2}
+
+
+def test_each_job_s_messages_and_key_are_made_once(tmp_path, monkeypatch):
+    """The task's read ahead of the cache (``prepare``) makes each job's messages and key;
+    the job's call sends those messages and its cache entry takes that key (no second
+    ``job_key``, no second ``worker_messages``). A second run finds all 12 by those keys."""
+    from minionflow.nodes import parallel_minion_map as pm
+
+    keys: list[str] = []
+    built: list[int] = []
+    make_key, build = pm.job_key, pm.worker_messages
+    monkeypatch.setattr(pm, "job_key", lambda *a: (keys.append(make_key(*a)), keys[-1])[1])
+    monkeypatch.setattr(pm, "worker_messages", lambda *a: (built.append(1), build(*a))[1])
+    where = Where("sqlite", tmp_path, tmp_path)
+    _, (fake1,) = run_twice(where, threads=("first",))
+    assert len(fake1.prompts) == 12
+    assert len(keys) == len(set(keys)) == 12 and len(built) == 12  # one each per job
+    (second,), (fake2,) = run_twice(where, threads=("second",))
+    assert fake2.prompts == [] and second.usage.local.cache_hits == 12 and sorted(keys[12:]) == sorted(keys[:12])
