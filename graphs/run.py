@@ -29,6 +29,7 @@ from minionflow.nodes.ingest import check_fits, protocol_state
 from minionflow.nodes.models import ModelProvider
 from minionflow.nodes.parallel_minion_map import finished_jobs
 from minionflow.nodes.store import get_json, get_json_many, put_json
+from minionflow.nodes.tokens import count_ahead
 from minionflow.sandbox.base import SandboxBackend
 from pydantic import BaseModel, Field, ValidationError
 
@@ -187,6 +188,7 @@ def run_minions(
         settings = thread_settings(saver, thread_id) or settings
         graph = build_graph(settings, models, sandbox, saver, store)
         check_fits(settings, documents)
+        count_ahead(d.text for d in documents)  # for the remote-only estimate at the end, meanwhile
         fresh = protocol_state(store, documents, task, settings)
         existing = graph.get_state({"configurable": {"thread_id": thread_id}})
         run_input: dict[str, Any] | None = fresh

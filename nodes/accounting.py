@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from .common import emit_usage
 from .models import CallRecord, Role, reply_text
 from .store import BlobBatch, get_json_many, get_texts
-from .tokens import count_tokens
+from .tokens import count_document, count_tokens
 
 
 class TranscriptMessage(BaseModel):
@@ -214,7 +214,7 @@ def egress(records: Iterable[UsageRecord]) -> Egress:
 def summarize(records: Iterable[UsageRecord], prices: PriceTable, task: str, documents: Iterable[str], answer: str) -> UsageSummary:
     records = list(records)
     totals = role_totals(records, prices)
-    prompt = count_tokens(task) + sum(count_tokens(d) for d in documents)
+    prompt = count_tokens(task) + sum(count_document(d) for d in documents)
     completion = count_tokens(answer)
     remote_only = prices.remote.cost(prompt, completion)
     total = totals["remote"].cost_usd + totals["local"].cost_usd

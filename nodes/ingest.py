@@ -19,10 +19,10 @@ from minionflow.contracts.state import STATE_VERSION, DocumentRef, MinionsState
 from pydantic import BaseModel, Field, ValidationError
 from typing_extensions import TypedDict
 
-from .accounting import count_tokens
 from .common import store_of
 from .documents import LoadedDocument, load_document
 from .store import put_json, put_text
+from .tokens import count_document
 
 
 class RunRequest(TypedDict, total=False):
@@ -91,7 +91,7 @@ def check_fits(settings: RunSettings, documents: list[LoadedDocument]) -> None:
         role, spec, max_tokens = "remote", settings.remote, settings.remote_max_tokens
     else:
         return
-    tokens = sum(count_tokens(d.text) for d in documents)
+    tokens = sum(count_document(d.text) for d in documents)  # kept for the run's remote-only estimate
     room = spec.context_window - max_tokens - PROMPT_RESERVE_TOKENS
     if tokens > room:
         raise BadInput(

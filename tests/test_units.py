@@ -484,7 +484,7 @@ def test_the_tokenizer_is_parsed_once_and_kept_between_processes(tmp_path, monke
     assert path.is_relative_to(tmp_path / "minionflow" / "tiktoken")
 
     def fresh_count() -> int:
-        tokens._encoding.cache_clear()
+        tokens._loaded_encoding.cache_clear()
         return tokens.count_tokens(text)
 
     try:
@@ -504,7 +504,34 @@ def test_the_tokenizer_is_parsed_once_and_kept_between_processes(tmp_path, monke
         assert fresh_count() == expected and len(parsed) == 4 and blocked.read_text() == ""
         assert fresh_count() == expected and len(parsed) == 5  # and parses again next time
     finally:
-        tokens._encoding.cache_clear()
+        tokens._loaded_encoding.cache_clear()
+
+
+def test_documents_are_counted_ahead_on_a_thread_of_their_own_and_once(monkeypatch):
+    """``count_ahead`` counts a run's documents on the tokens thread while the run goes
+    on; ``count_document`` takes that count (waiting for it) or counts now, and keeps
+    the last ``DOCUMENTS_KEPT`` documents' counts; both are ``count_tokens``'s."""
+    import threading
+
+    from minionflow.nodes import tokens
+
+    counted: list[tuple[str, str]] = []
+    count = tokens.count_tokens
+    monkeypatch.setattr(tokens, "count_tokens",
+                        lambda text: (counted.append((text[:12], threading.current_thread().name)), count(text))[1])
+    monkeypatch.setattr(tokens, "_documents", type(tokens._documents)())
+    ahead = "Ahead: the north pier was closed on 3 March. " * 50
+    here = "Here: the south pier stayed open. " * 40
+    tokens.count_ahead([ahead, ahead])
+    assert tokens.count_document(ahead) == count(ahead) == 601
+    assert tokens.count_document(here) == count(here)
+    assert tokens.count_document(ahead) == count(ahead) and tokens.count_document(here) == count(here)
+    assert [c[0] for c in counted] == ["Ahead: the n", "Here: the so"]  # each once
+    assert counted[0][1].startswith("minionflow-tokens") and counted[1][1] == threading.current_thread().name
+    for i in range(tokens.DOCUMENTS_KEPT):  # as many others: the first two are no longer kept
+        tokens.count_document(f"document {i}")
+    tokens.count_document(here)
+    assert [c[0] for c in counted].count("Here: the so") == 2
 
 
 def test_a_cache_file_is_written_whole_or_not_at_all(tmp_path):
