@@ -17,9 +17,11 @@ column and a multi-row insert that ignores a key already there.
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +32,8 @@ from typing import Any
 from langgraph.store.base import BaseStore, GetOp, Item, Op, PutOp, Result
 
 from .store import BLOB_NAMESPACE
+
+log = logging.getLogger(__name__)
 
 # A rowid table with the key as its primary key index, not a WITHOUT ROWID table: keys are
 # hashes, so each job's rows went to random leaves of the one B-tree that also held the
@@ -52,6 +56,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ROWS_PER_STATEMENT = 300
 # WAL pages after which a commit checkpoints (SQLite's default: 1,000); see SqliteBlobStore
 WAL_CHECKPOINT_PAGES = 4000
+# writes paused this long: the blob store checkpoints its WAL on a thread of its own
+# (SqliteBlobStore._checkpoint_when_idle)
+IDLE_CHECKPOINT_S = 0.02
 
 
 Row = tuple[str, str, str | None]  # namespace joined by "/", key, the value's JSON (None: delete)
@@ -130,6 +137,17 @@ class SqliteBlobStore(BaseStore):
         # the jobs between them share; the map node alone took 1.16 ms a job instead of
         # 1.53 (README, benchmarks/overhead.py).
         self._writer.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        # The close of the last connection checkpoints too, then deletes the WAL: 55-62 ms at
+        # the end of a round of 1,000 jobs (benchmarks/overhead.py). When writes pause (a
+        # round's jobs are done, the filter reads), a thread copies the WAL back meanwhile,
+        # in SQLite's PASSIVE mode (it waits for no reader or writer), letting go of
+        # Python's GIL: the close then finds little or nothing to copy.
+        self._last_write = 0.0
+        self._idle_timer: threading.Timer | None = None  # the idle checkpoint waiting, if one is
+        self._idle_lock = threading.Lock()  # guards _idle_timer and _closed
+        self._checkpointing = threading.Lock()  # held while an idle checkpoint runs
+        self._checkpointer: sqlite3.Connection | None = None  # its connection, opened by the first
+        self._closed = False
         self._commit = GroupCommit(self._write)
         self._writer.execute(_SCHEMA)
 
@@ -154,8 +172,40 @@ class SqliteBlobStore(BaseStore):
             self._pool.put(conn)
 
     def close(self) -> None:
-        for conn in self._all:
-            conn.close()
+        with self._idle_lock:
+            self._closed = True
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+        with self._checkpointing:  # one under way ends first
+            for conn in self._all:
+                conn.close()
+
+    def _checkpoint_when_idle(self, delay: float = IDLE_CHECKPOINT_S) -> None:
+        """After a write: a checkpoint once no write has come for ``IDLE_CHECKPOINT_S``,
+        unless one is waiting already (it looks again when its time comes)."""
+        with self._idle_lock:
+            if self._closed or self._idle_timer is not None:
+                return
+            self._idle_timer = threading.Timer(delay, self._idle_checkpoint)
+            self._idle_timer.daemon = True
+            self._idle_timer.start()
+
+    def _idle_checkpoint(self) -> None:
+        with self._idle_lock:
+            self._idle_timer = None
+        wait = self._last_write + IDLE_CHECKPOINT_S - time.monotonic()
+        if wait > 0:  # written since: wait until the writes pause
+            self._checkpoint_when_idle(wait)
+            return
+        with self._checkpointing:
+            if self._closed:
+                return
+            if self._checkpointer is None:
+                self._checkpointer = self._connect()
+            try:
+                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:  # the commit at 4,000 pages, or the close, copies it instead
+                log.warning("blob store checkpoint failed: %s", exc)
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         ops = list(ops)
@@ -176,11 +226,13 @@ class SqliteBlobStore(BaseStore):
                                  "DELETE FROM blobs WHERE namespace = ? AND key = ?", _ROWS_PER_STATEMENT)
         if len(statements) == 1:  # one statement commits on its own
             self._writer.execute(*statements[0])
-            return
-        with self._writer as conn:  # one transaction for all the writes
-            conn.execute("BEGIN")
-            for statement in statements:
-                conn.execute(*statement)
+        else:
+            with self._writer as conn:  # one transaction for all the writes
+                conn.execute("BEGIN")
+                for statement in statements:
+                    conn.execute(*statement)
+        self._last_write = time.monotonic()
+        self._checkpoint_when_idle()
 
     def _get(self, gets: list[GetOp]) -> dict[tuple[tuple[str, ...], str], Item]:
         """A batch's reads, one SELECT per namespace (and per ``_ROWS_PER_STATEMENT`` keys)."""

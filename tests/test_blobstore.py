@@ -154,6 +154,52 @@ def test_sqlite_writes_that_wait_go_in_one_group_commit_and_share_its_outcome(tm
     store.close()
 
 
+def test_sqlite_copies_its_wal_back_once_writes_pause_and_not_while_they_come(tmp_path):
+    """The blob store's idle checkpoint: once no write has come for IDLE_CHECKPOINT_S, a
+    thread copies the WAL into the database file, so the file alone (as the close would
+    leave it) holds the rows; while writes keep coming it waits for them to pause; a
+    close cancels one still waiting, and a closed store schedules none."""
+    import shutil
+    import sqlite3
+    import time
+
+    from minionflow.nodes import blobstore
+
+    def in_file_alone() -> set[str]:  # the database file without its WAL: what was checkpointed
+        copy = tmp_path / f"copy-{time.monotonic_ns()}.sqlite"
+        shutil.copyfile(tmp_path / "blobs.sqlite", copy)
+        with sqlite3.connect(copy) as conn:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'blobs'").fetchone() is None:
+                return set()  # not even the table yet
+            return {row[0] for row in conn.execute("SELECT key FROM blobs")}
+
+    store = SqliteBlobStore(tmp_path / "blobs.sqlite")
+    store._checkpoint_when_idle = lambda delay=0: None  # type: ignore[method-assign]  # held back for now
+    store.batch([PutOp(CACHE, "a", {"n": 1})])
+    assert in_file_alone() == set()  # in the WAL only
+    del store._checkpoint_when_idle  # the store's own again
+    store._last_write = time.monotonic() + 60  # "just written": the checkpoint waits for a pause
+    store._idle_checkpoint()
+    assert store._idle_timer is not None and in_file_alone() == set()
+    store._idle_timer.cancel()
+    store._idle_timer = None
+    store.batch([PutOp(CACHE, "b", {"n": 2})])  # then no write comes
+    deadline = time.monotonic() + 10
+    while in_file_alone() != {"a", "b"} and time.monotonic() < deadline:
+        time.sleep(blobstore.IDLE_CHECKPOINT_S)
+    assert in_file_alone() == {"a", "b"}
+    assert store.batch([GetOp(CACHE, "b")])[0].value == {"n": 2}
+    store._last_write = time.monotonic() + 60
+    store._checkpoint_when_idle()
+    waiting = store._idle_timer
+    assert waiting is not None
+    store.close()
+    waiting.join(5)
+    assert not waiting.is_alive() and store._checkpointer is not None
+    store._checkpoint_when_idle()
+    assert store._idle_timer is waiting  # nothing new scheduled after the close
+
+
 def test_a_blob_file_an_earlier_version_made_still_reads_and_takes_writes(tmp_path):
     """Earlier versions made the blob table WITHOUT ROWID; a new file gets a rowid table
     (nodes.blobstore._SCHEMA). An old file keeps its table, and reads, writes, ignores a
