@@ -281,6 +281,30 @@ def test_resume_through_the_cli_with_the_embedded_supervisor(interrupted):
     assert sum(1 for c in result["calls"] if c["role"] == "local") == 12  # no job ran again
 
 
+def test_progress_events_reach_a_handler_and_a_run_without_one_ends_the_same(tmp_path):
+    """With a handler, every job's progress event reaches it (the round is a subgraph:
+    its events come through); without one, nothing is streamed (run_minions' cheaper
+    path) and the run ends with the same answer, calls and usage."""
+    events: list[dict[str, Any]] = []
+    results = []
+    for thread, handler in (("t-events", events.append), ("t-quiet", None)):
+        results.append(run_minions([secret_doc()], "What is the secret number?",
+                                   RunSettings(chunk_tokens=40, max_chunk_chars=4000, job_cache=False), thread_id=thread,
+                                   checkpoint=tmp_path, sandbox=BwrapBackend(), on_event=handler,
+                                   models=FakeProvider(PromptFake(responder=default_remote),
+                                                       PromptFake(responder=default_local))))
+    heard, quiet = results
+    jobs = [e for e in events if e["type"] == "job"]
+    assert len(jobs) == 12 and len({e["job_id"] for e in jobs}) == 12
+    assert {e["type"] for e in events} >= {"job", "filter", "usage"}
+    assert heard.status == quiet.status == "answered" and heard.answer == quiet.answer == "42"
+    for role in ("remote", "local"):
+        a, b = getattr(heard.usage, role), getattr(quiet.usage, role)
+        assert (a.calls, a.prompt_tokens, a.completion_tokens) == (b.calls, b.prompt_tokens, b.completion_tokens)
+    assert heard.usage.local.calls == 12 and heard.usage.remote.calls == 2
+    assert heard.usage.remote_only_prompt_tokens == quiet.usage.remote_only_prompt_tokens
+
+
 def test_drain_pauses_at_the_step_boundary_then_resumes(where: Where):
     from langgraph.runtime import RunControl
 
