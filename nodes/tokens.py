@@ -19,6 +19,7 @@ import tiktoken
 from minionflow.contracts.settings import cache_dir
 
 from .files import written_whole
+from .store import sha256_text
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ _counter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="minionflow-toke
 
 
 def _document_count(text: str, start: bool) -> Future[int]:
-    key = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    key = sha256_text(text)
     with _documents_lock:
         counted = _documents.get(key)
         if counted is None:
