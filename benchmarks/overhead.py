@@ -14,10 +14,10 @@ this machine for a task. "durable" runs it as minionflow runs (durability="sync"
 finished task's writes are saved as it finishes); "default" with durability="async",
 LangGraph's own default (the writes saved on a background thread while the next step
 runs); "no task writes" with durability="exit", which saves nothing until the run ends.
-The issue quoted a raw fan-out at 0.52 ms a job without naming its durability: these
-three bound it on the machine and hour of the measurement. minionflow sends a task per several jobs (33 tasks at 1,000 jobs over 8
-slots) and keeps each finished job durable in its blob store, so it can go below
-the durable floor of a task per job.
+The issue quoted a raw fan-out at 0.52 ms a job without naming its durability: the table
+shows each on the machine and at the hour of the measurement. minionflow sends a task
+per several jobs (33 tasks at 1,000 jobs over 8 slots) and keeps each finished job
+durable in its blob store, so it can go below the durable floor of a task per job.
 
 Target (issue 10): at most 1.0 ms of framework time per job at 1,000 jobs, and peak
 memory no higher than 178 MB.
@@ -176,9 +176,9 @@ def _subprocess_json(*flags: str) -> dict[str, float]:
 def measure(jobs: int, repeats: int) -> dict[str, Any]:
     """``repeats`` pairs of a run and the floors, each in a fresh process, the pair's order
     alternating (the first of two fresh processes ran slower or faster by up to 0.1 ms a
-    job on this machine); the medians, the framework time's range, and the median of each
-    pair's framework time over its durable floor (the machine's speed moved the two
-    together, 1.5x within an hour)."""
+    job on this machine); the medians (of peak memory, the highest), the framework time's
+    range, and the median of each pair's framework time over its durable floor (the
+    machine's speed moved the two together, 1.5x within an hour)."""
     pairs = []
     for k in range(repeats):
         first, second = ("--one", "--floor") if k % 2 == 0 else ("--floor", "--one")
@@ -187,6 +187,7 @@ def measure(jobs: int, repeats: int) -> dict[str, Any]:
     row: dict[str, Any] = {key: round(statistics.median(p[key] for p in pairs), 3) for key in pairs[0]}
     framework = [p["framework_ms_per_job"] for p in pairs]
     row.update(jobs=jobs, framework_min=min(framework), framework_max=max(framework),
+               peak_rss_mb=max(p["peak_rss_mb"] for p in pairs),  # the highest: the target is a ceiling
                ratio_to_durable_floor=round(statistics.median(p["framework_ms_per_job"] / p["floor_ms_per_job"]
                                                               for p in pairs), 2),
                runs=pairs)
@@ -227,7 +228,7 @@ def main() -> None:
     if top["jobs"] == 1000:
         verdict = "met" if top["framework_ms_per_job"] <= TARGET_MS and top["peak_rss_mb"] <= TARGET_MB else "NOT met"
         print(f"\ntarget at 1,000 jobs (at most {TARGET_MS} ms a job, {TARGET_MB} MB): {verdict} "
-              f"(median of {args.repeats}: {top['framework_ms_per_job']} ms, {top['peak_rss_mb']} MB)")
+              f"(median of {args.repeats}: {top['framework_ms_per_job']} ms; highest peak {top['peak_rss_mb']} MB)")
     largest = max(args.jobs)
     out = subprocess.run([sys.executable, __file__, "--parts", str(largest)], capture_output=True, text=True, check=True)
     split = json.loads(out.stdout.strip().splitlines()[-1])
