@@ -115,24 +115,32 @@ _documents_lock = threading.Lock()
 _counter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="minionflow-tokens")
 
 
+def _forget_if_failed(key: str, counted: Future[int]) -> None:
+    """A count that failed is not kept, wherever it ran: the next ask counts again."""
+    if counted.exception() is not None:
+        with _documents_lock:
+            if _documents.get(key) is counted:
+                del _documents[key]
+
+
 def _document_count(text: str, start: bool) -> Future[int]:
     key = sha256_text(text)
     with _documents_lock:
         counted = _documents.get(key)
         if counted is None:
             counted = _documents[key] = _counter.submit(count_tokens, text) if start else Future()
-            new = not start
+            made, new = True, not start
         else:
-            new = False
+            made = new = False
             _documents.move_to_end(key)
         while len(_documents) > DOCUMENTS_KEPT:
             _documents.popitem(last=False)
+    if made:  # outside the lock: a count already done calls back on this thread
+        counted.add_done_callback(lambda done: _forget_if_failed(key, done))
     if new:  # counted here, on this thread
         try:
             counted.set_result(count_tokens(text))
         except BaseException as exc:
-            with _documents_lock:  # not kept: the next asks again
-                _documents.pop(key, None)
             counted.set_exception(exc)
     return counted
 

@@ -532,6 +532,21 @@ def test_documents_are_counted_ahead_on_a_thread_of_their_own_and_once(monkeypat
         tokens.count_document(f"document {i}")
     tokens.count_document(here)
     assert [c[0] for c in counted].count("Here: the so") == 2
+    # a count that failed is not kept, whether it ran ahead or here: the next ask counts again
+    failing = {"Ahead again.", "Here again."}
+
+    def flaky(text: str) -> int:
+        if text in failing:
+            failing.discard(text)
+            raise OSError("the tokenizer could not be read")
+        return count(text)
+
+    monkeypatch.setattr(tokens, "count_tokens", flaky)
+    tokens.count_ahead(["Ahead again."])
+    for text in ("Ahead again.", "Here again."):
+        with pytest.raises(OSError):
+            tokens.count_document(text)
+        assert tokens.count_document(text) == count(text)
 
 
 def test_a_cache_file_is_written_whole_or_not_at_all(tmp_path):
