@@ -230,8 +230,7 @@ def main() -> None:
         print(f"\ntarget at 1,000 jobs (at most {TARGET_MS} ms a job, {TARGET_MB} MB): {verdict} "
               f"(median of {args.repeats}: {top['framework_ms_per_job']} ms; highest peak {top['peak_rss_mb']} MB)")
     largest = max(args.jobs)
-    out = subprocess.run([sys.executable, __file__, "--parts", str(largest)], capture_output=True, text=True, check=True)
-    split = json.loads(out.stdout.strip().splitlines()[-1])
+    split = _subprocess_json("--parts", str(largest))
     node = split["node_ms_per_job"]
     print(f"\nwhere a job's time goes at {largest} jobs (the map node alone, one task on one thread), ms a job:")
     print(f"{'node':>8} {'SQLite writes':>14} {'the rest':>9} {'through invoke':>15}   tokenizer load, once a run")
