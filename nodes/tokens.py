@@ -127,21 +127,20 @@ def _document_count(text: str, start: bool) -> Future[int]:
     key = sha256_text(text)
     with _documents_lock:
         counted = _documents.get(key)
+        made = counted is None
         if counted is None:
             counted = _documents[key] = _counter.submit(count_tokens, text) if start else Future()
-            made, new = True, not start
         else:
-            made = new = False
             _documents.move_to_end(key)
         while len(_documents) > DOCUMENTS_KEPT:
             _documents.popitem(last=False)
     if made:  # outside the lock: a count already done calls back on this thread
         counted.add_done_callback(lambda done: _forget_if_failed(key, done))
-    if new:  # counted here, on this thread
-        try:
-            counted.set_result(count_tokens(text))
-        except BaseException as exc:
-            counted.set_exception(exc)
+        if not start:  # counted here, on this thread
+            try:
+                counted.set_result(count_tokens(text))
+            except BaseException as exc:
+                counted.set_exception(exc)
     return counted
 
 
