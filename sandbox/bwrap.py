@@ -3,7 +3,8 @@
 Hardening (docs/architecture.md, guarantee 2):
 
 * bwrap is launched as an unprivileged user (when minionflow runs as root, the
-  child drops to ``nobody`` before exec), so uid 65534 inside is not host root
+  child drops to ``nobody``, or the backend's ``uid``, before exec), so uid 65534
+  inside is not host root
   and process limits are enforced;
 * the launcher's own environment is minimal (``/proc/1/environ`` inside shows
   only it), and ``--clearenv`` empties the sandboxed program's environment;
@@ -82,10 +83,16 @@ class BwrapBackend:
 
     name = "bwrap"
 
-    def __init__(self, bwrap: str | None = None, python: str = "/usr/bin/python3", seccomp: bool = True) -> None:
+    def __init__(self, bwrap: str | None = None, python: str = "/usr/bin/python3", seccomp: bool = True,
+                 uid: int = NOBODY) -> None:
         self.bwrap = bwrap or os.environ.get("MINIONFLOW_BWRAP") or shutil.which("bwrap") or "/usr/bin/bwrap"
         self.python = python
         self.seccomp = seccomp  # False runs without the filter: weaker, for kernels that refuse it
+        # The host user (and group) bwrap drops to when minionflow runs as root; inside, the
+        # code is nobody either way. The process limit counts every process of this user on
+        # the machine, so an unused uid keeps a sandbox's count, and the processes one can
+        # tell are its own, apart from every other sandbox's (the escape suite does so).
+        self.uid = uid
 
     # -- availability -----------------------------------------------------------------
     @cached_property
@@ -167,8 +174,8 @@ class BwrapBackend:
                 close_fds=True,
                 pass_fds=() if seccomp_fd is None else (seccomp_fd,),
                 start_new_session=True,
-                user=NOBODY if drop else None,
-                group=NOBODY if drop else None,
+                user=self.uid if drop else None,
+                group=self.uid if drop else None,
                 extra_groups=[] if drop else None,
             )
         finally:

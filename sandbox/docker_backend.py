@@ -32,7 +32,7 @@ from .image import RUNNER_PATH, image_tag
 
 log = logging.getLogger(__name__)
 
-NOBODY = "65534:65534"
+NOBODY = 65534
 LABEL = "io.minionflow.sandbox"
 OWNER_LABEL = "io.minionflow.owner-pid"
 HOST = socket.gethostname()
@@ -41,10 +41,14 @@ HOST = socket.gethostname()
 class DockerBackend:
     name = "docker"
 
-    def __init__(self, image: str | None = None, runtime: str | None = None) -> None:
+    def __init__(self, image: str | None = None, runtime: str | None = None, uid: int = NOBODY) -> None:
         # MINIONFLOW_SANDBOX_IMAGE: an image built elsewhere (compose.yaml builds minionflow-sandbox:compose)
         self.image = image or os.environ.get("MINIONFLOW_SANDBOX_IMAGE") or image_tag()
         self.runtime = runtime
+        # the user (and group) the code runs as, nobody by default: an unused uid keeps the
+        # container's processes apart from every other sandbox's on the host (the escape
+        # suite tells its own leftovers by it)
+        self.uid = uid
 
     @cached_property
     def client(self) -> Any:
@@ -105,7 +109,7 @@ class DockerBackend:
             tmpfs={"/tmp": f"size={limits.tmpfs_mb}m,mode=1777,noexec,nosuid,nodev"},
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
-            user=NOBODY,
+            user=f"{self.uid}:{self.uid}",
             pids_limit=limits.processes + 4,
             mem_limit=memory,
             memswap_limit=memory,
