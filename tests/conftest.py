@@ -27,6 +27,10 @@ from minionflow.sandbox import BwrapBackend  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the virtualenv's scripts
 CLI = str(BIN / "minionflow")
+# A command a test waits for gets less time than the test itself (pyproject's pytest
+# timeout, 600 s): one that hangs fails the test with its own command and output, and is
+# killed by subprocess.run, instead of pytest-timeout stopping the test around it.
+SUBPROCESS_TIMEOUT = 480
 # the folders the installed packages come from (minionflow, graphs, nodes, ...): pyproject.toml's
 # package-dir, which the type check, the layer check and scripts/setup.sh's compile all read
 PACKAGE_DIRS = tuple(sorted(set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())))

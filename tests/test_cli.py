@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CLI, cli_env
+from conftest import CLI, SUBPROCESS_TIMEOUT, cli_env
 from pdfgen import write_pdf
 from pypdf import PdfWriter
 
@@ -25,7 +25,7 @@ PAGES = [
 ]
 
 
-def cli(*args: str, home: Path, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, home: Path, env: dict[str, str] | None = None, timeout: float = SUBPROCESS_TIMEOUT) -> subprocess.CompletedProcess[str]:
     return subprocess.run([CLI, *args], capture_output=True, text=True, env=cli_env(home, **(env or {})), timeout=timeout)
 
 

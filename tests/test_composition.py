@@ -10,7 +10,7 @@ import subprocess
 import httpx
 import openai
 import pytest
-from conftest import CLI, GOOD_CODE, cli_env, default_local, default_remote, final_json, worker_json
+from conftest import CLI, GOOD_CODE, SUBPROCESS_TIMEOUT, cli_env, default_local, default_remote, final_json, worker_json
 from fakes import FakeProvider, PromptFake
 from minionflow.graphs import RunSettings
 from minionflow.graphs.persistence import open_persistence
@@ -215,7 +215,7 @@ def test_a_custom_graph_runs_through_the_cli_with_the_embedded_model(tmp_path):
     doc.write_text(long_doc(12).text)
     home = tmp_path / "home"
     out = subprocess.run([CLI, "run", str(doc), "-q", QUESTION, "--graph", RETRIEVAL, "--chunk-tokens", "40",
-                          "--sandbox", "bwrap", "--json"], capture_output=True, text=True, env=cli_env(home), timeout=900)
+                          "--sandbox", "bwrap", "--json"], capture_output=True, text=True, env=cli_env(home), timeout=SUBPROCESS_TIMEOUT)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
     assert result["status"] == "answered"

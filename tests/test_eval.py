@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CLI, ROOT, cli_env
+from conftest import CLI, ROOT, SUBPROCESS_TIMEOUT, cli_env
 from minionflow.contracts.errors import BadInput
 from minionflow.evaluation.matchers import abstains, contains, exact, is_correct, normalize, numbers, numeric
 from minionflow.evaluation.report import EvalSummary, markdown, percentile, plot, summarize, wilson
@@ -467,7 +467,7 @@ def test_end_to_end_eval_of_two_questions_with_the_embedded_model(tmp_path):
     ])
     home, out = tmp_path / "home", tmp_path / "out"
     args = [CLI, "eval", str(suite), "--protocols", "minions,local-only", "--out", str(out), "--json"]
-    proc = subprocess.run(args, capture_output=True, text=True, env=cli_env(home), timeout=900)
+    proc = subprocess.run(args, capture_output=True, text=True, env=cli_env(home), timeout=SUBPROCESS_TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
     # piped and --json: a plain progress line on stderr as each question x protocol ends

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import CLI, cli_env, secret_doc
+from conftest import CLI, SUBPROCESS_TIMEOUT, cli_env, secret_doc
 from fakes import FakeProvider, PromptFake
 from minionflow.contracts.errors import BadInput
 from minionflow.graphs import RunSettings
@@ -137,7 +137,7 @@ def test_documents_too_long_for_the_local_model_are_refused_before_any_call(tmp_
 
 
 def cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CLI, *args], capture_output=True, text=True, env=cli_env(home), timeout=900)
+    return subprocess.run([CLI, *args], capture_output=True, text=True, env=cli_env(home), timeout=SUBPROCESS_TIMEOUT)
 
 
 def test_bad_protocols_and_graphs_are_clear_errors(tmp_path):

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import CLI, Where, cli_env, default_local, default_remote, make_where, secret_doc
+from conftest import CLI, SUBPROCESS_TIMEOUT, Where, cli_env, default_local, default_remote, make_where, secret_doc
 from fakes import FakeProvider, PromptFake
 from minionflow.contracts.errors import BadInput
 from minionflow.graphs import RunSettings
@@ -54,7 +54,7 @@ def interrupted(interrupted_once: tuple[Where, str, PromptFake], tmp_path: Path)
 
 def cli(*args: str, home: Where | Path) -> subprocess.CompletedProcess[str]:
     where = home.cli_args() if isinstance(home, Where) else ["--data-dir", str(home)]
-    return subprocess.run([CLI, *args, *where], capture_output=True, text=True, env=cli_env(), timeout=600)
+    return subprocess.run([CLI, *args, *where], capture_output=True, text=True, env=cli_env(), timeout=SUBPROCESS_TIMEOUT)
 
 
 def test_an_interrupted_run_is_listed_as_unfinished(interrupted):
@@ -496,7 +496,7 @@ def test_reject_through_the_cli(where: Where, tmp_path, openai_server):
     models = ["--remote", f"gpt-4o@{openai_server.url}", "--local", f"gpt-4o-mini@{openai_server.url}"]
     first = subprocess.run([CLI, "run", str(doc), "-q", "What is the secret number?", "--approve", "--json",
                             "--max-code-attempts", "2", "--thread", "t-review", *models, *where.cli_args()],
-                           capture_output=True, text=True, env=cli_env(where.home), timeout=600)
+                           capture_output=True, text=True, env=cli_env(where.home), timeout=SUBPROCESS_TIMEOUT)
     assert first.returncode == 3, first.stderr[-2000:]
     waiting = json.loads(first.stdout)
     assert waiting["status"] == "awaiting_approval" and waiting["pending_approval"]["round"] == 1
