@@ -5,6 +5,7 @@ earlier version kept in LangGraph's PostgresStore still read."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -236,29 +237,38 @@ def test_a_second_write_lane_commits_while_the_first_waits_on_the_server(lanes):
 
     from minionflow.nodes.blobstore import GroupCommit
 
-    started, release = threading.Event(), threading.Event()
+    started, release, fast_written = threading.Event(), threading.Event(), threading.Event()
     written: list[list[Any]] = []
 
     def write(rows: list[Any]) -> None:
         if rows[0][1] == "slow":
             started.set()
-            assert release.wait(10)
+            assert release.wait(60)
         if rows[0][1] == "bad":
             raise OSError("disk full")
         written.append([key for _ns, key, _value in rows])
+        if rows[0][1] == "fast":
+            fast_written.set()
 
     commit = GroupCommit(write, lanes=lanes)
     slow = threading.Thread(target=commit, args=([("ns", "slow", "1")],))
     slow.start()
-    assert started.wait(10)  # the slow group's write is under way, holding a lane
+    assert started.wait(60)  # the slow group's write is under way, holding a lane
     fast = threading.Thread(target=commit, args=([("ns", "fast", "2")],))
     fast.start()
-    fast.join(timeout=2)
-    assert fast.is_alive() == (lanes == 1)  # with one lane the second batch waits for the first
+    if lanes == 2:
+        assert fast_written.wait(60)  # written while the slow group still holds its lane
+    else:
+        # the second batch waits for the lane: it is queued and not written within 0.2 s,
+        # far longer than a free lane takes (the two-lane case above: well under a
+        # millisecond); a lane wrongly free fails this, a slow machine could only pass it
+        while not (commit.pending or fast_written.is_set()):
+            time.sleep(0.001)
+        assert not fast_written.wait(0.2)
     release.set()
-    slow.join(timeout=10)
-    fast.join(timeout=10)
-    assert sorted(written) == [["fast"], ["slow"]]
+    slow.join(timeout=60)
+    fast.join(timeout=60)
+    assert written == ([["fast"], ["slow"]] if lanes == 2 else [["slow"], ["fast"]])
     with pytest.raises(OSError, match="disk full"):
         commit([("ns", "bad", "3")])
     commit([("ns", "after", "4")])  # the lane the failed group held is free again

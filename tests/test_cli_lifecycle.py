@@ -1,5 +1,5 @@
 """The README's claims about a run's life, each through the CLI as a user drives it:
-exit 1 and a resume that redoes no finished job, SIGTERM then a second signal, a
+exit 1 and a resume that redoes no finished job, two Ctrl-Cs and SIGTERM then Ctrl-C, a
 review answered with --accept and with --edit FILE, and a fork with other models.
 The models are an OpenAI-compatible server (tests/openai_server.py) whose replies
 derive from the prompt, so each case runs in seconds and its counts are exact."""
@@ -7,11 +7,14 @@ derive from the prompt, so each case runs in seconds and its counts are exact.""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import pytest
 from conftest import CLI, GOOD_CODE, cli_env, default_local, default_remote, secret_doc
@@ -27,6 +30,7 @@ class Models:
     def __init__(self) -> None:
         self.aggregate_down = False
         self.local_delay = 0.0
+        self.local_hook: Callable[[], object] = lambda: None  # run in each minion request
         self.server = OpenAIServer({"gpt-4o": self.remote, "gpt-4o-mini": self.local, "other-mini": self.local})
         self.url = self.server.start()
 
@@ -36,6 +40,7 @@ class Models:
         return default_remote(prompt)
 
     def local(self, prompt: str) -> str:
+        self.local_hook()
         time.sleep(self.local_delay)
         return default_local(prompt)
 
@@ -83,23 +88,52 @@ def test_a_failed_run_exits_1_and_resume_redoes_no_finished_job(models, doc, tmp
     assert models.requests("gpt-4o-mini") == 12 and result["usage"]["local"]["calls"] == 12  # none ran again
 
 
-def test_sigterm_pauses_and_a_second_signal_stops_at_once_naming_the_resume(models, doc, tmp_path, spawn):
+class Output:
+    """A pipe read line by line on a thread of its own, so a test can wait for a line."""
+
+    def __init__(self, pipe: IO[str]) -> None:
+        self.lines: list[str] = []
+        self._seen = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _read(self, pipe: IO[str]) -> None:
+        for line in pipe:
+            with self._seen:
+                self.lines.append(line)
+                self._seen.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 60) -> bool:
+        with self._seen:
+            return self._seen.wait_for(lambda: any(text in line for line in self.lines), timeout=timeout)
+
+    def text(self) -> str:
+        self._thread.join(timeout=60)
+        return "".join(self.lines)
+
+
+@pytest.mark.parametrize("first", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c-twice", "sigterm-then-ctrl-c"])
+def test_a_signal_pauses_and_a_second_stops_at_once_naming_the_resume(models, doc, tmp_path, spawn, first):
+    """Ctrl-C goes where a terminal sends it, to the CLI's whole process group; SIGTERM to
+    the CLI, as a process manager sends it. The second signal follows the first's
+    "pausing" line (the order of events, not a pause of some length)."""
     home = tmp_path / "home"
     models.local_delay = 0.5  # 12 jobs one at a time: about 6 seconds of map
     proc = spawn([CLI, "run", str(doc), "-q", QUESTION, *models.specs(), "--chunk-tokens", "40",
                              "--concurrency", "1", "--thread", "t-sig", "--data-dir", str(home)],
-                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(home))
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(home), start_new_session=True)
+    out, err = Output(proc.stdout), Output(proc.stderr)
     deadline = time.monotonic() + 60
     while models.requests("gpt-4o-mini") < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert models.requests("gpt-4o-mini") >= 3, "the map never started"
-    proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err[-2000:]
-    assert "pausing after the current step" in err and "stopping now" in err
-    assert f"Resume with: minionflow resume t-sig --data-dir {home}" in out
+    ctrl_c = lambda: os.killpg(proc.pid, signal.SIGINT)  # noqa: E731
+    ctrl_c() if first == signal.SIGINT else proc.send_signal(first)
+    assert err.wait_for("pausing after the current step"), err.text()[-2000:]
+    ctrl_c()
+    assert proc.wait(timeout=60) == 130, err.text()[-2000:]
+    assert "stopping now" in err.text()
+    assert f"Resume with: minionflow resume t-sig --data-dir {home}" in out.text()
     stopped_at = models.requests("gpt-4o-mini")
     assert stopped_at < 12
     models.local_delay = 0.0
@@ -150,18 +184,19 @@ def test_fork_with_another_local_model(models, doc, tmp_path):
 
 
 def test_the_server_answers_each_request_on_its_own_thread(models):
-    """The lifecycle cases rely on a slow job not holding the others back."""
+    """The lifecycle cases rely on a slow job not holding the others back: six requests
+    meet inside the server (a barrier of six, which a server answering one at a time never
+    fills)."""
     import openai
 
-    models.local_delay = 0.5
+    meet = threading.Barrier(6, timeout=60)
+    models.local_hook = meet.wait
     client = openai.OpenAI(base_url=models.url, api_key="test", max_retries=0)
-    started = time.monotonic()
-    threads = [threading.Thread(target=client.chat.completions.create,
-                                kwargs={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]})
-               for _ in range(6)]
+    replies: list[object] = []
+    threads = [threading.Thread(target=lambda: replies.append(client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]))) for _ in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    # one at a time would take 3 s
-    assert time.monotonic() - started < 2.5 and models.requests("gpt-4o-mini") == 6
+    assert not meet.broken and len(replies) == 6 and models.requests("gpt-4o-mini") == 6
