@@ -20,7 +20,7 @@ from langgraph.store.base import BaseStore, GetOp
 from langgraph.store.memory import InMemoryStore
 from minionflow.contracts.state import JobBatch, JobRecord
 from minionflow.graphs.persistence import open_persistence, sqlite_persistence
-from minionflow.nodes.common import batch_from_ref
+from minionflow.nodes.common import batch_from_ref, settings_from_ref
 from minionflow.nodes.documents import LoadedDocument
 from minionflow.nodes.store import get_json, put_json, put_texts
 
@@ -69,6 +69,45 @@ def test_one_megabyte_document_three_rounds_checkpoint_db_smaller_than_document(
     # `show --json`) once, plus the prompts' template text, JSON and SQLite page overhead: the
     # three rounds ask the same task, so their prompts are the same blobs (else it would be 5x)
     assert blobs < 4.5 * len(text.encode())
+
+
+def database_bytes(url: str, tables: list[str]) -> bytes:
+    """Every value of every row of ``tables`` in the database at ``url``, as bytes (a
+    ``bytea`` as it is, anything else as its JSON)."""
+    import psycopg
+    from psycopg import sql
+
+    out = bytearray()
+    with psycopg.connect(url) as conn:
+        for table in tables:
+            for row in conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(table))):
+                for value in row:
+                    out += value if isinstance(value, bytes | memoryview) else json.dumps(value, default=str).encode()
+    return bytes(out)
+
+
+def test_no_document_text_in_postgresql_checkpoints(run_fake):
+    """Invariant 4 on PostgreSQL: a run's checkpoint tables (LangGraph's checkpoints,
+    their blobs and the tasks' writes) hold no text of the document that no minion
+    quoted; the blob table beside them does hold it (the scan can find it)."""
+    from conftest import create_database
+
+    paragraph = "Quarterly shipments through the northern terminal were recorded in the ledger. " * 6
+    paragraphs = [f"Section {i}. {paragraph}" for i in range(60)]
+    paragraphs[40] = "Section 40. The secret number is 42, written in the ledger."
+    paragraphs[20] = "Section 20. UNQUOTED-CANARY-SENTENCE sits in a chunk no minion quotes."
+    text = "\n\n".join(paragraphs)
+    url = create_database()
+    with open_persistence(url) as (saver, store):
+        run = run_fake(documents=[LoadedDocument(title="ledger.txt", text=text, pages=1)], checkpointer=saver,
+                       store=store, chunk_tokens=200, job_cache=False)
+    assert run.values["final"]["answer"] == "42" and run.values["rounds"][0]["jobs"] >= 5
+    checkpoints = database_bytes(url, ["checkpoints", "checkpoint_blobs", "checkpoint_writes"])
+    assert len(checkpoints) > 10_000  # the scan read the checkpoints
+    # (the answer's quote, a sentence a minion cites, is part of the answer and may be kept)
+    assert b"UNQUOTED-CANARY-SENTENCE" not in checkpoints
+    assert b"Quarterly shipments through the northern terminal" not in checkpoints
+    assert b"UNQUOTED-CANARY-SENTENCE" in database_bytes(url, ["minionflow_blobs"])
 
 
 def worker(where: Where, thread: str, calls: Path, *extra: str) -> list[str]:
@@ -169,30 +208,34 @@ def unread(store: CountingStore, keys: set[str]) -> set[str]:
 
 
 def test_each_run_reads_its_job_batch_from_its_own_store(where: Where, run_fake):
-    """Two runs of the same document, code and settings (so the same job batch, by
-    content) on one database: the second reads the batch and every chunk from the
-    store it was given, SQLite or PostgreSQL, not from the first run's copy."""
+    """Two runs of the same document, code and settings (so the same job batch and
+    settings, by content) on one database: the second reads the batch, the settings its
+    jobs run with and every chunk from the store it was given, SQLite or PostgreSQL, not
+    from the first run's copy."""
     with open_persistence(where.location) as (_saver, store):
         first = run_fake(store=CountingStore(store))
         again = CountingStore(store)
         second = run_fake(store=again)
         jobs_ref = second.values["rounds"][0]["jobs_ref"]
-        chunks = {job["chunk_ref"] for job in get_json(store, jobs_ref)["jobs"]}
+        batch = get_json(store, jobs_ref)
+        chunks = {job["chunk_ref"] for job in batch["jobs"]}
     assert jobs_ref == first.values["rounds"][0]["jobs_ref"] and len(chunks) >= 3
-    assert unread(again, {jobs_ref, *chunks}) == set()
+    assert unread(again, {jobs_ref, batch["settings_ref"], *chunks}) == set()
 
 
 def test_the_read_count_catches_a_store_that_was_not_read(run_fake):
-    """Negative control: a batch already loaded for a store is not read from it again,
-    and the count says so."""
+    """Negative control: a batch and settings already loaded for a store are not read from
+    it again, and the count says so."""
     store = CountingStore(InMemoryStore())
     run = run_fake(store=store)
     jobs_ref = run.values["rounds"][0]["jobs_ref"]
-    chunks = {job["chunk_ref"] for job in get_json(store, jobs_ref)["jobs"]}
+    batch = get_json(store, jobs_ref)
+    chunks = {job["chunk_ref"] for job in batch["jobs"]}
     store.read.clear()
     loaded = batch_from_ref(store, jobs_ref)
     assert {loaded.chunk(store, i) for i in range(len(loaded.batch["jobs"]))}
-    assert unread(store, {jobs_ref, *chunks}) == {jobs_ref, *chunks}
+    assert settings_from_ref(store, batch["settings_ref"]).chunk_tokens
+    assert unread(store, {jobs_ref, batch["settings_ref"], *chunks}) == {jobs_ref, batch["settings_ref"], *chunks}
 
 
 def test_a_task_reads_the_chunks_of_its_jobs_only_once_each():
