@@ -11,10 +11,17 @@ fails here too:
 * messages: a non-empty list of known roles, each with its content;
 * ``response_format``: ``text``, ``json_object`` (the messages must say "json"), or
   ``json_schema`` with a ``name`` of letters, digits, ``_`` and ``-`` and a ``schema``
-  object; with ``strict``, every object in the schema must list all its properties as
-  required and set ``additionalProperties: false``; no other keys;
+  object; no other keys;
 * ``tools``: functions with a valid name and an object ``parameters`` schema, and a
-  ``tool_choice`` that names one of them.
+  ``tool_choice`` that names one of them; ``tools`` may come with a ``response_format``
+  (the API takes both: the model calls a tool or answers in the format);
+* with ``strict`` (a ``json_schema`` or a function), Structured Outputs' rules
+  (``strict_problems``, OpenAI's guide, "Supported schemas"): the root is an object,
+  not ``anyOf``; every object lists all its properties in ``required`` and sets
+  ``additionalProperties: false``; no keyword the strict subset lacks (``default``,
+  ``allOf``, ``oneOf``, ``not``, ``if``, ``minLength``, ...); a ``$ref`` stands alone;
+  at most 10 levels of object nesting, 5,000 properties, 1,000 enum values (one enum of
+  over 250 strings: 15,000 characters) and 120,000 characters of names and values.
 
 The reply is then what the API would send: a tool call whose arguments satisfy the
 function's parameters, or content that satisfies the ``json_schema`` (both checked
@@ -29,17 +36,30 @@ so where that kind of server does (``GET /props`` as llama.cpp's server, ``POST
 /api/show`` as Ollama, or as Ollama running a Modelfile without ``num_ctx`` for
 ``"ollama-default"``), and refuses a prompt that does not fit with its reply (counted
 with tiktoken's cl100k_base) with a 400 and llama.cpp's message, recording it in
-``oversized``: Ollama would cut such a prompt silently, and a test must see it."""
+``oversized``: Ollama would cut such a prompt silently, and a test must see it.
+
+Given ``tls=impersonate(host, folder)``, it is also an HTTPS proxy that serves ``host``
+itself: a client whose ``HTTPS_PROXY`` is this server and whose ``SSL_CERT_FILE`` is the
+impersonation's CA reaches ``https://HOST`` here, as a client behind a corporate proxy
+reaches it, so the ``openai:`` spec's own request path (api.openai.com, its key, its
+request body) is tested with no hook in the product. ``received`` records every
+request's method, path, Host, Authorization and the tunnel it came through."""
 
 from __future__ import annotations
 
+import datetime
+import functools
 import json
 import re
+import socketserver
+import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -73,40 +93,159 @@ class Drop(Exception):
 
 
 class BadRequest(Exception):
-    def __init__(self, message: str, param: str | None = None) -> None:
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.param = param
+        self.code = code
 
 
-def _strict_problems(schema: Any, path: str = "schema") -> list[str]:
-    """What OpenAI's strict mode refuses in a schema: an object that does not require
-    every property or does not forbid additional ones."""
+# Structured Outputs' strict mode (OpenAI's guide, "Supported schemas")
+STRICT_MAX_NESTING = 10  # levels of object nesting; the root object is the first
+STRICT_MAX_PROPERTIES = 5000  # object properties in all, definitions included
+STRICT_MAX_STRING_LENGTH = 120_000  # property and definition names, enum and const values
+STRICT_MAX_ENUM_VALUES = 1000  # across all enums
+STRICT_LONG_ENUM = (250, 15_000)  # one enum of more string values than this: at most this many characters
+# Keywords the strict subset lacks, refused wherever they stand (the API: "In
+# context=(...), 'default' is not permitted."): the composition keywords the guide says
+# are not supported, oneOf (anyOf is the subset's only union), and the object, array and
+# string keywords it has never listed as supported (its list: pattern and format;
+# multipleOf, minimum, maximum and their exclusive forms; minItems and maxItems).
+STRICT_NOT_PERMITTED = (
+    "default", "allOf", "oneOf", "not", "if", "then", "else", "dependentRequired", "dependentSchemas",
+    "patternProperties", "unevaluatedProperties", "propertyNames", "minProperties", "maxProperties",
+    "unevaluatedItems", "contains", "minContains", "maxContains", "uniqueItems", "minLength", "maxLength",
+)
+_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions")  # name -> subschema
+_SUBSCHEMA_LISTS = ("anyOf", "prefixItems")  # [subschema, ...]
+
+
+def _subschemas(schema: dict[str, Any], context: tuple[str, ...]) -> Iterator[tuple[Any, tuple[str, ...]]]:
+    """A schema's direct subschemas and their contexts (the API's path notation)."""
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(schema.get(key), dict):
+            for name, sub in schema[key].items():
+                yield sub, (*context, key, name)
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(schema.get(key), list):
+            for i, sub in enumerate(schema[key]):
+                yield sub, (*context, key, str(i))
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            yield schema[key], (*context, key)
+
+
+def _is_object(schema: dict[str, Any]) -> bool:
+    kind = schema.get("type")
+    return kind == "object" or (isinstance(kind, list) and "object" in kind) or "properties" in schema
+
+
+def _resolve(root: dict[str, Any], ref: Any) -> Any:
+    """What a local ``$ref`` (``#``, ``#/$defs/NAME``, ``#/definitions/NAME``) points at, or None."""
+    if ref == "#":
+        return root
+    if isinstance(ref, str) and ref.startswith("#/"):
+        node: Any = root
+        for part in ref[2:].split("/"):
+            node = node.get(part.replace("~1", "/").replace("~0", "~")) if isinstance(node, dict) else None
+        return node
+    return None
+
+
+def _nesting(root: dict[str, Any], schema: Any, refs: frozenset[str] = frozenset()) -> int:
+    """Levels of object nesting below and including ``schema``, following ``$ref``s
+    (a recursive one, which the subset allows, is not followed again)."""
+    if not isinstance(schema, dict):
+        return 0
+    if isinstance(schema.get("$ref"), str):
+        ref = schema["$ref"]
+        return 0 if ref in refs else _nesting(root, _resolve(root, ref), refs | {ref})
+    below = max((_nesting(root, sub, refs) for sub, context in _subschemas(schema, ())
+                 if context[0] not in ("$defs", "definitions")), default=0)
+    return below + (1 if _is_object(schema) else 0)
+
+
+def strict_problems(schema: Any) -> list[str]:
+    """What OpenAI's strict mode refuses in a schema, each in the API's words (an empty
+    list: the API takes it). The rules are the guide's "Supported schemas" and the
+    API's answers to what it leaves unsaid (``'default' is not permitted``; ``$ref
+    cannot have keywords {'description'}``)."""
+    if not isinstance(schema, dict) or schema.get("type") != "object" or "anyOf" in schema:
+        kind = schema.get("type") if isinstance(schema, dict) else None
+        return [f"schema must be a JSON Schema of 'type: \"object\"', got 'type: \"{kind}\"'."]
     problems: list[str] = []
-    if isinstance(schema, dict):
-        if schema.get("type") == "object" or "properties" in schema:
-            props = set(schema.get("properties", {}))
-            if schema.get("additionalProperties") is not False:
-                problems.append(f"{path}: 'additionalProperties' is required to be supplied and to be false")
-            if set(schema.get("required", [])) != props:
-                problems.append(f"{path}: 'required' is required to be supplied and to be an array including "
-                                f"every key in properties")
-        for key, value in schema.items():
-            problems += _strict_problems(value, f"{path}.{key}")
-    elif isinstance(schema, list):
-        for i, value in enumerate(schema):
-            problems += _strict_problems(value, f"{path}[{i}]")
+    totals = {"properties": 0, "chars": 0, "enum": 0}
+
+    def visit(node: Any, context: tuple[str, ...]) -> None:
+        where = f"In context={context!r}, "
+        if not isinstance(node, dict):
+            problems.append(f"{where}schema must be an object.")
+            return
+        if "$ref" in node:
+            if _resolve(schema, node["$ref"]) is None:
+                problems.append(f"{where}reference {node['$ref']!r} can't be resolved.")
+            if extra := sorted(set(node) - {"$ref"}):
+                problems.append(f"{where}$ref cannot have keywords {{{', '.join(map(repr, extra))}}}.")
+        problems.extend(f"{where}'{key}' is not permitted." for key in STRICT_NOT_PERMITTED if key in node)
+        if _is_object(node) and "$ref" not in node:
+            props = node.get("properties") if isinstance(node.get("properties"), dict) else {}
+            if node.get("additionalProperties") is not False:
+                problems.append(f"{where}'additionalProperties' is required to be supplied and to be false.")
+            required = set(node["required"]) if isinstance(node.get("required"), list) else None
+            missing = [k for k in props if required is None or k not in required]
+            extra_keys = sorted((required or set()) - set(props))
+            if required is None or missing:
+                problems.append(f"{where}'required' is required to be supplied and to be an array including every "
+                                f"key in properties. Missing {', '.join(map(repr, missing)) or 'the array'}.")
+            if extra_keys:
+                problems.append(f"{where}Extra required key {extra_keys[0]!r} supplied.")
+            totals["properties"] += len(props)
+            totals["chars"] += sum(len(k) for k in props)
+        for key in ("$defs", "definitions"):
+            if isinstance(node.get(key), dict):
+                totals["chars"] += sum(len(k) for k in node[key])
+        values = node.get("enum") if isinstance(node.get("enum"), list) else []
+        strings = [v for v in values if isinstance(v, str)]
+        totals["enum"] += len(values)
+        totals["chars"] += sum(map(len, strings)) + (len(node["const"]) if isinstance(node.get("const"), str) else 0)
+        if len(strings) > STRICT_LONG_ENUM[0] and sum(map(len, strings)) > STRICT_LONG_ENUM[1]:
+            problems.append(f"{where}enum has {len(strings)} string values of {sum(map(len, strings))} characters "
+                            f"in all, over the limit of {STRICT_LONG_ENUM[1]} for more than {STRICT_LONG_ENUM[0]} values.")
+        for sub, sub_context in _subschemas(node, context):
+            visit(sub, sub_context)
+
+    visit(schema, ())
+    if (levels := _nesting(schema, schema)) > STRICT_MAX_NESTING:
+        problems.append(f"{levels} levels of nesting exceeds limit of {STRICT_MAX_NESTING}.")
+    if totals["properties"] > STRICT_MAX_PROPERTIES:
+        problems.append(f"{totals['properties']} object properties exceeds limit of {STRICT_MAX_PROPERTIES}.")
+    if totals["enum"] > STRICT_MAX_ENUM_VALUES:
+        problems.append(f"{totals['enum']} enum values exceeds limit of {STRICT_MAX_ENUM_VALUES}.")
+    if totals["chars"] > STRICT_MAX_STRING_LENGTH:
+        problems.append(f"total string length of {totals['chars']} exceeds limit of {STRICT_MAX_STRING_LENGTH}.")
     return problems
 
 
-def _check_schema(schema: Any, param: str, strict: bool) -> None:
+def _check_schema(schema: Any, param: str, strict: bool, what: str) -> None:
+    """``what``: how the API names the schema in its refusal (``response_format 'NAME'``,
+    ``function 'NAME'``)."""
     if not isinstance(schema, dict):
         raise BadRequest(f"Invalid type for '{param}': expected an object.", param)
+    if strict and (problems := strict_problems(schema)):
+        code = "invalid_function_parameters" if what.startswith("function") else None
+        raise BadRequest(f"Invalid schema for {what}: {problems[0]}", param, code)
+    if (error := _schema_error(json.dumps(schema, sort_keys=True))) is not None:
+        raise BadRequest(f"Invalid schema for {what}: {error}", param)
+
+
+@functools.lru_cache(maxsize=64)
+def _schema_error(schema: str) -> str | None:
+    """Why a schema is not JSON Schema (draft 2020-12), or None; kept per schema, as
+    checking one of 5,000 properties takes seconds."""
     try:
-        jsonschema.Draft202012Validator.check_schema(schema)
+        jsonschema.Draft202012Validator.check_schema(json.loads(schema))
     except jsonschema.SchemaError as exc:
-        raise BadRequest(f"Invalid schema for '{param}': {exc.message}", param) from None
-    if strict and (problems := _strict_problems(schema)):
-        raise BadRequest(f"Invalid schema for '{param}' in strict mode: {problems[0]}", param)
+        return exc.message
+    return None
 
 
 def _message_text(message: dict[str, Any]) -> str:
@@ -165,12 +304,11 @@ def check_request(body: Any, extra: frozenset[str] = frozenset()) -> dict[str, A
             if not isinstance(spec.get("name"), str) or not NAME.match(spec["name"]):
                 raise BadRequest("Invalid 'response_format.json_schema.name': string does not match pattern "
                                  "'^[a-zA-Z0-9_-]+$'.", "response_format.json_schema.name")
-            _check_schema(spec.get("schema"), "response_format.json_schema.schema", bool(spec.get("strict")))
+            _check_schema(spec.get("schema"), "response_format.json_schema.schema", spec.get("strict") is True,
+                          f"response_format '{spec['name']}'")
             mode = {"kind": "json_schema", "schema": spec["schema"]}
     tools = body.get("tools")
     if tools is not None:
-        if fmt is not None and fmt.get("type") != "text":
-            raise BadRequest("this test server answers either a tool call or a response_format, not both", "tools")
         if not isinstance(tools, list) or not tools:
             raise BadRequest("Invalid 'tools': empty array.", "tools")
         functions: dict[str, Any] = {}
@@ -181,7 +319,7 @@ def check_request(body: Any, extra: frozenset[str] = frozenset()) -> dict[str, A
             if not isinstance(fn.get("name"), str) or not NAME.match(fn["name"]):
                 raise BadRequest(f"Invalid 'tools[{i}].function.name'.", f"tools[{i}].function.name")
             params = fn.get("parameters", {"type": "object", "properties": {}})
-            _check_schema(params, f"tools[{i}].function.parameters", bool(fn.get("strict")))
+            _check_schema(params, f"tools[{i}].function.parameters", fn.get("strict") is True, f"function '{fn['name']}'")
             functions[fn["name"]] = params
         choice = body.get("tool_choice", "auto")
         if isinstance(choice, dict):
@@ -191,8 +329,10 @@ def check_request(body: Any, extra: frozenset[str] = frozenset()) -> dict[str, A
                                  "tool_choice")
         elif choice not in ("none", "auto", "required"):
             raise BadRequest("Invalid value for 'tool_choice'.", "tool_choice")
-        else:
-            name = next(iter(functions)) if choice != "none" else None
+        elif choice == "required" or (choice == "auto" and mode["kind"] == "text"):
+            name = next(iter(functions))
+        else:  # "none", or "auto" beside a response_format: the model answers in the format
+            name = None
         if name is not None:
             mode = {"kind": "tool", "name": name, "schema": functions[name]}
     elif "tool_choice" in body:
@@ -200,14 +340,68 @@ def check_request(body: Any, extra: frozenset[str] = frozenset()) -> dict[str, A
     return mode
 
 
+@dataclass(frozen=True)
+class Impersonation:
+    """A host this server can stand in for over TLS: the certificate authority a client
+    must trust (its ``SSL_CERT_FILE``) and the server side's TLS context."""
+
+    host: str
+    ca_file: Path
+    context: ssl.SSLContext
+
+
+def impersonate(host: str, folder: Path) -> Impersonation:
+    """A throwaway certificate authority (written to ``folder/ca.pem``) and a
+    certificate for ``host`` that it signed, valid for a day."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "minionflow test CA")])
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                                       key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                       encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(ca_ski, critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    ca_file, cert_file, key_file = folder / "ca.pem", folder / f"{host}.pem", folder / f"{host}.key"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return Impersonation(host, ca_file, context)
+
+
 class OpenAIServer:
     """Start with ``start()`` (returns the base URL, ``http://127.0.0.1:PORT/v1``) and
     stop with ``stop()``; ``requests`` holds every request body received, ``rejected``
-    the error messages sent back."""
+    the error messages sent back, ``received`` what every request came with (method,
+    path, Host, Authorization, and ``tunnel``: the ``CONNECT`` target it came through,
+    None when it came straight to the port)."""
 
     def __init__(self, responder: Responder | dict[str, Responder], context: tuple[str, int] | None = None,
-                 port: int = 0) -> None:
+                 port: int = 0, tls: Impersonation | None = None) -> None:
         self.context = context
+        self.tls = tls
+        self.received: list[dict[str, Any]] = []
         self.port = port  # 0: one the OS picks
         self.oversized: list[int] = []  # prompt tokens of the requests refused for the window
         self.responders = responder if isinstance(responder, dict) else None
@@ -226,6 +420,35 @@ class OpenAIServer:
             def log_message(self, *args: Any) -> None:  # quiet
                 pass
 
+            tunnel: str | None = None  # the CONNECT target, once this connection is a tunnel
+
+            def _record(self) -> None:
+                with server._lock:
+                    server.received.append({"method": self.command, "path": self.path, "host": self.headers.get("Host"),
+                                            "authorization": self.headers.get("Authorization"), "tunnel": self.tunnel})
+
+            def do_CONNECT(self) -> None:  # noqa: N802 - an HTTPS proxy's tunnel, to the impersonated host only
+                self._record()
+                if server.tls is None or self.tunnel is not None or self.path != f"{server.tls.host}:443":
+                    self._send(502, {"error": {"message": f"no tunnel to {self.path}", "type": "proxy_error"}})
+                    return
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                self.wfile.flush()
+                # the client's TLS handshake follows: this connection is now the impersonated host's
+                self.rfile.close()
+                self.wfile.close()
+                self.connection = server.tls.context.wrap_socket(self.connection, server_side=True)
+                self.rfile = self.connection.makefile("rb", self.rbufsize)
+                self.wfile = socketserver._SocketWriter(self.connection)  # what StreamRequestHandler writes to
+                self.tunnel = self.path
+                self.close_connection = False
+
+            def finish(self) -> None:
+                super().finish()
+                if self.tunnel is not None:
+                    self.connection.close()
+
             def _send(self, status: int, payload: Any) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
@@ -235,6 +458,7 @@ class OpenAIServer:
                 self.wfile.write(data)
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                self._record()
                 if self.path.rstrip("/") == "/v1/models":
                     self._send(200, {"object": "list", "data": [{"id": "test-model", "object": "model"}]})
                 elif self.path == "/props" and server.context and server.context[0] == "llama.cpp":
@@ -243,6 +467,7 @@ class OpenAIServer:
                     self._send(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
 
             def do_POST(self) -> None:  # noqa: N802
+                self._record()
                 if self.path == "/api/show" and server.context and server.context[0].startswith("ollama"):
                     # "ollama-default": a Modelfile that sets no num_ctx (the server's default applies)
                     num_ctx = f"\nnum_ctx {server.context[1]}" if server.context[0] == "ollama" else ""
@@ -272,7 +497,8 @@ class OpenAIServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.port = int(self._httpd.server_address[1])
         self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        # a short poll: stop() returns within 50 ms, not half a second (a test per server adds up)
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
     def kill(self) -> None:
@@ -304,7 +530,7 @@ class OpenAIServer:
             with self._lock:
                 self.rejected.append(str(exc))
             return 400, {"error": {"message": str(exc), "type": "invalid_request_error", "param": exc.param,
-                                   "code": None}}
+                                   "code": exc.code}}
         responder = self.responder or (self.responders or {}).get(body["model"])
         if responder is None:
             return 404, {"error": {"message": f"The model `{body['model']}` does not exist.", "type": "invalid_request_error",
@@ -326,8 +552,8 @@ class OpenAIServer:
         if mode["kind"] != "text":
             try:
                 value = json.loads(text)
-                if "schema" in mode:
-                    jsonschema.validate(value, mode["schema"])
+                if "schema" in mode:  # checked as a schema already
+                    jsonschema.Draft202012Validator(mode["schema"]).validate(value)
             except (ValueError, jsonschema.ValidationError) as exc:
                 return 500, {"error": {"message": f"the test responder broke the {mode['kind']} reply: {exc}",
                                        "type": "server_error"}}

@@ -21,6 +21,7 @@ from minionflow.contracts.settings import ModelSpec
 from minionflow.graphs import RunSettings
 from minionflow.graphs.run import run_minions
 from minionflow.nodes.models import DefaultModelProvider
+from openai_server import STRICT_NOT_PERMITTED, OpenAIServer
 
 QUESTION = "What is the secret number?"
 
@@ -110,6 +111,154 @@ def test_requests_of_the_wrong_shape_are_refused(openai_server, request_args, me
     with pytest.raises(openai.BadRequestError, match=message.replace("(", r"\(").replace(")", r"\)")):
         client.chat.completions.create(**args, extra_body=extra or None)
     assert len(openai_server.rejected) == 1
+
+
+# -- strict mode: each of Structured Outputs' rules refuses a schema that breaks it ---------
+
+ASK = "Reply in json with: "
+
+
+def obj(**properties: dict) -> dict:
+    """A strict object schema of these properties: all required, no others."""
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+STR = {"type": "string"}
+
+
+def nested(levels: int) -> tuple[dict, dict]:
+    """A schema of ``levels`` objects, each inside the one before, and an instance."""
+    schema, instance = obj(x=STR), {"x": "deep"}
+    for _ in range(levels - 1):
+        schema, instance = obj(x=schema), {"x": instance}
+    return schema, instance
+
+
+def wide(count: int) -> tuple[dict, dict]:
+    """A schema of one object of ``count`` properties, and an instance."""
+    return obj(**{f"p{i}": STR for i in range(count)}), {f"p{i}": "v" for i in range(count)}
+
+
+# a value for each keyword strict mode refuses, on a string property (``{"a": "x"}``
+# satisfies the property without it)
+NOT_PERMITTED_VALUES = {
+    "default": "x", "allOf": [STR], "oneOf": [STR], "not": {"type": "null"}, "if": STR, "then": STR, "else": STR,
+    "dependentRequired": {}, "dependentSchemas": {}, "patternProperties": {}, "unevaluatedProperties": False,
+    "propertyNames": STR, "minProperties": 0, "maxProperties": 1, "unevaluatedItems": False, "contains": STR,
+    "minContains": 1, "maxContains": 1, "uniqueItems": True, "minLength": 1, "maxLength": 8,
+}
+_B = {"$defs": {"B": obj(b=STR)}}
+_LONG = ["y" * 59_999, "z" * 60_000]  # with the property's name "a": 120,000 characters, the limit
+
+
+def _enum(values: list) -> tuple[dict, dict]:
+    return obj(a={"type": "string" if isinstance(values[0], str) else "integer", "enum": values}), {"a": values[-1]}
+
+
+# (rule, a schema that keeps it and an instance, a schema that breaks only that rule and
+# an instance, the API's refusal)
+STRICT_RULES = [
+    ("additionalProperties", (obj(a=obj(b=STR)), {"a": {"b": "x"}}),
+     (obj(a={"type": "object", "properties": {"b": STR}, "required": ["b"]}), {"a": {"b": "x"}}),
+     "In context=('properties', 'a'), 'additionalProperties' is required to be supplied and to be false."),
+    ("required", (obj(a=obj(b=STR, c=STR)), {"a": {"b": "x", "c": "y"}}),
+     (obj(a={**obj(b=STR, c=STR), "required": ["b"]}), {"a": {"b": "x", "c": "y"}}),
+     "In context=('properties', 'a'), 'required' is required to be supplied and to be an array including every key "
+     "in properties. Missing 'c'."),
+    ("root-object", (obj(a=STR), {"a": "x"}), ({"anyOf": [obj(a=STR), obj(b=STR)]}, {"a": "x"}),
+     "schema must be a JSON Schema of 'type: \"object\"', got 'type: \"None\"'."),
+    ("ref-alone", ({**obj(a={"$ref": "#/$defs/B"}), **_B}, {"a": {"b": "x"}}),
+     ({**obj(a={"$ref": "#/$defs/B", "description": "the b"}), **_B}, {"a": {"b": "x"}}),
+     "In context=('properties', 'a'), $ref cannot have keywords {'description'}."),
+    ("nesting", nested(10), nested(11), "11 levels of nesting exceeds limit of 10."),
+    ("properties", wide(5000), wide(5001), "5001 object properties exceeds limit of 5000."),
+    ("enum-values", _enum(list(range(1000))), _enum(list(range(1001))), "1001 enum values exceeds limit of 1000."),
+    ("long-enum", _enum([f"{i:060d}" for i in range(250)]), _enum([f"{i:060d}" for i in range(251)]),
+     "In context=('properties', 'a'), enum has 251 string values of 15060 characters in all, over the limit of 15000"),
+    ("string-length", _enum(_LONG), _enum([_LONG[0] + "y", _LONG[1]]),
+     "total string length of 120001 exceeds limit of 120000."),
+    *[(f"no-{kw}", (obj(a=STR), {"a": "x"}), (obj(a={**STR, kw: value}), {"a": "x"}),
+       f"In context=('properties', 'a'), '{kw}' is not permitted.") for kw, value in NOT_PERMITTED_VALUES.items()],
+]
+RULES = {rule[0]: rule for rule in STRICT_RULES}
+
+
+@pytest.fixture
+def echo_server():
+    """The test server with a model ("gpt-4o") that replies with the JSON its prompt asks for."""
+    with OpenAIServer(lambda prompt: prompt.split(ASK, 1)[1]) as srv:
+        srv.url = srv.start()
+        srv.client = openai.OpenAI(base_url=srv.url, api_key="test", max_retries=0)
+        yield srv
+
+
+def ask(server: OpenAIServer, schema: dict, instance: dict, where: str, strict: bool = True, **args):
+    """One request for ``instance`` with ``schema`` as a ``response_format`` or as a
+    strict function's parameters."""
+    if where == "response_format":
+        args["response_format"] = {"type": "json_schema", "json_schema": {"name": "Out", "strict": strict, "schema": schema}}
+    else:
+        args["tools"] = [{"type": "function", "function": {"name": "Out", "strict": strict, "parameters": schema}}]
+        args.setdefault("tool_choice", {"type": "function", "function": {"name": "Out"}})
+    messages = [{"role": "user", "content": ASK + json.dumps(instance)}]
+    return server.client.chat.completions.create(model="gpt-4o", messages=messages, **args)
+
+
+def test_the_rules_cover_every_keyword_strict_mode_refuses():
+    assert set(NOT_PERMITTED_VALUES) == set(STRICT_NOT_PERMITTED) and len(STRICT_RULES) == 9 + len(STRICT_NOT_PERMITTED)
+
+
+@pytest.mark.parametrize("where", ["response_format", "function"])
+@pytest.mark.parametrize(("rule", "keeps", "breaks", "refusal"), STRICT_RULES, ids=list(RULES))
+def test_strict_mode_refuses_a_schema_that_breaks_one_rule(echo_server, where, rule, keeps, breaks, refusal):
+    """A schema that keeps the rule is answered (200, the instance as content or as the
+    function's arguments); one that breaks only that rule, with an instance of it, is
+    refused with a 400 and the API's message, as a ``response_format`` and as a strict
+    function's parameters (a checker without the rule would answer it: 200)."""
+    reply = ask(echo_server, *keeps, where)
+    message = reply.choices[0].message
+    assert json.loads(message.content if where == "response_format" else message.tool_calls[0].function.arguments) == keeps[1]
+    with pytest.raises(openai.BadRequestError) as refused:
+        ask(echo_server, *breaks, where)
+    error = refused.value.body
+    named = "response_format 'Out'" if where == "response_format" else "function 'Out'"
+    assert error["message"].startswith(f"Invalid schema for {named}: {refusal}"), error["message"]
+    assert error["param"] == ("response_format.json_schema.schema" if where == "response_format" else "tools[0].function.parameters")
+    assert error["code"] == (None if where == "response_format" else "invalid_function_parameters")
+    assert echo_server.answered == 1 and len(echo_server.rejected) == 1
+
+
+@pytest.mark.parametrize("where", ["response_format", "function"])
+def test_without_strict_the_rules_do_not_apply(echo_server, where):
+    """Strict mode's rules are strict mode's: the schemas it refuses are answered
+    without ``strict`` (a ``default``, an open object, a ``$ref`` with a description)."""
+    for rule in ("additionalProperties", "ref-alone", "no-default"):
+        schema, instance = RULES[rule][2]
+        reply = ask(echo_server, schema, instance, where, strict=False)
+        message = reply.choices[0].message
+        assert json.loads(message.content if where == "response_format" else message.tool_calls[0].function.arguments) == instance
+    assert echo_server.rejected == [] and echo_server.answered == 3
+
+
+def test_tools_and_a_response_format_together(echo_server):
+    """The API takes strict tools beside a ``response_format``: with ``tool_choice``
+    "auto" the reply is content in the format, with "required" a tool call; a strict
+    function or a format that breaks a rule is refused whichever else comes with it."""
+    fmt = {"type": "json_schema", "json_schema": {"name": "Out", "strict": True, "schema": obj(a=STR)}}
+    tool = {"type": "function", "function": {"name": "lookup", "strict": True, "parameters": obj(a=STR)}}
+    answered = ask(echo_server, obj(a=STR), {"a": "x"}, "response_format", tools=[tool], tool_choice="auto")
+    assert {"tools", "response_format", "tool_choice"} <= echo_server.requests[0].keys()
+    assert echo_server.requests[0]["response_format"] == fmt
+    assert answered.choices[0].message.content == '{"a": "x"}' and answered.choices[0].message.tool_calls is None
+    called = ask(echo_server, obj(a=STR), {"a": "x"}, "response_format", tools=[tool], tool_choice="required")
+    assert called.choices[0].message.tool_calls[0].function.name == "lookup" and called.choices[0].finish_reason == "tool_calls"
+    open_object = RULES["additionalProperties"][2]
+    open_tool = {"type": "function", "function": {**tool["function"], "parameters": open_object[0]}}
+    with pytest.raises(openai.BadRequestError, match="Invalid schema for function 'lookup'"):
+        ask(echo_server, obj(a=STR), {"a": "x"}, "response_format", tools=[open_tool])
+    with pytest.raises(openai.BadRequestError, match="Invalid schema for response_format 'Out'"):
+        ask(echo_server, *open_object, "response_format", tools=[tool])
+    assert echo_server.answered == 2 and len(echo_server.rejected) == 2
 
 
 @pytest.mark.embedded
