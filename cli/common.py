@@ -180,8 +180,13 @@ def ready(settings: RunSettings) -> Any:
     """Check the models and the sandbox before any call; the sandbox backend, or None
     for protocols that run no code."""
     try:
-        preflight(settings.remote, "remote")
-        preflight_pool(settings)
+        # a baseline talks to one model: the other role's endpoint is not checked (a
+        # remote-only run does not wait for a local server that is down, nor local-only
+        # for a remote key)
+        if settings.graph or settings.protocol != "local-only":
+            preflight(settings.remote, "remote")
+        if settings.graph or settings.protocol != "remote-only":
+            preflight_pool(settings)
         if settings.redact == "pii":
             from minionflow.nodes.redact import analyzer
 

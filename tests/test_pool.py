@@ -1,17 +1,22 @@
 """The pool of local endpoints (nodes.pool): the order jobs get slots in, where they go,
-what happens when an endpoint dies, and a whole run over two real OpenAI-compatible
-servers, one of them killed mid-round."""
+what happens when an endpoint dies, a whole run over two real OpenAI-compatible servers,
+one of them killed mid-round, and, through the command line, an endpoint that does not
+answer at the start (cli.common.preflight_pool): a warning, unless none answers or it is
+the first of Minion or local-only, which then do not start."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from conftest import default_local, default_remote, final_json, secret_doc
+from conftest import CLI, cli_env, default_local, default_remote, final_json, secret_doc
 from fakes import FakeProvider, PromptFake
 from langgraph.runtime import Runtime
 from langgraph.store.memory import InMemoryStore
@@ -244,3 +249,119 @@ def test_a_chunk_read_in_parts_keeps_what_the_failed_endpoint_answered():
                          for name in (first["model"], result["endpoint"]))
     assert (failed_on.jobs, failed_on.moved, failed_on.calls, failed_on.failed_calls) == (0, 1, 2, 1)
     assert (ran_on.jobs, ran_on.moved, ran_on.calls) == (1, 0, result["parts"])
+
+
+# --- an endpoint down at the start (cli.common.preflight_pool), through the command line ---
+
+DOWN, DOWN_TOO = "m@http://127.0.0.1:9/v1", "m@http://127.0.0.1:19/v1"  # closed ports: nothing answers
+QUESTION = "What is the secret number?"
+
+
+def cli_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``minionflow run`` of the secret document (12 paragraphs) with ``args``, its own
+    data folder, the sandbox bubblewrap."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    doc = tmp_path / "ledger.txt"
+    doc.write_text(secret_doc().text, encoding="utf-8")
+    return subprocess.run([CLI, "run", str(doc), "-q", QUESTION, "--sandbox", "bwrap", *args], capture_output=True,
+                          text=True, env=cli_env(tmp_path / "home"), timeout=300)
+
+
+def lines_of(stderr: str, prefix: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith(prefix)]
+
+
+def test_an_endpoint_down_at_the_start_gets_a_warning_and_its_first_job_takes_it_out(tmp_path):
+    """README: "an endpoint that does not answer at the start gets a warning (its first job
+    takes it out)". A MinionS pool whose first endpoint (one slot, so it holds one job at a
+    time) is a closed port and whose second is a real server: one warning naming the closed
+    endpoint, the run answers, the one job the closed endpoint was given went to the other
+    (the note and ``usage.endpoints`` say so), and it got no other: the live server
+    answered all 12 jobs."""
+    with OpenAIServer({"sup": default_remote, "mini": default_local}) as srv:
+        url = srv.start()
+        done = cli_run(tmp_path, "--json", "--remote", f"sup@{url}", "--local", f"{DOWN};slots=1,mini@{url}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    warnings = lines_of(done.stderr, "warning:")
+    assert len(warnings) == 1, done.stderr
+    assert warnings[0].startswith("warning: local model endpoint http://127.0.0.1:9/v1 is unreachable: ConnectError")
+    assert warnings[0].endswith("; the other local endpoints take its jobs while it is down")
+    out = json.loads(done.stdout)
+    assert out["status"] == "answered" and out["answer"] == "42", out["notes"]
+    by = {e["endpoint"]: e for e in out["usage"]["endpoints"]}
+    assert set(by) == {DOWN, f"mini@{url}"}
+    down, live = by[DOWN], by[f"mini@{url}"]
+    assert (down["jobs"], down["moved"], down["calls"], down["failed_calls"]) == (0, 1, 1, 1)
+    assert (live["jobs"], live["moved"], live["failed_calls"]) == (12, 0, 0)
+    assert [b["model"] for b in srv.requests].count("mini") == 12  # every job answered once, on the live server
+    moved = [n for n in out["notes"] if f"local endpoint {DOWN} failed" in n]
+    assert len(moved) == 1 and f"its 1 job(s) went to mini@{url}" in moved[0], out["notes"]
+
+
+def assert_refused(done: subprocess.CompletedProcess[str], tmp_path: Path, message: str) -> None:
+    """The project's refusal of bad input: exit 2, one ``error:`` line on stderr, nothing on
+    stdout, no thread written (no checkpoint database)."""
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}") and len(lines[0]) <= 220, done.stderr
+    assert done.stdout == "" and not (tmp_path / "home" / "checkpoints.sqlite").exists()
+
+
+def test_no_run_starts_when_no_local_endpoint_answers(tmp_path):
+    """README: "...unless none answers: then the run does not start". Both endpoints of a
+    MinionS pool are closed ports: refused as bad input, with no warning first, and the
+    supervisor (a live server) is never called."""
+    with OpenAIServer({"sup": default_remote}) as srv:
+        url = srv.start()
+        done = cli_run(tmp_path, "--remote", f"sup@{url}", "--local", f"{DOWN},{DOWN_TOO}")
+    assert_refused(done, tmp_path, "no local endpoint answers: local model endpoint http://127.0.0.1:9/v1 is unreachable")
+    assert srv.requests == []  # no model call: the refusal came before any
+
+
+def minion_chat(prompt: str) -> str:
+    """A Minion supervisor: asks once, then answers."""
+    if "Local model:" in prompt:
+        return json.dumps({"decision": "provide_final_answer", "answer": "42", "message": None})
+    return json.dumps({"decision": "request_additional_info", "answer": None, "message": QUESTION})
+
+
+@pytest.mark.parametrize("protocol", ["minion", "local-only"])
+def test_minion_and_local_only_do_not_start_without_their_first_endpoint(tmp_path, protocol):
+    """README: "...or it is the first and the protocol is Minion or local-only, which talk to
+    the first endpoint alone: then the run does not start". With the first endpoint a
+    closed port, the run is refused as bad input and no model is called; with the second
+    one closed (the first live), the run gets the warning and answers, every local call on
+    the first endpoint."""
+    with OpenAIServer({"chat": minion_chat, "reader": lambda prompt: "The secret number is 42."}) as srv:
+        url = srv.start()
+        live = f"reader@{url}"
+        first_down = cli_run(tmp_path / "first", "--protocol", protocol, "--remote", f"chat@{url}",
+                             "--local", f"{DOWN},{live}")
+        assert_refused(first_down, tmp_path / "first", "local model endpoint http://127.0.0.1:9/v1 is unreachable")
+        assert srv.requests == []
+        second_down = cli_run(tmp_path / "second", "--json", "--protocol", protocol, "--remote", f"chat@{url}",
+                              "--local", f"{live},{DOWN}")
+    assert second_down.returncode == 0, second_down.stderr[-3000:]
+    warnings = lines_of(second_down.stderr, "warning:")
+    assert len(warnings) == 1 and "endpoint http://127.0.0.1:9/v1 is unreachable" in warnings[0], second_down.stderr
+    out = json.loads(second_down.stdout)
+    assert out["status"] == "answered" and "42" in out["answer"], out
+    local = [c for c in out["calls"] if c["role"] == "local"]
+    assert local and {c["model"] for c in local} == {live}
+    assert [b["model"] for b in srv.requests].count("reader") == len(local)
+
+
+@pytest.mark.parametrize("protocol", ["remote-only", "local-only"])
+def test_a_baseline_does_not_wait_for_the_model_it_never_calls(tmp_path, protocol):
+    """Remote-only never calls a local model, and local-only never calls the remote one:
+    the other role's endpoint, down, neither stops the run nor gets a warning."""
+    with OpenAIServer({"reader": lambda prompt: "42"}) as srv:
+        url = srv.start()
+        models = (["--remote", f"reader@{url}", "--local", DOWN] if protocol == "remote-only"
+                  else ["--remote", DOWN, "--local", f"reader@{url}"])
+        done = cli_run(tmp_path, "--json", "--protocol", protocol, *models)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert lines_of(done.stderr, "warning:") == [] and lines_of(done.stderr, "error:") == []
+    out = json.loads(done.stdout)
+    assert out["status"] == "answered" and out["answer"] == "42", out
+    assert [b["model"] for b in srv.requests] == ["reader"]  # the one model it calls, once
