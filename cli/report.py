@@ -3,11 +3,15 @@ opens offline: the graph as it ran, the rounds (code, jobs, what was kept or dro
 why, the decision), usage and cost against the remote-only estimate, and the egress
 ledger. ``minionflow report EVAL_FOLDER -o eval.html``: a finished eval's summary table
 and plot. A Jinja2 template (``templates/report.html.j2``, autoescaped) with the charts as
-inline SVG made here; no script, style or font is fetched from anywhere."""
+inline SVG made here; no script, style or font is fetched from anywhere, and no script
+runs but the page's own (its Content-Security-Policy names it by its hash)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
+import re
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from html import escape
@@ -175,9 +179,18 @@ def cost_svg(view: ThreadView) -> Markup:
     return Markup("".join(parts))
 
 
-def _template(name: str) -> Any:
-    return Environment(autoescape=select_autoescape(default=True)).from_string(
-        resources.files("minionflow.cli").joinpath(f"templates/{name}").read_text(encoding="utf-8"))
+def _render(name: str, **values: Any) -> str:
+    """A page from its template. The page's Content-Security-Policy lets one script run: its
+    own, named by its hash (``script_hash``), a fixed text of the template, so that a
+    script that got into the page some other way (a model's text written unescaped) would
+    not run."""
+    source = resources.files("minionflow.cli").joinpath(f"templates/{name}").read_text(encoding="utf-8")
+    scripts = re.findall(r"<script>(.*?)</script>", source, flags=re.DOTALL)
+    if len(scripts) != 1 or "{{" in scripts[0] or "{%" in scripts[0]:
+        raise ValueError(f"templates/{name}: a page has one <script>, of fixed text")
+    digest = base64.b64encode(hashlib.sha256(scripts[0].encode("utf-8")).digest()).decode()
+    template = Environment(autoescape=select_autoescape(default=True)).from_string(source)
+    return str(template.render(script_hash=f"sha256-{digest}", **values))
 
 
 def render_eval_report(summary: EvalSummary, folder: str) -> str:
@@ -188,9 +201,9 @@ def render_eval_report(summary: EvalSummary, folder: str) -> str:
     plot(summary, svg, fmt="svg")
     drawn = svg.getvalue()
     drawn = drawn[drawn.index("<svg"):]  # the XML prologue and DOCTYPE are for a file of its own
-    return str(_template("eval.html.j2").render(summary=summary, headers=headers, rows=rows, folder=folder,
-                                                plot=Markup(drawn.replace("<svg ", '<svg id="eval-plot" ', 1)),
-                                                version=__version__, made=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")))
+    return _render("eval.html.j2", summary=summary, headers=headers, rows=rows, folder=folder,
+                   plot=Markup(drawn.replace("<svg ", '<svg id="eval-plot" ', 1)),
+                   version=__version__, made=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
 
 
 def render_report(view: ThreadView, graph: GraphView) -> str:
@@ -202,11 +215,11 @@ def render_report(view: ThreadView, graph: GraphView) -> str:
     if view.rounds:  # the steps of a MinionS round: once a round, the minions once a job
         ran.update({"sandboxed_execute": len(view.rounds), "filter": len(view.rounds)})
         ran["parallel_minion_map"] = sum(len(rows) for rows in jobs.values())
-    return str(_template("report.html.j2").render(
-        view=view, jobs=jobs, graph=graph_svg(graph, ran), chart=cost_svg(view), version=__version__,
+    return _render(
+        "report.html.j2", view=view, jobs=jobs, graph=graph_svg(graph, ran), chart=cost_svg(view), version=__version__,
         made=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         status_counts={r.round: Counter(j["status"] for j in jobs[r.round]) for r in view.rounds},
-    ))
+    )
 
 
 __all__ = ["cost_svg", "graph_svg", "job_rows", "render_eval_report", "render_report"]

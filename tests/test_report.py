@@ -1,13 +1,23 @@
 """``minionflow report``: the page of a two-round run, opened in headless Chromium (Debian's,
 installed by scripts/setup.sh) with the network off. The test reads the DOM after the
-page's script ran and looks at a screenshot; the page itself names nothing to fetch."""
+page's script ran and looks at a screenshot; the page itself names nothing to fetch, and
+its Content-Security-Policy (one ``<meta>``, before any style or script) lets it fetch
+nothing and run no script but its own: a remote stylesheet, image or script, or an inline
+script, put into the page is blocked by Chromium, which reports each violation, and none
+reaches the proxy Chromium is given."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import shutil
 import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import CLI, cli_env, default_local, secret_doc, until_last_round
@@ -20,6 +30,28 @@ from minionflow.graphs.threads import show_thread, thread_graph
 
 OFFLINE = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
            "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>"]
+
+
+# the whole policy: nothing from anywhere (default-src 'none': no stylesheet, script, image,
+# font, frame or request), but the page's own inline style, images as data: URLs, and one
+# script: the page's own, named by its hash (``script-src 'sha256-...'``)
+POLICY = {"default-src": ["'none'"], "style-src": ["'unsafe-inline'"], "img-src": ["data:"]}
+CSP_META = re.compile(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">')
+
+
+def script_hash(script: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
+
+
+def policy_of(page: str) -> dict[str, list[str]]:
+    """The page's Content-Security-Policy by directive. It is given once, in the head before
+    any style, script or title (a policy in a ``<meta>`` governs only what follows it)."""
+    found = list(CSP_META.finditer(page))
+    assert len(found) == 1, [m.group(0) for m in found]
+    head = page[: page.index("</head>")]
+    assert found[0].start() < min(head.index(tag) for tag in ("<style", "<script", "<title") if tag in head)
+    directives = [part.split() for part in found[0].group(1).split(";") if part.strip()]
+    return {name: values for name, *values in directives}
 
 
 def chromium() -> str:
@@ -68,6 +100,95 @@ def test_the_report_of_a_two_round_run_opens_offline_in_chromium(thread, tmp_pat
 
     pixels = imread(str(shot))
     assert pixels.shape[1] == 1200 and pixels.std() > 0.05  # a page was drawn, not a blank one
+
+
+def test_the_pages_allow_nothing_from_anywhere_and_no_script_but_their_own(thread, tmp_path):
+    """The run's page and an eval's page carry exactly the policy ``POLICY``, and the one
+    script it lets run is the page's own: the hash of its one inline script."""
+    from minionflow.cli.report import render_eval_report
+    from minionflow.evaluation.report import EvalSummary
+
+    home, thread_id = thread
+    with open_persistence(home) as (saver, store):
+        page = render_report(show_thread(saver, store, thread_id), thread_graph(saver, store, thread_id))
+    other = render_eval_report(EvalSummary(suite="s", items=0, batch=False, protocols=[]), str(tmp_path))
+    for html in (page, other):
+        (script,) = re.findall(r"<script>(.*?)</script>", html, flags=re.DOTALL)
+        assert policy_of(html) == {**POLICY, "script-src": [script_hash(script)]}
+
+
+CANARY = "report-canary.invalid"
+# a listener for the policy's violation reports, put at the top of the head, before the
+# policy (which governs only what follows it)
+LISTENER = ('<script>document.addEventListener("securitypolicyviolation", function (e) { var el = document.body || '
+            'document.documentElement; el.setAttribute("data-blocked", (el.getAttribute("data-blocked") || "") + '
+            'e.violatedDirective + " " + e.blockedURI + "|"); });</script>')
+# what a page that let content through unescaped could be made to fetch or run
+REMOTE = (f'<link rel="stylesheet" href="http://{CANARY}/s.css"><img src="http://{CANARY}/i.png" alt="">'
+          f'<script src="http://{CANARY}/j.js"></script><script>fetch("http://{CANARY}/f").catch(function () {{}});'
+          'document.body.setAttribute("data-injected", "ran");</script>')
+
+
+class Proxy:
+    """An HTTP proxy on 127.0.0.1 that answers every request 404 and records the host each
+    was for (``hosts``). Chromium's own background requests (its updater) come here too."""
+
+    def __init__(self) -> None:
+        self.hosts: list[str] = []
+        hosts = self.hosts
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def record(self) -> None:
+                hosts.append(self.path.rsplit(":", 1)[0] if self.command == "CONNECT" else urlsplit(self.path).hostname or "")
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = do_HEAD = do_CONNECT = record  # noqa: N815 - http.server's names
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def proxy() -> Iterator[Proxy]:
+    recording = Proxy()
+    yield recording
+    recording.server.shutdown()
+    recording.server.server_close()
+
+
+def test_a_remote_resource_put_into_the_page_is_blocked_by_its_policy(thread, tmp_path, proxy: Proxy):
+    """The report page with a remote stylesheet, image and script, and an inline script that
+    fetches, put at the top of its body, opened with every request sent to a recording
+    proxy: Chromium reports a violation of the policy for each (the inline script is not
+    the page's own, so it does not run), none of them is requested, and the page's own
+    script still runs."""
+    home, thread_id = thread
+    with open_persistence(home) as (saver, store):
+        page = render_report(show_thread(saver, store, thread_id), thread_graph(saver, store, thread_id))
+    page = page.replace('<meta charset="utf-8">', '<meta charset="utf-8">' + LISTENER, 1)
+    page = re.sub(r"<body[^>]*>", lambda m: m.group(0) + REMOTE, page, count=1)
+    html = tmp_path / "injected.html"
+    html.write_text(page, encoding="utf-8")
+    flags = [f for f in OFFLINE if not f.startswith(("--proxy-server", "--host-resolver-rules"))]
+    flags += [f"--proxy-server=http://127.0.0.1:{proxy.port}", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+              "--virtual-time-budget=5000"]  # the page's tasks (the fetch's report) run before the dump
+    dom = subprocess.run([chromium(), *flags, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    body = re.search(r"<body[^>]*>", dom.stdout)
+    assert body and 'data-ready="1"' in body.group(0), body  # the page's own script ran
+    assert "data-injected" not in body.group(0)  # the injected one did not
+    assert CANARY not in proxy.hosts, proxy.hosts  # nothing was requested
+    blocked = re.search(r'data-blocked="([^"]*)"', body.group(0))
+    assert blocked, body.group(0)
+    assert sorted(blocked.group(1).rstrip("|").split("|")) == [
+        f"img-src http://{CANARY}/i.png", f"script-src-elem http://{CANARY}/j.js", "script-src-elem inline",
+        f"style-src-elem http://{CANARY}/s.css"]
 
 
 def test_the_report_command_writes_the_page_and_refuses_a_missing_thread(thread, tmp_path):
