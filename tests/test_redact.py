@@ -1,8 +1,13 @@
 """PII redaction (nodes.redact, Presidio with spaCy's English model): with --redact pii,
-no seeded name, e-mail, phone, account or record number reaches any remote prompt of any
-protocol, the answers are still right (a name the supervisor names by its placeholder is
-restored for the user), and placeholders are consistent within a run; with it off, the
-egress ledger counts what left."""
+no seeded name, e-mail, phone, account or record number, IBAN, passport number or IP
+address reaches any remote prompt of any protocol (each of them does with it off), the
+answers are still right (a name the supervisor names by its placeholder is restored for
+the user, and so are an IBAN, a passport number and IP addresses), and placeholders are
+consistent within a run; with it off, the egress ledger counts what left.
+
+A passport number is nine digits to Presidio (``US_PASSPORT``): it is found after a
+context word ("Passport No.: 912803456", "travel document 912803456"), not alone, not
+before its word ("912803456 (passport)"), and not in another country's format."""
 
 from __future__ import annotations
 
@@ -20,6 +25,10 @@ from minionflow.nodes.redact import Redactor, restore
 SEEDED = ["John Smith", "john.smith@example.com", "415-555-0134", "4111-2222-3333", "884-22-1937", "Maria Garcia"]
 WITNESS = ("The secret number is 42, confirmed by John Smith (john.smith@example.com, +1 415-555-0134) "
            "for account 4111-2222-3333.")
+# an IBAN with a valid checksum, a passport number as a document gives it, an IPv4 and an IPv6 address
+IBAN, PASSPORT, IPV4, IPV6 = "DE89 3704 0044 0532 0130 00", "912803456", "203.0.113.42", "2001:db8:85a3::8a2e:370:7334"
+TRAVEL = f"His Passport No.: {PASSPORT}; he paid from IBAN {IBAN} and signed in from {IPV4} and {IPV6}."
+SEEDED_IDS = [IBAN, PASSPORT, IPV4, IPV6, "3704 0044", "8a2e:370"]  # the values and parts of them
 PATIENT = "Patient Maria Garcia, MRN 884-22-1937, was seen on the pier by John Smith."
 QUESTION = "Who confirmed the secret number?"
 CODE = f'''```python
@@ -31,7 +40,7 @@ def prepare_jobs(context, prev_job_manifests, prev_job_outputs):
 
 def seeded_doc() -> LoadedDocument:
     parts = [f"Paragraph {i} talks about harbours, cranes and weather in general terms." for i in range(8)]
-    parts[3], parts[5] = WITNESS, PATIENT
+    parts[3], parts[5] = f"{WITNESS} {TRAVEL}", PATIENT
     return LoadedDocument(title="ledger.txt", text="\n\n".join(parts), pages=1)
 
 
@@ -46,7 +55,7 @@ def minions_local(prompt: str) -> str:
     chunk = prompt.split('"""')[1]
     if "confirmed by John Smith" in chunk:
         return worker_json("John Smith", WITNESS, "John Smith (john.smith@example.com) confirmed it for account "
-                                                  "4111-2222-3333")
+                                                  f"4111-2222-3333. {TRAVEL}")
     return worker_json(None, None, "not in this part")
 
 
@@ -59,7 +68,8 @@ def minion_remote(prompt: str) -> str:
 
 
 def minion_local(prompt: str) -> str:
-    return "John Smith confirmed it; reach him at john.smith@example.com or +1 415-555-0134 (account 4111-2222-3333)."
+    return ("John Smith confirmed it; reach him at john.smith@example.com or +1 415-555-0134 (account 4111-2222-3333). "
+            + TRAVEL)
 
 
 def reader(prompt: str) -> str:
@@ -83,11 +93,14 @@ def test_no_seeded_pii_reaches_the_remote_model_and_the_answer_is_still_right(tm
         assert result.status == "answered" and result.answer == "John Smith", (redact, result.answer, result.notes)
         sent[redact] = ("\n".join(remote.prompts), result.usage)
     redacted, plain = sent["pii"][0], sent["off"][0]
-    assert not [value for value in SEEDED if value in redacted]
+    assert not [value for value in SEEDED + SEEDED_IDS if value in redacted]
     if protocol == "local-only":  # nothing goes to the remote model at all
         assert redacted == plain == ""
         return
     assert "John Smith" in plain and "<PERSON_1>" in redacted  # off, the name left; on, its placeholder
+    assert [value for value in SEEDED_IDS if value in plain] == SEEDED_IDS  # off, each of them left
+    for kind, n in (("IBAN_CODE", 1), ("US_PASSPORT", 1), ("IP_ADDRESS", 2)):
+        assert len(set(re.findall(rf"<{kind}_\d+>", redacted))) == n, (kind, redacted)
     assert sent["off"][1].egress.document_chars > 0  # the ledger counts what left
 
 
@@ -106,6 +119,27 @@ def test_placeholders_are_consistent_and_restored():
     # revenue, years and places stay: questions are about them
     plain = "Revenue was $4,200,000 in 2025 at the Duluth facility."
     assert Redactor().redact(plain) == plain
+
+
+def test_an_iban_a_passport_number_and_ip_addresses_leave_as_placeholders_and_come_back(tmp_path):
+    """Remote-only with --redact pii: the remote model reads the travel sentence with a
+    placeholder of its kind for each value, answers with the sentence as it read it, and
+    the user gets the values back, character for character."""
+    said = re.compile(r"His Passport No\.: [^;\s]+; he paid from IBAN .+? and signed in from \S+ and \S+(?=\.)")
+
+    def reader(prompt: str) -> str:
+        found = said.search(prompt)
+        return found.group(0) if found else "unknown"
+
+    remote = PromptFake(responder=reader)
+    settings = RunSettings(protocol="remote-only", redact="pii")
+    result = run_minions([seeded_doc()], "How did he pay and where did he sign in from?", settings, checkpoint=tmp_path,
+                         models=FakeProvider(remote, PromptFake(responder=reader)))
+    (prompt,) = remote.prompts
+    seen = said.search(prompt)
+    assert seen and re.fullmatch(r"His Passport No\.: <US_PASSPORT_1>; he paid from IBAN <IBAN_CODE_1> and signed in "
+                                 r"from <IP_ADDRESS_\d> and <IP_ADDRESS_\d>", seen.group(0)), prompt
+    assert result.status == "answered" and result.answer == TRAVEL.removesuffix("."), result.answer
 
 
 def later_placeholder(redactor: Redactor, value: str) -> str:
