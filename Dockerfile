@@ -14,6 +14,8 @@ COPY pyproject.toml README.md ./
 COPY minionflow ./minionflow
 COPY graphs ./graphs
 COPY nodes ./nodes
+COPY serving ./serving
+COPY storage ./storage
 COPY sandbox ./sandbox
 COPY cli ./cli
 COPY contracts ./contracts

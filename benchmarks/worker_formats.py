@@ -30,11 +30,11 @@ from minionflow.contracts.settings import ModelSpec, RunSettings
 from minionflow.contracts.state import JobRecord
 from minionflow.evaluation.matchers import contains, normalize, numbers, numeric
 from minionflow.evaluation.suite import SuiteItem, load_suite
-from minionflow.nodes.documents import load_document
-from minionflow.nodes.filter import is_abstention
-from minionflow.nodes.models import DefaultModelProvider
 from minionflow.nodes.parallel_minion_map import ask_worker, check_output, worker_messages
+from minionflow.nodes.support.outputs import is_abstention
 from minionflow.sandbox.chunking import chunk_by_tokens
+from minionflow.serving.models import DefaultModelProvider
+from minionflow.storage.documents import load_document
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,7 +89,7 @@ def main() -> None:
 
     settings = RunSettings(chunk_tokens=args.chunk_tokens)
     if args.text_system:
-        from minionflow.nodes import prompts
+        from minionflow.nodes.support import prompts
 
         prompts.WORKER_TEXT_SYSTEM = Path(args.text_system).read_text().strip()
     rows = []

@@ -31,7 +31,7 @@ def document(jobs: int, extra: list[str] | None = None, salt: str = "") -> Any:
     """One paragraph (one job) each, about 670 characters, then ``extra`` paragraphs.
     A ``salt`` in every paragraph makes the jobs new to a job cache that outlives the
     measurement (a PostgreSQL store): else a second run answers them all from the cache."""
-    from minionflow.nodes.documents import LoadedDocument
+    from minionflow.storage.documents import LoadedDocument
 
     paragraphs = [f"Paragraph {i}{salt}: " + "cargo manifest entry. " * 30 for i in range(jobs)] + (extra or [])
     return LoadedDocument(title="bench.txt", text="\n\n".join(paragraphs), pages=1)

@@ -8,21 +8,22 @@ import os
 import shlex
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from langgraph.runtime import RunControl
 from minionflow.contracts.errors import BadInput
 from minionflow.contracts.settings import PROTOCOLS, ModelSpec, ModelSpecError, RunSettings, default_settings, first_error
-from minionflow.graphs.persistence import Location, describe, is_postgres, resolve_location
 from minionflow.graphs.protocols import check_graph, load_custom_graph
 from minionflow.graphs.run import RunResult
-from minionflow.nodes.documents import LoadedDocument, load_document
-from minionflow.nodes.models import EndpointUnreachable, ModelConfigError, preflight
-from minionflow.nodes.redact import RedactionUnavailable
+from minionflow.nodes.support.context import RunContext
+from minionflow.nodes.support.redaction import RedactionUnavailable
 from minionflow.sandbox.base import SandboxUnavailable
 from minionflow.sandbox.select import get_backend
+from minionflow.serving.models import EndpointUnreachable, ModelConfigError, preflight
+from minionflow.storage.documents import LoadedDocument, load_document
+from minionflow.storage.persistence import Location, describe, is_postgres, resolve_location
 from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
@@ -147,7 +148,7 @@ def build_settings(remote: str | None, local: str | list[str] | None, *, protoco
         raise _fail(_settings_error(exc)) from None
     if graph:
         try:
-            check_graph(graph, load_custom_graph(graph)(None, None))
+            check_graph(graph, load_custom_graph(graph)())
         except BadInput as exc:
             raise _fail(str(exc)) from None
     return settings
@@ -176,9 +177,9 @@ def load_documents(paths: list[Path]) -> list[LoadedDocument]:
         raise _fail(str(exc)) from None
 
 
-def ready(settings: RunSettings) -> Any:
-    """Check the models and the sandbox before any call; the sandbox backend, or None
-    for protocols that run no code."""
+def ready(settings: RunSettings) -> RunContext:
+    """Check the models and the sandbox before any call; the run's context, with the
+    sandbox backend when the protocol runs code."""
     try:
         # a baseline talks to one model: the other role's endpoint is not checked (a
         # remote-only run does not wait for a local server that is down, nor local-only
@@ -188,12 +189,12 @@ def ready(settings: RunSettings) -> Any:
         if settings.graph or settings.protocol != "remote-only":
             preflight_pool(settings)
         if settings.redact == "pii":
-            from minionflow.nodes.redact import analyzer
+            from minionflow.nodes.support.redaction import analyzer
 
             analyzer()  # loaded before any call: a missing model is an error now, not mid-run
         if settings.protocol != "minions" and not settings.graph:
-            return None
-        return get_backend(settings.sandbox, settings.sandbox_runtime)
+            return RunContext(settings=settings)
+        return RunContext(settings=settings, sandbox=get_backend(settings.sandbox, settings.sandbox_runtime))
     except (ModelConfigError, SandboxUnavailable, RedactionUnavailable) as exc:
         raise _fail(str(exc)) from None
 
@@ -212,7 +213,7 @@ def parse_local(value: str | list[str] | None) -> list[ModelSpec] | None:
 def preflight_pool(settings: RunSettings) -> None:
     """Every local endpoint is checked. One that does not answer gets a warning when
     another does (its first failed job takes it out of the pool until it answers again:
-    nodes.pool); the start fails when none answers, on any other error (a missing key or
+    serving.pool); the start fails when none answers, on any other error (a missing key or
     GGUF file), and when the first does not answer a protocol that talks to it alone
     (Minion, local-only)."""
     errors: list[str] = []
@@ -253,7 +254,8 @@ def resume_command(thread_id: str, home: Path | None, checkpoint: str | None) ->
     return " ".join(parts)
 
 
-def review_loop(result: RunResult, where: Location, backend: Any, json_out: bool, resume: str, quiet: bool = False) -> RunResult:
+def review_loop(result: RunResult, where: Location, context: RunContext, json_out: bool, resume: str,
+                quiet: bool = False) -> RunResult:
     """While the run waits for a review of the supervisor's code: ask on a terminal,
     or say how to answer with ``minionflow resume`` and stop (exit code 3)."""
     from click import edit
@@ -274,8 +276,8 @@ def review_loop(result: RunResult, where: Location, backend: Any, json_out: bool
         elif choice == "r":
             approval = {"action": "reject", "reason": typer.prompt("why (the supervisor will read this)")}
         with RunProgress(err, enabled=not quiet) as progress, pause_on_signals(err, resume, json_out) as control:
-            result = resume_minions(result.thread_id, checkpoint=where, sandbox=backend, on_event=progress.handle,
-                                    control=control, approval=approval)
+            result = resume_minions(result.thread_id, checkpoint=where, approval=approval,
+                                    context=replace(context, on_event=progress.handle, control=control))
     return result
 
 
@@ -288,15 +290,17 @@ def _finish(result: RunResult, json_out: bool, resume: str) -> None:
     raise typer.Exit(codes.get(result.status, EXIT_FAILED))
 
 
-def drive(start: Callable[[Callable[[dict[str, Any]], None], RunControl], RunResult], where: Location, backend: Any,
-          json_out: bool, resume: str, quiet: bool) -> None:
+def drive(start: Callable[[RunContext], RunResult], context: RunContext, where: Location, json_out: bool, resume: str,
+          quiet: bool) -> None:
     """What ``run``, ``resume`` and ``fork`` do around a run, written once: the progress
     lines, pausing on Ctrl-C or SIGTERM, a refusal as one error line, the review of code
     that waits for approval, and the end-of-run message with its exit code.
-    ``start(on_event, control)`` runs the graph."""
+    ``start(context)`` runs the graph with ``context`` given the progress handler and the
+    run control."""
     with RunProgress(err, enabled=not quiet) as progress, pause_on_signals(err, resume, json_out) as control:
+        context = replace(context, on_event=progress.handle, control=control)
         try:
-            result = start(progress.handle, control)
+            result = start(context)
         except BadInput as exc:
             raise _fail(str(exc)) from None
-    _finish(review_loop(result, where, backend, json_out, resume, quiet), json_out, resume)
+    _finish(review_loop(result, where, context, json_out, resume, quiet), json_out, resume)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from minionflow.contracts.errors import BadInput
 from minionflow.contracts.settings import PROTOCOLS
-from minionflow.graphs.persistence import data_dir
 from minionflow.graphs.run import run_minions
+from minionflow.storage.persistence import data_dir
 from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
@@ -98,11 +99,11 @@ def compare(
     docs = load_documents(documents)
     results: list[CompareRow] = []
     for settings in all_settings:
-        backend = ready(settings)
+        context = ready(settings)
         err.print(f"[bold]{settings.protocol}[/]", highlight=False)
         with RunProgress(err, enabled=not quiet) as progress:
             try:
-                result = run_minions(docs, question, settings, checkpoint=where, sandbox=backend, on_event=progress.handle)
+                result = run_minions(docs, question, replace(context, on_event=progress.handle), checkpoint=where)
             except BadInput as exc:  # e.g. the documents do not fit the local model for minion / local-only
                 results.append(CompareRow(protocol=settings.protocol, status="refused", answer=None, error=str(exc),
                                        remote_tokens=0, local_tokens=0, cost_usd=0.0, elapsed_s=0.0, thread_id=None))

@@ -14,7 +14,8 @@ from minionflow.contracts.settings import PROTOCOLS
 from minionflow.evaluation.report import summarize, table_rows, write_reports
 from minionflow.evaluation.runner import EvalPlan, ItemResult, run_eval
 from minionflow.evaluation.suite import SuiteItem, load_suite
-from minionflow.graphs.persistence import data_dir, describe, resolve_location
+from minionflow.graphs.run import RunContext
+from minionflow.storage.persistence import data_dir, describe, resolve_location
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -166,21 +167,21 @@ def eval_command(
                         checkpoint=resolve_location(checkpoint) if checkpoint else None, judge=judge_spec, limit=limit)
     except ValidationError as exc:
         raise _fail(f"invalid eval: {exc.errors()[0]['msg']}") from None
-    backends = [ready(s) for s in all_settings.values()]
+    contexts = [ready(s) for s in all_settings.values()]
     if judge_spec is not None:
-        from minionflow.nodes.models import ModelConfigError, preflight
+        from minionflow.serving.models import ModelConfigError, preflight
 
         try:
             preflight(judge_spec, "remote")
         except ModelConfigError as exc:
             raise _fail(f"--judge: {exc}") from None
-    backend = next((b for b in backends if b is not None), None)
+    backend = next((c.sandbox for c in contexts if c.sandbox is not None), None)
     again = "the same minionflow eval command (it runs only what did not finish)"
     with EvalProgress(err, len(plan.items), chosen, enabled=not quiet) as progress, \
             pause_on_signals(err, again, json_out) as control:
         try:
-            results = run_eval(plan, sandbox=backend, on_start=progress.start, on_done=progress.done,
-                               on_event=progress.event, control=control)
+            results = run_eval(plan, context=RunContext(sandbox=backend, on_event=progress.event, control=control),
+                               on_start=progress.start, on_done=progress.done)
         except BadInput as exc:
             raise _fail(str(exc)) from None
     summary = summarize(suite.name, len(plan.items), not any(i.scored for i in plan.items), chosen, results)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from minionflow.graphs.run import RunResult
 from minionflow.graphs.threads import CallView
-from minionflow.nodes.accounting import UsageSummary
+from minionflow.serving.accounting import UsageSummary
 from rich.console import Console
 from rich.markup import escape
 from rich.syntax import Syntax

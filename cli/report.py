@@ -22,7 +22,7 @@ from jinja2 import Environment, select_autoescape
 from markupsafe import Markup
 from minionflow.evaluation.report import EvalSummary, plot, table_rows
 from minionflow.graphs.threads import GraphView, ThreadView
-from minionflow.nodes.filter import classify, evidence
+from minionflow.nodes.support.outputs import classify, evidence
 
 from minionflow import __version__
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from minionflow.graphs.persistence import data_dir
 from minionflow.graphs.run import run_minions
+from minionflow.storage.persistence import data_dir
 
 from .common import (
     BudgetTokensOption,
@@ -86,7 +86,7 @@ def run(
                               budget_usd=budget_usd, redact=redact, remote_max_tokens=remote_max_tokens,
                               local_max_tokens=local_max_tokens)
     docs = load_documents(documents)
-    backend = ready(settings)
+    context = ready(settings)
     remote_spec = settings.remote
     if remote_spec.kind == "embedded" and not json_out:
         err.print(
@@ -94,6 +94,5 @@ def run(
             "answers will be weak. Set OPENAI_API_KEY, or pass --remote openai:gpt-4o or --remote MODEL@http://host/v1.",
             highlight=False,
         )
-    drive(lambda on_event, control: run_minions(docs, question, settings, thread_id=thread, checkpoint=where,
-                                                sandbox=backend, on_event=on_event, control=control),
-          where, backend, json_out, resume, quiet)
+    drive(lambda context: run_minions(docs, question, context, thread_id=thread, checkpoint=where),
+          context, where, json_out, resume, quiet)

@@ -14,7 +14,6 @@ from typing import Annotated, Any
 import typer
 from minionflow.contracts.errors import BadInput
 from minionflow.contracts.settings import RunSettings, first_error
-from minionflow.graphs.persistence import Location, data_dir, describe, exists, open_persistence
 from minionflow.graphs.run import fork_minions, resume_minions, resume_settings
 from minionflow.graphs.threads import (
     ThreadView,
@@ -25,6 +24,7 @@ from minionflow.graphs.threads import (
     thread_graph,
     thread_history,
 )
+from minionflow.storage.persistence import Location, data_dir, describe, exists, open_persistence
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
@@ -121,7 +121,7 @@ def resume(
         settings = resume_settings(thread, where, unfinished=True)
     except BadInput as exc:
         raise _fail(str(exc)) from None
-    backend = ready(settings)
+    context = ready(settings)
     approval: dict[str, object] | None = None
     if sum(x not in (None, False) for x in (accept, reject, edit)) > 1:
         raise _fail("choose one of --accept, --reject and --edit")
@@ -134,9 +134,8 @@ def resume(
             approval = {"action": "edit", "code": edit.read_text(encoding="utf-8")}
         except OSError as exc:
             raise _fail(f"{edit}: {exc.strerror}") from None
-    drive(lambda on_event, control: resume_minions(thread, checkpoint=where, sandbox=backend, on_event=on_event,
-                                                   control=control, approval=approval),
-          where, backend, json_out, again, quiet)
+    drive(lambda context: resume_minions(thread, checkpoint=where, context=context, approval=approval),
+          context, where, json_out, again, quiet)
 
 
 @app.command()
@@ -181,12 +180,11 @@ def fork(
         raise _fail(str(exc)) from None
     except ValidationError as exc:
         raise _fail(_settings_error(exc)) from None
-    backend = ready(settings)
+    context = ready(settings)
     new_thread = str(uuid.uuid4())
     again = resume_command(new_thread, home, checkpoint)
-    drive(lambda on_event, control: fork_minions(thread, at, changes, new_thread_id=new_thread, checkpoint=where,
-                                                 sandbox=backend, on_event=on_event, control=control),
-          where, backend, json_out, again, quiet)
+    drive(lambda context: fork_minions(thread, at, changes, new_thread_id=new_thread, checkpoint=where, context=context),
+          context, where, json_out, again, quiet)
 
 
 RUNS_COLUMNS = ["thread", "protocol", "status", "rounds", "jobs", "remote tokens", "local tokens", "cost (USD)", "age", "question"]

@@ -74,10 +74,10 @@ class ModelSpec(BaseModel):
     context_window: int = Field(8192, gt=512)
     # whether ";ctx=N" stated context_window; else it is the model's own only for the
     # embedded server, which is started with it (window_known), and a server may say
-    # (nodes.context_guard)
+    # (serving.context_guard)
     context_known: bool = False
     # how the model replies when it works as a minion: a JSON JobOutput (structured
-    # output), or plain text read leniently (nodes.replies). Tiny models lose answers
+    # output), or plain text read leniently (nodes.support.replies). Tiny models lose answers
     # under grammar-constrained JSON; the embedded default is the format that measured
     # best on the bundled eval suite (README, "Answer quality").
     reply: ReplyFormat = "json"
@@ -204,7 +204,7 @@ MIN_MINION_TURNS = 2  # a Minion chat: a question, then the answer
 # attempts cost minutes (one pass over a 100 KB document takes about three on two
 # cores) and rarely help: these defaults keep the offline run under five minutes. Its
 # final answers often take nothing from the grounded minion answers: they are
-# replaced by the extractive answer (nodes.extractive).
+# replaced by the extractive answer (nodes.support.extractive).
 EMBEDDED_SUPERVISOR_DEFAULTS: dict[str, Any] = {"max_rounds": 1, "max_code_attempts": 1, "extractive_fallback": "ignored"}
 
 
@@ -262,7 +262,7 @@ class RunSettings(BaseModel):
     remote: ModelSpec = Field(default_factory=lambda: ModelSpec.parse("embedded"))
     local: ModelSpec = Field(default_factory=lambda: ModelSpec.parse("embedded"))
     local_pool: list[ModelSpec] = Field(default_factory=list, description="further local endpoints: the minions' jobs "
-                                        "are spread over local and these (nodes.pool)")
+                                        "are spread over local and these (serving.pool)")
     protocol: Protocol = Field("minions", description="minions, minion (the chat protocol), remote-only or local-only")
     graph: str | None = Field(None, description="module:attr of a custom graph builder (minionflow run --graph)")
     max_rounds: int = Field(5, ge=1, le=50)
@@ -278,9 +278,9 @@ class RunSettings(BaseModel):
     max_answer_chars: int = Field(600, ge=20, description="longer minion answers are cut before forwarding")
     redact: Literal["off", "pii"] = Field("off", description="pii: replace personal data (names, e-mails, phone, "
                                           "account and record numbers) in what the documents give the remote model "
-                                          "with placeholders, restored locally in the answer (nodes.redact)")
+                                          "with placeholders, restored locally in the answer (nodes.support.redaction)")
     budget_tokens: int | None = Field(None, gt=0, description="cap on the remote model's tokens (prompt and reply) "
-                                      "for the run: a call that would cross it is not made (nodes.budget)")
+                                      "for the run: a call that would cross it is not made (nodes.support.budget)")
     budget_usd: float | None = Field(None, gt=0, description="cap on the remote model's cost for the run, in US dollars "
                                      "at the price table's rates")
     max_quote_chars: int | None = Field(None, ge=10, description="cap on each quote forwarded to the remote model "

@@ -45,16 +45,16 @@ class UsageRecord(TypedDict):
     latency_s: float
     ok: bool
     error: str | None
-    # blob ref of the call's transcript (nodes.accounting.Transcript): every message sent, the reply
+    # blob ref of the call's transcript (serving.accounting.Transcript): every message sent, the reply
     transcript: NotRequired[str | None]
-    # answered from the job cache (nodes.job_cache): no request, no tokens; not counted as a call
+    # answered from the job cache (serving.job_cache): no request, no tokens; not counted as a call
     cache_hit: NotRequired[bool]
-    # a local call to a pool endpoint that failed to answer (nodes.pool): the job went to another
+    # a local call to a pool endpoint that failed to answer (serving.pool): the job went to another
     moved: NotRequired[bool]
     job_id: NotRequired[str]  # a minion job's call: the job it was for
     # a remote call: how much of what it sent came from the documents (minion answers,
     # quotes and explanations, a Minion's replies, or the documents themselves), the
-    # egress ledger (nodes.accounting)
+    # egress ledger (serving.accounting)
     document_chars: NotRequired[int]
     document_tokens: NotRequired[int]
 
@@ -75,12 +75,12 @@ class JobResult(TypedDict):
     error: str | None
     usage: list[UsageRecord]
     reply_format: NotRequired[str]  # json or text: how the local model replied
-    # nodes.grounding.Grounding of an answer (None for an abstention or a failure):
+    # nodes.support.grounding.Grounding of an answer (None for an abstention or a failure):
     # grounded, reason, citation_score, answer_support, evidence
     grounding: NotRequired[dict[str, Any] | None]
-    # how many parts the chunk was read in to fit the local model's context (nodes.context_guard)
+    # how many parts the chunk was read in to fit the local model's context (serving.context_guard)
     parts: NotRequired[int]
-    # the local endpoint that answered the job (its spec's label; nodes.pool)
+    # the local endpoint that answered the job (its spec's label; serving.pool)
     endpoint: NotRequired[str]
 
 
@@ -107,7 +107,7 @@ class RoundRecord(TypedDict):
     results_ref: str | None
     kept_ref: str | None
     decision: dict[str, Any]
-    # what the round's remote calls cost (the remote budget, nodes.budget)
+    # what the round's remote calls cost (the remote budget, nodes.support.budget)
     remote_tokens: NotRequired[int]
     remote_usd: NotRequired[float]
 
@@ -161,7 +161,7 @@ class MinionsState(TypedDict, total=False):
     usage: Annotated[list[UsageRecord], operator.add]
     notes: Annotated[list[str], operator.add]
     final: FinalAnswer | None
-    # redact="pii": placeholder -> the value it stands for (nodes.redact); never sent
+    # redact="pii": placeholder -> the value it stands for (nodes.support.redaction); never sent
     redactions: dict[str, str]
 
 
@@ -262,7 +262,7 @@ class MinionState(TypedDict, total=False):
     usage: Annotated[list[UsageRecord], operator.add]
     notes: Annotated[list[str], operator.add]
     final: FinalAnswer | None
-    redactions: dict[str, str]  # redact="pii": the local replies' placeholders (nodes.redact)
+    redactions: dict[str, str]  # redact="pii": the local replies' placeholders (nodes.support.redaction)
 
 
 class ReadAllState(TypedDict, total=False):

@@ -13,8 +13,8 @@ import logging
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from minionflow.contracts.settings import ModelSpec
-from minionflow.nodes.models import DefaultModelProvider, ModelProvider
-from minionflow.nodes.prompts import JUDGE_SYSTEM, JUDGE_USER
+from minionflow.nodes.support.prompts import JUDGE_SYSTEM, JUDGE_USER
+from minionflow.serving.models import DefaultModelProvider, ModelProvider
 from pydantic import BaseModel, Field
 
 from .suite import SuiteItem

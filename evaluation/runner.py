@@ -28,15 +28,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from langgraph.runtime import RunControl
 from minionflow.contracts.errors import BadInput
 from minionflow.contracts.settings import ModelSpec, RunSettings
-from minionflow.graphs.persistence import Location
-from minionflow.graphs.run import RunResult, finished_result, run_minions
-from minionflow.nodes.documents import LoadedDocument, load_document
+from minionflow.graphs.run import RunContext, RunResult, finished_result, run_minions
 from minionflow.nodes.ingest import check_fits
-from minionflow.nodes.models import ModelProvider
-from minionflow.sandbox.base import SandboxBackend
+from minionflow.serving.models import ModelProvider
+from minionflow.storage.documents import LoadedDocument, load_document
+from minionflow.storage.persistence import Location
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from .judge import JudgeVerdict, judge_answer
@@ -291,19 +289,19 @@ ItemHook = Callable[[SuiteItem, str, ItemResult | None], None]
 def run_eval(
     plan: EvalPlan,
     *,
-    models: ModelProvider | None = None,
-    sandbox: SandboxBackend | None = None,
+    context: RunContext | None = None,
     judge_models: ModelProvider | None = None,
     on_start: ItemHook | None = None,
     on_done: ItemHook | None = None,
-    on_event: Callable[[dict[str, Any]], None] | None = None,
-    control: RunControl | None = None,
 ) -> list[ItemResult]:
     """Run (or resume) the eval; returns the latest result of every item x protocol
-    that has one. Stops early, with what finished saved, when ``control`` drains
-    (Ctrl-C): the paused run's thread resumes on the next call. Bad input (an
-    unreadable document, a folder that holds another eval or is in use) raises
-    ``BadInput`` before any model is called."""
+    that has one. ``context``: the models, sandbox, event handler and run control every
+    run gets (each with its protocol's settings). Stops early, with what finished saved,
+    when the control drains (Ctrl-C): the paused run's thread resumes on the next call.
+    Bad input (an unreadable document, a folder that holds another eval or is in use)
+    raises ``BadInput`` before any model is called."""
+    context = context or RunContext()
+    control = context.control
     docs = DocumentCache()
     docs.check(p for item in plan.items for p in plan.suite.document_paths(item))
     with eval_lock(plan.out_dir):
@@ -312,8 +310,8 @@ def run_eval(
         done = read_results(plan.out_dir)
         for item in plan.items:
             for protocol in plan.protocols:
-                result = _one(plan, manifest, item, protocol, done.get((item.id, protocol)), docs, models, sandbox,
-                              judge_models, on_start, on_event, control)
+                result = _one(plan, manifest, item, protocol, done.get((item.id, protocol)), docs, context,
+                              judge_models, on_start)
                 if result is not None and result.status != "paused":
                     _append(plan.out_dir, result)
                     done[(item.id, protocol)] = result
@@ -325,9 +323,8 @@ def run_eval(
 
 
 def _one(plan: EvalPlan, manifest: Manifest, item: SuiteItem, protocol: str, previous: ItemResult | None,
-         docs: DocumentCache, models: ModelProvider | None, sandbox: SandboxBackend | None,
-         judge_models: ModelProvider | None, on_start: ItemHook | None,
-         on_event: Callable[[dict[str, Any]], None] | None, control: RunControl | None) -> ItemResult | None:
+         docs: DocumentCache, context: RunContext, judge_models: ModelProvider | None,
+         on_start: ItemHook | None) -> ItemResult | None:
     """One item x protocol: run (or resume) it, or only judge a finished one the judge
     has not read; None when there is nothing new."""
     judged = previous is not None and previous.judge is not None and plan.judge is not None \
@@ -339,7 +336,7 @@ def _one(plan: EvalPlan, manifest: Manifest, item: SuiteItem, protocol: str, pre
     else:
         if on_start:
             on_start(item, protocol, previous)
-        result = _run_one(plan, manifest, item, protocol, docs, models, sandbox, on_event, control)
+        result = _run_one(plan, manifest, item, protocol, docs, context)
     if plan.judge is not None and result.status == "answered" and item.scored:
         result.judge = judge_answer(plan.judge, item, judged_text(result.answer, result.quote), judge_models)
     return result
@@ -350,8 +347,7 @@ def _ordered(plan: EvalPlan, done: dict[tuple[str, str], ItemResult]) -> list[It
 
 
 def _run_one(plan: EvalPlan, manifest: Manifest, item: SuiteItem, protocol: str, docs: DocumentCache,
-             models: ModelProvider | None, sandbox: SandboxBackend | None,
-             on_event: Callable[[dict[str, Any]], None] | None, control: RunControl | None) -> ItemResult:
+             context: RunContext) -> ItemResult:
     tid = thread_id(manifest, item, protocol)
     exists, finished = finished_result(tid, plan.location)
     if finished is not None:  # it finished, but was killed before its line was written
@@ -365,8 +361,8 @@ def _run_one(plan: EvalPlan, manifest: Manifest, item: SuiteItem, protocol: str,
         return ItemResult(item_id=item.id, protocol=protocol, status="refused", error=str(exc), match=item.match,
                           tags=item.tags, correct=False if item.scored else None, thread_id=None)
     try:
-        run = run_minions(documents, item.question, settings, thread_id=tid, checkpoint=plan.location,
-                          models=models, sandbox=sandbox, on_event=on_event, control=control)
+        run = run_minions(documents, item.question, context.with_settings(settings), thread_id=tid,
+                          checkpoint=plan.location)
     except BadInput as exc:  # not this item's fault (the thread store says no): a failure, tried again next time
         return ItemResult(item_id=item.id, protocol=protocol, status="failed", error=str(exc), match=item.match,
                           tags=item.tags, correct=False if item.scored else None, thread_id=tid, resumed=exists)

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from minionflow.contracts.settings import PROTOCOLS, ModelSpec, PriceTable, RolePrices, RunSettings, default_settings
 from minionflow.contracts.state import JobInput, MinionsState, MinionState, ReadAllState, RoundState
+from minionflow.nodes.support.context import RunContext
+from minionflow.storage.persistence import open_persistence, postgres_persistence, sqlite_persistence
 
 from .baselines import local_only_builder, remote_only_builder
 from .minion import minion_builder
 from .minions import INSERT_AFTER, Node, build_minions_graph, minions_builder, round_builder
-from .persistence import open_persistence, postgres_persistence, sqlite_persistence
 from .protocols import build_graph
 from .run import RunResult, fork_minions, resume_minions, run_minions
 from .variants import majority_vote_minions, reranked_minions, retrieval_minions
@@ -44,6 +45,7 @@ __all__ = [
     "ModelSpec",
     "PriceTable",
     "RolePrices",
+    "RunContext",
     "RunResult",
     "RunSettings",
     "build_minions_graph",

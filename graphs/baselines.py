@@ -12,26 +12,24 @@ from typing import Any
 from langgraph.graph import END, StateGraph
 from minionflow.contracts.errors import TRANSIENT_RETRY
 from minionflow.contracts.state import ReadAllState
-from minionflow.nodes.models import DefaultModelProvider, ModelProvider, Role
-from minionflow.nodes.read_all import make_read_all
-from minionflow.sandbox.base import SandboxBackend
+from minionflow.nodes.read_all import read_all_local, read_all_remote
 
 from .entry import add_entry, new_builder
 
 
-def read_all_builder(role: Role, models: ModelProvider | None = None, *, from_request: bool = False) -> StateGraph[Any]:
+def _read_all_builder(protocol: str, step: Any, from_request: bool) -> StateGraph[Any]:
     builder = new_builder(ReadAllState, from_request)
-    builder.add_node("read_all", make_read_all(models or DefaultModelProvider(), role), retry_policy=TRANSIENT_RETRY)
-    add_entry(builder, "read_all", from_request=from_request, protocol=f"{role}-only")
+    builder.add_node("read_all", step, retry_policy=TRANSIENT_RETRY)
+    add_entry(builder, "read_all", from_request=from_request, protocol=protocol)
     builder.add_edge("read_all", END)
     return builder
 
 
-def remote_only_builder(models: ModelProvider | None = None, sandbox: SandboxBackend | None = None, *,
-                        from_request: bool = False) -> StateGraph[Any]:
-    return read_all_builder("remote", models, from_request=from_request)
+def remote_only_builder(*, from_request: bool = False) -> StateGraph[Any]:
+    """The remote model reads every document and answers."""
+    return _read_all_builder("remote-only", read_all_remote, from_request)
 
 
-def local_only_builder(models: ModelProvider | None = None, sandbox: SandboxBackend | None = None, *,
-                       from_request: bool = False) -> StateGraph[Any]:
-    return read_all_builder("local", models, from_request=from_request)
+def local_only_builder(*, from_request: bool = False) -> StateGraph[Any]:
+    """The local model reads every document and answers."""
+    return _read_all_builder("local-only", read_all_local, from_request)

@@ -8,10 +8,12 @@ from typing import Any
 
 from langgraph.graph import START, StateGraph
 from minionflow.nodes.ingest import RunRequest, make_ingest
+from minionflow.nodes.support.context import RunContext
 
 
 def new_builder(state: type[Any], from_request: bool) -> StateGraph[Any]:
-    return StateGraph(state, input_schema=RunRequest if from_request else None)
+    """A graph over ``state`` whose steps get the run's ``RunContext`` (``context_schema``)."""
+    return StateGraph(state, context_schema=RunContext, input_schema=RunRequest if from_request else None)
 
 
 def add_entry(builder: StateGraph[Any], first: str, *, from_request: bool, protocol: str) -> None:

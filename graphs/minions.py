@@ -37,13 +37,12 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 from minionflow.contracts.errors import TRANSIENT_RETRY, BadInput
 from minionflow.contracts.state import JobInput, MinionsState, RoundInput, RoundOutput, RoundState
-from minionflow.nodes.aggregate import make_aggregate
-from minionflow.nodes.decompose import make_decompose
+from minionflow.nodes.aggregate import aggregate
+from minionflow.nodes.decompose import decompose
 from minionflow.nodes.filter import filter_outputs
-from minionflow.nodes.models import DefaultModelProvider, ModelProvider
-from minionflow.nodes.parallel_minion_map import make_parallel_minion_map
-from minionflow.nodes.sandboxed_execute import make_sandboxed_execute, route_jobs
-from minionflow.sandbox.base import SandboxBackend
+from minionflow.nodes.parallel_minion_map import parallel_minion_map
+from minionflow.nodes.sandboxed_execute import route_jobs, sandboxed_execute
+from minionflow.nodes.support.context import RunContext
 
 from .entry import add_entry, new_builder
 
@@ -69,23 +68,20 @@ def _chain(builder: StateGraph[Any], start: str, steps: Steps, *, link: bool = T
     return last
 
 
-def round_builder(models: ModelProvider | None = None, sandbox: SandboxBackend | None = None, *,
-                  filter_node: Node = filter_outputs, after: Mapping[str, Steps] | None = None) -> StateGraph[Any]:
+def round_builder(*, filter_node: Node = filter_outputs, after: Mapping[str, Steps] | None = None) -> StateGraph[Any]:
     """The uncompiled graph of one round (``RoundState``, from ``RoundInput`` to
     ``RoundOutput``). ``after`` maps a step of ``INSERT_AFTER`` to the (name, node)
     pairs to run behind it, in order."""
-    models = models or DefaultModelProvider()
     after = dict(after or {})
     unknown = sorted(set(after) - set(INSERT_AFTER))
     if unknown:
         raise BadInput(f"cannot insert a step after {', '.join(unknown)}: choose among {', '.join(INSERT_AFTER)}")
-    builder = StateGraph(RoundState, input_schema=RoundInput, output_schema=RoundOutput)
-    builder.add_node("decompose", make_decompose(models), retry_policy=TRANSIENT_RETRY)
-    builder.add_node("sandboxed_execute", make_sandboxed_execute(sandbox))
-    builder.add_node("parallel_minion_map", make_parallel_minion_map(models), input_schema=JobInput,
-                     retry_policy=TRANSIENT_RETRY)
+    builder = StateGraph(RoundState, context_schema=RunContext, input_schema=RoundInput, output_schema=RoundOutput)
+    builder.add_node("decompose", decompose, retry_policy=TRANSIENT_RETRY)
+    builder.add_node("sandboxed_execute", sandboxed_execute)
+    builder.add_node("parallel_minion_map", parallel_minion_map, input_schema=JobInput, retry_policy=TRANSIENT_RETRY)
     builder.add_node("filter", filter_node)
-    builder.add_node("aggregate", make_aggregate(models), retry_policy=TRANSIENT_RETRY)
+    builder.add_node("aggregate", aggregate, retry_policy=TRANSIENT_RETRY)
     builder.add_edge(START, "decompose")
     # a round the remote budget does not afford ends at decompose, with the final answer
     decompose_steps = after.get("decompose", ())
@@ -107,7 +103,7 @@ def round_builder(models: ModelProvider | None = None, sandbox: SandboxBackend |
             "sandboxed_execute", lambda state: "decompose" if state.get("jobs_ref") is None else first_check,
             ["decompose", first_check],
         )
-    builder.add_conditional_edges(before_map, lambda state: route_jobs(state, first_after_map), fan_out)
+    builder.add_conditional_edges(before_map, lambda state, runtime: route_jobs(state, runtime, first_after_map), fan_out)
     builder.add_edge(after_map, "filter")
     builder.add_edge(_chain(builder, "filter", after.get("filter", ())), "aggregate")
     builder.add_edge("aggregate", END)
@@ -118,8 +114,7 @@ def after_round(state: MinionsState) -> str:
     return END if state.get("final") else "round"
 
 
-def minions_builder(models: ModelProvider | None = None, sandbox: SandboxBackend | None = None, *,
-                    prelude: Steps = (), filter_node: Node = filter_outputs, after: Mapping[str, Steps] | None = None,
+def minions_builder(*, prelude: Steps = (), filter_node: Node = filter_outputs, after: Mapping[str, Steps] | None = None,
                     from_request: bool = False) -> StateGraph[Any]:
     """The uncompiled MinionS graph, to compile as it is or to change.
 
@@ -131,7 +126,7 @@ def minions_builder(models: ModelProvider | None = None, sandbox: SandboxBackend
     It starts from an initial ``MinionsState`` (``nodes.ingest.initial_state``); with
     ``from_request`` it takes a plain-JSON ``RunRequest`` instead and starts with the
     ``ingest`` node (for graphs served to Studio and other LangGraph clients)."""
-    round_graph = round_builder(models, sandbox, filter_node=filter_node, after=after).compile(name="round")
+    round_graph = round_builder(filter_node=filter_node, after=after).compile(name="round")
     builder = new_builder(MinionsState, from_request)
     first = prelude[0][0] if prelude else "round"
     add_entry(builder, first, from_request=from_request, protocol="minions")
@@ -144,13 +139,11 @@ def minions_builder(models: ModelProvider | None = None, sandbox: SandboxBackend
 
 
 def build_minions_graph(
-    models: ModelProvider | None = None,
-    sandbox: SandboxBackend | None = None,
     checkpointer: BaseCheckpointSaver[Any] | None = None,
     store: BaseStore | None = None,
     *,
     from_request: bool = False,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
-    """The compiled MinionS graph. ``store`` holds the document and chunk texts."""
-    return minions_builder(models, sandbox, from_request=from_request).compile(
-        checkpointer=checkpointer, store=store, name="minions")
+    """The compiled MinionS graph. ``store`` holds the document and chunk texts; run it with
+    ``context=RunContext(settings=...)``."""
+    return minions_builder(from_request=from_request).compile(checkpointer=checkpointer, store=store, name="minions")

@@ -3,17 +3,17 @@
 settings, so resume, fork, show and Studio rebuild the same graph.
 
 A custom graph is a ``StateGraph`` over ``MinionsState`` (uncompiled: minionflow
-compiles it with the run's checkpointer and store), or a function
-``(models, sandbox) -> StateGraph`` that builds one, e.g.::
+compiles it with the run's checkpointer and store, and runs it with the run's
+``RunContext``), or a function of no arguments that builds one, e.g.::
 
-    def build(models, sandbox):
-        builder = minions_builder(models, sandbox, filter_node=majority_vote_filter)
-        return builder
+    def build():
+        return minions_builder(filter_node=majority_vote_filter)
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -23,14 +23,12 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 from minionflow.contracts.errors import BadInput
 from minionflow.contracts.settings import PROTOCOLS, RunSettings
-from minionflow.nodes.models import ModelProvider
-from minionflow.sandbox.base import SandboxBackend
 
 from .baselines import local_only_builder, remote_only_builder
 from .minion import minion_builder
 from .minions import minions_builder
 
-Builder = Callable[[ModelProvider | None, SandboxBackend | None], StateGraph[Any]]
+Builder = Callable[[], StateGraph[Any]]
 
 BUILDERS: dict[str, Builder] = {
     "minions": minions_builder,
@@ -58,12 +56,18 @@ def load_custom_graph(spec: str) -> Builder:
                        "it) so minionflow can compile it with its checkpointer and store")
     if isinstance(target, StateGraph):
         graph = target
-        return lambda models, sandbox: graph
+        return lambda: graph
     if not callable(target):
         raise BadInput(f"--graph {spec!r} is a {type(target).__name__}, not a StateGraph or a function that builds one")
+    required = [p for p in inspect.signature(target).parameters.values()
+                if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if required:
+        raise BadInput(f"--graph {spec!r}: a function that builds the graph takes no arguments (it takes "
+                       f"{', '.join(p.name for p in required)}); its steps get the models and the sandbox from the "
+                       "run's context")
 
-    def build(models: ModelProvider | None, sandbox: SandboxBackend | None) -> StateGraph[Any]:
-        built = target(models, sandbox)
+    def build() -> StateGraph[Any]:
+        built = target()
         if not isinstance(built, StateGraph):
             raise BadInput(f"--graph {spec!r} returned a {type(built).__name__}, not a StateGraph")
         return built
@@ -78,23 +82,21 @@ def check_graph(spec: str, builder: StateGraph[Any]) -> None:
                        "(minionflow.graphs.MinionsState) or from minions_builder()")
 
 
-def builder_for(settings: RunSettings, models: ModelProvider | None = None,
-                sandbox: SandboxBackend | None = None) -> StateGraph[Any]:
+def builder_for(settings: RunSettings) -> StateGraph[Any]:
     if settings.graph:
-        builder = load_custom_graph(settings.graph)(models, sandbox)
+        builder = load_custom_graph(settings.graph)()
         check_graph(settings.graph, builder)
         return builder
     if settings.protocol not in BUILDERS:
         raise BadInput(f"unknown protocol {settings.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    return BUILDERS[settings.protocol](models, sandbox)
+    return BUILDERS[settings.protocol]()
 
 
-def build_graph(settings: RunSettings, models: ModelProvider | None = None, sandbox: SandboxBackend | None = None,
-                checkpointer: BaseCheckpointSaver[Any] | None = None,
+def build_graph(settings: RunSettings, checkpointer: BaseCheckpointSaver[Any] | None = None,
                 store: BaseStore | None = None) -> CompiledStateGraph[Any, Any, Any, Any]:
-    """The compiled graph a run with these settings uses."""
+    """The compiled graph a run with these settings uses (run it with a ``RunContext``)."""
     name = settings.graph or settings.protocol
-    return builder_for(settings, models, sandbox).compile(checkpointer=checkpointer, store=store, name=name)
+    return builder_for(settings).compile(checkpointer=checkpointer, store=store, name=name)
 
 
 def thread_settings(saver: BaseCheckpointSaver[Any], thread_id: str, checkpoint_id: str | None = None) -> RunSettings | None:

@@ -1,6 +1,6 @@
 """Running a protocol's graph on documents: start, resume, fork, and the result.
 
-Threads live where ``checkpoint`` says (see ``graphs.persistence``): a folder with
+Threads live where ``checkpoint`` says (see ``storage.persistence``): a folder with
 SQLite files (the default, ``$MINIONFLOW_HOME`` or ``~/.local/share/minionflow``)
 or a ``postgresql://`` URL.
 """
@@ -10,37 +10,33 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.errors import GraphDrained
-from langgraph.runtime import RunControl
 from langgraph.store.base import BaseStore
 from langgraph.types import Command, StateSnapshot
 from minionflow.contracts.errors import TRANSIENT_RETRY, BadInput, is_transient
 from minionflow.contracts.schemas import Approval
 from minionflow.contracts.settings import RunSettings
 from minionflow.contracts.state import STATE_VERSION, UsageRecord
-from minionflow.nodes.accounting import UsageSummary, summarize
-from minionflow.nodes.common import document_texts
-from minionflow.nodes.documents import LoadedDocument
 from minionflow.nodes.ingest import check_fits, protocol_state
-from minionflow.nodes.models import ModelProvider
 from minionflow.nodes.parallel_minion_map import finished_jobs
-from minionflow.nodes.store import get_json, get_json_many, put_json
-from minionflow.nodes.tokens import count_ahead
-from minionflow.sandbox.base import SandboxBackend
+from minionflow.nodes.support.common import document_texts
+from minionflow.nodes.support.context import RunContext
+from minionflow.serving.accounting import UsageSummary, summarize
+from minionflow.serving.tokens import count_ahead
+from minionflow.storage.documents import LoadedDocument
+from minionflow.storage.persistence import Location, describe, open_persistence, resolve_location, thread_lock
+from minionflow.storage.store import get_json, get_json_many, put_json
 from pydantic import BaseModel, Field, ValidationError
 
 from minionflow import __version__
 
-from .persistence import Location, describe, open_persistence, resolve_location, thread_lock
 from .protocols import build_graph, thread_settings
 
 log = logging.getLogger(__name__)
 
-EventHandler = Callable[[dict[str, Any]], None]
 
 
 class RunResult(BaseModel):
@@ -143,7 +139,7 @@ def thread_pool_size(settings: RunSettings) -> int:
     writes on one thread pool (``max_concurrency``), first come first served. Every
     task of a round gets a thread at once (a task runs several jobs:
     ``nodes.sandboxed_execute.jobs_per_task``; threads are made on demand, and the
-    local-model bound is the slots of nodes.pool), so the pool, not the order threads
+    local-model bound is the slots of serving.pool), so the pool, not the order threads
     start in, decides which job goes next; the stream machinery gets a few more.
     This bound counts a task per job, which is never fewer."""
     return min(settings.max_jobs_per_round * settings.max_job_attempts + settings.local_concurrency + 8, MAX_THREADS)
@@ -169,24 +165,24 @@ def run_config(thread_id: str, settings: RunSettings) -> RunnableConfig:
 def run_minions(
     documents: list[LoadedDocument],
     task: str,
-    settings: RunSettings,
+    context: RunContext | RunSettings,
     *,
     thread_id: str | None = None,
     checkpoint: Location | None = None,
-    models: ModelProvider | None = None,
-    sandbox: SandboxBackend | None = None,
-    on_event: EventHandler | None = None,
-    control: RunControl | None = None,
 ) -> RunResult:
     """Run (or, for an unfinished thread id, resume) a protocol on the documents:
     MinionS by default, else ``settings.protocol`` (minion, remote-only, local-only)
-    or the custom graph ``settings.graph``. ``control.request_drain()`` (from any
-    thread, or a signal handler) pauses the run at the next step boundary: the
-    result is then ``paused`` and resumable."""
+    or the custom graph ``settings.graph``. ``context``: the run's ``RunContext``
+    (settings, models, sandbox, event handler, run control), or its settings alone.
+    ``context.control.request_drain()`` (from any thread, or a signal handler) pauses the
+    run at the next step boundary: the result is then ``paused`` and resumable."""
+    context = context if isinstance(context, RunContext) else RunContext(settings=context)
     thread_id = thread_id or str(uuid.uuid4())
     with thread_lock(checkpoint, thread_id), open_persistence(checkpoint) as (saver, store):
-        settings = thread_settings(saver, thread_id) or settings
-        graph = build_graph(settings, models, sandbox, saver, store)
+        stored = thread_settings(saver, thread_id)
+        context = context.with_settings(stored) if stored is not None else context
+        settings = context.run_settings
+        graph = build_graph(settings, saver, store)
         check_fits(settings, documents)
         count_ahead(d.text for d in documents)  # for the remote-only estimate at the end, meanwhile
         fresh = protocol_state(store, documents, task, settings)
@@ -197,26 +193,25 @@ def run_minions(
             _check_resumable(thread_id, existing.values, existing.next, fresh)
             run_input = None
             log.info("resuming thread %s at %s", thread_id, ", ".join(existing.next))
-        return _stream(graph, run_input, thread_id, settings, store, on_event, control)
+        return _stream(graph, run_input, thread_id, context, store)
 
 
 def resume_minions(
     thread_id: str,
     *,
     checkpoint: Location | None = None,
-    models: ModelProvider | None = None,
-    sandbox: SandboxBackend | None = None,
-    on_event: EventHandler | None = None,
-    control: RunControl | None = None,
+    context: RunContext | None = None,
     approval: dict[str, Any] | None = None,
 ) -> RunResult:
     """Continue an unfinished thread with the settings it started with; finished
-    jobs and finished model calls are not redone. A thread waiting for a review of
-    the supervisor's code needs ``approval``: {"action": "accept"},
-    {"action": "edit", "code": ...} or {"action": "reject", "reason": ...}."""
+    jobs and finished model calls are not redone. ``context``: the models, sandbox,
+    event handler and run control to go on with (its settings are the thread's). A
+    thread waiting for a review of the supervisor's code needs ``approval``:
+    {"action": "accept"}, {"action": "edit", "code": ...} or {"action": "reject", "reason": ...}."""
     with thread_lock(checkpoint, thread_id), open_persistence(checkpoint) as (saver, store):
         settings = _known_thread(saver, thread_id, checkpoint)
-        graph = build_graph(settings, models, sandbox, saver, store)
+        context = (context or RunContext()).with_settings(settings)
+        graph = build_graph(settings, saver, store)
         check_layout(saver, thread_id, settings, "resume")
         existing = graph.get_state({"configurable": {"thread_id": thread_id}})
         _refuse_finished(thread_id, existing.values, existing.next)
@@ -231,7 +226,7 @@ def resume_minions(
         elif approval is not None:
             raise BadInput(f"thread {thread_id} is not waiting for an approval")
         log.info("resuming thread %s at %s", thread_id, ", ".join(existing.next))
-        return _stream(graph, run_input, thread_id, settings, store, on_event, control)
+        return _stream(graph, run_input, thread_id, context, store)
 
 
 def fork_minions(
@@ -241,19 +236,17 @@ def fork_minions(
     *,
     new_thread_id: str | None = None,
     checkpoint: Location | None = None,
-    models: ModelProvider | None = None,
-    sandbox: SandboxBackend | None = None,
-    on_event: EventHandler | None = None,
-    control: RunControl | None = None,
+    context: RunContext | None = None,
 ) -> RunResult:
     """Start a new thread from a checkpoint of another, with changed settings, and run
-    it. The original thread is not touched (time travel into a new thread)."""
+    it. The original thread is not touched (time travel into a new thread). ``context``:
+    the models, sandbox, event handler and run control (its settings are the fork's)."""
     new_thread_id = new_thread_id or str(uuid.uuid4())
     with thread_lock(checkpoint, new_thread_id), open_persistence(checkpoint) as (saver, store):
         original = thread_settings(saver, thread_id, checkpoint_id)
         if original is None:
             raise BadInput(f"no checkpoint {checkpoint_id!r} in thread {thread_id!r}")
-        graph = build_graph(original, models, sandbox, saver, store)
+        graph = build_graph(original, saver, store)
         source = graph.get_state({"configurable": {"thread_id": thread_id, "checkpoint_id": checkpoint_id}})
         check_layout(saver, thread_id, original, "fork", checkpoint_id)
         if "round" not in graph.nodes or tuple(source.next) != ("round",):
@@ -262,6 +255,7 @@ def fork_minions(
                 "whose next step is a round (minionflow history lists them)"
             )
         settings = RunSettings.model_validate({**source.values["settings"], **changes})
+        context = (context or RunContext()).with_settings(settings)
         target: RunnableConfig = {"configurable": {"thread_id": new_thread_id}}
         if graph.get_state(target).values:
             raise BadInput(f"thread {new_thread_id} already exists")
@@ -272,7 +266,7 @@ def fork_minions(
         # goes on to another round while there is no final answer)
         graph.update_state(target, values, as_node="round")
         log.info("forked %s at %s into %s (%s)", thread_id, checkpoint_id, new_thread_id, changes)
-        return _stream(graph, None, new_thread_id, settings, store, on_event, control)
+        return _stream(graph, None, new_thread_id, context, store)
 
 
 def finished_result(thread_id: str, checkpoint: Location | None = None) -> tuple[bool, RunResult | None]:
@@ -282,7 +276,7 @@ def finished_result(thread_id: str, checkpoint: Location | None = None) -> tuple
         settings = thread_settings(saver, thread_id)
         if settings is None:
             return False, None
-        graph = build_graph(settings, None, None, saver, store)
+        graph = build_graph(settings, saver, store)
         snapshot, values = live_state(graph, {"configurable": {"thread_id": thread_id}})
         if not is_finished(values, snapshot.next):
             return True, None
@@ -296,7 +290,7 @@ def resume_settings(thread_id: str, checkpoint: Location | None = None, *, unfin
     with open_persistence(checkpoint) as (saver, store):
         settings = _known_thread(saver, thread_id, checkpoint)
         if unfinished:
-            graph = build_graph(settings, None, None, saver, store)
+            graph = build_graph(settings, saver, store)
             snapshot, values = live_state(graph, {"configurable": {"thread_id": thread_id}})
             _refuse_finished(thread_id, values, snapshot.next)
         return settings
@@ -314,24 +308,26 @@ def _known_thread(saver: Any, thread_id: str, checkpoint: Location | None) -> Ru
     return settings
 
 
-def _stream(graph: Any, run_input: dict[str, Any] | Command[Any] | None, thread_id: str, settings: RunSettings, store: BaseStore,
-            on_event: EventHandler | None, control: RunControl | None = None) -> RunResult:
+def _stream(graph: Any, run_input: dict[str, Any] | Command[Any] | None, thread_id: str, context: RunContext,
+            store: BaseStore) -> RunResult:
+    settings = context.run_settings
     config = run_config(thread_id, settings)
     started = time.monotonic()
     error = None
     paused = False
     try:
-        if on_event is None:
+        if context.on_event is None:
             # No one listens: no custom stream, so a node's progress event is a no-op
             # (LangGraph's writer does nothing) and does not wake this thread, once a job
             # (0.07 ms a job at 1,000 jobs, benchmarks/overhead.py)
-            for _ in graph.stream(run_input, config, stream_mode="updates", durability="sync", control=control):
+            for _ in graph.stream(run_input, config, context=context, stream_mode="updates", durability="sync",
+                                  control=context.control):
                 pass
         else:
             # subgraphs: a MinionS round is a subgraph, and its steps emit the progress events
-            for _namespace, event in graph.stream(run_input, config, stream_mode="custom", durability="sync",
-                                                  control=control, subgraphs=True):
-                on_event(event)
+            for _namespace, event in graph.stream(run_input, config, context=context, stream_mode="custom",
+                                                  durability="sync", control=context.control, subgraphs=True):
+                context.on_event(event)
     except GraphDrained as exc:
         paused = True
         log.info("run %s paused (%s)", thread_id, exc.reason)

@@ -17,12 +17,12 @@ from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore
-from minionflow.nodes.blobstore import SqliteBlobStore
+from minionflow.storage.blobstore import SqliteBlobStore
+from minionflow.storage.persistence import BLOBS_FILE, CHECKPOINTS_FILE, is_postgres, resolve_location
 
 from .baselines import local_only_builder, remote_only_builder
 from .minion import minion_builder
 from .minions import build_minions_graph
-from .persistence import BLOBS_FILE, CHECKPOINTS_FILE, is_postgres, resolve_location
 
 # the server gives the graphs their checkpointer and store
 graph = build_minions_graph(from_request=True)

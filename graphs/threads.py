@@ -12,8 +12,8 @@ from langgraph.store.base import BaseStore
 from minionflow.contracts.errors import BadInput
 from minionflow.contracts.settings import RunSettings
 from minionflow.contracts.state import UsageRecord
-from minionflow.nodes.accounting import Transcript, UsageSummary, load_transcripts, role_totals
-from minionflow.nodes.store import get_json
+from minionflow.serving.accounting import Transcript, UsageSummary, load_transcripts, role_totals
+from minionflow.storage.store import get_json
 from pydantic import BaseModel
 
 from .protocols import build_graph, thread_settings
@@ -71,7 +71,7 @@ class CallView(BaseModel):
     latency_s: float
     cache_hit: bool = False  # answered from the job cache: no request was sent
     job_id: str | None = None  # a minion job's call
-    moved: bool = False  # the endpoint failed and the job went to another (nodes.pool)
+    moved: bool = False  # the endpoint failed and the job went to another (serving.pool)
     document_chars: int | None = None  # a remote call: what of its prompt came from the documents
     document_tokens: int | None = None
     transcript: Transcript | None

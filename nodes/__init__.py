@@ -1,32 +1,35 @@
-"""The nodes (one module each), prompts, the model factory and accounting: the
-building blocks of the graphs in ``minionflow.graphs``.
+"""The graph steps, one module each: the building blocks of the graphs in
+``minionflow.graphs``. No step imports another; what they share is in
+``minionflow.nodes.support`` (an import-linter contract says so).
 
-MinionS, the steps of a round: ``make_decompose``, ``make_sandboxed_execute`` (with
-``route_jobs``, the fan-out of one ``Send`` per job), ``make_parallel_minion_map``,
-``filter_outputs``, ``make_aggregate``; before them,
-``make_ingest`` for graphs served to LangGraph clients. Alternatives to compose with:
-``make_bm25_prefilter`` (a step before the first round), ``majority_vote_filter``
-(in place of ``filter_outputs``) and ``make_rerank`` (a step between filter and aggregate). Minion: ``make_minion_remote`` /
-``route_after_remote`` and ``make_minion_local``. Baselines: ``make_read_all``.
-A node is a function ``(state, runtime)`` returning an update (``runtime.store``
-holds the texts); ``make_*`` builds one around a ``ModelProvider``
-(``DefaultModelProvider``, or your own).
+MinionS, the steps of a round (each in the module of its name, e.g.
+``minionflow.nodes.decompose.decompose``): ``decompose``, ``sandboxed_execute`` (with
+``route_jobs``, the fan-out of the round's jobs as ``Send`` tasks), ``parallel_minion_map``,
+``filter_outputs``, ``aggregate``; before them, ``make_ingest(protocol)`` for graphs served
+to LangGraph clients. Alternatives to compose with: ``make_bm25_prefilter(top_k)`` (a
+step before the first round), ``majority_vote_filter`` (in place of ``filter_outputs``),
+``make_rerank(top_k)`` (a step between filter and aggregate) and ``make_redact()``. Minion:
+``minion_remote`` / ``route_after_remote`` and ``minion_local``. Baselines:
+``read_all_remote`` and ``read_all_local``.
+
+A step is a function ``(state, runtime)`` returning an update: ``runtime.context`` is the
+run's ``RunContext`` (its settings, the model provider, the sandbox; ``context_of``
+checks it), ``runtime.store`` holds the texts. ``make_*`` builds a step the user sets a
+number or a choice of.
 """
 
 from minionflow.contracts.errors import TRANSIENT_RETRY
+from minionflow.serving.models import DefaultModelProvider, ModelClient, ModelProvider
 
-from .aggregate import make_aggregate
-from .decompose import make_decompose
 from .filter import filter_outputs
 from .ingest import initial_state, make_ingest
-from .minion_local import make_minion_local
-from .minion_remote import make_minion_remote, route_after_remote
-from .models import DefaultModelProvider, ModelClient, ModelProvider
-from .parallel_minion_map import make_parallel_minion_map
-from .read_all import make_read_all
+from .minion_remote import route_after_remote
+from .read_all import read_all_local, read_all_remote
+from .redact import make_redact
 from .rerank import make_rerank
 from .retrieve import make_bm25_prefilter
-from .sandboxed_execute import make_sandboxed_execute, route_jobs
+from .sandboxed_execute import route_jobs
+from .support.context import RunContext, context_of, store_of
 from .vote import majority_vote_filter
 
 __all__ = [
@@ -34,19 +37,18 @@ __all__ = [
     "DefaultModelProvider",
     "ModelClient",
     "ModelProvider",
+    "RunContext",
+    "context_of",
     "filter_outputs",
-    "make_ingest",
     "initial_state",
     "majority_vote_filter",
-    "make_aggregate",
     "make_bm25_prefilter",
-    "make_decompose",
-    "make_minion_local",
-    "make_minion_remote",
-    "make_parallel_minion_map",
-    "make_read_all",
+    "make_ingest",
+    "make_redact",
     "make_rerank",
-    "make_sandboxed_execute",
-    "route_jobs",
+    "read_all_local",
+    "read_all_remote",
     "route_after_remote",
+    "route_jobs",
+    "store_of",
 ]

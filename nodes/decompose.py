@@ -5,22 +5,21 @@ failed attempt. It never sees document text (docs/architecture.md, guarantee 1).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
+from minionflow.contracts.events import emit
 from minionflow.contracts.settings import RunSettings
 from minionflow.contracts.state import JobRecord, RoundState, round_number
-
-from . import prompts
-from .accounting import record_calls
-from .aggregate import aggregate_messages, over_budget
-from .budget import budget, earlier_rounds, estimate
-from .common import carried_over, emit, settings_of, store_of
-from .models import ModelProvider
-from .redact import Redactor
+from minionflow.nodes.support import prompts
+from minionflow.nodes.support.aggregation import aggregate_messages, over_budget
+from minionflow.nodes.support.budget import budget, earlier_rounds, estimate
+from minionflow.nodes.support.common import carried_over
+from minionflow.nodes.support.context import RunContext, context_of, store_of
+from minionflow.nodes.support.redaction import Redactor
+from minionflow.serving.accounting import record_calls
 
 _CODE_BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
@@ -93,37 +92,37 @@ def decompose_messages(state: RoundState, settings: RunSettings, retry: list[Job
     return [SystemMessage(system), HumanMessage(user)]
 
 
-def make_decompose(models: ModelProvider) -> Callable[[RoundState, Runtime[Any]], dict[str, Any]]:
-    def decompose(state: RoundState, runtime: Runtime[Any]) -> dict[str, Any]:
-        settings = settings_of(state)
-        store: BaseStore = store_of(runtime)
-        round_ = round_number(state)
-        attempt = len(state.get("code_errors") or []) + 1
-        retry = carried_over(store, state.get("rounds") or [], settings)
-        if attempt == 1 and round_ > 1:
-            emit({"type": "round", "round": round_, "retrying": len(retry)})
-        emit({"type": "decompose", "round": round_, "attempt": attempt})
-        redactor = Redactor(state.get("redactions") or {}) if settings.redact == "pii" else None
-        messages = decompose_messages(state, settings, retry, redactor)
-        limit = budget(settings, state.get("usage") or [], earlier_rounds(state.get("rounds") or []))
-        if limit is not None:
-            # a round needs this call and an aggregation at least as long as its prompt without outputs
-            need = estimate(messages, settings) + estimate(aggregate_messages(state, settings, True), settings)
-            if not limit.affords(need):
-                return over_budget(store, state, round_, limit.describe(need))
-        client = models.client(settings.remote, "remote", settings.remote_max_tokens)
-        call = client.text(messages)
-        update: dict[str, Any] = {"usage": record_calls(store, [call], "remote", "decompose", round_, client.name,
-                                                        from_documents=[])}  # metadata only: no document text
-        if redactor is not None and redactor.mapping != (state.get("redactions") or {}):
-            update["redactions"] = redactor.mapping
-        code = extract_code(str(call.message.content)) if call.message is not None else None
-        if code is None:
-            error = call.error or NO_CODE_ERROR
-            update["code"] = None
-            update["code_errors"] = [*(state.get("code_errors") or []), error]
-        else:
-            update["code"] = code
-        return update
-
-    return decompose
+def decompose(state: RoundState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """The supervisor writes this round's ``prepare_jobs`` (or, when the remote budget does
+    not afford a round, the run ends with the answer extracted from earlier rounds)."""
+    context = context_of(runtime, state)
+    settings = context.run_settings
+    store: BaseStore = store_of(runtime)
+    round_ = round_number(state)
+    attempt = len(state.get("code_errors") or []) + 1
+    retry = carried_over(store, state.get("rounds") or [], settings)
+    if attempt == 1 and round_ > 1:
+        emit({"type": "round", "round": round_, "retrying": len(retry)})
+    emit({"type": "decompose", "round": round_, "attempt": attempt})
+    redactor = Redactor(state.get("redactions") or {}) if settings.redact == "pii" else None
+    messages = decompose_messages(state, settings, retry, redactor)
+    limit = budget(settings, state.get("usage") or [], earlier_rounds(state.get("rounds") or []))
+    if limit is not None:
+        # a round needs this call and an aggregation at least as long as its prompt without outputs
+        need = estimate(messages, settings) + estimate(aggregate_messages(state, settings, True), settings)
+        if not limit.affords(need):
+            return over_budget(store, state, round_, limit.describe(need))
+    client = context.model_provider.client(settings.remote, "remote", settings.remote_max_tokens)
+    call = client.text(messages)
+    update: dict[str, Any] = {"usage": record_calls(store, [call], "remote", "decompose", round_, client.name,
+                                                    from_documents=[])}  # metadata only: no document text
+    if redactor is not None and redactor.mapping != (state.get("redactions") or {}):
+        update["redactions"] = redactor.mapping
+    code = extract_code(str(call.message.content)) if call.message is not None else None
+    if code is None:
+        error = call.error or NO_CODE_ERROR
+        update["code"] = None
+        update["code_errors"] = [*(state.get("code_errors") or []), error]
+    else:
+        update["code"] = code
+    return update

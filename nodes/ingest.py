@@ -16,13 +16,12 @@ from langgraph.store.base import BaseStore
 from minionflow.contracts.errors import BadInput
 from minionflow.contracts.settings import RunSettings, default_settings, first_error
 from minionflow.contracts.state import STATE_VERSION, DocumentRef, MinionsState
+from minionflow.nodes.support.context import RunContext, store_of
+from minionflow.serving.tokens import count_document
+from minionflow.storage.documents import LoadedDocument, load_document
+from minionflow.storage.store import put_json, put_text
 from pydantic import BaseModel, Field, ValidationError
 from typing_extensions import TypedDict
-
-from .common import store_of
-from .documents import LoadedDocument, load_document
-from .store import put_json, put_text
-from .tokens import count_document
 
 
 class RunRequest(TypedDict, total=False):
@@ -100,11 +99,18 @@ def check_fits(settings: RunSettings, documents: list[LoadedDocument]) -> None:
         )
 
 
-def request_state(store: BaseStore, request: dict[str, Any], protocol: str | None = None) -> dict[str, Any]:
-    """Validate a run request and build the initial state from it (BadInput if unusable)."""
+def request_state(store: BaseStore, request: dict[str, Any], protocol: str | None = None,
+                  settings: RunSettings | None = None) -> dict[str, Any]:
+    """Validate a run request and build the initial state from it (BadInput if unusable).
+    ``settings``: the run's, when its context gave them (the request then gives none)."""
     try:
         valid = ValidRequest.model_validate(request)
-        settings = default_settings({**valid.settings, **({"protocol": protocol} if protocol else {})})
+        if settings is not None and valid.settings:
+            raise BadInput("give the run's settings once: in its context or in the request, not both")
+        if settings is None:
+            settings = default_settings({**valid.settings, **({"protocol": protocol} if protocol else {})})
+        elif protocol and settings.protocol != protocol:  # a served graph runs its own protocol
+            settings = settings.model_copy(update={"protocol": protocol})
     except ValidationError as exc:
         where, message = first_error(exc)
         raise BadInput(f"invalid run request at {where}: {message}" if where else f"invalid run request: {message}") from None
@@ -114,13 +120,18 @@ def request_state(store: BaseStore, request: dict[str, Any], protocol: str | Non
     return protocol_state(store, documents, valid.question, settings)
 
 
-def make_ingest(protocol: str | None = None) -> Callable[[dict[str, Any], Runtime[Any]], dict[str, Any]]:
-    """The ingest node of a served graph; ``protocol`` fixes the run's protocol (the
-    graph it starts is that protocol's)."""
+def make_ingest(protocol: str | None = None) -> Callable[[dict[str, Any], Runtime[RunContext]], dict[str, Any]]:
+    """The ingest step of a served graph; ``protocol`` fixes the run's protocol (the
+    graph it starts is that protocol's). The settings are the run context's when it has
+    some (Studio's form for it), else the request's; the context takes the ones the
+    thread records, so every later step runs with them."""
 
-    def ingest(state: dict[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
+    def ingest(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
         request = {k: state[k] for k in ("question", "paths", "texts", "settings") if state.get(k) is not None}
-        update = request_state(store_of(runtime), request, protocol)
+        context = runtime.context if isinstance(runtime.context, RunContext) else None
+        update = request_state(store_of(runtime), request, protocol, context.settings if context else None)
+        if context is not None:
+            context.adopt(RunSettings.model_validate(update["settings"]))
         update["texts"] = []  # the text is in the blob store now; later checkpoints need not carry it
         return update
 

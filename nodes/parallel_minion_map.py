@@ -1,7 +1,7 @@
 """parallel_minion_map (local): ``Send`` tasks of several jobs of the round's batch
 (``sandboxed_execute.route_jobs``), each job one local-model call returning a
 ``JobOutput`` (a validated JSON reply, or a plain-text reply read leniently, as the
-local model's spec says), checked against its chunk (``nodes.grounding``). A bad reply
+local model's spec says), checked against its chunk (``nodes.support.grounding``). A bad reply
 is a recorded failure, never an exception that cancels the job's siblings; transport
 errors are left to the node's RetryPolicy. Each job is durable the moment it ends: its
 result is written with a record of it in the store (``DONE_NAMESPACE``), and a task that
@@ -10,29 +10,29 @@ runs again skips the jobs it finished."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.config import get_config
 from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore, GetOp, Item
-from minionflow.contracts.errors import is_transient
+from minionflow.contracts.errors import BadInput, is_transient
+from minionflow.contracts.events import emit, tokens_of
 from minionflow.contracts.schemas import JobOutput
 from minionflow.contracts.settings import ModelSpec, ReplyFormat, RunSettings
 from minionflow.contracts.state import JobInput, JobRecord, JobResult, ResultRef, UsageRecord
-
-from . import prompts
-from .accounting import usage_records
-from .common import batch_from_ref, emit, settings_from_ref, store_of, tokens_of
-from .context_guard import ContextOverflow, message_texts
-from .filter import is_abstention
-from .grounding import Grounding, ground
-from .job_cache import JobCache, job_key
-from .models import CallRecord, ModelClient, ModelProvider, reply_text, unheard_here
-from .pool import endpoint_pool
-from .replies import parse_text_reply
-from .store import BlobBatch
+from minionflow.nodes.support import prompts
+from minionflow.nodes.support.common import batch_from_ref
+from minionflow.nodes.support.context import RunContext, context_of, settings_in_store, store_of
+from minionflow.nodes.support.grounding import Grounding, ground
+from minionflow.nodes.support.outputs import is_abstention
+from minionflow.nodes.support.replies import parse_text_reply
+from minionflow.serving.accounting import usage_records
+from minionflow.serving.context_guard import ContextOverflow, message_texts
+from minionflow.serving.job_cache import JobCache, job_key
+from minionflow.serving.models import CallRecord, ModelClient, reply_text, unheard_here
+from minionflow.serving.pool import endpoint_pool
+from minionflow.storage.store import BlobBatch, get_json
 
 
 def worker_messages(job: JobRecord, chunk: str, reply: ReplyFormat = "json") -> list[Any]:
@@ -97,7 +97,7 @@ def read_chunk(client: ModelClient, job: JobRecord, chunk: str, settings: RunSet
                cache: JobCache | None = None, unheard: bool = False, whole: Prepared | None = None
                ) -> tuple[JobOutput | None, str | None, int]:
     """Ask the job over its chunk: whole when the prompt fits the local model's context,
-    else in parts split at sentence ends (``nodes.context_guard``), merged into one output
+    else in parts split at sentence ends (``serving.context_guard``), merged into one output
     (``merge_parts``). Returns the output, the error and the number of parts; a chunk that
     cannot be split to fit fails with the reason and no call. With a ``cache``, each call
     goes through the job cache (``ask_or_recall``). ``calls`` gets each part's calls as
@@ -199,74 +199,79 @@ def _finished(store: BaseStore, keys: dict[int, str]) -> dict[int, ResultRef]:
     return {i: ResultRef(**item.value) for i, item in zip(keys, items, strict=True) if isinstance(item, Item)}
 
 
-def make_parallel_minion_map(models: ModelProvider) -> Callable[[JobInput, Runtime[Any]], dict[str, Any]]:
-    def parallel_minion_map(inp: JobInput, runtime: Runtime[Any]) -> dict[str, Any]:
-        """The task's jobs (``task_jobs``), one after another, each with its own slot of
-        the pool (in batch order across the round's tasks); those a record says are done
-        are not run again. A transport error goes to the node's RetryPolicy, whose next
-        attempt runs the jobs not done."""
-        store = store_of(runtime)
-        loaded = batch_from_ref(store, inp["jobs_ref"])
-        jobs = loaded.batch["jobs"]
-        settings = settings_from_ref(store, loaded.batch["settings_ref"])
-        indices = task_jobs(inp)
-        run = round_key()
-        keys = dict(zip(indices, done_keys(run, inp["jobs_ref"], indices), strict=True)) if run else {}
-        done = _finished(store, keys) if run else {}
-        pending = [i for i in indices if i not in done]
-        loaded.read_chunks(store, pending)  # the task's chunks left to read, in one round trip
-        pool = endpoint_pool(settings, probe=lambda spec: models.client(spec, "local", settings.local_max_tokens).probe())
-        cache = JobCache(store, BlobBatch()) if settings.job_cache else None
-        prefetched: set[ModelSpec] = set()
-        prepared: dict[tuple[ModelSpec, int], Prepared] = {}  # by the model and the job's place
-        unheard = unheard_here()  # once for the task's jobs: the run's callbacks do not change within it
-        for position, index in enumerate(pending):
-            job: JobRecord = jobs[index]
-            chunk = loaded.chunk(store, index)
-            # the job's result, call transcripts and what the job cache keeps, written in one round trip
-            blobs = BlobBatch()
-            if cache is not None:
-                cache.pending = blobs
-            # the calls to an endpoint that failed (what it answered, then the failure), after
-            # which the job went to another
-            moved: list[UsageRecord] = []
-            while True:
-                with pool.lease(index, job["chunk_ref"]) as spec:
-                    client = models.client(spec, "local", settings.local_max_tokens)
-                    if cache is not None and client.spec not in prefetched:
-                        # what the cache has for this and the task's later jobs (whole chunks), in one read
-                        prefetched.add(client.spec)
-                        for i in pending[position:]:
-                            prepared[(client.spec, i)] = prepare(client.spec, jobs[i], loaded.chunk(store, i), settings)
-                        cache.prefetch([prepared[(client.spec, i)][1] for i in pending[position:]])
-                    started = time.monotonic()
-                    calls: list[CallRecord] = []  # as they return: after a failure, the parts answered before it
-                    try:
-                        output, error, parts = read_chunk(client, job, chunk, settings, calls, cache, unheard,
-                                                          prepared.pop((client.spec, index), None))
-                        break
-                    except Exception as exc:
-                        reason = f"{type(exc).__name__}: {exc}"
-                        if not is_transient(exc) or not pool.fail(spec, reason):
-                            raise  # one endpoint (or the last one up): the RetryPolicy runs the task again
-                        # the parts this endpoint answered were billed: they count, where they ran
-                        moved += usage_records(calls, "local", "parallel_minion_map", job["round"], client.name,
-                                               blobs, job_id=job["job_id"])
-                        failed = CallRecord(None, time.monotonic() - started, f"endpoint failed, job moved: {reason}")
-                        for record in usage_records([failed], "local", "parallel_minion_map", job["round"],
-                                                    client.name, job_id=job["job_id"]):
-                            record["moved"] = True
-                            moved.append(record)
-            result = job_result(job, chunk, client, settings, output, error, parts,
-                                [*moved, *usage_records(calls, "local", "parallel_minion_map", job["round"],
-                                                        client.name, blobs, job_id=job["job_id"])])
-            done[index] = ResultRef(job_id=job["job_id"], ref=blobs.json(result))
-            if run:
-                blobs.put(DONE_NAMESPACE, keys[index], dict(done[index]))
-            blobs.write(store)  # the job is durable from here
-        return {"job_results": [done[i] for i in indices]}
+def parallel_minion_map(inp: JobInput, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """The task's jobs (``task_jobs``), one after another, each with its own slot of
+    the pool (in batch order across the round's tasks); those a record says are done
+    are not run again. A transport error goes to the node's RetryPolicy, whose next
+    attempt runs the jobs not done."""
+    store = store_of(runtime)
+    # (a served graph's run with no context: the settings the round's jobs were made with)
+    context = context_of(runtime, thread_settings=lambda: settings_in_store(
+        store, get_json(store, inp["jobs_ref"])["settings_ref"]))
+    loaded = batch_from_ref(context, store, inp["jobs_ref"])
+    jobs = loaded.batch["jobs"]
+    settings = context.run_settings
+    if loaded.batch["settings_ref"] != context.settings_ref:
+        raise BadInput("this round's jobs were made with other settings than the run's context holds; continue "
+                       "the thread with its own")
+    models = context.model_provider
+    indices = task_jobs(inp)
+    run = round_key()
+    keys = dict(zip(indices, done_keys(run, inp["jobs_ref"], indices), strict=True)) if run else {}
+    done = _finished(store, keys) if run else {}
+    pending = [i for i in indices if i not in done]
+    loaded.read_chunks(store, pending)  # the task's chunks left to read, in one round trip
+    pool = endpoint_pool(settings, probe=lambda spec: models.client(spec, "local", settings.local_max_tokens).probe())
+    cache = JobCache(store, BlobBatch()) if settings.job_cache else None
+    prefetched: set[ModelSpec] = set()
+    prepared: dict[tuple[ModelSpec, int], Prepared] = {}  # by the model and the job's place
+    unheard = unheard_here()  # once for the task's jobs: the run's callbacks do not change within it
+    for position, index in enumerate(pending):
+        job: JobRecord = jobs[index]
+        chunk = loaded.chunk(store, index)
+        # the job's result, call transcripts and what the job cache keeps, written in one round trip
+        blobs = BlobBatch()
+        if cache is not None:
+            cache.pending = blobs
+        # the calls to an endpoint that failed (what it answered, then the failure), after
+        # which the job went to another
+        moved: list[UsageRecord] = []
+        while True:
+            with pool.lease(index, job["chunk_ref"]) as spec:
+                client = models.client(spec, "local", settings.local_max_tokens)
+                if cache is not None and client.spec not in prefetched:
+                    # what the cache has for this and the task's later jobs (whole chunks), in one read
+                    prefetched.add(client.spec)
+                    for i in pending[position:]:
+                        prepared[(client.spec, i)] = prepare(client.spec, jobs[i], loaded.chunk(store, i), settings)
+                    cache.prefetch([prepared[(client.spec, i)][1] for i in pending[position:]])
+                started = time.monotonic()
+                calls: list[CallRecord] = []  # as they return: after a failure, the parts answered before it
+                try:
+                    output, error, parts = read_chunk(client, job, chunk, settings, calls, cache, unheard,
+                                                      prepared.pop((client.spec, index), None))
+                    break
+                except Exception as exc:
+                    reason = f"{type(exc).__name__}: {exc}"
+                    if not is_transient(exc) or not pool.fail(spec, reason):
+                        raise  # one endpoint (or the last one up): the RetryPolicy runs the task again
+                    # the parts this endpoint answered were billed: they count, where they ran
+                    moved += usage_records(calls, "local", "parallel_minion_map", job["round"], client.name,
+                                           blobs, job_id=job["job_id"])
+                    failed = CallRecord(None, time.monotonic() - started, f"endpoint failed, job moved: {reason}")
+                    for record in usage_records([failed], "local", "parallel_minion_map", job["round"],
+                                                client.name, job_id=job["job_id"]):
+                        record["moved"] = True
+                        moved.append(record)
+        result = job_result(job, chunk, client, settings, output, error, parts,
+                            [*moved, *usage_records(calls, "local", "parallel_minion_map", job["round"],
+                                                    client.name, blobs, job_id=job["job_id"])])
+        done[index] = ResultRef(job_id=job["job_id"], ref=blobs.json(result))
+        if run:
+            blobs.put(DONE_NAMESPACE, keys[index], dict(done[index]))
+        blobs.write(store)  # the job is durable from here
+    return {"job_results": [done[i] for i in indices]}
 
-    return parallel_minion_map
 
 
 def job_result(job: JobRecord, chunk: str, client: ModelClient, settings: RunSettings, output: JobOutput | None,

@@ -10,14 +10,14 @@ from typing import Any
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from minionflow.contracts.state import FinalAnswer, ReadAllState
-
-from . import prompts
-from .accounting import record_calls
-from .budget import budget, estimate
-from .common import document_texts, settings_of, store_of
-from .context_guard import message_texts
-from .models import ModelProvider, Role, reply_text
-from .redact import Redactor, restore_final
+from minionflow.nodes.support import prompts
+from minionflow.nodes.support.budget import budget, estimate
+from minionflow.nodes.support.common import document_texts
+from minionflow.nodes.support.context import RunContext, context_of, store_of
+from minionflow.nodes.support.redaction import Redactor, restore_final
+from minionflow.serving.accounting import record_calls
+from minionflow.serving.context_guard import message_texts
+from minionflow.serving.models import Role, reply_text
 
 
 def read_all_messages(task: str, titles: list[str], texts: list[str]) -> list[Any]:
@@ -25,12 +25,13 @@ def read_all_messages(task: str, titles: list[str], texts: list[str]) -> list[An
     return [SystemMessage(prompts.READ_ALL_SYSTEM), HumanMessage(prompts.READ_ALL_USER.format(documents=documents, task=task))]
 
 
-def make_read_all(models: ModelProvider, role: Role) -> Callable[[ReadAllState, Runtime[Any]], dict[str, Any]]:
-    def read_all(state: ReadAllState, runtime: Runtime[Any]) -> dict[str, Any]:
-        settings = settings_of(state)
+def _read_all(role: Role) -> Callable[[ReadAllState, Runtime[RunContext]], dict[str, Any]]:
+    def read_all(state: ReadAllState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+        context = context_of(runtime, state)
+        settings = context.run_settings
         spec = settings.remote if role == "remote" else settings.local
         max_tokens = settings.remote_max_tokens if role == "remote" else settings.local_max_tokens
-        client = models.client(spec, role, max_tokens)
+        client = context.model_provider.client(spec, role, max_tokens)
         store = store_of(runtime)
         docs = state["documents"]
         texts = document_texts(store, docs)
@@ -68,3 +69,9 @@ def make_read_all(models: ModelProvider, role: Role) -> Callable[[ReadAllState, 
         return update
 
     return read_all
+
+
+read_all_remote = _read_all("remote")
+read_all_remote.__doc__ = "remote-only: the remote model reads every document in one prompt and answers."
+read_all_local = _read_all("local")
+read_all_local.__doc__ = "local-only: the local model reads every document in one prompt and answers."

@@ -16,9 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from langgraph.runtime import Runtime
+from minionflow.contracts.events import emit
 from minionflow.contracts.state import RoundState
-
-from .common import emit
 
 
 def score(output: dict[str, Any]) -> float:

@@ -13,11 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 from langgraph.runtime import Runtime
+from minionflow.contracts.events import emit
 from minionflow.contracts.state import DocumentRef, MinionsState
+from minionflow.nodes.support.common import document_texts
+from minionflow.nodes.support.context import context_of, store_of
 from minionflow.sandbox.chunking import chunk_by_tokens
-
-from .common import document_texts, emit, settings_of, store_of
-from .store import put_text
+from minionflow.storage.store import put_text
 
 SKIPPED = "\n\n[...]\n\n"
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -43,7 +44,7 @@ def make_bm25_prefilter(top_k: int = 8) -> Callable[[MinionsState, Runtime[Any]]
         raise ValueError("top_k must be at least 1")
 
     def retrieve(state: MinionsState, runtime: Runtime[Any]) -> dict[str, Any]:
-        settings = settings_of(state)
+        settings = context_of(runtime, state).run_settings
         store = store_of(runtime)
         originals = state.get("source_documents") or state["documents"]
         texts = document_texts(store, originals)

@@ -11,22 +11,21 @@ several jobs each (``jobs_per_task``)."""
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 from langgraph.types import Send, interrupt
+from minionflow.contracts.events import emit
 from minionflow.contracts.schemas import Approval
 from minionflow.contracts.settings import RunSettings
 from minionflow.contracts.state import JobBatch, JobInput, JobRecord, RoundState, round_number
-from minionflow.sandbox.base import ExecutionRequest, JobSpec, SandboxBackend
+from minionflow.nodes.support.common import carried_over, document_texts
+from minionflow.nodes.support.context import RunContext, context_of, store_of
+from minionflow.sandbox.base import ExecutionRequest, JobSpec
 from minionflow.sandbox.chunking import chunk_by_tokens
-from minionflow.sandbox.select import get_backend
-
-from .common import carried_over, document_texts, emit, settings_of, store_of
-from .store import get_json, get_text, put_json, put_texts
+from minionflow.storage.store import get_json, get_text, put_json, put_texts
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ def jobs_per_task(jobs: int, slots: int) -> int:
     return max(1, min(MAX_JOBS_PER_TASK, jobs // (TASKS_PER_SLOT * max(slots, 1))))
 
 
-def route_jobs(state: RoundState, no_jobs: str = "filter") -> list[Send] | str:
+def route_jobs(state: RoundState, runtime: Runtime[RunContext], no_jobs: str = "filter") -> list[Send] | str:
     """After the code ran: back to ``decompose`` when it failed and attempts are left,
     else ``Send`` tasks over the round's ``JobBatch`` to parallel_minion_map, of about
     ``jobs_per_task`` jobs each, taking the jobs in turn; to ``no_jobs`` if there are
@@ -142,81 +141,68 @@ def route_jobs(state: RoundState, no_jobs: str = "filter") -> list[Send] | str:
     if jobs_ref is None:
         return "decompose"
     count = state.get("job_count") or 0
-    settings = settings_of(state)
+    settings = context_of(runtime, state).run_settings
     tasks = -(-count // jobs_per_task(count, sum(settings.endpoint_slots(spec) for spec in settings.local_endpoints)))
     return [Send("parallel_minion_map", JobInput(jobs_ref=jobs_ref, index=k, count=len(range(k, count, tasks)),
                                                  stride=tasks))
             for k in range(tasks)] or no_jobs
 
 
-def make_sandboxed_execute(sandbox: SandboxBackend | None = None) -> Callable[[RoundState, Runtime[Any]], dict[str, Any]]:
-    """The node around a backend; with none given, it picks the one the run's settings
-    name the first time code runs, checks it once, and keeps it (one per graph and
-    setting, rather than a probe sandbox at every execution)."""
-    chosen: dict[tuple[str, str | None], SandboxBackend] = {}
-    lock = threading.Lock()
-
-    def backend_for(settings: RunSettings) -> SandboxBackend:
-        if sandbox is not None:
-            return sandbox
-        key = (settings.sandbox, settings.sandbox_runtime)
-        with lock:
-            if key not in chosen:
-                chosen[key] = get_backend(*key)
-            return chosen[key]
-
-    def sandboxed_execute(state: RoundState, runtime: Runtime[Any]) -> dict[str, Any]:
-        settings = settings_of(state)
-        store = store_of(runtime)
-        round_ = round_number(state)
-        errors = list(state.get("code_errors") or [])
-        texts = document_texts(store, state["documents"])
-        specs: list[JobSpec] = []
-        code = state.get("code")
-        update: dict[str, Any] = {}
-        if code is not None and settings.approve_code:
-            code, rejection = _review(code, round_, len(errors) + 1)
-            if code != state.get("code"):
-                update["code"] = code
-                update["notes"] = [f"round {round_}: the supervisor's code was edited by the reviewer"]
-            if rejection is not None:
-                errors.append(rejection)
-                code = None
-        if code is not None:
-            backend = backend_for(settings)
-            manifests, outputs = _previous_round(state, store)
-            result = backend.execute(
-                ExecutionRequest(
-                    code=code, context=texts, prev_job_manifests=manifests, prev_job_outputs=outputs,
-                    max_jobs=settings.max_jobs_per_round,
-                ),
-                settings.sandbox_limits,
-            )
-            update["sandbox"] = result.backend
-            emit({"type": "execute", "round": round_, "status": result.status.value, "backend": result.backend,
-                  "jobs": len(result.jobs), "seconds": round(result.duration_s, 3)})
-            if result.ok and result.jobs:
-                specs = result.jobs
-            else:
-                errors.append(result.describe() if not result.ok else NO_JOBS_ERROR)
-        update["code_errors"] = errors
-        if specs:
-            update["plan_source"] = "supervisor"
-        elif len(errors) >= settings.max_code_attempts:
-            specs = fallback_specs(texts, state["task"], settings)
-            update["plan_source"] = "fallback"
-            note = (f"round {round_}: the supervisor's code failed {len(errors)} time(s); "
-                    f"used the built-in plan ({len(specs)} chunks x the task)")
-            log.warning(note)
-            update["notes"] = [*update.get("notes", []), note]
-            emit({"type": "fallback", "round": round_, "jobs": len(specs)})
+def sandboxed_execute(state: RoundState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Run the supervisor's code in the run's sandbox (after a review with
+    ``approve_code``), or the built-in plan once the attempts are used up; store the
+    round's jobs as one blob."""
+    context = context_of(runtime, state)
+    settings = context.run_settings
+    store = store_of(runtime)
+    round_ = round_number(state)
+    errors = list(state.get("code_errors") or [])
+    texts = document_texts(store, state["documents"])
+    specs: list[JobSpec] = []
+    code = state.get("code")
+    update: dict[str, Any] = {}
+    if code is not None and settings.approve_code:
+        code, rejection = _review(code, round_, len(errors) + 1)
+        if code != state.get("code"):
+            update["code"] = code
+            update["notes"] = [f"round {round_}: the supervisor's code was edited by the reviewer"]
+        if rejection is not None:
+            errors.append(rejection)
+            code = None
+    if code is not None:
+        backend = context.backend()
+        manifests, outputs = _previous_round(state, store)
+        result = backend.execute(
+            ExecutionRequest(
+                code=code, context=texts, prev_job_manifests=manifests, prev_job_outputs=outputs,
+                max_jobs=settings.max_jobs_per_round,
+            ),
+            settings.sandbox_limits,
+        )
+        update["sandbox"] = result.backend
+        emit({"type": "execute", "round": round_, "status": result.status.value, "backend": result.backend,
+              "jobs": len(result.jobs), "seconds": round(result.duration_s, 3)})
+        if result.ok and result.jobs:
+            specs = result.jobs
         else:
-            return update  # route_jobs sends the round back to decompose
-        retry = _retried(carried_over(store, state.get("rounds") or [], settings), round_)
-        jobs = chunk_major(_make_jobs(specs, round_, settings, store) + retry)
-        jobs_ref = put_json(store, JobBatch(settings_ref=state["settings_ref"], jobs=jobs))
-        update.update(jobs_ref=jobs_ref, job_count=len(jobs))
-        emit({"type": "jobs", "round": round_, "total": len(jobs)})
-        return update
+            errors.append(result.describe() if not result.ok else NO_JOBS_ERROR)
+    update["code_errors"] = errors
+    if specs:
+        update["plan_source"] = "supervisor"
+    elif len(errors) >= settings.max_code_attempts:
+        specs = fallback_specs(texts, state["task"], settings)
+        update["plan_source"] = "fallback"
+        note = (f"round {round_}: the supervisor's code failed {len(errors)} time(s); "
+                f"used the built-in plan ({len(specs)} chunks x the task)")
+        log.warning(note)
+        update["notes"] = [*update.get("notes", []), note]
+        emit({"type": "fallback", "round": round_, "jobs": len(specs)})
+    else:
+        return update  # route_jobs sends the round back to decompose
+    retry = _retried(carried_over(store, state.get("rounds") or [], settings), round_)
+    jobs = chunk_major(_make_jobs(specs, round_, settings, store) + retry)
+    jobs_ref = put_json(store, JobBatch(settings_ref=state["settings_ref"], jobs=jobs))
+    update.update(jobs_ref=jobs_ref, job_count=len(jobs))
+    emit({"type": "jobs", "round": round_, "total": len(jobs)})
+    return update
 
-    return sandboxed_execute

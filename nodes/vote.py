@@ -13,8 +13,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from minionflow.contracts.state import JobResult
-
-from .filter import _cut, _norm, cap, classify, empty_stats, forwarded, make_filter
+from minionflow.nodes.support.outputs import cap, classify, cut, empty_stats, forwarded, make_filter, norm
 
 
 def vote(results: list[JobResult], max_forwarded: int, max_chars: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -23,16 +22,16 @@ def vote(results: list[JobResult], max_forwarded: int, max_chars: int) -> tuple[
     for r in results:
         verdict = classify(r)
         if verdict == "usable":
-            by_task[_norm(r["task"])].append(r)
+            by_task[norm(r["task"])].append(r)
         else:
             stats[verdict] += 1
     kept: list[dict[str, Any]] = []
     for answers in by_task.values():
-        counts = Counter(_norm(r["answer"]) for r in answers)
+        counts = Counter(norm(r["answer"]) for r in answers)
         winner, votes = counts.most_common(1)[0]  # a tie goes to the answer ranked first
-        first = next(r for r in answers if _norm(r["answer"]) == winner)
+        first = next(r for r in answers if norm(r["answer"]) == winner)
         stats["outvoted"] += len(answers) - votes
-        kept.append(forwarded(first, max_chars, f"{votes} of {len(answers)} jobs agree. " + (_cut(first["explanation"], max_chars) or "")))
+        kept.append(forwarded(first, max_chars, f"{votes} of {len(answers)} jobs agree. " + (cut(first["explanation"], max_chars) or "")))
     return cap(kept, stats, max_forwarded), stats
 
 

@@ -6,7 +6,7 @@ import json
 from enum import StrEnum
 from functools import cache
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from minionflow.contracts.settings import SandboxLimits
 from pydantic import BaseModel, Field, ValidationError
@@ -71,6 +71,7 @@ class ExecutionResult(BaseModel):
         return "\n".join(parts)
 
 
+@runtime_checkable
 class SandboxBackend(Protocol):
     name: str
 

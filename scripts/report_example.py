@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from minionflow.graphs import RunContext
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 SAMPLE = ROOT / "samples" / "northwind-annual-report-2025.md"
@@ -50,12 +52,12 @@ def main() -> None:
     from fakes import PromptFake
     from minionflow.cli.report import render_report
     from minionflow.graphs import RunSettings
-    from minionflow.graphs.persistence import open_persistence
     from minionflow.graphs.run import run_minions
     from minionflow.graphs.threads import show_thread, thread_graph
-    from minionflow.nodes.documents import LoadedDocument
-    from minionflow.nodes.models import DefaultModelProvider, ModelClient
     from minionflow.sandbox.chunking import chunk_by_tokens
+    from minionflow.serving.models import DefaultModelProvider, ModelClient
+    from minionflow.storage.documents import LoadedDocument
+    from minionflow.storage.persistence import open_persistence
 
     class Provider(DefaultModelProvider):  # the scripted supervisor; the minions are the embedded model
         def client(self, spec, role, max_tokens):  # type: ignore[no-untyped-def]
@@ -67,8 +69,8 @@ def main() -> None:
     doc = LoadedDocument(title=SAMPLE.name, text=SEPARATOR.join(chunks), pages=1)
     with tempfile.TemporaryDirectory() as tmp:
         settings = RunSettings(local="embedded", max_rounds=2, max_chunk_chars=12_000, sandbox="bwrap", job_cache=False)
-        result = run_minions([doc], "Where is the largest facility, and who runs the company?", settings,
-                             checkpoint=Path(tmp), models=Provider())
+        result = run_minions([doc], "Where is the largest facility, and who runs the company?",
+                             RunContext(settings=settings, models=Provider()), checkpoint=Path(tmp))
         print(f"{result.status}: {result.answer} ({result.rounds} rounds, {result.elapsed_s:.0f} s)")
         with open_persistence(Path(tmp)) as (saver, store):
             page = render_report(show_thread(saver, store, result.thread_id), thread_graph(saver, store, result.thread_id))

@@ -18,7 +18,7 @@ esac
 # own cores (taskset): the tests of the real embedded model (-m embedded) on the first
 # half, the rest on the others. llama.cpp's threads wait for each other at every step,
 # so a server whose core another process takes stalls; on its own cores the embedded
-# server runs one thread per core (nodes.embedded.usable_cpus). The arguments go to both
+# server runs one thread per core (serving.embedded.usable_cpus). The arguments go to both
 # (a path or -k narrows each; -m overrides the split). The embedded half's report follows
 # the other's; MINIONFLOW_TEST_ONE_PROCESS=1 runs one pytest on every core instead.
 cpus="$(nproc)"

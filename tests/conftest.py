@@ -17,12 +17,12 @@ from langgraph.store.memory import InMemoryStore
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fakes import FakeProvider, PromptFake  # noqa: E402
-from minionflow.graphs import RunSettings, build_minions_graph  # noqa: E402
+from minionflow.graphs import RunContext, RunSettings, build_minions_graph  # noqa: E402
 from minionflow.graphs.run import all_usage, run_config  # noqa: E402
-from minionflow.nodes.documents import LoadedDocument  # noqa: E402
 from minionflow.nodes.ingest import initial_state  # noqa: E402
-from minionflow.nodes.store import get_json  # noqa: E402
 from minionflow.sandbox import BwrapBackend  # noqa: E402
+from minionflow.storage.documents import LoadedDocument  # noqa: E402
+from minionflow.storage.store import get_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the virtualenv's scripts
@@ -33,7 +33,9 @@ CLI = str(BIN / "minionflow")
 SUBPROCESS_TIMEOUT = 480
 # the folders the installed packages come from (minionflow, graphs, nodes, ...): pyproject.toml's
 # package-dir, which the type check, the layer check and scripts/setup.sh's compile all read
-PACKAGE_DIRS = tuple(sorted(set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())))
+# the top-level folders of the packages (pyproject.toml's package-dir; nodes/support is in nodes)
+PACKAGE_DIRS = tuple(sorted({path.split("/")[0] for path in
+                             tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values()}))
 
 
 def cli_env(home: Path | None = None, **extra: str) -> dict[str, str]:
@@ -172,14 +174,12 @@ def run_fake(bwrap: BwrapBackend) -> Callable[..., Run]:
         remote_fake = PromptFake(responder=remote)
         local_fake = PromptFake(responder=local, delay_s=local_delay)
         store = store or InMemoryStore()
-        graph = build_minions_graph(
-            models=FakeProvider(remote_fake, local_fake), sandbox=bwrap,
-            checkpointer=checkpointer or InMemorySaver(), store=store,
-        )
+        graph = build_minions_graph(checkpointer=checkpointer or InMemorySaver(), store=store)
+        context = RunContext(settings=s, models=FakeProvider(remote_fake, local_fake), sandbox=bwrap)
         state = initial_state(store, documents or [secret_doc()], task, s)
         config = run_config("test-thread", s)
         modes = ["custom", "messages"] if stream_messages else ["custom"]
-        parts = list(graph.stream(state, config, stream_mode=modes, durability="sync", subgraphs=True))
+        parts = list(graph.stream(state, config, context=context, stream_mode=modes, durability="sync", subgraphs=True))
         events = [data for _ns, mode, data in parts if mode == "custom"]
         messages = [data for _ns, mode, data in parts if mode == "messages"]
         return Run(graph.get_state(config).values, remote_fake, local_fake, events, store, messages)

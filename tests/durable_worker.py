@@ -23,14 +23,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fakes import FakeProvider, PromptFake  # noqa: E402
 from minionflow.contracts.settings import SandboxLimits
-from minionflow.graphs import RunSettings  # noqa: E402
+from minionflow.graphs import (
+    RunContext,
+    RunSettings,  # noqa: E402
+)
 from minionflow.graphs.minions import build_minions_graph  # noqa: E402
-from minionflow.graphs.persistence import open_persistence  # noqa: E402
 from minionflow.graphs.run import live_state, run_minions  # noqa: E402
-from minionflow.nodes.documents import LoadedDocument  # noqa: E402
-from minionflow.nodes.store import get_json  # noqa: E402
 from minionflow.sandbox import BwrapBackend  # noqa: E402
 from minionflow.sandbox.base import ExecutionRequest, ExecutionResult  # noqa: E402
+from minionflow.storage.documents import LoadedDocument  # noqa: E402
+from minionflow.storage.persistence import open_persistence  # noqa: E402
+from minionflow.storage.store import get_json  # noqa: E402
 
 CODE = r'''```python
 def prepare_jobs(context, prev_job_manifests, prev_job_outputs):
@@ -115,13 +118,14 @@ def main() -> None:
         # the jobs that finished, as `minionflow show` sees them: those of tasks that ended
         # (LangGraph's pending writes) and those of tasks cut short (the jobs' own records)
         with open_persistence(args.where) as (saver, store):
-            graph = build_minions_graph(provider, None, saver, store)
+            graph = build_minions_graph(saver, store)
             _, values = live_state(graph, {"configurable": {"thread_id": args.thread}})
             refs = (values.get("round_state") or {}).get("job_results") or []
             print(json.dumps(sorted(str(get_json(store, ref["ref"])["chunk_id"]) for ref in refs)))
         return
-    result = run_minions([doc], "What is the secret number?", settings, thread_id=args.thread, checkpoint=args.where,
-                         models=provider, sandbox=LoggedSandbox(log))  # type: ignore[arg-type]
+    result = run_minions([doc], "What is the secret number?",
+                         RunContext(settings=settings, models=provider, sandbox=LoggedSandbox(log)), thread_id=args.thread,
+                         checkpoint=args.where)  # type: ignore[arg-type]
     local_calls = sum(1 for u in result.calls if u["role"] == "local")
     remote_calls = [f"{u['node']}:{u['round']}" for u in result.calls if u["role"] == "remote"]
     print(json.dumps({"answer": result.answer, "status": result.status, "rounds": result.rounds,

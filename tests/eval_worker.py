@@ -25,6 +25,7 @@ from minionflow.contracts.errors import BadInput
 from minionflow.contracts.settings import ModelSpec, RunSettings  # noqa: E402
 from minionflow.evaluation.runner import EvalPlan, run_eval  # noqa: E402
 from minionflow.evaluation.suite import load_suite  # noqa: E402
+from minionflow.graphs import RunContext
 from minionflow.sandbox import BwrapBackend  # noqa: E402
 
 # the supervisor's code: one job per paragraph, the user's question as the task
@@ -104,7 +105,7 @@ def main() -> None:
     )
     backend = BwrapBackend()
     try:
-        results = run_eval(plan, models=provider, sandbox=backend, judge_models=provider)
+        results = run_eval(plan, judge_models=provider, context=RunContext(models=provider, sandbox=backend))
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -13,7 +13,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from minionflow.contracts.settings import ModelSpec
-from minionflow.nodes.models import ModelClient, Role
+from minionflow.serving.models import ModelClient, Role
 from pydantic import ConfigDict, PrivateAttr
 
 Responder = Callable[[str], str]
@@ -83,6 +83,19 @@ class FakeProvider:
 
     def client(self, spec: ModelSpec, role: Role, max_tokens: int) -> ModelClient:
         return ModelClient(spec, self.fakes[role], method="json_object_schema")
+
+
+def bind(step: Callable[[Any, Any], Any], models: Any = None, sandbox: Any = None) -> Callable[[Any, Any], Any]:
+    """``step`` as the node tests call it, ``(state, runtime)`` with a runtime that holds only
+    the store: the call gets one ``RunContext`` of ``models`` and ``sandbox`` (one run: it
+    keeps what the run read once), whose settings are the thread's (a context made with
+    none takes the state's, or for a ``Send`` task the job batch's, as a served graph's
+    context does)."""
+    from langgraph.runtime import Runtime
+    from minionflow.nodes.support.context import RunContext
+
+    context = RunContext(models=models, sandbox=sandbox)
+    return lambda state, runtime: step(state, Runtime(store=runtime.store, context=context))
 
 
 def in_round(thread: str, fn: Callable[[Any, Any], Any], inp: Any, runtime: Any) -> Any:

@@ -1,4 +1,4 @@
-"""The blob stores minionflow opens for a location (nodes.blobstore): SQLite in a folder,
+"""The blob stores minionflow opens for a location (storage.blobstore): SQLite in a folder,
 one table in PostgreSQL. Get and put only, a batch answered in the order asked, a key
 already there kept as it is (keys are content hashes), and on PostgreSQL the blobs an
 earlier version kept in LangGraph's PostgresStore still read."""
@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from conftest import create_database
 from langgraph.store.base import GetOp, PutOp, SearchOp
-from minionflow.graphs.persistence import open_persistence
-from minionflow.nodes.blobstore import PostgresBlobStore, SqliteBlobStore
-from minionflow.nodes.store import BLOB_NAMESPACE, get_text, put_texts
+from minionflow.storage.blobstore import PostgresBlobStore, SqliteBlobStore
+from minionflow.storage.persistence import open_persistence
+from minionflow.storage.store import BLOB_NAMESPACE, get_text, put_texts
 
 CACHE = ("minionflow", "job_cache")
 
@@ -164,7 +164,7 @@ def test_sqlite_copies_its_wal_back_once_writes_pause_and_not_while_they_come(tm
     import sqlite3
     import time
 
-    from minionflow.nodes import blobstore
+    from minionflow.storage import blobstore
 
     def in_file_alone() -> set[str]:  # the database file without its WAL: what was checkpointed
         copy = tmp_path / f"copy-{time.monotonic_ns()}.sqlite"
@@ -203,7 +203,7 @@ def test_sqlite_copies_its_wal_back_once_writes_pause_and_not_while_they_come(tm
 
 def test_a_blob_file_an_earlier_version_made_still_reads_and_takes_writes(tmp_path):
     """Earlier versions made the blob table WITHOUT ROWID; a new file gets a rowid table
-    (nodes.blobstore._SCHEMA). An old file keeps its table, and reads, writes, ignores a
+    (storage.blobstore._SCHEMA). An old file keeps its table, and reads, writes, ignores a
     key already there and deletes as a new one does."""
     import sqlite3
 
@@ -235,7 +235,7 @@ def test_a_second_write_lane_commits_while_the_first_waits_on_the_server(lanes):
     are written; a failed group's error reaches its batch and frees its lane."""
     import threading
 
-    from minionflow.nodes.blobstore import GroupCommit
+    from minionflow.storage.blobstore import GroupCommit
 
     started, release, fast_written = threading.Event(), threading.Event(), threading.Event()
     written: list[list[Any]] = []

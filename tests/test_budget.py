@@ -1,9 +1,9 @@
-"""The remote budget (nodes.budget): a call that would cross it is not made, a call that
+"""The remote budget (nodes.support.budget): a call that would cross it is not made, a call that
 leaves no room for another round or turn is made the last, the notes say why, and what
 the remote model was sent stays within the budget; on MinionS, Minion and remote-only.
 
 The fake models here count their usage as the budget's estimate counts a prompt (tiktoken,
-``nodes.tokens.count_tokens``, and ``PER_MESSAGE`` a message), not in whitespace words, of
+``serving.tokens.count_tokens``, and ``PER_MESSAGE`` a message), not in whitespace words, of
 which a JSON reply or a code block has about half as many: counted in words, a budget that
 reserved nothing for the reply could still look kept. Where a budget is met exactly, the
 reserve for the reply (a full ``remote_max_tokens``) is what decides."""
@@ -21,10 +21,11 @@ from conftest import GOOD_CODE, default_local, final_json, secret_doc, until_las
 from fakes import FakeProvider, PromptFake
 from langchain_core.outputs import ChatResult
 from minionflow.contracts.settings import RunSettings
+from minionflow.graphs import RunContext
 from minionflow.graphs.run import RunResult, run_minions
-from minionflow.nodes.budget import PER_MESSAGE
 from minionflow.nodes.read_all import read_all_messages
-from minionflow.nodes.tokens import count_tokens
+from minionflow.nodes.support.budget import PER_MESSAGE
+from minionflow.serving.tokens import count_tokens
 from pydantic import ValidationError
 
 QUESTION = "What is the secret number?"
@@ -53,8 +54,9 @@ def run_counted(tmp_path: Path, remote: Any = until_last_round, local: Any = def
     result and the remote fake."""
     fakes = CountedFake(responder=remote), CountedFake(responder=local)
     settings = {"chunk_tokens": 40, "max_chunk_chars": 4000, "sandbox": "bwrap", **settings}
-    result = run_minions([secret_doc()], QUESTION, RunSettings(**settings), checkpoint=tmp_path / f"run{next(_runs)}",
-                         models=FakeProvider(*fakes))
+    result = run_minions([secret_doc()], QUESTION,
+                         RunContext(settings=RunSettings(**settings), models=FakeProvider(*fakes)),
+                         checkpoint=tmp_path / f"run{next(_runs)}")
     return result, fakes[0]
 
 
@@ -107,8 +109,10 @@ def final_answered_by_the_supervisor(prompts: list[str]) -> bool:
 
 def test_a_budget_that_affords_no_round_sends_nothing_and_says_so(tmp_path):
     fakes = CountedFake(responder=wants_more), CountedFake(responder=default_local)
-    result = run_minions([secret_doc()], QUESTION, RunSettings(budget_tokens=10, chunk_tokens=40, sandbox="bwrap"),
-                         checkpoint=tmp_path, models=FakeProvider(*fakes))
+    result = run_minions([secret_doc()], QUESTION,
+                         RunContext(settings=RunSettings(budget_tokens=10, chunk_tokens=40, sandbox="bwrap"),
+                                    models=FakeProvider(*fakes)),
+                         checkpoint=tmp_path)
     assert fakes[0].prompts == [] and fakes[1].prompts == []
     assert result.forced and result.fallback and result.rounds == 0
     assert any("round 1: the remote budget does not afford another round" in n for n in result.notes)
@@ -215,8 +219,9 @@ def test_a_resumed_run_keeps_its_budget_and_what_it_spent(tmp_path):
     def run(name: str, remote, limit: int):  # type: ignore[no-untyped-def]
         settings = RunSettings(max_rounds=3, remote_max_tokens=128, budget_tokens=limit, chunk_tokens=40,
                                max_chunk_chars=4000, sandbox="bwrap")
-        return run_minions([secret_doc()], QUESTION, settings, checkpoint=tmp_path / name,
-                           models=FakeProvider(CountedFake(responder=remote), CountedFake(responder=default_local)))
+        return run_minions([secret_doc()], QUESTION, RunContext(settings=settings,
+                                      models=FakeProvider(CountedFake(responder=remote), CountedFake(responder=default_local))),
+                           checkpoint=tmp_path / name)
 
     free = run("free", wants_more, 10**9)
     assert free.rounds == 3
@@ -237,6 +242,6 @@ def test_a_resumed_run_keeps_its_budget_and_what_it_spent(tmp_path):
     failed = run("resumed", down_in_round_two, limit)
     assert failed.status == "failed" and failed.rounds == 1
     done = resume_minions(failed.thread_id, checkpoint=tmp_path / "resumed",
-                          models=FakeProvider(CountedFake(responder=wants_more), CountedFake(responder=default_local)))
+                          context=RunContext(models=FakeProvider(CountedFake(responder=wants_more), CountedFake(responder=default_local))))
     assert done.status == "answered" and done.rounds == straight.rounds == 2
     assert remote_tokens(done.calls) == remote_tokens(straight.calls) <= limit

@@ -164,7 +164,7 @@ def test_end_to_end_human_output_and_openai_compatible_url(good_doc, home):
     method 'auto' finds out that this server rejects json_schema and switches. The
     supervisor's replies are capped at 256 tokens (--remote-max-tokens): at the default
     1,024 how far SmolLM ran on made this test take 49 s to 162 s in CI."""
-    from minionflow.nodes.embedded import EmbeddedServer, default_gguf
+    from minionflow.serving.embedded import EmbeddedServer, default_gguf
 
     server = EmbeddedServer(default_gguf(), n_ctx=8192, log_dir=home)
     url = server.start()

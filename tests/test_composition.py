@@ -12,13 +12,13 @@ import openai
 import pytest
 from conftest import CLI, GOOD_CODE, SUBPROCESS_TIMEOUT, cli_env, default_local, default_remote, final_json, worker_json
 from fakes import FakeProvider, PromptFake
-from minionflow.graphs import RunSettings
-from minionflow.graphs.persistence import open_persistence
+from minionflow.graphs import RunContext, RunSettings
 from minionflow.graphs.run import resume_minions, run_minions
 from minionflow.graphs.threads import show_thread
-from minionflow.nodes.documents import LoadedDocument
 from minionflow.nodes.retrieve import top_chunks
 from minionflow.sandbox import BwrapBackend
+from minionflow.storage.documents import LoadedDocument
+from minionflow.storage.persistence import open_persistence
 
 RETRIEVAL = "minionflow.graphs.variants:retrieval_minions"
 VOTE = "minionflow.graphs.variants:majority_vote_minions"
@@ -54,21 +54,23 @@ def test_retrieval_prefilter_sends_only_the_top_chunks_and_resumes(tmp_path):
 
     settings = RunSettings(graph=RETRIEVAL, chunk_tokens=40, max_chunk_chars=4000)
     local = PromptFake(responder=default_local)
-    failed = run_minions([long_doc()], QUESTION, settings, checkpoint=tmp_path, sandbox=BwrapBackend(),
-                         models=FakeProvider(PromptFake(responder=down), local))
+    failed = run_minions([long_doc()], QUESTION, RunContext(settings=settings, sandbox=BwrapBackend(),
+                                    models=FakeProvider(PromptFake(responder=down), local)),
+                         checkpoint=tmp_path)
     assert failed.status == "failed"
     assert len(local.prompts) == 8  # the 8 best of 40 chunks, not 40
     assert sum("written in the ledger" in p for p in local.prompts) == 1  # BM25 kept the one that matters
     remote = PromptFake(responder=lambda p: CHUNKING_CODE if "Write prepare_jobs now" in p else default_remote(p))
     local2 = PromptFake(responder=default_local)
     # `run --thread` on the same question and document resumes (the original documents are kept)
-    done = run_minions([long_doc()], QUESTION, settings, thread_id=failed.thread_id, checkpoint=tmp_path,
-                       sandbox=BwrapBackend(), models=FakeProvider(remote, local2))
+    done = run_minions([long_doc()], QUESTION,
+                       RunContext(settings=settings, sandbox=BwrapBackend(), models=FakeProvider(remote, local2)),
+                       thread_id=failed.thread_id, checkpoint=tmp_path)
     assert done.status == "answered" and done.answer == "42"
     assert local2.prompts == [] and not any("Write prepare_jobs now" in p for p in remote.prompts)
     assert done.usage is not None and done.usage.local.calls == 8 and done.usage.remote.calls == 2
     assert any("retrieval (BM25) kept the 8 best of 40 chunks" in n for n in done.notes)
-    from minionflow.nodes.accounting import count_tokens
+    from minionflow.serving.accounting import count_tokens
 
     # remote-only means sending the whole document, not the retrieved part
     assert done.usage.remote_only_prompt_tokens == count_tokens(QUESTION) + count_tokens(long_doc().text)
@@ -79,7 +81,8 @@ def test_retrieval_prefilter_sends_only_the_top_chunks_and_resumes(tmp_path):
     from minionflow.contracts.errors import BadInput
 
     with pytest.raises(BadInput, match="already finished"):
-        resume_minions(failed.thread_id, checkpoint=tmp_path, sandbox=BwrapBackend(), models=FakeProvider(remote, local2))
+        resume_minions(failed.thread_id, checkpoint=tmp_path,
+                       context=RunContext(sandbox=BwrapBackend(), models=FakeProvider(remote, local2)))
 
 
 def test_majority_vote_keeps_the_answer_most_jobs_agree_on(tmp_path):
@@ -103,9 +106,11 @@ def test_majority_vote_keeps_the_answer_most_jobs_agree_on(tmp_path):
     results = {}
     for name, graph in (("default", None), ("vote", VOTE)):
         remote_fake = PromptFake(responder=remote)
-        results[name] = (run_minions([doc], QUESTION, RunSettings(graph=graph, chunk_tokens=40, max_chunk_chars=4000),
-                                     checkpoint=tmp_path / name, sandbox=BwrapBackend(),
-                                     models=FakeProvider(remote_fake, PromptFake(responder=local))), remote_fake)
+        results[name] = (run_minions([doc], QUESTION,
+                                     RunContext(settings=RunSettings(graph=graph, chunk_tokens=40, max_chunk_chars=4000),
+                                                sandbox=BwrapBackend(),
+                                                models=FakeProvider(remote_fake, PromptFake(responder=local))),
+                                     checkpoint=tmp_path / name), remote_fake)
     vote, vote_remote = results["vote"]
     assert vote.status == "answered" and vote.answer == "42"
     aggregate_prompt = [p for p in vote_remote.prompts if "Minion answers" in p][0]
@@ -125,13 +130,14 @@ def test_majority_vote_keeps_the_answer_most_jobs_agree_on(tmp_path):
         raise openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions"))
 
     first_local = PromptFake(responder=local)
-    failed = run_minions([doc], QUESTION, RunSettings(graph=VOTE, chunk_tokens=40, max_chunk_chars=4000),
-                         checkpoint=tmp_path / "resume", sandbox=BwrapBackend(),
-                         models=FakeProvider(PromptFake(responder=down), first_local))
+    failed = run_minions([doc], QUESTION,
+                         RunContext(settings=RunSettings(graph=VOTE, chunk_tokens=40, max_chunk_chars=4000),
+                                    sandbox=BwrapBackend(), models=FakeProvider(PromptFake(responder=down), first_local)),
+                         checkpoint=tmp_path / "resume")
     assert failed.status == "failed" and len(first_local.prompts) == 6
     again_local = PromptFake(responder=local)
-    done = resume_minions(failed.thread_id, checkpoint=tmp_path / "resume", sandbox=BwrapBackend(),
-                          models=FakeProvider(PromptFake(responder=remote), again_local))
+    done = resume_minions(failed.thread_id, checkpoint=tmp_path / "resume", context=RunContext(sandbox=BwrapBackend(),
+                                             models=FakeProvider(PromptFake(responder=remote), again_local)))
     assert done.status == "answered" and done.answer == "42" and again_local.prompts == []
     assert done.usage is not None and done.usage.local.calls == 6
 
@@ -145,8 +151,11 @@ def answers_everywhere(prompt: str) -> str:
 
 def test_a_step_inserted_after_filter_reranks_what_the_supervisor_sees(tmp_path):
     remote = PromptFake(responder=lambda p: GOOD_CODE if "Write prepare_jobs now" in p else final_json("week 07"))
-    done = run_minions([long_doc(12)], QUESTION, RunSettings(graph=RERANK, chunk_tokens=40, max_chunk_chars=4000),
-                       checkpoint=tmp_path, sandbox=BwrapBackend(), models=FakeProvider(remote, PromptFake(responder=answers_everywhere)))
+    done = run_minions([long_doc(12)], QUESTION,
+                       RunContext(settings=RunSettings(graph=RERANK, chunk_tokens=40, max_chunk_chars=4000),
+                                  sandbox=BwrapBackend(),
+                                  models=FakeProvider(remote, PromptFake(responder=answers_everywhere))),
+                       checkpoint=tmp_path)
     assert done.status == "answered" and done.usage is not None and done.usage.local.calls == 12
     aggregate_prompt = next(p for p in remote.prompts if "Minion answers" in p)
     assert aggregate_prompt.count("answer: week") == 3  # the 3 best of the 10 the filter kept
@@ -187,13 +196,14 @@ def test_steps_go_anywhere_in_a_round_and_every_round_runs_them(bwrap):
         return final_json("42", "request_additional_info" if "Round 1 of" in prompt else "provide_final_answer",
                           feedback="check again")
 
-    builder = minions_builder(FakeProvider(PromptFake(responder=remote), PromptFake(responder=default_local)), bwrap,
-                              after={"sandboxed_execute": [("check", check)], "parallel_minion_map": [("count", count)]})
+    builder = minions_builder(after={"sandboxed_execute": [("check", check)], "parallel_minion_map": [("count", count)]})
     store = InMemoryStore()
     graph = builder.compile(checkpointer=InMemorySaver(), store=store)
     settings = RunSettings(chunk_tokens=40, max_chunk_chars=4000, max_rounds=2)
     config = run_config("t", settings)
-    list(graph.stream(initial_state(store, [long_doc(12)], QUESTION, settings), config, durability="sync"))
+    context = RunContext(settings=settings, models=FakeProvider(PromptFake(responder=remote), PromptFake(responder=default_local)),
+                         sandbox=bwrap)
+    list(graph.stream(initial_state(store, [long_doc(12)], QUESTION, settings), config, context=context, durability="sync"))
     values = graph.get_state(config).values
     assert values["final"]["answer"] == "42" and len(values["rounds"]) == 2
     # the failed attempts went straight back to decompose: check ran only on made jobs

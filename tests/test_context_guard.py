@@ -1,4 +1,4 @@
-"""The context guard (nodes/context_guard.py): a job whose prompt would not fit the local
+"""The context guard (serving/context_guard.py): a job whose prompt would not fit the local
 model's context is read in parts split at sentence ends, merged into one output; a chunk
 that cannot be split fails with the reason; Minion's whole-document turn is refused
 before it is sent. Never a prompt cut by the server.
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import CLI, cli_env, default_local, final_json, worker_json
-from fakes import FakeProvider, PromptFake
+from fakes import FakeProvider, PromptFake, bind
 from langchain_core.messages import HumanMessage
 from langgraph.runtime import Runtime
 from langgraph.store.memory import InMemoryStore
@@ -23,7 +23,8 @@ from minionflow.contracts.schemas import JobOutput
 from minionflow.contracts.settings import ModelSpec, ModelSpecError, RunSettings
 from minionflow.contracts.state import JobBatch, JobRecord
 from minionflow.graphs.run import run_minions
-from minionflow.nodes.context_guard import (
+from minionflow.nodes.parallel_minion_map import parallel_minion_map
+from minionflow.serving.context_guard import (
     OLLAMA_DEFAULT_CTX,
     ContextGuard,
     ContextOverflow,
@@ -31,11 +32,10 @@ from minionflow.nodes.context_guard import (
     find_guard,
     pieces,
 )
-from minionflow.nodes.documents import LoadedDocument
-from minionflow.nodes.models import DefaultModelProvider
-from minionflow.nodes.parallel_minion_map import make_parallel_minion_map
-from minionflow.nodes.store import get_json, put_json, put_text
-from minionflow.nodes.tokens import count_tokens
+from minionflow.serving.models import DefaultModelProvider
+from minionflow.serving.tokens import count_tokens
+from minionflow.storage.documents import LoadedDocument
+from minionflow.storage.store import get_json, put_json, put_text
 from openai_server import OpenAIServer
 
 QUESTION = "What is the secret number?"
@@ -141,7 +141,7 @@ def test_the_node_reads_an_oversized_chunk_in_parts_and_merges_them_into_one_out
     store = InMemoryStore()
     runtime = Runtime(store=store)
     local = PromptFake(responder=default_local)
-    node = make_parallel_minion_map(FakeProvider(PromptFake(responder=lambda p: final_json()), local))
+    node = bind(parallel_minion_map, FakeProvider(PromptFake(responder=lambda p: final_json()), local))
     update = node(job_input(store, long_text(), "gpt-4o-mini@http://127.0.0.1:9/v1;ctx=900"), runtime)
     result = get_json(store, update["job_results"][0]["ref"])
     assert result["status"] == "ok" and result["answer"] == "42" and result["parts"] == len(local.prompts) > 1
@@ -155,7 +155,7 @@ def test_the_node_reads_an_oversized_chunk_in_parts_and_merges_them_into_one_out
 def test_the_node_fails_a_chunk_it_cannot_split_and_sends_nothing():
     store = InMemoryStore()
     local = PromptFake(responder=default_local)
-    node = make_parallel_minion_map(FakeProvider(PromptFake(responder=lambda p: final_json()), local))
+    node = bind(parallel_minion_map, FakeProvider(PromptFake(responder=lambda p: final_json()), local))
     update = node(job_input(store, "x" * 6000, "gpt-4o-mini@http://127.0.0.1:9/v1;ctx=900"), Runtime(store=store))
     result = get_json(store, update["job_results"][0]["ref"])
     assert result["status"] == "failed" and local.prompts == [] and result["usage"] == []
@@ -166,12 +166,12 @@ def test_parts_without_an_answer_merge_into_the_abstention_or_the_failure():
     store = InMemoryStore()
     text = long_text(150, secret_at=0).replace("The secret number is 42, written in the ledger.", "Nothing here.")
     abstains = PromptFake(responder=lambda p: worker_json(None, None, "not here"))
-    node = make_parallel_minion_map(FakeProvider(PromptFake(responder=lambda p: final_json()), abstains))
+    node = bind(parallel_minion_map, FakeProvider(PromptFake(responder=lambda p: final_json()), abstains))
     result = get_json(store, node(job_input(store, text, "m@http://127.0.0.1:9/v1;ctx=900"),
                                   Runtime(store=store))["job_results"][0]["ref"])
     assert result["status"] == "ok" and result["answer"] is None and result["parts"] > 1
     broken = PromptFake(responder=lambda p: "{not json" if "Sentence 140" in p else worker_json(None, None, "no"))
-    node = make_parallel_minion_map(FakeProvider(PromptFake(responder=lambda p: final_json()), broken))
+    node = bind(parallel_minion_map, FakeProvider(PromptFake(responder=lambda p: final_json()), broken))
     store = InMemoryStore()  # not the first store, whose job cache holds every part's abstention
     result = get_json(store, node(job_input(store, text, "m@http://127.0.0.1:9/v1;ctx=900"),
                                   Runtime(store=store))["job_results"][0]["ref"])
@@ -234,7 +234,7 @@ def test_minion_refuses_a_turn_that_would_not_fit_before_sending_it(tmp_path):
 
 @pytest.mark.embedded
 def test_the_embedded_server_counts_tokens_exactly_and_a_small_window_is_read_in_parts(tmp_path):
-    from minionflow.nodes.models import DefaultModelProvider
+    from minionflow.serving.models import DefaultModelProvider
 
     provider = DefaultModelProvider()
     client = provider.client(ModelSpec.parse("embedded;ctx=1024"), "local", 128)
@@ -244,7 +244,7 @@ def test_the_embedded_server_counts_tokens_exactly_and_a_small_window_is_read_in
     count = exact_counter(base_url)
     assert count is not None and count("The secret number is 42.") == guard.count("The secret number is 42.") > 3
     store = InMemoryStore()
-    node = make_parallel_minion_map(provider)
+    node = bind(parallel_minion_map, provider)
     update = node(job_input(store, long_text(), "embedded;ctx=1024"), Runtime(store=store))
     result = get_json(store, update["job_results"][0]["ref"])
     # every part was answered by the real server (none refused for its size): a part per call

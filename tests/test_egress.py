@@ -7,8 +7,8 @@ from __future__ import annotations
 from conftest import secret_doc
 from minionflow.cli.render import egress_table, usage_table
 from minionflow.graphs.threads import CallView
-from minionflow.nodes.accounting import egress
-from minionflow.nodes.store import get_json
+from minionflow.serving.accounting import egress
+from minionflow.storage.store import get_json
 from rich.console import Console
 
 QUOTE = "The secret number is 42"
@@ -49,7 +49,7 @@ def test_max_quote_chars_caps_each_quote_that_leaves(run_fake):
 
 def test_the_ledger_is_printed_by_run_and_show(run_fake):
     from minionflow.contracts.settings import PriceTable
-    from minionflow.nodes.accounting import summarize
+    from minionflow.serving.accounting import summarize
 
     run = run_fake()
     usage = summarize(run.usage, PriceTable(), "What is the secret number?", [secret_doc().text], "42")

@@ -12,7 +12,7 @@ from minionflow.contracts.errors import BadInput
 from minionflow.evaluation.loaders import ConvertReport, convert, is_one_number
 from minionflow.evaluation.matchers import is_correct
 from minionflow.evaluation.suite import Suite, load_suite
-from minionflow.nodes.documents import load_document
+from minionflow.storage.documents import load_document
 from pdfgen import write_pdf
 
 DATASETS = Path(__file__).parent / "fixtures" / "datasets"

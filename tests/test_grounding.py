@@ -9,10 +9,11 @@ import json
 import pytest
 from conftest import GOOD_CODE, final_json, secret_doc
 from minionflow.contracts.state import JobResult
-from minionflow.nodes.extractive import NO_EVIDENCE_ANSWER, extract, ignores_grounded
-from minionflow.nodes.filter import classify, filter_results, rank
-from minionflow.nodes.grounding import citation_score, ground, prefixes, relevance, restates, sentences, support
-from minionflow.nodes.replies import parse_text_reply, says_not_found
+from minionflow.nodes.filter import filter_results
+from minionflow.nodes.support.extractive import NO_EVIDENCE_ANSWER, extract, ignores_grounded
+from minionflow.nodes.support.grounding import citation_score, ground, prefixes, relevance, restates, sentences, support
+from minionflow.nodes.support.outputs import classify, rank
+from minionflow.nodes.support.replies import parse_text_reply, says_not_found
 
 CHUNK = (
     "Operating expenses in the Upper Midwest region were $50.8 million in fiscal 2025. "
@@ -315,7 +316,7 @@ def test_jobs_on_parallel_threads_stem_words_as_one_thread_does():
     import threading
 
     import snowballstemmer
-    from minionflow.nodes.grounding import stem
+    from minionflow.nodes.support.grounding import stem
 
     words = [f"{root}{suffix}" for root in ("clos", "report", "harbour", "inspect", "reconcil", "measur")
              for suffix in ("ing", "ed", "ement", "ations", "ingly", "es", "ness")]

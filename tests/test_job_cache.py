@@ -1,4 +1,4 @@
-"""The job cache (nodes/job_cache.py): a job identical to one answered before, in any
+"""The job cache (serving/job_cache.py): a job identical to one answered before, in any
 round, run, fork or eval on the same store, is answered from the store with no new
 local tokens; --no-cache asks again; failures are never kept; any change to what is
 sent (model, prompt, chunk, task, token limit) is another job."""
@@ -13,10 +13,11 @@ from conftest import CLI, Where, cli_env, default_local, default_remote, secret_
 from fakes import FakeProvider, PromptFake
 from langchain_core.messages import HumanMessage, SystemMessage
 from minionflow.contracts.settings import ModelSpec, RunSettings
-from minionflow.graphs.persistence import open_persistence
+from minionflow.graphs import RunContext
 from minionflow.graphs.run import run_minions
 from minionflow.graphs.threads import show_thread
-from minionflow.nodes.job_cache import job_key
+from minionflow.serving.job_cache import job_key
+from minionflow.storage.persistence import open_persistence
 
 QUESTION = "What is the secret number?"
 
@@ -27,9 +28,9 @@ def run_twice(where: Where, local=default_local, threads=("first", "second"), lo
     for thread in threads:
         fake = PromptFake(responder=local)
         results.append(run_minions([secret_doc()], QUESTION,
-                                   RunSettings(chunk_tokens=40, max_chunk_chars=4000, sandbox="bwrap", local=local_spec, **settings),
-                                   thread_id=thread, checkpoint=where.location,
-                                   models=FakeProvider(PromptFake(responder=default_remote), fake)))
+                                   RunContext(settings=RunSettings(chunk_tokens=40, max_chunk_chars=4000, sandbox="bwrap", local=local_spec, **settings),
+                                              models=FakeProvider(PromptFake(responder=default_remote), fake)),
+                                   thread_id=thread, checkpoint=where.location))
         fakes.append(fake)
     return results, fakes
 

@@ -18,11 +18,11 @@ import httpx
 import pytest
 from conftest import default_local, default_remote, secret_doc
 from fakes import PromptFake
-from minionflow.graphs import ModelSpec, RunSettings
+from minionflow.graphs import ModelSpec, RunContext, RunSettings
 from minionflow.graphs.run import resume_minions, run_minions
-from minionflow.nodes.embedded import default_gguf, embedded_server
-from minionflow.nodes.models import DefaultModelProvider, ModelClient, Role
 from minionflow.sandbox import BwrapBackend
+from minionflow.serving.embedded import default_gguf, embedded_server
+from minionflow.serving.models import DefaultModelProvider, ModelClient, Role
 from openai_server import OpenAIServer
 
 pytestmark = pytest.mark.embedded
@@ -48,7 +48,7 @@ def children(pid: int) -> list[int]:
 
 
 def test_a_killed_embedded_server_is_restarted_and_the_run_finishes(tmp_path: Path, caplog: pytest.LogCaptureFixture):
-    caplog.set_level(logging.WARNING, logger="minionflow.nodes.embedded")
+    caplog.set_level(logging.WARNING, logger="minionflow.serving.embedded")
     server = embedded_server()
     killed: list[int] = []
 
@@ -60,8 +60,10 @@ def test_a_killed_embedded_server_is_restarted_and_the_run_finishes(tmp_path: Pa
             killed.append(llama)
 
     jobs: list[dict[str, Any]] = []
-    result = run_minions([secret_doc()], "What is the secret number?", RunSettings(**SETTINGS), checkpoint=tmp_path,
-                         sandbox=BwrapBackend(), models=FakeSupervisor(), on_event=lambda e: (on_event(e), jobs.append(e)))
+    result = run_minions([secret_doc()], "What is the secret number?",
+                         RunContext(settings=RunSettings(**SETTINGS), sandbox=BwrapBackend(), models=FakeSupervisor(),
+                                    on_event=lambda e: (on_event(e), jobs.append(e))),
+                         checkpoint=tmp_path)
     assert killed, "the server was never killed"
     assert result.status == "answered", result.error
     assert server._proc is not None and children(server._proc.pid) != killed  # a new server process
@@ -87,8 +89,10 @@ def test_an_endpoint_that_stays_down_stops_the_run_resumable(tmp_path: Path):
             if len(first_jobs) == 2:
                 server.kill()  # and it stays down
     try:
-        failed = run_minions([secret_doc()], "What is the secret number?", settings, thread_id="t-down",
-                             checkpoint=tmp_path, sandbox=BwrapBackend(), models=FakeSupervisor(), on_event=on_event)
+        failed = run_minions([secret_doc()], "What is the secret number?",
+                             RunContext(settings=settings, sandbox=BwrapBackend(), models=FakeSupervisor(),
+                                        on_event=on_event),
+                             thread_id="t-down", checkpoint=tmp_path)
         assert failed.status == "failed"
         assert failed.error is not None and "stayed unreachable after 3 attempts" in failed.error
         assert "minionflow resume t-down" in failed.error
@@ -96,8 +100,9 @@ def test_an_endpoint_that_stays_down_stops_the_run_resumable(tmp_path: Path):
         server = OpenAIServer(slow_local, port=port)  # back, where the clients point
         server.start()
         second_jobs: list[str] = []
-        done = resume_minions("t-down", checkpoint=tmp_path, sandbox=BwrapBackend(), models=FakeSupervisor(),
-                              on_event=lambda e: second_jobs.append(e["job_id"]) if e.get("type") == "job" else None)
+        done = resume_minions("t-down", checkpoint=tmp_path,
+                              context=RunContext(sandbox=BwrapBackend(), models=FakeSupervisor(),
+                                                 on_event=lambda e: second_jobs.append(e["job_id"]) if e.get("type") == "job" else None))
         assert done.status == "answered", done.error
         assert sorted(first_jobs + second_jobs) == sorted(set(first_jobs + second_jobs))  # no finished job ran again
         assert len(first_jobs) + len(second_jobs) == 12
@@ -110,8 +115,8 @@ def test_an_endpoint_that_stays_down_stops_the_run_resumable(tmp_path: Path):
 def test_the_embedded_server_takes_another_port_when_its_port_was_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A port found free can be taken before the server binds it; the server then
     starts on another, and the log says why."""
-    from minionflow.nodes import embedded
-    from minionflow.nodes.embedded import EmbeddedServer
+    from minionflow.serving import embedded
+    from minionflow.serving.embedded import EmbeddedServer
 
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))

@@ -12,27 +12,28 @@ from typing import Any
 
 import pytest
 from conftest import GOOD_CODE, default_local, final_json, secret_doc
-from fakes import FakeProvider, PromptFake, in_round
+from fakes import FakeProvider, PromptFake, bind, in_round
 from langgraph.runtime import Runtime
 from langgraph.store.base import GetOp
 from langgraph.store.memory import InMemoryStore
 from langgraph.types import Send
 from minionflow.contracts.settings import RunSettings
 from minionflow.contracts.state import JobBatch, JobRecord, JobResult, ResultRef
-from minionflow.nodes.aggregate import make_aggregate
-from minionflow.nodes.decompose import NO_CODE_ERROR, make_decompose
+from minionflow.graphs import RunContext
+from minionflow.nodes.aggregate import aggregate
+from minionflow.nodes.decompose import NO_CODE_ERROR, decompose
 from minionflow.nodes.filter import filter_outputs
 from minionflow.nodes.ingest import initial_state, make_ingest
-from minionflow.nodes.minion_local import make_minion_local
-from minionflow.nodes.minion_remote import make_minion_remote
-from minionflow.nodes.parallel_minion_map import make_parallel_minion_map
-from minionflow.nodes.read_all import make_read_all
+from minionflow.nodes.minion_local import minion_local
+from minionflow.nodes.minion_remote import minion_remote
+from minionflow.nodes.parallel_minion_map import parallel_minion_map
+from minionflow.nodes.read_all import read_all_remote
 from minionflow.nodes.rerank import make_rerank
 from minionflow.nodes.retrieve import make_bm25_prefilter
-from minionflow.nodes.sandboxed_execute import make_sandboxed_execute, route_jobs
-from minionflow.nodes.store import get_json, put_json
+from minionflow.nodes.sandboxed_execute import route_jobs, sandboxed_execute
 from minionflow.nodes.vote import majority_vote_filter
 from minionflow.sandbox.base import ExecutionRequest, ExecutionResult, JobSpec, SandboxLimits, SandboxStatus
+from minionflow.storage.store import get_json, put_json
 
 TASK = "What is the secret number?"
 
@@ -80,13 +81,13 @@ class SplittingSandbox:
 def test_decompose_extracts_the_code_or_records_why_not():
     rt = runtime()
     state = round_input(rt)
-    update = make_decompose(models())(state, rt)
+    update = bind(decompose, models())(state, rt)
     assert "def prepare_jobs" in update["code"] and "code_errors" not in update
     (call,) = update["usage"]
     assert (call["role"], call["node"], call["round"]) == ("remote", "decompose", 1)
     remote = PromptFake(responder=lambda p: "I would rather not.")
     failed = {**state, "code_errors": ["NameError: name 'chunks' is not defined"]}
-    update = make_decompose(FakeProvider(remote, PromptFake(responder=default_local)))(failed, rt)
+    update = bind(decompose, FakeProvider(remote, PromptFake(responder=default_local)))(failed, rt)
     assert update["code"] is None and update["code_errors"] == [failed["code_errors"][0], NO_CODE_ERROR]
     (prompt,) = remote.prompts
     assert "round 1 of at most" in prompt and "failed (attempt 1 of" in prompt
@@ -106,7 +107,7 @@ def test_decompose_in_round_two_sees_the_records_and_the_jobs_tried_again():
               "results_ref": put_json(rt.store, results), "kept_ref": None,
               "decision": {"feedback": "look at the ledger"}}
     remote = PromptFake(responder=lambda p: GOOD_CODE)
-    make_decompose(FakeProvider(remote, PromptFake(responder=default_local)))({**state, "rounds": [record]}, rt)
+    bind(decompose, FakeProvider(remote, PromptFake(responder=default_local)))({**state, "rounds": [record]}, rt)
     (prompt,) = remote.prompts
     assert "round 2 of at most 3" in prompt and "look at the ledger" in prompt and "Find the crane count" in prompt
 
@@ -118,12 +119,12 @@ def test_sandboxed_execute_makes_the_job_batch_and_route_jobs_fans_it_out():
     rt = runtime()
     sandbox = SplittingSandbox()
     state = {**round_input(rt), "code": GOOD_CODE, "code_errors": []}
-    update = make_sandboxed_execute(sandbox)(state, rt)
+    update = bind(sandboxed_execute, sandbox=sandbox)(state, rt)
     assert update["plan_source"] == "supervisor" and update["job_count"] == 4 and update["sandbox"] == "splitting"
     batch = get_json(rt.store, update["jobs_ref"])
     assert batch["settings_ref"] == state["settings_ref"] and [j["job_id"] for j in batch["jobs"]][:2] == ["r1-j0000", "r1-j0001"]
     assert sandbox.requests[0].context[0].startswith("Paragraph 0") and sandbox.requests[0].prev_job_manifests == []
-    sends = route_jobs({**state, **update})
+    sends = route_jobs({**state, **update}, runtime())
     assert [(s.arg["index"], s.arg["count"]) for s in sends] == [(0, 1), (1, 1), (2, 1), (3, 1)]
     assert all(isinstance(s, Send) for s in sends)
     assert {s.node for s in sends} == {"parallel_minion_map"}
@@ -142,7 +143,7 @@ class TaskMajorSandbox(SplittingSandbox):
 def test_the_jobs_over_one_chunk_run_back_to_back():
     rt = runtime()
     state = {**round_input(rt), "code": GOOD_CODE, "code_errors": []}
-    update = make_sandboxed_execute(TaskMajorSandbox())(state, rt)
+    update = bind(sandboxed_execute, sandbox=TaskMajorSandbox())(state, rt)
     jobs = get_json(rt.store, update["jobs_ref"])["jobs"]
     # written task-major (j0000-j0003 the first task); sent chunk-major, each chunk's tasks in order
     assert [(j["chunk_id"], j["task_id"]) for j in jobs] == [(c, t) for c in range(4) for t in range(2)]
@@ -157,7 +158,7 @@ def test_the_next_rounds_code_gets_the_jobs_and_their_outputs_in_the_same_order(
 
     rt = runtime()
     state = {**round_input(rt), "code": GOOD_CODE, "code_errors": []}
-    update = make_sandboxed_execute(TaskMajorSandbox())(state, rt)
+    update = bind(sandboxed_execute, sandbox=TaskMajorSandbox())(state, rt)
     jobs = get_json(rt.store, update["jobs_ref"])["jobs"]
     results = sorted(({"job_id": j["job_id"], "task": j["task"], "task_id": j["task_id"], "chunk_id": j["chunk_id"],
                        "answer": f"{j['task_id']}/{j['chunk_id']}", "explanation": "", "citation": None} for j in jobs),
@@ -170,16 +171,16 @@ def test_the_next_rounds_code_gets_the_jobs_and_their_outputs_in_the_same_order(
 
 def test_failed_code_goes_back_to_decompose_then_the_built_in_plan():
     rt = runtime()
-    execute = make_sandboxed_execute(SplittingSandbox())
+    execute = bind(sandboxed_execute, sandbox=SplittingSandbox())
     state = {**round_input(rt, max_code_attempts=2), "code": "raise ValueError", "code_errors": []}
     first = execute(state, rt)
     assert len(first["code_errors"]) == 1 and "ValueError: bad" in first["code_errors"][0]
-    assert "jobs_ref" not in first and route_jobs({**state, **first}) == "decompose"
+    assert "jobs_ref" not in first and route_jobs({**state, **first}, runtime()) == "decompose"
     second = execute({**state, **first}, rt)
     assert second["plan_source"] == "fallback" and second["job_count"] == 1  # the 4 paragraphs fit one chunk
     assert any("used the built-in plan" in n for n in second["notes"])
-    assert route_jobs({**state, **second})[0].node == "parallel_minion_map"
-    assert route_jobs({**state, "jobs_ref": "x", "job_count": 0}) == "filter"  # no job: straight to the filter
+    assert route_jobs({**state, **second}, runtime())[0].node == "parallel_minion_map"
+    assert route_jobs({**state, "jobs_ref": "x", "job_count": 0}, runtime()) == "filter"  # no job: straight to the filter
 
 
 def test_the_last_rounds_failed_jobs_are_run_again_until_their_attempts_run_out():
@@ -201,7 +202,7 @@ def test_the_last_rounds_failed_jobs_are_run_again_until_their_attempts_run_out(
               "jobs_ref": put_json(rt.store, JobBatch(settings_ref=state["settings_ref"], jobs=jobs)),
               "results_ref": put_json(rt.store, [outcome("r1-j0000", "failed"), outcome("r1-j0001", "ok"),
                                                  outcome("r1-j0002", "failed")])}
-    update = make_sandboxed_execute(SplittingSandbox())({**state, "rounds": [record], "code": GOOD_CODE, "code_errors": []}, rt)
+    update = bind(sandboxed_execute, sandbox=SplittingSandbox())({**state, "rounds": [record], "code": GOOD_CODE, "code_errors": []}, rt)
     batch = get_json(rt.store, update["jobs_ref"])["jobs"]
     retried = [j for j in batch if "retry" in j["job_id"]]
     assert [(j["job_id"], j["round"], j["attempt"]) for j in retried] == [("r2-retry-r1-j0000", 2, 2)]
@@ -214,24 +215,24 @@ def test_the_last_rounds_failed_jobs_are_run_again_until_their_attempts_run_out(
 def test_a_minion_answers_one_job_and_its_result_is_a_blob():
     rt = runtime()
     state = round_input(rt, job_cache=False)  # the broken model below is asked job 0 again (tests/test_job_cache.py)
-    update = make_sandboxed_execute(SplittingSandbox())({**state, "code": GOOD_CODE, "code_errors": []}, rt)
-    work = make_parallel_minion_map(models())
+    update = bind(sandboxed_execute, sandbox=SplittingSandbox())({**state, "code": GOOD_CODE, "code_errors": []}, rt)
+    work = bind(parallel_minion_map, models())
     refs = [work({"jobs_ref": update["jobs_ref"], "index": i}, rt)["job_results"][0] for i in range(4)]
     results = [get_json(rt.store, r["ref"]) for r in refs]
     assert [r["answer"] for r in results] == [None, None, "42", None]
     assert results[2]["grounding"]["grounded"] and results[2]["citation"] == "The secret number is 42"
     assert all(r["status"] == "ok" and r["usage"][0]["node"] == "parallel_minion_map" for r in results)
-    broken = make_parallel_minion_map(models(local=lambda p: "{not json"))({"jobs_ref": update["jobs_ref"], "index": 0}, rt)
+    broken = bind(parallel_minion_map, models(local=lambda p: "{not json"))({"jobs_ref": update["jobs_ref"], "index": 0}, rt)
     failed = get_json(rt.store, broken["job_results"][0]["ref"])
     assert failed["status"] == "failed" and failed["error"]  # recorded, not raised
 
 
 def test_a_task_runs_its_consecutive_jobs_and_a_second_run_redoes_none():
     rt = runtime()
-    update = make_sandboxed_execute(SplittingSandbox())({**round_input(rt, job_cache=False), "code": GOOD_CODE,
+    update = bind(sandboxed_execute, sandbox=SplittingSandbox())({**round_input(rt, job_cache=False), "code": GOOD_CODE,
                                                          "code_errors": []}, rt)
     local = PromptFake(responder=default_local)
-    work = make_parallel_minion_map(FakeProvider(PromptFake(responder=lambda p: GOOD_CODE), local))
+    work = bind(parallel_minion_map, FakeProvider(PromptFake(responder=lambda p: GOOD_CODE), local))
     task = {"jobs_ref": update["jobs_ref"], "index": 1, "count": 3}
     refs = in_round("t", work, task, rt)["job_results"]
     assert [r["job_id"] for r in refs] == ["r1-j0001", "r1-j0002", "r1-j0003"] and len(local.prompts) == 3
@@ -255,7 +256,7 @@ def test_an_unreachable_endpoint_stops_the_task_and_its_retry_asks_only_the_jobs
     import openai
 
     rt = runtime()
-    update = make_sandboxed_execute(SplittingSandbox())({**round_input(rt, job_cache=False), "code": GOOD_CODE,
+    update = bind(sandboxed_execute, sandbox=SplittingSandbox())({**round_input(rt, job_cache=False), "code": GOOD_CODE,
                                                          "code_errors": []}, rt)
     down = [True]
 
@@ -265,7 +266,7 @@ def test_an_unreachable_endpoint_stops_the_task_and_its_retry_asks_only_the_jobs
         return default_local(prompt)
 
     local = PromptFake(responder=flaky)
-    work = make_parallel_minion_map(FakeProvider(PromptFake(responder=lambda p: GOOD_CODE), local))
+    work = bind(parallel_minion_map, FakeProvider(PromptFake(responder=lambda p: GOOD_CODE), local))
     task = {"jobs_ref": update["jobs_ref"], "index": 0, "count": 4}
     with pytest.raises(openai.APIConnectionError):
         in_round("t", work, task, rt)
@@ -291,12 +292,12 @@ class CountingStore(InMemoryStore):
 
 
 def test_a_task_reads_the_job_cache_once_for_all_its_jobs():
-    from minionflow.nodes.job_cache import CACHE_NAMESPACE
+    from minionflow.serving.job_cache import CACHE_NAMESPACE
 
     rt = Runtime(store=CountingStore())
-    update = make_sandboxed_execute(SplittingSandbox())({**round_input(rt), "code": GOOD_CODE, "code_errors": []}, rt)
+    update = bind(sandboxed_execute, sandbox=SplittingSandbox())({**round_input(rt), "code": GOOD_CODE, "code_errors": []}, rt)
     local = PromptFake(responder=default_local)
-    work = make_parallel_minion_map(FakeProvider(PromptFake(responder=lambda p: GOOD_CODE), local))
+    work = bind(parallel_minion_map, FakeProvider(PromptFake(responder=lambda p: GOOD_CODE), local))
     task = {"jobs_ref": update["jobs_ref"], "index": 0, "count": 4}
     first = in_round("t", work, task, rt)["job_results"]
     assert len(local.prompts) == 4 and rt.store.reads[CACHE_NAMESPACE] == 1
@@ -308,8 +309,8 @@ def test_a_task_reads_the_job_cache_once_for_all_its_jobs():
     # a task that asks the same job twice (read ahead as missing) asks the model once; another
     # model spec (ctx) has nothing in the cache yet
     fresh = PromptFake(responder=default_local)
-    twice = make_parallel_minion_map(FakeProvider(PromptFake(responder=lambda p: GOOD_CODE), fresh))
-    update = make_sandboxed_execute(SplittingSandbox())({**round_input(rt, local="embedded;reply=json;ctx=4096"),
+    twice = bind(parallel_minion_map, FakeProvider(PromptFake(responder=lambda p: GOOD_CODE), fresh))
+    update = bind(sandboxed_execute, sandbox=SplittingSandbox())({**round_input(rt, local="embedded;reply=json;ctx=4096"),
                                                          "code": GOOD_CODE, "code_errors": []}, rt)
     batch = get_json(rt.store, update["jobs_ref"])
     batch["jobs"] = [batch["jobs"][0], {**batch["jobs"][0], "job_id": "r1-j0009"}]
@@ -320,17 +321,19 @@ def test_a_task_reads_the_job_cache_once_for_all_its_jobs():
 def test_a_task_reads_the_chunks_of_its_jobs_left_to_run_in_one_read():
     """Each task reads its own jobs' chunks once (not the windows of other tasks' jobs),
     and a task run again after some of its jobs finished reads only the others'."""
-    from minionflow.nodes.common import batch_from_ref
-    from minionflow.nodes.store import BLOB_NAMESPACE
+    from minionflow.nodes.support.common import batch_from_ref
+    from minionflow.storage.store import BLOB_NAMESPACE
 
     rt = Runtime(store=CountingStore())
-    update = make_sandboxed_execute(SplittingSandbox())({**round_input(rt, job_cache=False), "code": GOOD_CODE,
+    update = bind(sandboxed_execute, sandbox=SplittingSandbox())({**round_input(rt, job_cache=False), "code": GOOD_CODE,
                                                          "code_errors": []}, rt)
     jobs = get_json(rt.store, update["jobs_ref"])["jobs"]
     chunk_refs = {job["chunk_ref"] for job in jobs}
     assert len(jobs) == len(chunk_refs) == 4
     local = PromptFake(responder=default_local)
-    work = make_parallel_minion_map(FakeProvider(PromptFake(responder=lambda p: GOOD_CODE), local))
+    provider = FakeProvider(PromptFake(responder=lambda p: GOOD_CODE), local)
+    context = RunContext(models=provider)  # one run: it keeps the round's batch
+    work = lambda inp, runtime: parallel_minion_map(inp, Runtime(store=runtime.store, context=context))  # noqa: E731
     reads: list[list[str]] = []  # the reads of chunk texts
     original = rt.store.batch
 
@@ -343,18 +346,16 @@ def test_a_task_reads_the_chunks_of_its_jobs_left_to_run_in_one_read():
         return original(ops)
 
     rt.store.batch = batch  # type: ignore[method-assign]
-    loaded = batch_from_ref(rt.store, update["jobs_ref"])  # the round's batch, read once per store
+    loaded = batch_from_ref(context, rt.store, update["jobs_ref"])  # the round's batch, read once per run
     in_round("t", work, {"jobs_ref": update["jobs_ref"], "index": 1, "count": 2, "stride": 2}, rt)  # jobs 1 and 3
     assert reads == [sorted({jobs[1]["chunk_ref"], jobs[3]["chunk_ref"]})]  # one read: task 1's own chunks
     assert loaded.chunk(rt.store, 3) and reads == [sorted({jobs[1]["chunk_ref"], jobs[3]["chunk_ref"]})]
     # another thread's round runs jobs 0 and 2 after job 0 finished there: job 2's chunk only
-    from minionflow.nodes.common import _batches_by_ref
-
-    _batches_by_ref.clear()  # a new process (a resume)
-    in_round("r", work, {"jobs_ref": update["jobs_ref"], "index": 0, "count": 1}, rt)
-    _batches_by_ref.clear()
+    in_round("r", bind(parallel_minion_map, provider), {"jobs_ref": update["jobs_ref"], "index": 0, "count": 1}, rt)
     reads.clear()
-    in_round("r", work, {"jobs_ref": update["jobs_ref"], "index": 0, "count": 2, "stride": 2}, rt)
+    # a new run (a resume, in another process): a context of its own, which has read nothing
+    in_round("r", bind(parallel_minion_map, provider), {"jobs_ref": update["jobs_ref"], "index": 0, "count": 2,
+                                                         "stride": 2}, rt)
     assert reads == [[jobs[2]["chunk_ref"]]] and len(local.prompts) == 4  # 1, 3; then 0; then 2
 
 
@@ -365,7 +366,7 @@ def test_route_jobs_sends_tasks_that_take_the_batch_in_turn_covering_it_once(job
 
     assert jobs_per_task(jobs, slots) == per_task
     settings = RunSettings(local=f"embedded;slots={slots}")
-    sends = route_jobs({"settings": settings.model_dump(mode="json"), "jobs_ref": "ref", "job_count": jobs})
+    sends = route_jobs({"settings": settings.model_dump(mode="json"), "jobs_ref": "ref", "job_count": jobs}, runtime())
     assert isinstance(sends, list) and all(s.node == "parallel_minion_map" and s.arg["count"] <= per_task for s in sends)
     assert len(sends) == -(-jobs // per_task)
     places = [list(task_jobs(s.arg)) for s in sends]
@@ -379,7 +380,7 @@ def test_the_tasks_of_a_round_send_its_jobs_to_one_slot_in_batch_order():
     come first; the rest wait in order)."""
     import threading
 
-    from minionflow.nodes.store import put_texts
+    from minionflow.storage.store import put_texts
 
     rt = runtime()
     settings = RunSettings(local="embedded;slots=1;reply=json", job_cache=False)
@@ -388,8 +389,8 @@ def test_the_tasks_of_a_round_send_its_jobs_to_one_slot_in_batch_order():
                       task_id=0, task=TASK, advice="") for i in range(12)]
     jobs_ref = put_json(rt.store, JobBatch(settings_ref=put_json(rt.store, settings.model_dump(mode="json")), jobs=jobs))
     local = PromptFake(responder=default_local, delay_s=0.02)
-    work = make_parallel_minion_map(FakeProvider(PromptFake(responder=lambda p: GOOD_CODE), local))
-    sends = route_jobs({"settings": settings.model_dump(mode="json"), "jobs_ref": jobs_ref, "job_count": 12})
+    work = bind(parallel_minion_map, FakeProvider(PromptFake(responder=lambda p: GOOD_CODE), local))
+    sends = route_jobs({"settings": settings.model_dump(mode="json"), "jobs_ref": jobs_ref, "job_count": 12}, runtime())
     assert isinstance(sends, list) and len(sends) == 4
     threads = [threading.Thread(target=work, args=(send.arg, rt)) for send in sends]
     for t in threads:
@@ -405,7 +406,7 @@ def test_the_tasks_of_a_round_send_its_jobs_to_one_slot_in_batch_order():
 
 def result(rt: Runtime[Any], job_id: str, answer: str | None, citation: str | None, chunk: str,
            task: str = "Find the secret number") -> ResultRef:
-    from minionflow.nodes.grounding import ground
+    from minionflow.nodes.support.grounding import ground
 
     defaults = RunSettings()
     grounding = (ground(answer, citation, chunk, task, min_citation_score=defaults.min_citation_score,
@@ -454,14 +455,14 @@ def test_aggregate_writes_the_round_record_and_the_final_answer():
              "jobs_ref": None, "results_ref": None, "filter_stats": {"jobs": 4, "kept": 1},
              "kept": [{"job_id": "j1", "task": "t", "answer": "42", "citation": "The secret number is 42",
                        "explanation": "e", "support": 1.0, "relevance": 1.0}]}
-    more = make_aggregate(models(remote=lambda p: final_json("42", "request_additional_info", feedback="again",
+    more = bind(aggregate, models(remote=lambda p: final_json("42", "request_additional_info", feedback="again",
                                                              scratchpad="42 so far")))(state, rt)
     assert "final" not in more and more["scratchpad"] == "42 so far"
     (record,) = more["rounds"]
     assert record["round"] == 1 and record["jobs"] == 4 and record["decision"]["feedback"] == "again"
     assert get_json(rt.store, record["kept_ref"])[0]["answer"] == "42"
     # the last round: the answer is forced, and the earlier record is kept before this one
-    last = make_aggregate(models(remote=lambda p: final_json("42", "request_additional_info")))(
+    last = bind(aggregate, models(remote=lambda p: final_json("42", "request_additional_info")))(
         {**state, "rounds": more["rounds"]}, rt)
     assert [r["round"] for r in last["rounds"]] == [1, 2]
     assert last["final"]["answer"] == "42" and last["final"]["forced"] and last["final"]["rounds"] == 2
@@ -483,7 +484,7 @@ def test_retrieve_narrows_the_documents_to_the_best_chunks():
     update = make_bm25_prefilter(2)(state, rt)
     (doc,) = update["documents"]
     assert doc["title"] == "ledger.txt (retrieved)" and update["source_documents"] == state["documents"]
-    from minionflow.nodes.store import get_text
+    from minionflow.storage.store import get_text
 
     assert "secret number is 42" in get_text(rt.store, doc["sha256"]) and doc["chars"] < state["documents"][0]["chars"]
 
@@ -496,13 +497,13 @@ def test_minion_turns_and_read_all_answer_from_the_documents():
 
     remote = PromptFake(responder=lambda p: json.dumps({"decision": "request_additional_info", "message": "What number?",
                                                         "answer": None, "explanation": ""}))
-    asked = make_minion_remote(FakeProvider(remote, PromptFake(responder=default_local)))(state, rt)
+    asked = bind(minion_remote, FakeProvider(remote, PromptFake(responder=default_local)))(state, rt)
     assert asked["conversation"][0]["content"] == "What number?" and "final" not in asked
     local = PromptFake(responder=lambda p: "The secret number is 42." if "secret number is 42" in p else "?")
-    answered = make_minion_local(FakeProvider(remote, local))({**state, "conversation": asked["conversation"]}, rt)
+    answered = bind(minion_local, FakeProvider(remote, local))({**state, "conversation": asked["conversation"]}, rt)
     assert answered["conversation"][0]["role"] == "local" and "42" in answered["conversation"][0]["content"]
-    read = make_read_all(FakeProvider(PromptFake(responder=lambda p: "42" if "secret number is 42" in p else "?"), local),
-                         "remote")(state, rt)
+    read = bind(read_all_remote, FakeProvider(PromptFake(responder=lambda p: "42" if "secret number is 42" in p else "?"),
+                                              local))(state, rt)
     assert read["final"]["answer"] == "42" and read["usage"][0]["node"] == "read_all_remote"
 
 

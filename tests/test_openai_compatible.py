@@ -20,7 +20,7 @@ from minionflow.contracts.schemas import JobOutput
 from minionflow.contracts.settings import ModelSpec
 from minionflow.graphs import RunSettings
 from minionflow.graphs.run import run_minions
-from minionflow.nodes.models import DefaultModelProvider
+from minionflow.serving.models import DefaultModelProvider
 from openai_server import STRICT_NOT_PERMITTED, OpenAIServer
 
 QUESTION = "What is the secret number?"
@@ -281,7 +281,7 @@ def test_supervisor_code_runs_and_the_real_embedded_model_answers_its_jobs(opena
     assert mode(aggregate) == "json_schema" and "Find the secret number" in aggregate["messages"][-1]["content"]
 
 
-# -- a call past LangChain's invoke when nothing listens (nodes.models.call_direct) ----------
+# -- a call past LangChain's invoke when nothing listens (serving.models.call_direct) ----------
 
 def _parity(direct, invoked, volatile: tuple[str, ...] = ()) -> None:
     """Two replies to one request are the same message, up to what differs between two
@@ -301,7 +301,7 @@ def test_a_direct_call_returns_what_invoke_returns(openai_server):
     a ``ModelClient.text`` call records the same usage either way."""
     from conftest import default_local
     from fakes import PromptFake
-    from minionflow.nodes.models import ModelClient, call_direct, callable_direct
+    from minionflow.serving.models import ModelClient, call_direct, callable_direct
 
     messages = [SystemMessage("You answer from the chunk."), HumanMessage(f"Chunk: the secret number is 42.\n{QUESTION}")]
     client = DefaultModelProvider().client(ModelSpec.parse(f"gpt-4o-mini@{openai_server.url};reply=text"), "local", 64)
@@ -332,7 +332,7 @@ def test_what_makes_a_call_go_through_invoke():
     from langchain_core.runnables import RunnableLambda
     from langchain_core.tracers.context import tracing_v2_enabled
     from langsmith import Client
-    from minionflow.nodes.models import callable_direct, unheard_here
+    from minionflow.serving.models import callable_direct, unheard_here
 
     ask = RunnableLambda(lambda _: unheard_here())
     assert unheard_here() and ask.invoke(None)

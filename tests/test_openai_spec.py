@@ -27,7 +27,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from minionflow.contracts.schemas import AggregateDecision, JobOutput, MinionTurn
 from minionflow.contracts.settings import ModelSpec
 from minionflow.evaluation.judge import JudgeReply
-from minionflow.nodes.models import DefaultModelProvider
+from minionflow.serving.models import DefaultModelProvider
 from openai_server import OpenAIServer, impersonate, strict_problems
 from pydantic import BaseModel
 

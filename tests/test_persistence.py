@@ -19,10 +19,11 @@ from conftest import GOOD_CODE, Where, final_json
 from langgraph.store.base import BaseStore, GetOp
 from langgraph.store.memory import InMemoryStore
 from minionflow.contracts.state import JobBatch, JobRecord
-from minionflow.graphs.persistence import open_persistence, sqlite_persistence
-from minionflow.nodes.common import batch_from_ref, settings_from_ref
-from minionflow.nodes.documents import LoadedDocument
-from minionflow.nodes.store import get_json, put_json, put_texts
+from minionflow.graphs import RunContext
+from minionflow.nodes.support.common import batch_from_ref
+from minionflow.storage.documents import LoadedDocument
+from minionflow.storage.persistence import open_persistence, sqlite_persistence
+from minionflow.storage.store import get_json, put_json, put_texts
 
 HERE = Path(__file__).parent
 
@@ -208,10 +209,10 @@ def unread(store: CountingStore, keys: set[str]) -> set[str]:
 
 
 def test_each_run_reads_its_job_batch_from_its_own_store(where: Where, run_fake):
-    """Two runs of the same document, code and settings (so the same job batch and
-    settings, by content) on one database: the second reads the batch, the settings its
-    jobs run with and every chunk from the store it was given, SQLite or PostgreSQL, not
-    from the first run's copy."""
+    """Two runs of the same document, code and settings (so the same job batch, by
+    content) on one database: the second reads the batch and every chunk from the store
+    it was given, SQLite or PostgreSQL, not from the first run's copy; the settings its
+    jobs run with come with its context, read from no store."""
     with open_persistence(where.location) as (_saver, store):
         first = run_fake(store=CountingStore(store))
         again = CountingStore(store)
@@ -220,22 +221,25 @@ def test_each_run_reads_its_job_batch_from_its_own_store(where: Where, run_fake)
         batch = get_json(store, jobs_ref)
         chunks = {job["chunk_ref"] for job in batch["jobs"]}
     assert jobs_ref == first.values["rounds"][0]["jobs_ref"] and len(chunks) >= 3
-    assert unread(again, {jobs_ref, batch["settings_ref"], *chunks}) == set()
+    assert unread(again, {jobs_ref, *chunks}) == set()
+    assert again.read[batch["settings_ref"]] == 0
 
 
 def test_the_read_count_catches_a_store_that_was_not_read(run_fake):
-    """Negative control: a batch and settings already loaded for a store are not read from
-    it again, and the count says so."""
+    """Negative control: a batch a run's context has loaded is not read from the store
+    again in that run, and the count says so."""
     store = CountingStore(InMemoryStore())
     run = run_fake(store=store)
     jobs_ref = run.values["rounds"][0]["jobs_ref"]
     batch = get_json(store, jobs_ref)
     chunks = {job["chunk_ref"] for job in batch["jobs"]}
-    store.read.clear()
-    loaded = batch_from_ref(store, jobs_ref)
+    context = RunContext()
+    loaded = batch_from_ref(context, store, jobs_ref)
     assert {loaded.chunk(store, i) for i in range(len(loaded.batch["jobs"]))}
-    assert settings_from_ref(store, batch["settings_ref"]).chunk_tokens
-    assert unread(store, {jobs_ref, batch["settings_ref"], *chunks}) == {jobs_ref, batch["settings_ref"], *chunks}
+    store.read.clear()
+    again = batch_from_ref(context, store, jobs_ref)
+    assert again is loaded and {again.chunk(store, i) for i in range(len(again.batch["jobs"]))}
+    assert unread(store, {jobs_ref, *chunks}) == {jobs_ref, *chunks}
 
 
 def test_a_task_reads_the_chunks_of_its_jobs_only_once_each():
@@ -247,7 +251,7 @@ def test_a_task_reads_the_chunks_of_its_jobs_only_once_each():
     refs = put_texts(store, texts)
     jobs = [JobRecord(job_id=f"j{i}", round=1, attempt=1, task_id=i % 3, chunk_id=i // 3, task="t", advice="",
                       chunk_ref=refs[i // 3], chunk_chars=len(texts[i // 3])) for i in range(300)]
-    loaded = batch_from_ref(store, put_json(store, JobBatch(settings_ref="s", jobs=jobs)))
+    loaded = batch_from_ref(RunContext(), store, put_json(store, JobBatch(settings_ref="s", jobs=jobs)))
     store.read.clear()
     task = range(200, 300, 33)  # jobs 200, 233, 266, 299: chunks 66, 77, 88, 99
     loaded.read_chunks(store, task)

@@ -1,4 +1,4 @@
-"""The pool of local endpoints (nodes.pool): the order jobs get slots in, where they go,
+"""The pool of local endpoints (serving.pool): the order jobs get slots in, where they go,
 what happens when an endpoint dies, a whole run over two real OpenAI-compatible servers,
 one of them killed mid-round, and, through the command line, an endpoint that does not
 answer at the start (cli.common.preflight_pool): a warning, unless none answers or it is
@@ -17,16 +17,16 @@ import httpx
 import openai
 import pytest
 from conftest import CLI, cli_env, default_local, default_remote, final_json, secret_doc
-from fakes import FakeProvider, PromptFake
+from fakes import FakeProvider, PromptFake, bind
 from langgraph.runtime import Runtime
 from langgraph.store.memory import InMemoryStore
 from minionflow.contracts.settings import ModelSpec, RunSettings
 from minionflow.contracts.state import JobBatch, JobRecord
 from minionflow.graphs.run import run_minions
-from minionflow.nodes.accounting import endpoint_totals
-from minionflow.nodes.parallel_minion_map import make_parallel_minion_map
-from minionflow.nodes.pool import EndpointPool
-from minionflow.nodes.store import get_json, put_json, put_text
+from minionflow.nodes.parallel_minion_map import parallel_minion_map
+from minionflow.serving.accounting import endpoint_totals
+from minionflow.serving.pool import EndpointPool
+from minionflow.storage.store import get_json, put_json, put_text
 from openai_server import Drop, OpenAIServer
 from pydantic import ValidationError
 
@@ -234,7 +234,7 @@ def test_a_chunk_read_in_parts_keeps_what_the_failed_endpoint_answered():
                     advice="", chunk_ref=put_text(store, chunk), chunk_chars=len(chunk))
     ref = put_json(store, JobBatch(settings_ref=put_json(store, settings.model_dump(mode="json")), jobs=[job]))
     local = PromptFake(responder=second_call_drops)
-    node = make_parallel_minion_map(FakeProvider(PromptFake(responder=lambda p: final_json()), local))
+    node = bind(parallel_minion_map, FakeProvider(PromptFake(responder=lambda p: final_json()), local))
     result = get_json(store, node({"jobs_ref": ref, "index": 0}, Runtime(store=store))["job_results"][0]["ref"])
 
     assert result["status"] == "ok" and result["answer"] == "42" and result["parts"] > 1

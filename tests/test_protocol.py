@@ -316,7 +316,7 @@ def test_progress_events_carry_every_token(run_fake):
 
 def test_local_calls_skip_invoke_only_where_no_callback_handler_listens(run_fake, monkeypatch):
     """The map node calls the local model past LangChain's ``invoke`` when nothing
-    listens (``nodes.models.unheard_here``): a run streamed as the CLI streams it
+    listens (``serving.models.unheard_here``): a run streamed as the CLI streams it
     ("custom") sends no job through ``invoke``. With ``stream_mode="messages"`` (Studio's
     token view) LangGraph's handler listens: every job goes through ``invoke`` and its
     reply reaches the stream, tagged with the node."""

@@ -16,10 +16,10 @@ import pytest
 from conftest import CLI, SUBPROCESS_TIMEOUT, cli_env, secret_doc
 from fakes import FakeProvider, PromptFake
 from minionflow.contracts.errors import BadInput
-from minionflow.graphs import RunSettings
+from minionflow.graphs import RunContext, RunSettings
 from minionflow.graphs.run import resume_minions, run_minions
 from minionflow.graphs.threads import show_thread
-from minionflow.nodes.documents import LoadedDocument
+from minionflow.storage.documents import LoadedDocument
 
 QUESTION = "What is the secret number?"
 LEDGER = "written in the ledger"  # only in the document: the remote must never see it
@@ -45,8 +45,9 @@ def local_reader(prompt: str) -> str:
 
 def run(tmp_path: Path, remote=supervisor, local=local_reader, **settings):  # type: ignore[no-untyped-def]
     remote_fake, local_fake = PromptFake(responder=remote), PromptFake(responder=local)
-    result = run_minions([secret_doc()], QUESTION, RunSettings(**settings), checkpoint=tmp_path,
-                         models=FakeProvider(remote_fake, local_fake))
+    result = run_minions([secret_doc()], QUESTION,
+                         RunContext(settings=RunSettings(**settings), models=FakeProvider(remote_fake, local_fake)),
+                         checkpoint=tmp_path)
     return result, remote_fake, local_fake
 
 
@@ -65,7 +66,7 @@ def test_minion_asks_then_answers_and_the_remote_never_sees_the_document(tmp_pat
     said = 'The secret number is 42 ("The secret number is 42").'
     assert [(c["round"], c["document_chars"]) for c in result.calls if c["role"] == "remote"] == [(1, 0), (2, len(said))]
     assert result.usage.egress.document_chars == len(said) and result.usage.egress.document_tokens > 0
-    from minionflow.graphs.persistence import open_persistence
+    from minionflow.storage.persistence import open_persistence
 
     with open_persistence(tmp_path) as (saver, store):
         view = show_thread(saver, store, result.thread_id)
@@ -103,7 +104,7 @@ def test_minion_resumes_without_redoing_finished_turns(tmp_path):
     assert failed.status == "failed" and "stayed unreachable" in (failed.error or "")
     assert len(local.prompts) == 1
     remote, local2 = PromptFake(responder=supervisor), PromptFake(responder=local_reader)
-    done = resume_minions(failed.thread_id, checkpoint=tmp_path, models=FakeProvider(remote, local2))
+    done = resume_minions(failed.thread_id, checkpoint=tmp_path, context=RunContext(models=FakeProvider(remote, local2)))
     assert done.status == "answered" and done.answer == "42"
     assert len(remote.prompts) == 1 and local2.prompts == []  # only the turn that never finished
     assert done.usage is not None and (done.usage.remote.calls, done.usage.local.calls) == (2, 1)
@@ -131,8 +132,9 @@ def test_documents_too_long_for_the_local_model_are_refused_before_any_call(tmp_
     for protocol in ("minion", "local-only"):
         local = PromptFake(responder=local_reader)
         with pytest.raises(BadInput, match="and the local model's context holds"):
-            run_minions([big], QUESTION, RunSettings(protocol=protocol), checkpoint=tmp_path,
-                        models=FakeProvider(PromptFake(responder=supervisor), local))
+            run_minions([big], QUESTION, RunContext(settings=RunSettings(protocol=protocol),
+                                   models=FakeProvider(PromptFake(responder=supervisor), local)),
+                        checkpoint=tmp_path)
         assert local.prompts == []
 
 
@@ -146,7 +148,8 @@ def test_bad_protocols_and_graphs_are_clear_errors(tmp_path):
     (tmp_path / "not_graphs.py").write_text(
         "from minionflow.graphs import build_minions_graph\n"
         "compiled = build_minions_graph()\nnumber = 3\n"
-        "def wrong(models, sandbox):\n    return 'a string'\n"
+        "def wrong():\n    return 'a string'\n"
+        "def old(models, sandbox):\n    return build_minions_graph()\n"
         "from langgraph.graph import StateGraph\nfrom typing_extensions import TypedDict\n"
         "class Tiny(TypedDict):\n    x: int\n"
         "tiny = StateGraph(Tiny)\n"
@@ -161,6 +164,7 @@ def test_bad_protocols_and_graphs_are_clear_errors(tmp_path):
         (["--graph", "not_graphs:number"], "is a int, not a StateGraph"),
         (["--graph", "not_graphs:compiled"], "is a compiled graph"),
         (["--graph", "not_graphs:wrong"], "returned a str, not a StateGraph"),
+        (["--graph", "not_graphs:old"], "takes no arguments (it takes models, sandbox)"),
         (["--graph", "not_graphs:tiny"], "its state lacks settings, task, documents, final, usage"),
     ]
     for args, message in cases:
@@ -197,7 +201,7 @@ def test_a_thread_of_a_custom_graph_that_is_gone_is_still_listed(tmp_path, monke
 
     module = tmp_path / "gone_graphs.py"
     module.write_text("from minionflow.graphs import minions_builder\n\n"
-                      "def build(models, sandbox):\n    return minions_builder(models, sandbox)\n")
+                      "def build():\n    return minions_builder()\n")
     monkeypatch.syspath_prepend(str(tmp_path))
 
     def down(prompt: str) -> str:
@@ -205,12 +209,14 @@ def test_a_thread_of_a_custom_graph_that_is_gone_is_still_listed(tmp_path, monke
             return default_remote(prompt)
         raise openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions"))
 
-    failed = run_minions([secret_doc()], QUESTION, RunSettings(graph="gone_graphs:build", chunk_tokens=40, max_chunk_chars=4000),
-                         checkpoint=tmp_path / "home", models=FakeProvider(PromptFake(responder=down), PromptFake(responder=default_local)))
+    failed = run_minions([secret_doc()], QUESTION,
+                         RunContext(settings=RunSettings(graph="gone_graphs:build", chunk_tokens=40, max_chunk_chars=4000),
+                                    models=FakeProvider(PromptFake(responder=down), PromptFake(responder=default_local))),
+                         checkpoint=tmp_path / "home")
     assert failed.status == "failed"
     module.unlink()
     monkeypatch.delitem(sys.modules, "gone_graphs")
-    from minionflow.graphs.persistence import open_persistence
+    from minionflow.storage.persistence import open_persistence
 
     with open_persistence(tmp_path / "home") as (saver, store):
         (summary,) = list_threads(saver, store)

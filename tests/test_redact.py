@@ -1,4 +1,4 @@
-"""PII redaction (nodes.redact, Presidio with spaCy's English model): with --redact pii,
+"""PII redaction (nodes.support.redaction, Presidio with spaCy's English model): with --redact pii,
 no seeded name, e-mail, phone, account or record number, IBAN, passport number or IP
 address reaches any remote prompt of any protocol (each of them does with it off), the
 answers are still right (a name the supervisor names by its placeholder is restored for
@@ -18,9 +18,10 @@ import pytest
 from conftest import final_json, worker_json
 from fakes import FakeProvider, PromptFake
 from minionflow.contracts.settings import RunSettings
+from minionflow.graphs import RunContext
 from minionflow.graphs.run import run_minions
-from minionflow.nodes.documents import LoadedDocument
-from minionflow.nodes.redact import Redactor, restore
+from minionflow.nodes.support.redaction import Redactor, restore
+from minionflow.storage.documents import LoadedDocument
 
 SEEDED = ["John Smith", "john.smith@example.com", "415-555-0134", "4111-2222-3333", "884-22-1937", "Maria Garcia"]
 WITNESS = ("The secret number is 42, confirmed by John Smith (john.smith@example.com, +1 415-555-0134) "
@@ -88,8 +89,8 @@ def test_no_seeded_pii_reaches_the_remote_model_and_the_answer_is_still_right(tm
     for redact in ("pii", "off"):
         remote, local = PromptFake(responder=remote_fn), PromptFake(responder=local_fn)
         settings = RunSettings(protocol=protocol, redact=redact, chunk_tokens=40, max_chunk_chars=4000, sandbox="bwrap")
-        result = run_minions([seeded_doc()], QUESTION, settings, checkpoint=tmp_path / redact,
-                             models=FakeProvider(remote, local))
+        result = run_minions([seeded_doc()], QUESTION, RunContext(settings=settings, models=FakeProvider(remote, local)),
+                             checkpoint=tmp_path / redact)
         assert result.status == "answered" and result.answer == "John Smith", (redact, result.answer, result.notes)
         sent[redact] = ("\n".join(remote.prompts), result.usage)
     redacted, plain = sent["pii"][0], sent["off"][0]
@@ -133,8 +134,9 @@ def test_an_iban_a_passport_number_and_ip_addresses_leave_as_placeholders_and_co
 
     remote = PromptFake(responder=reader)
     settings = RunSettings(protocol="remote-only", redact="pii")
-    result = run_minions([seeded_doc()], "How did he pay and where did he sign in from?", settings, checkpoint=tmp_path,
-                         models=FakeProvider(remote, PromptFake(responder=reader)))
+    result = run_minions([seeded_doc()], "How did he pay and where did he sign in from?",
+                         RunContext(settings=settings, models=FakeProvider(remote, PromptFake(responder=reader))),
+                         checkpoint=tmp_path)
     (prompt,) = remote.prompts
     seen = said.search(prompt)
     assert seen and re.fullmatch(r"His Passport No\.: <US_PASSPORT_1>; he paid from IBAN <IBAN_CODE_1> and signed in "
@@ -170,7 +172,8 @@ def test_a_quote_cut_short_and_a_task_the_code_wrote_leak_nothing(tmp_path):
     fakes = PromptFake(responder=remote), PromptFake(responder=minions_local)
     for cut in (12, 40, 70):  # inside the name, inside the e-mail address, inside the phone number
         settings = RunSettings(redact="pii", max_quote_chars=cut, chunk_tokens=40, max_chunk_chars=4000, sandbox="bwrap")
-        result = run_minions([seeded_doc()], QUESTION, settings, checkpoint=tmp_path / str(cut), models=FakeProvider(*fakes))
+        result = run_minions([seeded_doc()], QUESTION, RunContext(settings=settings, models=FakeProvider(*fakes)),
+                             checkpoint=tmp_path / str(cut))
         assert result.status == "answered" and result.answer == "John Smith", result.notes
     sent = "\n".join(fakes[0].prompts)
     assert not [v for v in [*SEEDED, "john.smith", "Smith", "415-555"] if v in sent]

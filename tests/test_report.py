@@ -24,9 +24,10 @@ from conftest import CLI, cli_env, default_local, secret_doc, until_last_round
 from fakes import FakeProvider, PromptFake
 from minionflow.cli.report import render_report
 from minionflow.contracts.settings import RunSettings
-from minionflow.graphs.persistence import open_persistence
+from minionflow.graphs import RunContext
 from minionflow.graphs.run import run_minions
 from minionflow.graphs.threads import show_thread, thread_graph
+from minionflow.storage.persistence import open_persistence
 
 OFFLINE = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
            "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>"]
@@ -64,9 +65,10 @@ def chromium() -> str:
 def thread(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     home = tmp_path_factory.mktemp("report")
     result = run_minions([secret_doc()], "What is the secret number?",
-                         RunSettings(max_rounds=2, chunk_tokens=40, max_chunk_chars=4000, sandbox="bwrap"),
-                         checkpoint=home, models=FakeProvider(PromptFake(responder=until_last_round),
-                                                              PromptFake(responder=default_local)))
+                         RunContext(settings=RunSettings(max_rounds=2, chunk_tokens=40, max_chunk_chars=4000, sandbox="bwrap"),
+                                    models=FakeProvider(PromptFake(responder=until_last_round),
+                                                              PromptFake(responder=default_local))),
+                         checkpoint=home)
     assert result.status == "answered" and result.rounds == 2
     return home, result.thread_id
 

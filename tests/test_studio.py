@@ -20,10 +20,10 @@ import httpx
 import pytest
 from conftest import BIN, ROOT, cli_env, default_local, default_remote, secret_doc
 from fakes import FakeProvider, PromptFake
-from minionflow.graphs import RunSettings
+from minionflow.graphs import RunContext, RunSettings
 from minionflow.graphs.run import run_minions
-from minionflow.nodes.embedded import free_port
 from minionflow.sandbox import BwrapBackend
+from minionflow.serving.embedded import free_port
 
 pytestmark = pytest.mark.embedded
 
@@ -125,9 +125,10 @@ def test_a_thread_written_by_run_minions_opens_in_the_server(server):
 
     url, home = server
     thread = str(uuid.uuid4())  # CLI thread ids are UUIDs, as the server wants
-    result = run_minions([secret_doc()], "What is the secret number?", RunSettings(chunk_tokens=40, max_chunk_chars=4000),
-                         thread_id=thread, checkpoint=home, sandbox=BwrapBackend(),
-                         models=FakeProvider(PromptFake(responder=default_remote), PromptFake(responder=default_local)))
+    result = run_minions([secret_doc()], "What is the secret number?",
+                         RunContext(settings=RunSettings(chunk_tokens=40, max_chunk_chars=4000), sandbox=BwrapBackend(),
+                                    models=FakeProvider(PromptFake(responder=default_remote), PromptFake(responder=default_local))),
+                         thread_id=thread, checkpoint=home)
     assert result.status == "answered"
     client = get_sync_client(url=url)
     client.threads.create(thread_id=thread, if_exists="do_nothing", graph_id="minions")
@@ -148,9 +149,10 @@ def test_studio_on_postgresql(tmp_path):
     database = create_database()
     home = tmp_path / "home"
     written = str(uuid.uuid4())
-    result = run_minions([secret_doc()], "What is the secret number?", RunSettings(chunk_tokens=40, max_chunk_chars=4000),
-                         thread_id=written, checkpoint=database, sandbox=BwrapBackend(),
-                         models=FakeProvider(PromptFake(responder=default_remote), PromptFake(responder=default_local)))
+    result = run_minions([secret_doc()], "What is the secret number?",
+                         RunContext(settings=RunSettings(chunk_tokens=40, max_chunk_chars=4000), sandbox=BwrapBackend(),
+                                    models=FakeProvider(PromptFake(responder=default_remote), PromptFake(responder=default_local))),
+                         thread_id=written, checkpoint=database)
     assert result.status == "answered"
     with serve(tmp_path, home, MINIONFLOW_CHECKPOINT=database) as url:
         client = get_sync_client(url=url)

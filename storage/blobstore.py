@@ -272,7 +272,7 @@ class PostgresBlobStore(BaseStore):
     """Blobs in one PostgreSQL table, over a psycopg ``ConnectionPool`` of autocommit
     connections (shared with the checkpointer). Writes go in group commits (``GroupCommit``):
     one statement per 1,000 rows, several in one transaction, and two groups at once
-    (``write_lanes``, set by ``graphs.persistence``); a batch's reads are one
+    (``write_lanes``, set by ``storage.persistence``); a batch's reads are one
     statement per namespace; a key that exists keeps its value (keys are content hashes)."""
 
     def __init__(self, pool: Any, write_lanes: int = 1) -> None:

@@ -19,12 +19,11 @@ from typing import Any
 
 from minionflow.contracts.settings import RunSettings
 from minionflow.contracts.state import UsageRecord
+from minionflow.serving.accounting import role_totals
+from minionflow.serving.context_guard import message_texts
+from minionflow.serving.models import json_schema
+from minionflow.serving.tokens import count_tokens
 from pydantic import BaseModel
-
-from .accounting import role_totals
-from .context_guard import message_texts
-from .models import json_schema
-from .tokens import count_tokens
 
 
 @dataclass(frozen=True)

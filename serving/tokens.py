@@ -1,6 +1,6 @@
-"""Token counts by tiktoken, offline: the remote-only estimate (nodes.accounting) and
+"""Token counts by tiktoken, offline: the remote-only estimate (serving.accounting) and
 the context guard's estimate for a model whose server cannot count
-(nodes.context_guard)."""
+(serving.context_guard)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,8 @@ from typing import Any
 
 import tiktoken
 from minionflow.contracts.settings import cache_dir
-
-from .files import written_whole
-from .store import sha256_text
+from minionflow.storage.files import written_whole
+from minionflow.storage.store import sha256_text
 
 log = logging.getLogger(__name__)
 

@@ -32,10 +32,10 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langgraph.store.base import BaseStore, GetOp, Item
 from minionflow.contracts.schemas import JobOutput
 from minionflow.contracts.settings import ModelSpec
+from minionflow.storage.store import BlobBatch
 
 from .embedded import EmbeddedModelError, default_gguf
 from .models import CallRecord, json_schema
-from .store import BlobBatch
 
 CACHE_NAMESPACE = ("minionflow", "job_cache")
 # bump when what a cached entry means changes (not for prompt changes: they change the key)

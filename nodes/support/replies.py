@@ -19,9 +19,8 @@ from __future__ import annotations
 import re
 
 from minionflow.contracts.schemas import JobOutput
+from minionflow.serving.models import parse_json_reply
 from pydantic import ValidationError
-
-from .models import parse_json_reply
 
 _LABEL = re.compile(
     r"^[ \t>*_-]*(?:\*\*|__)?(?P<label>quote|citation|evidence|answer|final answer|explanation|reason)(?:\*\*|__)?"

@@ -29,7 +29,7 @@ that do not hold them, invented quotes and figures), cheaply, on the local side.
 
 The same word statistics rank outputs by their **relevance** to the question (the
 IDF-weighted share of the question's words in the evidence), which orders what is
-forwarded and drives the extractive fallback (``nodes.extractive``).
+forwarded and drives the extractive fallback (``nodes.support.extractive``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A location is either a folder, holding ``checkpoints.sqlite`` and ``blobs.sqlite``
 (the default: ``$MINIONFLOW_HOME`` or ``~/.local/share/minionflow``), or a
 ``postgresql://`` URL, where langgraph-checkpoint-postgres keeps the checkpoints
-and ``nodes.blobstore.PostgresBlobStore`` the blobs (one table), so a team shares one
+and ``storage.blobstore.PostgresBlobStore`` the blobs (one table), so a team shares one
 database.
 ``$MINIONFLOW_CHECKPOINT`` sets the location when none is given.
 """
@@ -23,7 +23,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.store.base import BaseStore
 from minionflow.contracts.errors import BadInput
-from minionflow.nodes.blobstore import PostgresBlobStore, SqliteBlobStore
+from minionflow.storage.blobstore import PostgresBlobStore, SqliteBlobStore
 
 Location = str | Path
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")

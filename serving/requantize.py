@@ -3,7 +3,7 @@
 ``python -I path/to/requantize.py SOURCE TARGET TYPE`` (TYPE: a llama.cpp file type such
 as ``Q8_0``); exits with llama.cpp's status, 0 when TARGET is written.
 
-Run as its own process by ``nodes.embedded.default_gguf``: llama.cpp logs a line for
+Run as its own process by ``serving.embedded.default_gguf``: llama.cpp logs a line for
 every tensor to stderr, which a command's output must not carry, and importing
 ``llama_cpp`` loads the library (0.4 s) that a minionflow process otherwise never needs.
 """

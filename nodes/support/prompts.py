@@ -66,8 +66,8 @@ If no sentence is relevant, the citation and the answer are null.
 Reply with JSON: {"citation": "...", "answer": "...", "explanation": "..."}"""
 
 # the same job for a model that replies in plain text (ModelSpec.reply == "text"), read
-# by nodes.replies.parse_text_reply; the quote is then found in the chunk
-# (nodes.grounding). Measured with benchmarks/worker_formats.py on the bundled suite
+# by nodes.support.replies.parse_text_reply; the quote is then found in the chunk
+# (nodes.support.grounding). Measured with benchmarks/worker_formats.py on the bundled suite
 # (SmolLM2-135M, 1,000-token chunks): this plain wording got the answer from 25 of 91
 # chunks that hold it; asking for "QUOTE: ... ANSWER: ..." lines, 15 of 74; asking for
 # "one short sentence", 18 of 91. It shares WORKER_USER: labelling the task "Question:"

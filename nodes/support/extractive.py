@@ -8,7 +8,7 @@ question's own words (a supervisor that says the documents do not answer is take
 at its word). Each grounded output about the question is then scored by
 
 - its **relevance**: the IDF-weighted share of the question's words in its quote,
-  the document's own words (``nodes.grounding.relevance``, over the candidates
+  the document's own words (``nodes.support.grounding.relevance``, over the candidates
   themselves),
 - its **support**: how much of its answer one passage of its chunk holds,
 - **agreement**: how many other grounded outputs give the same answer,

@@ -24,8 +24,7 @@ from pathlib import Path
 
 import httpx
 from minionflow.contracts.settings import cache_dir
-
-from .files import written_whole
+from minionflow.storage.files import written_whole
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +184,7 @@ class EmbeddedServer:
         # a name only this start serves (requests naming another model get the one loaded)
         self._alias = f"minionflow-{uuid.uuid4().hex[:12]}"
         cmd = [
-            # the watchdog by its file, isolated (-I): ``-m minionflow.nodes.server_watchdog``
+            # the watchdog by its file, isolated (-I): ``-m minionflow.serving.server_watchdog``
             # would first import the nodes package, LangGraph and all (about 2.7 s)
             sys.executable, "-I", str(Path(__file__).with_name("server_watchdog.py")), str(os.getpid()), "--",
             sys.executable, "-m", "llama_cpp.server",

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import httpx
 from langchain_core.language_models import BaseChatModel
@@ -56,7 +56,7 @@ class CallRecord:
     error: str | None = None
     messages: list[BaseMessage] = field(default_factory=list)  # what was sent
     tokens: tuple[int, int, int] | None = None  # usage of a failed call, when the server reported it
-    cache_hit: bool = False  # answered from the job cache (nodes.job_cache): no request was sent
+    cache_hit: bool = False  # answered from the job cache (serving.job_cache): no request was sent
 
     @property
     def usage(self) -> tuple[int, int, int]:
@@ -178,7 +178,7 @@ class ModelClient:
 
     def context_guard(self) -> ContextGuard | None:
         """The model's context window and how to count against it (None when unknown),
-        found on first use: from the spec, else from the server (nodes.context_guard)."""
+        found on first use: from the spec, else from the server (serving.context_guard)."""
         with self._guard_lock:
             if self._guard is None:
                 self.ensure_ready()
@@ -188,7 +188,7 @@ class ModelClient:
 
     def probe(self, timeout_s: float = 2.0) -> bool:
         """Whether the endpoint answers (``GET /models``); an embedded server that died is
-        started again first. Used to bring a pool's failed endpoint back (nodes.pool)."""
+        started again first. Used to bring a pool's failed endpoint back (serving.pool)."""
         try:
             self.ensure_ready()
             base_url = getattr(self.chat, "openai_api_base", None)
@@ -295,6 +295,7 @@ def _short(exc: Exception, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+@runtime_checkable
 class ModelProvider(Protocol):
     """Where nodes get their models. Tests pass one that returns fakes."""
 
@@ -340,7 +341,7 @@ class DefaultModelProvider:
         extra_body: dict[str, Any] | None = None if base_url.startswith(OPENAI_BASE_URL) else {"max_tokens": max_tokens}
         # llama.cpp's llama-server keeps a slot's prompt for the next request only when asked
         # (cache_prompt; the default in its later versions): the minions' jobs over one chunk
-        # share their prompt up to the task (nodes.pool runs them back to back). Found when
+        # share their prompt up to the task (serving.pool runs them back to back). Found when
         # the client is made: a llama-server that was down then is not asked.
         if llama_cpp and extra_body is not None:
             extra_body["cache_prompt"] = True
