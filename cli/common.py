@@ -14,8 +14,8 @@ from typing import Annotated, Any
 
 import typer
 from minionflow.contracts.errors import BadInput
-from minionflow.contracts.settings import PROTOCOLS, ModelSpec, ModelSpecError, RunSettings, default_settings, first_error
-from minionflow.graphs.protocols import check_graph, load_custom_graph
+from minionflow.contracts.settings import ModelSpec, ModelSpecError, RunSettings, default_settings, first_error
+from minionflow.graphs.protocols import get_protocol, protocol_for
 from minionflow.graphs.run import RunResult
 from minionflow.nodes.support.context import RunContext
 from minionflow.nodes.support.redaction import RedactionUnavailable
@@ -94,36 +94,7 @@ DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", metavar="DIR", help="folder for the log and, by default, the SQLite checkpoints (default $MINIONFLOW_HOME or ~/.local/share/minionflow)")]
 QuietOption = Annotated[bool, typer.Option(
     "--quiet", metavar="", help="no progress on stderr (by default: bars on a terminal, a plain line per step otherwise)")]
-# Options several commands share, declared once (same flag, help and limits everywhere).
-RemoteOption = Annotated[str | None, typer.Option(envvar="MINIONFLOW_REMOTE", help="supervisor model spec (default: openai:gpt-4o if OPENAI_API_KEY is set, else embedded)", metavar="SPEC")]
-LocalOption = Annotated[list[str] | None, typer.Option(
-    envvar="MINIONFLOW_LOCAL", metavar="SPEC",
-    help="worker model spec (default embedded); several, repeated or separated by commas, make a pool the jobs are "
-    "spread over, each with its own ';slots=N'")]
-MaxRoundsOption = Annotated[int | None, typer.Option(min=1, max=50, help="rounds of MinionS (default 5; 1 with an embedded supervisor)", metavar="N")]
-RemoteMaxTokensOption = Annotated[int | None, typer.Option(
-    "--remote-max-tokens", metavar="N", help="cap each supervisor reply at N tokens (default 1024, at least 64)")]
-LocalMaxTokensOption = Annotated[int | None, typer.Option(
-    "--local-max-tokens", metavar="N", help="cap each worker reply at N tokens (default 256, at least 16)")]
-ChunkTokensOption = Annotated[int | None, typer.Option(min=10, help="chunk size of the built-in plan, in tokens (default 1000)", metavar="N")]
-NoCacheOption = Annotated[bool, typer.Option(
-    "--no-cache", metavar="", help="ask every job anew, instead of answering one identical to a job answered before "
-    "(same model, prompt, chunk and task) from the job cache")]
-RedactOption = Annotated[str | None, typer.Option(
-    "--redact", metavar="off|pii", help="pii: personal data (names, e-mails, phone, account and record numbers) in "
-    "what the documents give the remote model becomes placeholders, restored locally in the answer")]
-BudgetTokensOption = Annotated[int | None, typer.Option(
-    "--budget-tokens", metavar="N", help="cap the remote model's tokens (prompts and replies) for the run: a call that "
-    "would cross it is not made, and the run answers from what it knows")]
-BudgetUsdOption = Annotated[float | None, typer.Option(
-    "--budget-usd", metavar="X", help="cap the remote model's cost for the run, in US dollars")]
-MaxQuoteCharsOption = Annotated[int | None, typer.Option(
-    "--max-quote-chars", min=10, metavar="N",
-    help="cap each quote forwarded to the remote model at N characters (default: the answer cap, 600)")]
-ConcurrencyOption = Annotated[int | None, typer.Option(min=1, max=256, help="local-model calls in flight on a served "
-                                                     "endpoint (default 4; the embedded server takes one at a time)",
-                                                     metavar="N")]
-SandboxOption = Annotated[str, typer.Option(help="sandbox backend: auto (docker if an engine and the image are there, else bwrap), docker or bwrap", metavar="auto|docker|bwrap")]
+# Options every command that has them shares (the ones that shape a run's settings: cli.options).
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", metavar="", help="log each step on stderr (the log file always has it)")]
 ResultJsonOption = Annotated[bool, typer.Option("--json", help="print one JSON result and nothing else on stdout", metavar="")]
 CheckpointOption = Annotated[str | None, typer.Option(
@@ -139,18 +110,22 @@ def location(home: Path, checkpoint: str | None) -> Location:
 def build_settings(remote: str | None, local: str | list[str] | None, *, protocol: str = "minions", graph: str | None = None,
                    **given: Any) -> RunSettings:
     """RunSettings from command-line options (None: the default), or a clear exit 2."""
-    if protocol not in PROTOCOLS:
-        raise _fail(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    try:
+        known = get_protocol(protocol)
+    except BadInput as exc:
+        raise _fail(str(exc)) from None
     try:
         settings = default_settings({"remote": _parse_spec(remote, "remote"), "local": parse_local(local),
-                                     "protocol": protocol, "graph": graph, **given})
+                                     "protocol": protocol, "graph": graph, **given}, min_rounds=known.min_rounds)
     except ValidationError as exc:
         raise _fail(_settings_error(exc)) from None
-    if graph:
-        try:
-            check_graph(graph, load_custom_graph(graph)())
-        except BadInput as exc:
-            raise _fail(str(exc)) from None
+    try:
+        run_protocol = protocol_for(settings)
+        run_protocol.check(settings)
+        if graph:
+            run_protocol.build()  # a custom graph is built and checked before anything is written
+    except BadInput as exc:
+        raise _fail(str(exc)) from None
     return settings
 
 
@@ -184,18 +159,19 @@ def ready(settings: RunSettings) -> RunContext:
         # a baseline talks to one model: the other role's endpoint is not checked (a
         # remote-only run does not wait for a local server that is down, nor local-only
         # for a remote key)
-        if settings.graph or settings.protocol != "local-only":
+        protocol = protocol_for(settings)
+        if "remote" in protocol.calls:
             preflight(settings.remote, "remote")
-        if settings.graph or settings.protocol != "remote-only":
-            preflight_pool(settings)
+        if "local" in protocol.calls:
+            preflight_pool(settings, protocol.pools_local)
         if settings.redact == "pii":
             from minionflow.nodes.support.redaction import analyzer
 
             analyzer()  # loaded before any call: a missing model is an error now, not mid-run
-        if settings.protocol != "minions" and not settings.graph:
+        if not protocol.runs_code:
             return RunContext(settings=settings)
         return RunContext(settings=settings, sandbox=get_backend(settings.sandbox, settings.sandbox_runtime))
-    except (ModelConfigError, SandboxUnavailable, RedactionUnavailable) as exc:
+    except (ModelConfigError, SandboxUnavailable, RedactionUnavailable, BadInput) as exc:
         raise _fail(str(exc)) from None
 
 
@@ -210,15 +186,14 @@ def parse_local(value: str | list[str] | None) -> list[ModelSpec] | None:
     return [spec for part in specs if (spec := _parse_spec(part, "local")) is not None]
 
 
-def preflight_pool(settings: RunSettings) -> None:
+def preflight_pool(settings: RunSettings, pooled: bool) -> None:
     """Every local endpoint is checked. One that does not answer gets a warning when
     another does (its first failed job takes it out of the pool until it answers again:
     serving.pool); the start fails when none answers, on any other error (a missing key or
-    GGUF file), and when the first does not answer a protocol that talks to it alone
-    (Minion, local-only)."""
+    GGUF file), and when the first does not answer a protocol that talks to it alone (not
+    ``pooled``: Minion, local-only)."""
     errors: list[str] = []
     endpoints = [settings.local, *settings.local_pool]
-    pooled = settings.protocol == "minions" or settings.graph is not None
     for spec in endpoints:
         try:
             preflight(spec, "local")

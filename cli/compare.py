@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 from minionflow.contracts.errors import BadInput
-from minionflow.contracts.settings import PROTOCOLS
+from minionflow.graphs.protocols import BUILT_IN
 from minionflow.graphs.run import run_minions
 from minionflow.storage.persistence import data_dir
 from pydantic import BaseModel
@@ -17,31 +17,19 @@ from rich.console import Console
 from rich.markup import escape
 
 from .common import (
-    BudgetTokensOption,
-    BudgetUsdOption,
     CheckpointOption,
-    ChunkTokensOption,
     DataDir,
-    LocalMaxTokensOption,
-    LocalOption,
-    MaxQuoteCharsOption,
-    MaxRoundsOption,
-    NoCacheOption,
     QuietOption,
-    RedactOption,
-    RemoteMaxTokensOption,
-    RemoteOption,
-    SandboxOption,
     VerboseOption,
     _fail,
     _setup_logging,
     app,
-    build_settings,
     err,
     load_documents,
     location,
     ready,
 )
+from .options import BATCH, RunOptions, run_options
 from .progress import RunProgress
 from .render import print_rows
 
@@ -59,22 +47,13 @@ class CompareRow(BaseModel):
 
 
 @app.command()
+@run_options(*BATCH)
 def compare(
     documents: Annotated[list[Path], typer.Argument(help="documents to read (.txt, .md, .pdf)", show_default=False, metavar="DOC")],
     question: Annotated[str, typer.Option("--question", "-q", help="the question to answer", metavar="TEXT")],
-    protocols: Annotated[str, typer.Option(help="comma-separated: " + ", ".join(PROTOCOLS), metavar="LIST")] = ",".join(PROTOCOLS),
-    remote: RemoteOption = None,
-    local: LocalOption = None,
-    max_rounds: MaxRoundsOption = None,
-    chunk_tokens: ChunkTokensOption = None,
-    remote_max_tokens: RemoteMaxTokensOption = None,
-    local_max_tokens: LocalMaxTokensOption = None,
-    no_cache: NoCacheOption = False,
-    max_quote_chars: MaxQuoteCharsOption = None,
-    budget_tokens: BudgetTokensOption = None,
-    budget_usd: BudgetUsdOption = None,
-    redact: RedactOption = None,
-    sandbox: SandboxOption = "auto",
+    options: RunOptions,
+    protocols: Annotated[str, typer.Option(help="comma-separated protocol names (minionflow protocols lists them)",
+                                           metavar="LIST")] = ",".join(p.name for p in BUILT_IN),
     json_out: Annotated[bool, typer.Option("--json", help="print the rows as JSON", metavar="")] = False,
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
@@ -91,11 +70,7 @@ def compare(
         raise _fail("--protocols is empty")
     if not question.strip():
         raise _fail("the question (-q) is empty")
-    all_settings = [build_settings(remote, local, protocol=p, sandbox=sandbox, max_rounds=max_rounds,
-                                   chunk_tokens=chunk_tokens, job_cache=False if no_cache else None,
-                                   max_quote_chars=max_quote_chars, budget_tokens=budget_tokens,
-                                   budget_usd=budget_usd, redact=redact, remote_max_tokens=remote_max_tokens,
-                                   local_max_tokens=local_max_tokens) for p in chosen]
+    all_settings = [options.settings(p) for p in chosen]
     docs = load_documents(documents)
     results: list[CompareRow] = []
     for settings in all_settings:

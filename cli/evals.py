@@ -10,10 +10,10 @@ from typing import Annotated, Any
 
 import typer
 from minionflow.contracts.errors import BadInput
-from minionflow.contracts.settings import PROTOCOLS
 from minionflow.evaluation.report import summarize, table_rows, write_reports
 from minionflow.evaluation.runner import EvalPlan, ItemResult, run_eval
 from minionflow.evaluation.suite import SuiteItem, load_suite
+from minionflow.graphs.protocols import all_protocols
 from minionflow.graphs.run import RunContext
 from minionflow.storage.persistence import data_dir, describe, resolve_location
 from pydantic import ValidationError
@@ -24,31 +24,18 @@ from rich.table import Table
 from .common import (
     EXIT_ANSWERED,
     EXIT_FAILED,
-    BudgetTokensOption,
-    BudgetUsdOption,
     CheckpointOption,
-    ChunkTokensOption,
-    ConcurrencyOption,
     DataDir,
-    LocalMaxTokensOption,
-    LocalOption,
-    MaxQuoteCharsOption,
-    MaxRoundsOption,
-    NoCacheOption,
     QuietOption,
-    RedactOption,
-    RemoteMaxTokensOption,
-    RemoteOption,
-    SandboxOption,
     VerboseOption,
     _fail,
     _parse_spec,
     _setup_logging,
     app,
-    build_settings,
     err,
     ready,
 )
+from .options import BATCH, RunOptions, run_options
 from .signals import EXIT_PAUSED, pause_on_signals
 
 DEFAULT_PROTOCOLS = "minions,remote-only"
@@ -109,31 +96,20 @@ def _protocols(value: str) -> list[str]:
     chosen = list(dict.fromkeys(p.strip() for p in value.split(",") if p.strip()))
     if not chosen:
         raise _fail("--protocols is empty")
-    unknown = [p for p in chosen if p not in PROTOCOLS]
+    known = all_protocols()
+    unknown = [p for p in chosen if p not in known]
     if unknown:
-        raise _fail(f"unknown protocol {unknown[0]!r} in --protocols; choose from {', '.join(PROTOCOLS)}")
+        raise _fail(f"unknown protocol {unknown[0]!r} in --protocols; choose from {', '.join(known)}")
     return chosen
 
 
 @app.command("eval")
+@run_options(*BATCH)
 def eval_command(
     suite_path: Annotated[Path, typer.Argument(metavar="SUITE", help="the suite: a JSONL file (id, documents, question, answers, match, tags)", show_default=False)],
-    protocols: Annotated[str, typer.Option(help="comma-separated protocols to run: " + ", ".join(PROTOCOLS), metavar="LIST")] = DEFAULT_PROTOCOLS,
-    remote: RemoteOption = None,
-    local: LocalOption = None,
-    max_rounds: MaxRoundsOption = None,
-    max_code_attempts: Annotated[int | None, typer.Option(min=1, max=10, help="tries for the supervisor's code per round", metavar="N")] = None,
-    chunk_tokens: ChunkTokensOption = None,
-    remote_max_tokens: RemoteMaxTokensOption = None,
-    local_max_tokens: LocalMaxTokensOption = None,
-    concurrency: ConcurrencyOption = None,
-    no_cache: NoCacheOption = False,
-    max_quote_chars: MaxQuoteCharsOption = None,
-    budget_tokens: BudgetTokensOption = None,
-    budget_usd: BudgetUsdOption = None,
-    redact: RedactOption = None,
-    sandbox: SandboxOption = "auto",
-    sandbox_runtime: Annotated[str | None, typer.Option(help="OCI runtime for the docker sandbox, e.g. runsc", metavar="RUNTIME")] = None,
+    options: RunOptions,
+    protocols: Annotated[str, typer.Option(help="comma-separated protocols to run (minionflow protocols lists them)",
+                                           metavar="LIST")] = DEFAULT_PROTOCOLS,
     judge: Annotated[str | None, typer.Option(help="model spec of an LLM judge; its verdict is recorded apart from the deterministic score", metavar="SPEC")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="the eval's folder (default: eval-results/SUITE-NAME); run again to resume", metavar="DIR")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="only the first N questions", metavar="N")] = None,
@@ -153,13 +129,7 @@ def eval_command(
         suite = load_suite(suite_path)
     except BadInput as exc:
         raise _fail(str(exc)) from None
-    all_settings = {p: build_settings(remote, local, protocol=p, sandbox=sandbox, sandbox_runtime=sandbox_runtime,
-                                      max_rounds=max_rounds, max_code_attempts=max_code_attempts,
-                                      chunk_tokens=chunk_tokens, local_concurrency=concurrency,
-                                      job_cache=False if no_cache else None,
-                                      max_quote_chars=max_quote_chars, budget_tokens=budget_tokens,
-                                      budget_usd=budget_usd, redact=redact, remote_max_tokens=remote_max_tokens,
-                                      local_max_tokens=local_max_tokens) for p in chosen}
+    all_settings = {p: options.settings(p) for p in chosen}
     judge_spec = _parse_spec(judge, "judge")
     out_dir = out or Path("eval-results") / suite.name
     try:

@@ -1,7 +1,7 @@
 """The ``minionflow`` command line: the app, with every command registered.
 
 Layers inside ``cli``: this module <- the command modules (run, compare, evals,
-threads) <- common <- progress, render, signals."""
+threads, protocols) <- options <- common <- progress, render, signals."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from . import run as _run  # noqa: F401 - registers run
 from . import compare as _compare  # noqa: F401 - registers compare
 from . import evals as _evals  # noqa: F401 - registers eval and convert
 from . import threads as _threads  # noqa: F401 - registers resume, fork, runs, show, history
+from . import protocols as _protocols  # noqa: F401 - registers protocols, studio-config
 # isort: on
 import gc
 import sys

@@ -11,28 +11,14 @@ from minionflow.graphs.run import run_minions
 from minionflow.storage.persistence import data_dir
 
 from .common import (
-    BudgetTokensOption,
-    BudgetUsdOption,
     CheckpointOption,
-    ChunkTokensOption,
-    ConcurrencyOption,
     DataDir,
-    LocalMaxTokensOption,
-    LocalOption,
-    MaxQuoteCharsOption,
-    MaxRoundsOption,
-    NoCacheOption,
     QuietOption,
-    RedactOption,
-    RemoteMaxTokensOption,
-    RemoteOption,
     ResultJsonOption,
-    SandboxOption,
     VerboseOption,
     _fail,
     _setup_logging,
     app,
-    build_settings,
     drive,
     err,
     load_documents,
@@ -40,30 +26,17 @@ from .common import (
     ready,
     resume_command,
 )
+from .options import ALL, RunOptions, run_options
 
 
 @app.command()
+@run_options(*ALL)
 def run(
     documents: Annotated[list[Path], typer.Argument(help="documents to read (.txt, .md, .pdf)", show_default=False, metavar="DOC")],
     question: Annotated[str, typer.Option("--question", "-q", help="the question to answer", metavar="TEXT")],
-    remote: RemoteOption = None,
-    local: LocalOption = None,
-    max_rounds: MaxRoundsOption = None,
-    max_code_attempts: Annotated[int | None, typer.Option(min=1, max=10, help="tries for the supervisor's code per round (default 3; 1 with an embedded supervisor)", metavar="N")] = None,
-    chunk_tokens: ChunkTokensOption = None,
-    remote_max_tokens: RemoteMaxTokensOption = None,
-    local_max_tokens: LocalMaxTokensOption = None,
-    concurrency: ConcurrencyOption = None,
-    no_cache: NoCacheOption = False,
-    max_quote_chars: MaxQuoteCharsOption = None,
-    budget_tokens: BudgetTokensOption = None,
-    budget_usd: BudgetUsdOption = None,
-    redact: RedactOption = None,
-    sandbox: SandboxOption = "auto",
-    approve: Annotated[bool, typer.Option("--approve", help="review the supervisor's code before each execution", metavar="")] = False,
-    sandbox_runtime: Annotated[str | None, typer.Option(help="OCI runtime for the docker sandbox, e.g. runsc (gVisor)", metavar="RUNTIME")] = None,
-    protocol: Annotated[str, typer.Option(help="minions (default), minion (the chat protocol), remote-only or local-only", metavar="NAME")] = "minions",
-    graph: Annotated[str | None, typer.Option(help="a custom graph: module:attr naming a StateGraph or a function (models, sandbox) -> StateGraph", metavar="MODULE:ATTR")] = None,
+    options: RunOptions,
+    protocol: Annotated[str, typer.Option(help="minions (default), minion (the chat protocol), remote-only, local-only, or another one minionflow protocols lists", metavar="NAME")] = "minions",
+    graph: Annotated[str | None, typer.Option(help="a custom graph: module:attr naming a StateGraph or a function of no arguments that builds one", metavar="MODULE:ATTR")] = None,
     thread: Annotated[str | None, typer.Option(help="thread id: resumes that thread if it did not finish", metavar="ID")] = None,
     json_out: ResultJsonOption = False,
     home: DataDir = None,
@@ -79,12 +52,7 @@ def run(
     where = location(home, checkpoint)
     if not question.strip():
         raise _fail("the question (-q) is empty")
-    settings = build_settings(remote, local, protocol=protocol, graph=graph, sandbox=sandbox, sandbox_runtime=sandbox_runtime,
-                              approve_code=approve, max_rounds=max_rounds, max_code_attempts=max_code_attempts,
-                              chunk_tokens=chunk_tokens, local_concurrency=concurrency, job_cache=False if no_cache else None,
-                              max_quote_chars=max_quote_chars, budget_tokens=budget_tokens,
-                              budget_usd=budget_usd, redact=redact, remote_max_tokens=remote_max_tokens,
-                              local_max_tokens=local_max_tokens)
+    settings = options.settings(protocol, graph)
     docs = load_documents(documents)
     context = ready(settings)
     remote_spec = settings.remote

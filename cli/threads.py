@@ -32,25 +32,20 @@ from rich.markup import escape
 from .common import (
     CheckpointOption,
     DataDir,
-    LocalMaxTokensOption,
-    MaxRoundsOption,
-    NoCacheOption,
     QuietOption,
-    RemoteMaxTokensOption,
     ResultJsonOption,
     VerboseOption,
     _fail,
-    _parse_spec,
     _settings_error,
     _setup_logging,
     app,
     drive,
     err,
     location,
-    parse_local,
     ready,
     resume_command,
 )
+from .options import FORKABLE, RunOptions, run_options
 from .render import egress_table, endpoint_table, print_code, print_rows, usage_table
 
 
@@ -139,38 +134,22 @@ def resume(
 
 
 @app.command()
+@run_options(*FORKABLE)
 def fork(
     thread: Annotated[str, typer.Argument(help="the thread to fork (its id or the start of one)", metavar="THREAD")],
     at: Annotated[str, typer.Option("--at", help="checkpoint id, or the start of one (minionflow history THREAD)", metavar="CHECKPOINT")],
-    remote: Annotated[str | None, typer.Option(help="another supervisor model spec", metavar="SPEC")] = None,
-    local: Annotated[list[str] | None, typer.Option(help="another worker model spec, or several (a pool)", metavar="SPEC")] = None,
-    max_rounds: MaxRoundsOption = None,
-    remote_max_tokens: RemoteMaxTokensOption = None,
-    local_max_tokens: LocalMaxTokensOption = None,
-    no_cache: NoCacheOption = False,
+    options: RunOptions,
     json_out: ResultJsonOption = False,
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
 ) -> None:
-    """Start a new thread from a checkpoint with changed settings; the original stays as it is."""
+    """Start a new thread from a checkpoint with changed settings (an option not given keeps
+    the thread's value); the original stays as it is."""
     where = _existing(home, checkpoint)
     _setup_logging(verbose, home or data_dir())
-    changes: dict[str, object] = {}
-    spec = _parse_spec(remote, "remote")
-    if spec is not None:
-        changes["remote"] = spec.model_dump()
-    pool = parse_local(local)
-    if pool is not None:  # the whole pool is replaced
-        changes["local"] = [s.model_dump() for s in pool]
-        changes["local_pool"] = []
-    for name, value in (("max_rounds", max_rounds), ("remote_max_tokens", remote_max_tokens),
-                        ("local_max_tokens", local_max_tokens)):
-        if value is not None:
-            changes[name] = value
-    if no_cache:
-        changes["job_cache"] = False
+    changes = options.changes()
     thread, resolved_at = _resolved(where, thread, at)
     assert resolved_at is not None
     at = resolved_at

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -196,9 +196,6 @@ def default_remote_spec(environ: dict[str, str] | None = None) -> ModelSpec:
     return ModelSpec.parse("openai:gpt-4o" if env.get("OPENAI_API_KEY") else "embedded")
 
 
-Protocol = Literal["minions", "minion", "remote-only", "local-only"]
-PROTOCOLS: tuple[str, ...] = get_args(Protocol)
-MIN_MINION_TURNS = 2  # a Minion chat: a question, then the answer
 
 # With the embedded model as the supervisor (a 135M model), extra rounds and code
 # attempts cost minutes (one pass over a 100 KB document takes about three on two
@@ -208,22 +205,25 @@ MIN_MINION_TURNS = 2  # a Minion chat: a question, then the answer
 EMBEDDED_SUPERVISOR_DEFAULTS: dict[str, Any] = {"max_rounds": 1, "max_code_attempts": 1, "extractive_fallback": "ignored"}
 
 
-def embedded_supervisor_defaults(protocol: str) -> dict[str, Any]:
-    """The defaults above; a Minion chat needs its two turns."""
-    return {**EMBEDDED_SUPERVISOR_DEFAULTS, "max_rounds": MIN_MINION_TURNS} if protocol == "minion" else dict(EMBEDDED_SUPERVISOR_DEFAULTS)
+def embedded_supervisor_defaults(min_rounds: int = 1) -> dict[str, Any]:
+    """The defaults above, with at least the rounds a protocol needs (a Minion chat: a
+    question, then the answer)."""
+    return {**EMBEDDED_SUPERVISOR_DEFAULTS, "max_rounds": max(EMBEDDED_SUPERVISOR_DEFAULTS["max_rounds"], min_rounds)}
 
 
-def default_settings(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> RunSettings:
+def default_settings(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None,
+                     min_rounds: int = 1) -> RunSettings:
     """Settings for a run that names only what it changes (a None value changes
     nothing): the default supervisor (``default_remote_spec``), with the
-    embedded-supervisor defaults when that is the embedded model, then the overrides.
-    Used by the CLI and by the runs LangGraph clients start."""
+    embedded-supervisor defaults when that is the embedded model (with at least
+    ``min_rounds``, what the run's protocol needs), then the overrides. Used by the CLI
+    and by the runs LangGraph clients start."""
     data: dict[str, Any] = {k: v for k, v in (overrides or {}).items() if v is not None}
     remote = RunSettings._spec_string(data["remote"]) if "remote" in data else default_remote_spec(environ)
     remote = ModelSpec.model_validate(remote)
     base: dict[str, Any] = {"remote": remote}
     if remote.kind == "embedded":
-        base.update(embedded_supervisor_defaults(str(data.get("protocol", "minions"))))
+        base.update(embedded_supervisor_defaults(min_rounds))
     return RunSettings.model_validate({**base, **{k: v for k, v in data.items() if k != "remote"}})
 
 
@@ -263,7 +263,9 @@ class RunSettings(BaseModel):
     local: ModelSpec = Field(default_factory=lambda: ModelSpec.parse("embedded"))
     local_pool: list[ModelSpec] = Field(default_factory=list, description="further local endpoints: the minions' jobs "
                                         "are spread over local and these (serving.pool)")
-    protocol: Protocol = Field("minions", description="minions, minion (the chat protocol), remote-only or local-only")
+    protocol: str = Field("minions", pattern=r"^[a-z][a-z0-9-]{0,39}$",
+                          description="the protocol's name: minions, minion (the chat protocol), remote-only, local-only, "
+                          "or one a package registers (minionflow protocols lists them)")
     graph: str | None = Field(None, description="module:attr of a custom graph builder (minionflow run --graph)")
     max_rounds: int = Field(5, ge=1, le=50)
     max_code_attempts: int = Field(3, ge=1, le=10)
@@ -346,12 +348,6 @@ class RunSettings(BaseModel):
         for spec in (self.local, *self.local_pool):
             endpoints += [spec.model_copy(update={"replica": i}) for i in range(spec.servers)]
         return endpoints
-
-    @model_validator(mode="after")
-    def _minion_turns(self) -> RunSettings:
-        if self.protocol == "minion" and self.max_rounds < MIN_MINION_TURNS:
-            raise ValueError(f"the minion protocol needs max_rounds >= {MIN_MINION_TURNS} (a question, then the answer)")
-        return self
 
     @model_validator(mode="after")
     def _distinct_endpoints(self) -> RunSettings:

@@ -146,23 +146,31 @@ def merge_rounds(left: list[RoundRecord], right: list[RoundRecord]) -> list[Roun
 STATE_VERSION = 2
 
 
-class MinionsState(TypedDict, total=False):
-    """What a MinionS run keeps across rounds. Everything a round needs only while it
-    runs lives in ``RoundState`` and ends with the round's subgraph."""
+class RunState(TypedDict, total=False):
+    """The fields every run state has, whatever its protocol: the settings (and their
+    content hash), the question, the documents, the model calls, the notes, the final
+    answer, and with ``redact="pii"`` the placeholders' mapping. A protocol's state adds
+    its own (``MinionsState``: the rounds; ``MinionState``: the chat)."""
 
-    state_version: int
     settings: dict[str, Any]
     settings_ref: str
     task: str
     documents: list[DocumentRef]
-    source_documents: list[DocumentRef]  # set by a step that narrows `documents` (nodes.retrieve)
-    rounds: Annotated[list[RoundRecord], merge_rounds]
-    scratchpad: str | None
     usage: Annotated[list[UsageRecord], operator.add]
     notes: Annotated[list[str], operator.add]
     final: FinalAnswer | None
     # redact="pii": placeholder -> the value it stands for (nodes.support.redaction); never sent
     redactions: dict[str, str]
+
+
+class MinionsState(RunState, total=False):
+    """What a MinionS run keeps across rounds. Everything a round needs only while it
+    runs lives in ``RoundState`` and ends with the round's subgraph."""
+
+    state_version: int
+    source_documents: list[DocumentRef]  # set by a step that narrows `documents` (nodes.retrieve)
+    rounds: Annotated[list[RoundRecord], merge_rounds]
+    scratchpad: str | None
 
 
 class RoundInput(TypedDict, total=False):
@@ -248,31 +256,14 @@ class ChatTurn(TypedDict):
     content: str
 
 
-class MinionState(TypedDict, total=False):
+class MinionState(RunState, total=False):
     """The Minion (singular) chat protocol: the local model holds the documents,
     the remote model asks it questions until it can answer."""
 
-    settings: dict[str, Any]
-    settings_ref: str
-    task: str
-    documents: list[DocumentRef]
     round: int
     decision: dict[str, Any] | None
     conversation: Annotated[list[ChatTurn], operator.add]
-    usage: Annotated[list[UsageRecord], operator.add]
-    notes: Annotated[list[str], operator.add]
-    final: FinalAnswer | None
-    redactions: dict[str, str]  # redact="pii": the local replies' placeholders (nodes.support.redaction)
 
 
-class ReadAllState(TypedDict, total=False):
+class ReadAllState(RunState, total=False):
     """A baseline: one model (remote or local) reads every document and answers."""
-
-    settings: dict[str, Any]
-    settings_ref: str
-    task: str
-    documents: list[DocumentRef]
-    usage: Annotated[list[UsageRecord], operator.add]
-    notes: Annotated[list[str], operator.add]
-    final: FinalAnswer | None
-    redactions: dict[str, str]  # redact="pii", remote-only: the documents' placeholders

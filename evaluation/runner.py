@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from minionflow.contracts.errors import BadInput
 from minionflow.contracts.settings import ModelSpec, RunSettings
+from minionflow.graphs.protocols import protocol_for
 from minionflow.graphs.run import RunContext, RunResult, finished_result, run_minions
 from minionflow.nodes.ingest import check_fits
 from minionflow.serving.models import ModelProvider
@@ -356,7 +357,7 @@ def _run_one(plan: EvalPlan, manifest: Manifest, item: SuiteItem, protocol: str,
     documents = docs.load(plan.suite.document_paths(item))
     settings = plan.settings[protocol]
     try:
-        check_fits(settings, documents)
+        check_fits(protocol_for(settings), settings, documents)
     except BadInput as exc:  # the documents do not fit the context of the model that must read them whole
         return ItemResult(item_id=item.id, protocol=protocol, status="refused", error=str(exc), match=item.match,
                           tags=item.tags, correct=False if item.scored else None, thread_id=None)

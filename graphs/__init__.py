@@ -12,22 +12,30 @@ the nodes, and are re-exported here.
 
 from __future__ import annotations
 
-from minionflow.contracts.settings import PROTOCOLS, ModelSpec, PriceTable, RolePrices, RunSettings, default_settings
-from minionflow.contracts.state import JobInput, MinionsState, MinionState, ReadAllState, RoundState
+from minionflow.contracts.protocol import Protocol
+from minionflow.contracts.settings import ModelSpec, PriceTable, RolePrices, RunSettings, default_settings
+from minionflow.contracts.state import JobInput, MinionsState, MinionState, ReadAllState, RoundState, RunState
 from minionflow.nodes.support.context import RunContext
 from minionflow.storage.persistence import open_persistence, postgres_persistence, sqlite_persistence
 
 from .baselines import local_only_builder, remote_only_builder
+from .entry import add_entry, new_builder
 from .minion import minion_builder
 from .minions import INSERT_AFTER, Node, build_minions_graph, minions_builder, round_builder
-from .protocols import build_graph
+from .protocols import all_protocols, build_graph, get_protocol, register
 from .run import RunResult, fork_minions, resume_minions, run_minions
 from .variants import majority_vote_minions, reranked_minions, retrieval_minions
 
 __all__ = [
     "INSERT_AFTER",
-    "PROTOCOLS",
+    "add_entry",
+    "new_builder",
+    "Protocol",
+    "get_protocol",
+    "all_protocols",
+    "register",
     "RoundState",
+    "RunState",
     "round_builder",
     "MinionState",
     "Node",

@@ -36,10 +36,12 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 from minionflow.contracts.errors import TRANSIENT_RETRY, BadInput
+from minionflow.contracts.protocol import Protocol
 from minionflow.contracts.state import JobInput, MinionsState, RoundInput, RoundOutput, RoundState
 from minionflow.nodes.aggregate import aggregate
 from minionflow.nodes.decompose import decompose
 from minionflow.nodes.filter import filter_outputs
+from minionflow.nodes.ingest import MINIONS_START
 from minionflow.nodes.parallel_minion_map import parallel_minion_map
 from minionflow.nodes.sandboxed_execute import route_jobs, sandboxed_execute
 from minionflow.nodes.support.context import RunContext
@@ -129,13 +131,22 @@ def minions_builder(*, prelude: Steps = (), filter_node: Node = filter_outputs, 
     round_graph = round_builder(filter_node=filter_node, after=after).compile(name="round")
     builder = new_builder(MinionsState, from_request)
     first = prelude[0][0] if prelude else "round"
-    add_entry(builder, first, from_request=from_request, protocol="minions")
+    add_entry(builder, first, from_request=from_request, protocol=MINIONS)
     for i, (name, node) in enumerate(prelude):
         builder.add_node(name, node)
         builder.add_edge(name, prelude[i + 1][0] if i + 1 < len(prelude) else "round")
     builder.add_node("round", round_graph)
     builder.add_conditional_edges("round", after_round, ["round", END])
     return builder
+
+
+MINIONS = Protocol(
+    name="minions",
+    description="MinionS: the supervisor's code splits the work into jobs over chunks, local models do them, "
+                "the supervisor aggregates, round after round",
+    state=MinionsState, build=lambda from_request=False: minions_builder(from_request=from_request),
+    calls=frozenset({"remote", "local"}), runs_code=True, pools_local=True, start=MINIONS_START,
+)
 
 
 def build_minions_graph(

@@ -2,6 +2,12 @@
 ``module:attr`` (``minionflow run --graph``). Both are recorded in the run's
 settings, so resume, fork, show and Studio rebuild the same graph.
 
+The protocols are registered here, in one place that the CLI, Studio, ingest, the run,
+eval and the report look up (``all_protocols()``, ``get_protocol(name)``): the four built in
+(``MINIONS``, ``MINION``, ``REMOTE_ONLY``, ``LOCAL_ONLY``, each defined beside its graph),
+every ``Protocol`` an installed package names under the ``minionflow.protocols`` entry
+point, and any ``register(protocol)`` adds in the process.
+
 A custom graph is a ``StateGraph`` over ``MinionsState`` (uncompiled: minionflow
 compiles it with the run's checkpointer and store, and runs it with the run's
 ``RunContext``), or a function of no arguments that builds one, e.g.::
@@ -13,8 +19,12 @@ compiles it with the run's checkpointer and store, and runs it with the run's
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import inspect
+import logging
+import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -22,20 +32,87 @@ from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 from minionflow.contracts.errors import BadInput
-from minionflow.contracts.settings import PROTOCOLS, RunSettings
+from minionflow.contracts.protocol import Protocol
+from minionflow.contracts.settings import RunSettings
 
-from .baselines import local_only_builder, remote_only_builder
-from .minion import minion_builder
-from .minions import minions_builder
+from .baselines import LOCAL_ONLY, REMOTE_ONLY
+from .minion import MINION
+from .minions import MINIONS
+
+log = logging.getLogger(__name__)
 
 Builder = Callable[[], StateGraph[Any]]
 
-BUILDERS: dict[str, Builder] = {
-    "minions": minions_builder,
-    "minion": minion_builder,
-    "remote-only": remote_only_builder,
-    "local-only": local_only_builder,
-}
+BUILT_IN: tuple[Protocol, ...] = (MINIONS, MINION, REMOTE_ONLY, LOCAL_ONLY)
+ENTRY_POINTS = "minionflow.protocols"
+_registered: dict[str, Protocol] = {}
+_lock = threading.Lock()
+_loaded = False
+
+
+def register(protocol: Protocol) -> None:
+    """Make ``protocol`` known to this process (a package does it with an entry point)."""
+    if not isinstance(protocol, Protocol):
+        raise TypeError(f"{protocol!r} is not a minionflow Protocol")
+    with _lock:
+        known = _registered.get(protocol.name)
+        if protocol.name in {p.name for p in BUILT_IN} or (known is not None and known is not protocol):
+            raise BadInput(f"a protocol named {protocol.name!r} is registered already")
+        _registered[protocol.name] = protocol
+
+
+def _load_entry_points() -> None:
+    global _loaded
+    with _lock:
+        if _loaded:
+            return
+        _loaded = True
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINTS):
+        try:
+            protocol = entry.load()
+        except Exception as exc:  # noqa: BLE001 - one broken package does not take the others down
+            log.warning("the protocol %s (%s) could not be loaded: %s", entry.name, entry.value, exc)
+            continue
+        if not isinstance(protocol, Protocol) or protocol.name != entry.name:
+            log.warning("the entry point %s (%s) is not a Protocol named %r", entry.name, entry.value, entry.name)
+            continue
+        register(protocol)
+
+
+def all_protocols() -> dict[str, Protocol]:
+    """Every protocol this process can run, by name: the built-in ones first."""
+    _load_entry_points()
+    with _lock:
+        return {**{p.name: p for p in BUILT_IN}, **_registered}
+
+
+def get_protocol(name: str) -> Protocol:
+    """The protocol of that name (BadInput naming those there are, if none)."""
+    known = all_protocols()
+    if name not in known:
+        raise BadInput(f"unknown protocol {name!r}; choose one of {', '.join(known)}")
+    return known[name]
+
+
+def protocol_for(settings: RunSettings) -> Protocol:
+    """The protocol a run with these settings is: its ``protocol``'s, whose graph a custom
+    ``graph`` replaces (a custom graph runs on that protocol's state, MinionS's by
+    default)."""
+    protocol = get_protocol(settings.protocol)
+    if not settings.graph:
+        return protocol
+    loaded = load_custom_graph(settings.graph)
+
+    def build(from_request: bool = False) -> StateGraph[Any]:
+        if from_request:
+            raise BadInput(f"--graph {settings.graph!r}: a custom graph is run by the CLI or run_minions, not served")
+        built = loaded()
+        check_graph(settings.graph or "", built)
+        return built
+
+    return replace(protocol, build=build)
+
+
 REQUIRED_KEYS = ("settings", "task", "documents", "final", "usage")
 
 
@@ -82,21 +159,11 @@ def check_graph(spec: str, builder: StateGraph[Any]) -> None:
                        "(minionflow.graphs.MinionsState) or from minions_builder()")
 
 
-def builder_for(settings: RunSettings) -> StateGraph[Any]:
-    if settings.graph:
-        builder = load_custom_graph(settings.graph)()
-        check_graph(settings.graph, builder)
-        return builder
-    if settings.protocol not in BUILDERS:
-        raise BadInput(f"unknown protocol {settings.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    return BUILDERS[settings.protocol]()
-
-
 def build_graph(settings: RunSettings, checkpointer: BaseCheckpointSaver[Any] | None = None,
                 store: BaseStore | None = None) -> CompiledStateGraph[Any, Any, Any, Any]:
     """The compiled graph a run with these settings uses (run it with a ``RunContext``)."""
     name = settings.graph or settings.protocol
-    return builder_for(settings).compile(checkpointer=checkpointer, store=store, name=name)
+    return protocol_for(settings).build().compile(checkpointer=checkpointer, store=store, name=name)
 
 
 def thread_settings(saver: BaseCheckpointSaver[Any], thread_id: str, checkpoint_id: str | None = None) -> RunSettings | None:

@@ -19,7 +19,7 @@ from langgraph.types import Command, StateSnapshot
 from minionflow.contracts.errors import TRANSIENT_RETRY, BadInput, is_transient
 from minionflow.contracts.schemas import Approval
 from minionflow.contracts.settings import RunSettings
-from minionflow.contracts.state import STATE_VERSION, UsageRecord
+from minionflow.contracts.state import STATE_VERSION, MinionsState, UsageRecord
 from minionflow.nodes.ingest import check_fits, protocol_state
 from minionflow.nodes.parallel_minion_map import finished_jobs
 from minionflow.nodes.support.common import document_texts
@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from minionflow import __version__
 
-from .protocols import build_graph, thread_settings
+from .protocols import build_graph, protocol_for, thread_settings
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def check_layout(saver: Any, thread_id: str, settings: RunSettings, doing: str, 
     """Refuse a MinionS thread written before the round became a subgraph (its
     checkpoint has the round's fields at the top and no ``state_version``), read from
     the raw checkpoint: the current graph would not even see the old round's fields."""
-    if settings.protocol != "minions" and not settings.graph:
+    if protocol_for(settings).state is not MinionsState:
         return  # the other protocols' state did not change
     config: dict[str, Any] = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
     if checkpoint_id:
@@ -182,10 +182,12 @@ def run_minions(
         stored = thread_settings(saver, thread_id)
         context = context.with_settings(stored) if stored is not None else context
         settings = context.run_settings
+        protocol = protocol_for(settings)
+        protocol.check(settings)
         graph = build_graph(settings, saver, store)
-        check_fits(settings, documents)
+        check_fits(protocol, settings, documents)
         count_ahead(d.text for d in documents)  # for the remote-only estimate at the end, meanwhile
-        fresh = protocol_state(store, documents, task, settings)
+        fresh = protocol_state(protocol, store, documents, task, settings)
         existing = graph.get_state({"configurable": {"thread_id": thread_id}})
         run_input: dict[str, Any] | None = fresh
         if existing.values:

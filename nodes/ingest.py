@@ -14,14 +14,18 @@ from typing import Any
 from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 from minionflow.contracts.errors import BadInput
+from minionflow.contracts.protocol import Protocol
 from minionflow.contracts.settings import RunSettings, default_settings, first_error
-from minionflow.contracts.state import STATE_VERSION, DocumentRef, MinionsState
+from minionflow.contracts.state import STATE_VERSION, DocumentRef, MinionsState, RunState
 from minionflow.nodes.support.context import RunContext, store_of
 from minionflow.serving.tokens import count_document
 from minionflow.storage.documents import LoadedDocument, load_document
 from minionflow.storage.store import put_json, put_text
 from pydantic import BaseModel, Field, ValidationError
 from typing_extensions import TypedDict
+
+# the fields a MinionS run starts with beyond the shared ones (``run_state``)
+MINIONS_START: dict[str, Any] = {"state_version": STATE_VERSION, "rounds": [], "scratchpad": None}
 
 
 class RunRequest(TypedDict, total=False):
@@ -45,7 +49,9 @@ class ValidRequest(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
-def initial_state(store: BaseStore, documents: list[LoadedDocument], task: str, settings: RunSettings) -> MinionsState:
+def run_state(store: BaseStore, documents: list[LoadedDocument], task: str, settings: RunSettings) -> RunState:
+    """The fields every protocol's run starts with: the settings (stored, and their hash),
+    the question, and the documents, stored as blobs."""
     if not task.strip():
         raise BadInput("the question is empty")
     if not documents:
@@ -55,20 +61,19 @@ def initial_state(store: BaseStore, documents: list[LoadedDocument], task: str, 
         for d in documents
     ]
     settings_data = settings.model_dump(mode="json")
-    return MinionsState(
-        state_version=STATE_VERSION, settings=settings_data, settings_ref=put_json(store, settings_data),
-        task=task.strip(), documents=refs, rounds=[], scratchpad=None, final=None,
-    )
+    return RunState(settings=settings_data, settings_ref=put_json(store, settings_data), task=task.strip(),
+                    documents=refs, final=None)
 
 
-def protocol_state(store: BaseStore, documents: list[LoadedDocument], task: str, settings: RunSettings) -> dict[str, Any]:
-    """The initial state for the run's graph: MinionS's (also the base of custom
-    graphs), or the fields the other protocols share."""
-    state = dict(initial_state(store, documents, task, settings))
-    if settings.protocol != "minions" and not settings.graph:
-        shared = ("settings", "settings_ref", "task", "documents", "final")
-        state = {k: state[k] for k in shared} | ({"round": 1} if settings.protocol == "minion" else {})
-    return state
+def initial_state(store: BaseStore, documents: list[LoadedDocument], task: str, settings: RunSettings) -> MinionsState:
+    """A MinionS run's initial state."""
+    return MinionsState(**run_state(store, documents, task, settings), **MINIONS_START)  # type: ignore[typeddict-item]
+
+
+def protocol_state(protocol: Protocol, store: BaseStore, documents: list[LoadedDocument], task: str,
+                   settings: RunSettings) -> dict[str, Any]:
+    """The initial state of a run of ``protocol``: the shared fields and the protocol's own."""
+    return {**run_state(store, documents, task, settings), **protocol.start}
 
 
 # What a local model's prompt holds besides the documents (instructions, the question,
@@ -76,55 +81,55 @@ def protocol_state(store: BaseStore, documents: list[LoadedDocument], task: str,
 PROMPT_RESERVE_TOKENS = 600
 
 
-def check_fits(settings: RunSettings, documents: list[LoadedDocument]) -> None:
-    """The protocols where one model reads every document need them to fit its context
-    window; refuse before any call rather than fail on every turn. That is the local
-    model for minion and local-only, and the remote model for remote-only when its
-    window is known: the embedded server, which minionflow starts with that window
-    (a hosted model's window is not in its spec, so its own error says)."""
-    if settings.graph:
+def check_fits(protocol: Protocol, settings: RunSettings, documents: list[LoadedDocument]) -> None:
+    """A protocol where one model reads every document (``Protocol.reads_whole``) needs them
+    to fit its context window: refuse before any call rather than fail on every turn. The
+    local model's window is its spec's; the remote model's is checked when it is known
+    (the embedded server, which minionflow starts with it, or a ``;ctx=N``): a hosted
+    model's own error says otherwise."""
+    role = protocol.reads_whole
+    if role is None:
         return
-    if settings.protocol in ("minion", "local-only"):
-        role, spec, max_tokens = "local", settings.local, settings.local_max_tokens
-    elif settings.protocol == "remote-only" and settings.remote is not None and settings.remote.kind == "embedded":
-        role, spec, max_tokens = "remote", settings.remote, settings.remote_max_tokens
-    else:
+    spec, max_tokens = (settings.local, settings.local_max_tokens) if role == "local" else \
+        (settings.remote, settings.remote_max_tokens)
+    if role == "remote" and not spec.window_known:
         return
     tokens = sum(count_document(d.text) for d in documents)  # kept for the run's remote-only estimate
     room = spec.context_window - max_tokens - PROMPT_RESERVE_TOKENS
     if tokens > room:
         raise BadInput(
             f"the documents are about {tokens:,} tokens and the {role} model's context holds {room:,} after the prompt "
-            f"and reply: {settings.protocol} needs them whole; minions (the default) reads them in chunks"
+            f"and reply: {protocol.name} needs them whole; minions (the default) reads them in chunks"
         )
 
 
-def request_state(store: BaseStore, request: dict[str, Any], protocol: str | None = None,
+def request_state(store: BaseStore, request: dict[str, Any], protocol: Protocol,
                   settings: RunSettings | None = None) -> dict[str, Any]:
-    """Validate a run request and build the initial state from it (BadInput if unusable).
-    ``settings``: the run's, when its context gave them (the request then gives none)."""
+    """Validate a run request and build the initial state of a run of ``protocol`` from it
+    (BadInput if unusable). ``settings``: the run's, when its context gave them (the
+    request then gives none)."""
     try:
         valid = ValidRequest.model_validate(request)
         if settings is not None and valid.settings:
             raise BadInput("give the run's settings once: in its context or in the request, not both")
         if settings is None:
-            settings = default_settings({**valid.settings, **({"protocol": protocol} if protocol else {})})
-        elif protocol and settings.protocol != protocol:  # a served graph runs its own protocol
-            settings = settings.model_copy(update={"protocol": protocol})
+            settings = default_settings({**valid.settings, "protocol": protocol.name}, min_rounds=protocol.min_rounds)
+        elif settings.protocol != protocol.name:  # a served graph runs its own protocol
+            settings = settings.model_copy(update={"protocol": protocol.name})
     except ValidationError as exc:
         where, message = first_error(exc)
         raise BadInput(f"invalid run request at {where}: {message}" if where else f"invalid run request: {message}") from None
+    protocol.check(settings)
     documents = [LoadedDocument(title=d.title, text=d.text, pages=1) for d in valid.texts if d.text.strip()]
     documents += [load_document(p) for p in valid.paths]
-    check_fits(settings, documents)
-    return protocol_state(store, documents, valid.question, settings)
+    check_fits(protocol, settings, documents)
+    return protocol_state(protocol, store, documents, valid.question, settings)
 
 
-def make_ingest(protocol: str | None = None) -> Callable[[dict[str, Any], Runtime[RunContext]], dict[str, Any]]:
-    """The ingest step of a served graph; ``protocol`` fixes the run's protocol (the
-    graph it starts is that protocol's). The settings are the run context's when it has
-    some (Studio's form for it), else the request's; the context takes the ones the
-    thread records, so every later step runs with them."""
+def make_ingest(protocol: Protocol) -> Callable[[dict[str, Any], Runtime[RunContext]], dict[str, Any]]:
+    """The ingest step of a served graph of ``protocol``. The settings are the run
+    context's when it has some (Studio's form for it), else the request's; the context
+    takes the ones the thread records, so every later step runs with them."""
 
     def ingest(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
         request = {k: state[k] for k in ("question", "paths", "texts", "settings") if state.get(k) is not None}

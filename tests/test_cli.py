@@ -226,3 +226,25 @@ def test_killed_cli_leaves_no_model_server_behind(good_doc, home, spawn):
         time.sleep(0.5)
         alive = [p for p in server_pids if os.path.exists(f"/proc/{p}")]
     assert server_pids and not alive, f"left behind: {alive}"
+
+
+def test_the_options_that_shape_a_run_are_declared_once():
+    """run, compare, eval and fork take the run options from one table (cli.options): each
+    command has the ones it should (every one; all but --approve for the batch commands; what
+    a fork may change) with the same flags, help and panel; resume takes none, since a
+    thread keeps its settings."""
+    import typer.main
+    from minionflow.cli.main import app
+    from minionflow.cli.options import ALL, BATCH, FORKABLE, OPTIONS
+
+    group = typer.main.get_group(app)
+    expected = {"run": ALL, "compare": BATCH, "eval": BATCH, "fork": FORKABLE, "resume": ()}
+    for name, wanted in expected.items():
+        params = {p.name: p for p in group.commands[name].params}
+        assert {n for n in OPTIONS if n in params} == set(wanted), name
+        for option in wanted:
+            declared = OPTIONS[option].__metadata__[0]
+            param = params[option]
+            flag = "--" + option.replace("_", "-")
+            assert (param.opts, param.help, getattr(param, "rich_help_panel", None)) == (
+                [flag], declared.help, declared.rich_help_panel), (name, option)

@@ -20,6 +20,7 @@ from langgraph.types import Send
 from minionflow.contracts.settings import RunSettings
 from minionflow.contracts.state import JobBatch, JobRecord, JobResult, ResultRef
 from minionflow.graphs import RunContext
+from minionflow.graphs.minions import MINIONS
 from minionflow.nodes.aggregate import aggregate
 from minionflow.nodes.decompose import NO_CODE_ERROR, decompose
 from minionflow.nodes.filter import filter_outputs
@@ -473,7 +474,7 @@ def test_aggregate_writes_the_round_record_and_the_final_answer():
 
 def test_ingest_turns_a_plain_json_request_into_the_run_state():
     rt = runtime()
-    update = make_ingest("minions")({"question": TASK, "texts": [{"title": "a.txt", "text": "The number is 42."}]}, rt)
+    update = make_ingest(MINIONS)({"question": TASK, "texts": [{"title": "a.txt", "text": "The number is 42."}]}, rt)
     assert update["task"] == TASK and update["rounds"] == [] and update["texts"] == []
     assert update["state_version"] == 2 and rt.store.get(("minionflow", "blobs"), update["documents"][0]["sha256"])
 

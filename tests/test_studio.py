@@ -29,8 +29,8 @@ pytestmark = pytest.mark.embedded
 
 
 @contextmanager
-def serve(cwd: Path, home: Path, **extra: str) -> Iterator[str]:
-    """`langgraph dev` on a port of its own, until the block ends; its URL."""
+def serve(cwd: Path, home: Path, config: Path = ROOT / "langgraph.json", **extra: str) -> Iterator[str]:
+    """`langgraph dev` on a port of its own, serving ``config``, until the block ends; its URL."""
     # nothing leaves the machine: no analytics, no version check
     env = cli_env(home, LANGGRAPH_CLI_NO_ANALYTICS="1", LANGGRAPH_NO_VERSION_CHECK="true", **extra)
     for _attempt in range(3):  # a port found free can be taken before the server binds it: try another
@@ -38,7 +38,7 @@ def serve(cwd: Path, home: Path, **extra: str) -> Iterator[str]:
         log_path = cwd / f"server-{port}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [str(BIN / "langgraph"), "dev", "--config", str(ROOT / "langgraph.json"), "--host", "127.0.0.1",
+                [str(BIN / "langgraph"), "dev", "--config", str(config), "--host", "127.0.0.1",
                  "--port", str(port), "--no-browser", "--no-reload"],
                 cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )

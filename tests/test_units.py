@@ -145,44 +145,56 @@ def test_the_public_api_resolves():
     assert list(builder.nodes) == ["retrieve", "round"]
     round_graph = builder.nodes["round"].runnable
     assert list(round_graph.nodes)[1:] == ["decompose", "sandboxed_execute", "parallel_minion_map", "filter", "aggregate"]
-    assert set(graphs.PROTOCOLS) == {"minions", "minion", "remote-only", "local-only"}
+    assert set(graphs.all_protocols()) >= {"minions", "minion", "remote-only", "local-only"}
 
 
 def test_a_run_request_is_validated_like_a_cli_run():
     import pytest
     from langgraph.store.memory import InMemoryStore
     from minionflow.contracts.errors import BadInput
+    from minionflow.graphs.protocols import get_protocol
     from minionflow.nodes.ingest import request_state
 
     store = InMemoryStore()
-    state = request_state(store, {"question": "Why?", "texts": [{"title": "a.txt", "text": "Because."}]}, "minion")
+    minion, local_only, minions = (get_protocol(p) for p in ("minion", "local-only", "minions"))
+    state = request_state(store, {"question": "Why?", "texts": [{"title": "a.txt", "text": "Because."}]}, minion)
     assert state["settings"]["protocol"] == "minion" and state["round"] == 1 and "code" not in state
+    assert state["settings"]["max_rounds"] >= minion.min_rounds == 2  # the embedded supervisor's defaults, for a chat
     with pytest.raises(BadInput, match="and the local model's context holds"):
-        request_state(store, {"question": "Why?", "texts": [{"text": "word " * 40_000}]}, "local-only")
+        request_state(store, {"question": "Why?", "texts": [{"text": "word " * 40_000}]}, local_only)
     with pytest.raises(BadInput, match="the question is empty"):
-        request_state(store, {"question": " ", "texts": [{"text": "x"}]})
+        request_state(store, {"question": " ", "texts": [{"text": "x"}]}, minions)
     with pytest.raises(BadInput, match="invalid run request at texts"):
-        request_state(store, {"question": "Why?", "texts": "not a list"})
+        request_state(store, {"question": "Why?", "texts": "not a list"}, minions)
     with pytest.raises(BadInput, match="no such file"):
-        request_state(store, {"question": "Why?", "paths": ["/nonexistent/report.pdf"]})
+        request_state(store, {"question": "Why?", "paths": ["/nonexistent/report.pdf"]}, minions)
+    with pytest.raises(BadInput, match="the minion protocol needs max_rounds >= 2"):
+        request_state(store, {"question": "Why?", "texts": [{"text": "x"}], "settings": {"max_rounds": 1}}, minion)
 
 
 def test_remote_only_is_refused_when_the_embedded_supervisor_cannot_hold_the_documents():
     import pytest
     from minionflow.contracts.errors import BadInput
     from minionflow.contracts.settings import default_settings
+    from minionflow.graphs.protocols import get_protocol
     from minionflow.nodes.ingest import check_fits
     from minionflow.storage.documents import LoadedDocument
+
+    remote_only, minions = get_protocol("remote-only"), get_protocol("minions")
 
     big = [LoadedDocument(title="big.txt", text="cargo manifest entry. " * 8000, pages=1)]
     small = [LoadedDocument(title="small.txt", text="cargo manifest entry. " * 100, pages=1)]
     embedded = default_settings({"protocol": "remote-only", "remote": ModelSpec.parse("embedded")})
     with pytest.raises(BadInput, match=r"and the remote model's context holds 6,"):
-        check_fits(embedded, big)
-    check_fits(embedded, small)
+        check_fits(remote_only, embedded, big)
+    check_fits(remote_only, embedded, small)
     # a hosted model's window is not in its spec: its own error speaks, nothing is refused here
-    check_fits(default_settings({"protocol": "remote-only", "remote": ModelSpec.parse("openai:gpt-4o")}), big)
-    check_fits(default_settings({"protocol": "minions", "remote": ModelSpec.parse("embedded")}), big)
+    check_fits(remote_only, default_settings({"protocol": "remote-only", "remote": ModelSpec.parse("openai:gpt-4o")}), big)
+    # unless the spec states it
+    with pytest.raises(BadInput, match=r"and the remote model's context holds"):
+        check_fits(remote_only, default_settings({"protocol": "remote-only",
+                                                  "remote": ModelSpec.parse("openai:gpt-4o;ctx=8192")}), big)
+    check_fits(minions, default_settings({"protocol": "minions", "remote": ModelSpec.parse("embedded")}), big)
 
 
 def test_reply_format_is_a_spec_option():
@@ -564,3 +576,45 @@ def test_a_cache_file_is_written_whole_or_not_at_all(tmp_path):
         partial.write_bytes(b"half")
         raise OSError("disk full")
     assert target.read_bytes() == b"first" and [p.name for p in target.parent.iterdir()] == ["model.gguf"]
+
+
+def test_the_repositorys_langgraph_json_serves_the_built_in_protocols():
+    """langgraph.json is what ``minionflow studio-config`` writes for the four built in."""
+    import json
+
+    from minionflow.graphs.protocols import BUILT_IN
+    from minionflow.graphs.studio import studio_config
+
+    root = Path(__file__).resolve().parent.parent
+    assert json.loads((root / "langgraph.json").read_text()) == studio_config(BUILT_IN)
+
+
+def test_a_protocol_is_checked_when_it_is_made_and_registered(monkeypatch):
+    import pytest
+    from minionflow.contracts.errors import BadInput
+    from minionflow.contracts.protocol import Protocol
+    from minionflow.contracts.state import RunState
+    from minionflow.graphs import all_protocols, register
+    from minionflow.graphs import protocols as registry
+    from minionflow.graphs.minions import MINIONS
+
+    monkeypatch.setattr(registry, "_registered", {})  # this test's registrations end with it
+
+    def build(from_request: bool = False) -> None:
+        raise AssertionError("not built here")
+
+    with pytest.raises(ValueError, match="lower-case letters, digits and dashes"):
+        Protocol(name="My Protocol", description="", state=RunState, build=build)
+    with pytest.raises(ValueError, match="calls no model"):
+        Protocol(name="silent", description="", state=RunState, build=build, calls=frozenset())
+    with pytest.raises(ValueError, match="reads the documents whole is one it calls"):
+        Protocol(name="odd", description="", state=RunState, build=build, calls=frozenset({"remote"}), reads_whole="local")
+    with pytest.raises(BadInput, match="'minions' is registered already"):
+        register(Protocol(name="minions", description="another", state=RunState, build=build))
+    with pytest.raises(TypeError, match="is not a minionflow Protocol"):
+        register(MINIONS.name)  # type: ignore[arg-type]
+    mine = Protocol(name="unit-test-protocol", description="mine", state=RunState, build=build, calls=frozenset({"local"}))
+    register(mine)
+    register(mine)  # the same object again: nothing changes
+    assert all_protocols()["unit-test-protocol"] is mine and list(all_protocols())[:4] == ["minions", "minion", "remote-only",
+                                                                                  "local-only"]
