@@ -14,8 +14,8 @@ from typing import Annotated, Any
 
 import typer
 from minionflow.contracts.errors import BadInput
-from minionflow.contracts.settings import ModelSpec, ModelSpecError, RunSettings, default_settings, first_error
-from minionflow.graphs.protocols import get_protocol, protocol_for
+from minionflow.contracts.settings import ModelSpec, ModelSpecError, RunSettings
+from minionflow.graphs.protocols import protocol_for
 from minionflow.graphs.run import RunResult
 from minionflow.nodes.support.context import RunContext
 from minionflow.nodes.support.redaction import RedactionUnavailable
@@ -24,7 +24,6 @@ from minionflow.sandbox.select import get_backend
 from minionflow.serving.models import EndpointUnreachable, ModelConfigError, preflight
 from minionflow.storage.documents import LoadedDocument, load_document
 from minionflow.storage.persistence import Location, describe, is_postgres, resolve_location
-from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
@@ -105,43 +104,6 @@ CheckpointOption = Annotated[str | None, typer.Option(
 def location(home: Path, checkpoint: str | None) -> Location:
     """Where the threads live: --checkpoint if given, else the data folder."""
     return resolve_location(checkpoint or home)
-
-
-def build_settings(remote: str | None, local: str | list[str] | None, *, protocol: str = "minions", graph: str | None = None,
-                   **given: Any) -> RunSettings:
-    """RunSettings from command-line options (None: the default), or a clear exit 2."""
-    try:
-        known = get_protocol(protocol)
-    except BadInput as exc:
-        raise _fail(str(exc)) from None
-    try:
-        settings = default_settings({"remote": _parse_spec(remote, "remote"), "local": parse_local(local),
-                                     "protocol": protocol, "graph": graph, **given}, min_rounds=known.min_rounds)
-    except ValidationError as exc:
-        raise _fail(_settings_error(exc)) from None
-    try:
-        run_protocol = protocol_for(settings)
-        run_protocol.check(settings)
-        if graph:
-            run_protocol.build()  # a custom graph is built and checked before anything is written
-    except BadInput as exc:
-        raise _fail(str(exc)) from None
-    return settings
-
-
-OPTION_OF_SETTING = {"local_concurrency": "--concurrency", "approve_code": "--approve", "job_cache": "--no-cache"}
-
-
-def _settings_error(exc: ValidationError) -> str:
-    """A settings error in the words of the command line: the option, what was given,
-    what is allowed."""
-    where, message = first_error(exc)
-    first = exc.errors()[0]
-    field = str(first["loc"][0]) if first["loc"] else ""
-    option = OPTION_OF_SETTING.get(field, "--" + field.replace("_", "-")) if field else "settings"
-    if first["type"] == "literal_error":
-        return f"{option}: {first['input']!r} is not a choice; choose {first['ctx']['expected']}"
-    return f"{option}: {message}" if where else f"invalid settings: {message}"
 
 
 def load_documents(paths: list[Path]) -> list[LoadedDocument]:

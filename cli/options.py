@@ -15,6 +15,7 @@ settings)."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 from collections.abc import Callable
@@ -22,9 +23,12 @@ from dataclasses import dataclass, fields
 from typing import Annotated, Any, TypeVar
 
 import typer
-from minionflow.contracts.settings import RunSettings
+from minionflow.contracts.errors import BadInput
+from minionflow.contracts.settings import RunSettings, default_settings, first_error
+from minionflow.graphs.protocols import get_protocol, protocol_for
+from pydantic import ValidationError
 
-from .common import build_settings, parse_local
+from .common import _fail, _parse_spec, parse_local
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,15 +57,14 @@ class RunOptions:
     approve: bool = False
 
     def given(self) -> dict[str, Any]:
-        """The settings these options set, by ``RunSettings`` field (the models as given)."""
-        values = {"max_rounds": self.max_rounds, "max_code_attempts": self.max_code_attempts,
-                  "chunk_tokens": self.chunk_tokens, "remote_max_tokens": self.remote_max_tokens,
-                  "local_max_tokens": self.local_max_tokens, "local_concurrency": self.concurrency,
-                  "job_cache": False if self.no_cache else None, "max_quote_chars": self.max_quote_chars,
-                  "budget_tokens": self.budget_tokens, "budget_usd": self.budget_usd, "redact": self.redact,
-                  "sandbox": self.sandbox, "sandbox_runtime": self.sandbox_runtime,
-                  "approve_code": self.approve or None}
-        return {k: v for k, v in values.items() if v is not None}
+        """The settings these options set, by ``RunSettings`` field (``SETTING_OF``; the models
+        aside: ``settings`` parses them)."""
+        out = {}
+        for name, (setting, convert) in SETTING_OF.items():
+            value = convert(getattr(self, name))
+            if value is not None:
+                out[setting] = value
+        return out
 
     def settings(self, protocol: str = "minions", graph: str | None = None) -> RunSettings:
         """The run's settings (a clear exit 2 when they are not valid)."""
@@ -70,8 +73,6 @@ class RunOptions:
     def changes(self) -> dict[str, Any]:
         """What a fork changes: the options given, as ``RunSettings`` fields (a new local
         pool replaces the old one whole)."""
-        from .common import _parse_spec
-
         changes = {k: v for k, v in self.given().items() if k != "sandbox"}
         spec = _parse_spec(self.remote, "remote")
         if spec is not None:
@@ -79,7 +80,6 @@ class RunOptions:
         pool = parse_local(self.local)
         if pool is not None:
             changes["local"] = [s.model_dump() for s in pool]
-            changes["local_pool"] = []
         return changes
 
 
@@ -137,15 +137,31 @@ OPTIONS: dict[str, Any] = {
         "--approve", metavar="", rich_help_panel=SANDBOX, help="review the supervisor's code before each execution")],
 }
 ALL = tuple(OPTIONS)
+# The RunSettings field each option sets, and how (the models, parsed apart, aside).
+SETTING_OF: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    name: {"concurrency": ("local_concurrency", lambda v: v), "no_cache": ("job_cache", lambda v: False if v else None),
+           "approve": ("approve_code", lambda v: True if v else None)}.get(name, (name, lambda v: v))
+    for name in OPTIONS if name not in ("remote", "local")}
+# ... and back, for a settings error in the words of the command line
+OPTION_OF_SETTING = {setting: "--" + name.replace("_", "-") for name, (setting, _) in SETTING_OF.items()}
 BATCH = tuple(name for name in ALL if name != "approve")  # compare, eval: no run stops for a review
 FORKABLE = ("remote", "local", "remote_max_tokens", "local_max_tokens", "concurrency", "max_rounds",
             "max_code_attempts", "no_cache", "max_quote_chars", "redact", "budget_tokens", "budget_usd")
 assert set(OPTIONS) == {f.name for f in fields(RunOptions)}
 
 
-def run_options(*names: str) -> Callable[[F], F]:
+def _without_envvar(annotated: Any) -> Any:
+    """The option's declaration with no environment variable."""
+    info = copy.copy(annotated.__metadata__[0])
+    info.envvar = None
+    return Annotated[annotated.__origin__, info]
+
+
+def run_options(*names: str, env: bool = True) -> Callable[[F], F]:
     """Give the command the options ``names`` (keys of ``OPTIONS``), after its own, and
-    call it with ``options=RunOptions(...)``; the others keep their defaults."""
+    call it with ``options=RunOptions(...)``; the others keep their defaults. ``env=False``:
+    no option reads an environment variable (a fork changes what is given on its command
+    line, not what the environment holds for new runs)."""
     unknown = set(names) - set(OPTIONS)
     if unknown:
         raise ValueError(f"no run options {sorted(unknown)}")
@@ -157,8 +173,9 @@ def run_options(*names: str) -> Callable[[F], F]:
         hints = {k: v for k, v in inspect.get_annotations(command, eval_str=True).items() if k != "options"}
         own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()
                if p.name != "options"]
+        declared = {name: OPTIONS[name] if env else _without_envvar(OPTIONS[name]) for name in names}
         added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults[name],
-                                   annotation=OPTIONS[name]) for name in names]
+                                   annotation=declared[name]) for name in names]
 
         @functools.wraps(command)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -166,10 +183,44 @@ def run_options(*names: str) -> Callable[[F], F]:
             return command(*args, options=options, **kwargs)
 
         wrapper.__signature__ = signature.replace(parameters=own + added)  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {**hints, **{name: OPTIONS[name] for name in names}}
+        wrapper.__annotations__ = {**hints, **declared}
         return wrapper  # type: ignore[return-value]
 
     return decorate
 
 
-__all__ = ["ALL", "BATCH", "FORKABLE", "OPTIONS", "RunOptions", "run_options"]
+def build_settings(remote: str | None, local: str | list[str] | None, *, protocol: str = "minions", graph: str | None = None,
+                   **given: Any) -> RunSettings:
+    """RunSettings from command-line options (None: the default), or a clear exit 2."""
+    try:
+        known = get_protocol(protocol)
+    except BadInput as exc:
+        raise _fail(str(exc)) from None
+    try:
+        settings = default_settings({"remote": _parse_spec(remote, "remote"), "local": parse_local(local),
+                                     "protocol": protocol, "graph": graph, **given}, min_rounds=known.min_rounds)
+    except ValidationError as exc:
+        raise _fail(_settings_error(exc)) from None
+    try:
+        run_protocol = protocol_for(settings)
+        run_protocol.check(settings)
+        if graph:
+            run_protocol.build()  # a custom graph is built and checked before anything is written
+    except BadInput as exc:
+        raise _fail(str(exc)) from None
+    return settings
+
+
+def _settings_error(exc: ValidationError) -> str:
+    """A settings error in the words of the command line: the option, what was given,
+    what is allowed."""
+    where, message = first_error(exc)
+    first = exc.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
+    option = OPTION_OF_SETTING.get(field, "--" + field.replace("_", "-")) if field else "settings"
+    if first["type"] == "literal_error":
+        return f"{option}: {first['input']!r} is not a choice; choose {first['ctx']['expected']}"
+    return f"{option}: {message}" if where else f"invalid settings: {message}"
+
+
+__all__ = ["ALL", "BATCH", "FORKABLE", "OPTIONS", "RunOptions", "build_settings", "run_options"]

@@ -36,7 +36,6 @@ from .common import (
     ResultJsonOption,
     VerboseOption,
     _fail,
-    _settings_error,
     _setup_logging,
     app,
     drive,
@@ -45,7 +44,7 @@ from .common import (
     ready,
     resume_command,
 )
-from .options import FORKABLE, RunOptions, run_options
+from .options import FORKABLE, RunOptions, _settings_error, run_options
 from .render import egress_table, endpoint_table, print_code, print_rows, usage_table
 
 
@@ -134,7 +133,7 @@ def resume(
 
 
 @app.command()
-@run_options(*FORKABLE)
+@run_options(*FORKABLE, env=False)
 def fork(
     thread: Annotated[str, typer.Argument(help="the thread to fork (its id or the start of one)", metavar="THREAD")],
     at: Annotated[str, typer.Option("--at", help="checkpoint id, or the start of one (minionflow history THREAD)", metavar="CHECKPOINT")],

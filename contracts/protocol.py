@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import BadInput
-from .settings import RunSettings
+from .settings import PROTOCOL_NAME, RunSettings
 
 Role = Literal["remote", "local"]
-NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+NAME = re.compile(PROTOCOL_NAME)
 
 
 @dataclass(frozen=True)

@@ -254,6 +254,10 @@ class PriceTable(BaseModel):
     local: RolePrices = Field(default_factory=RolePrices)
 
 
+# a protocol's name: lower-case letters, digits and dashes, a letter first
+PROTOCOL_NAME = r"^[a-z][a-z0-9-]{0,39}$"
+
+
 class RunSettings(BaseModel):
     """Everything that shapes a run. Stored in state; validated at every boundary."""
 
@@ -263,7 +267,7 @@ class RunSettings(BaseModel):
     local: ModelSpec = Field(default_factory=lambda: ModelSpec.parse("embedded"))
     local_pool: list[ModelSpec] = Field(default_factory=list, description="further local endpoints: the minions' jobs "
                                         "are spread over local and these (serving.pool)")
-    protocol: str = Field("minions", pattern=r"^[a-z][a-z0-9-]{0,39}$",
+    protocol: str = Field("minions", pattern=PROTOCOL_NAME,
                           description="the protocol's name: minions, minion (the chat protocol), remote-only, local-only, "
                           "or one a package registers (minionflow protocols lists them)")
     graph: str | None = Field(None, description="module:attr of a custom graph builder (minionflow run --graph)")

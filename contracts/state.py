@@ -173,6 +173,10 @@ class MinionsState(RunState, total=False):
     scratchpad: str | None
 
 
+# the fields a MinionS run starts with beyond the shared ones (nodes.ingest.run_state)
+MINIONS_START: dict[str, Any] = {"state_version": STATE_VERSION, "rounds": [], "scratchpad": None}
+
+
 class RoundInput(TypedDict, total=False):
     """What a round reads from the run: the question, the documents, the settings and
     the earlier rounds (their records and the supervisor's scratchpad)."""

@@ -37,11 +37,10 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 from minionflow.contracts.errors import TRANSIENT_RETRY, BadInput
 from minionflow.contracts.protocol import Protocol
-from minionflow.contracts.state import JobInput, MinionsState, RoundInput, RoundOutput, RoundState
+from minionflow.contracts.state import MINIONS_START, JobInput, MinionsState, RoundInput, RoundOutput, RoundState
 from minionflow.nodes.aggregate import aggregate
 from minionflow.nodes.decompose import decompose
 from minionflow.nodes.filter import filter_outputs
-from minionflow.nodes.ingest import MINIONS_START
 from minionflow.nodes.parallel_minion_map import parallel_minion_map
 from minionflow.nodes.sandboxed_execute import route_jobs, sandboxed_execute
 from minionflow.nodes.support.context import RunContext

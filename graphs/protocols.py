@@ -46,7 +46,8 @@ Builder = Callable[[], StateGraph[Any]]
 BUILT_IN: tuple[Protocol, ...] = (MINIONS, MINION, REMOTE_ONLY, LOCAL_ONLY)
 ENTRY_POINTS = "minionflow.protocols"
 _registered: dict[str, Protocol] = {}
-_lock = threading.Lock()
+_lock = threading.Lock()  # guards _registered
+_loading = threading.Lock()  # held while the entry points are loaded
 _loaded = False
 
 
@@ -62,21 +63,21 @@ def register(protocol: Protocol) -> None:
 
 
 def _load_entry_points() -> None:
+    """Register the protocols installed packages name, once; one that cannot be loaded, is
+    not a Protocol of its name or takes a name already taken is skipped with a warning."""
     global _loaded
-    with _lock:
+    with _loading:  # a second caller waits for the first to finish, never sees half of them
         if _loaded:
             return
+        for entry in importlib.metadata.entry_points(group=ENTRY_POINTS):
+            try:
+                protocol = entry.load()
+                if not isinstance(protocol, Protocol) or protocol.name != entry.name:
+                    raise TypeError(f"it is not a minionflow Protocol named {entry.name!r}")
+                register(protocol)
+            except Exception as exc:  # noqa: BLE001 - one broken package does not take the others down
+                log.warning("the protocol %s (%s) is not used: %s", entry.name, entry.value, exc)
         _loaded = True
-    for entry in importlib.metadata.entry_points(group=ENTRY_POINTS):
-        try:
-            protocol = entry.load()
-        except Exception as exc:  # noqa: BLE001 - one broken package does not take the others down
-            log.warning("the protocol %s (%s) could not be loaded: %s", entry.name, entry.value, exc)
-            continue
-        if not isinstance(protocol, Protocol) or protocol.name != entry.name:
-            log.warning("the entry point %s (%s) is not a Protocol named %r", entry.name, entry.value, entry.name)
-            continue
-        register(protocol)
 
 
 def all_protocols() -> dict[str, Protocol]:
@@ -164,6 +165,16 @@ def build_graph(settings: RunSettings, checkpointer: BaseCheckpointSaver[Any] | 
     """The compiled graph a run with these settings uses (run it with a ``RunContext``)."""
     name = settings.graph or settings.protocol
     return protocol_for(settings).build().compile(checkpointer=checkpointer, store=store, name=name)
+
+
+def thread_settings_ref(saver: BaseCheckpointSaver[Any], thread_id: str, checkpoint_id: str | None = None) -> str | None:
+    """The hash a thread stored its settings under (``settings_ref``), None if it has none."""
+    config: dict[str, Any] = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+    if checkpoint_id:
+        config["configurable"]["checkpoint_id"] = checkpoint_id
+    saved = saver.get_tuple(config)  # type: ignore[arg-type]
+    ref = saved.checkpoint["channel_values"].get("settings_ref") if saved is not None else None
+    return str(ref) if ref else None
 
 
 def thread_settings(saver: BaseCheckpointSaver[Any], thread_id: str, checkpoint_id: str | None = None) -> RunSettings | None:

@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from minionflow import __version__
 
-from .protocols import build_graph, protocol_for, thread_settings
+from .protocols import build_graph, protocol_for, thread_settings, thread_settings_ref
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,8 @@ def run_minions(
     thread_id = thread_id or str(uuid.uuid4())
     with thread_lock(checkpoint, thread_id), open_persistence(checkpoint) as (saver, store):
         stored = thread_settings(saver, thread_id)
-        context = context.with_settings(stored) if stored is not None else context
+        if stored is not None:  # a thread that did not finish: it goes on with its own settings
+            context = context.with_settings(stored, thread_settings_ref(saver, thread_id))
         settings = context.run_settings
         protocol = protocol_for(settings)
         protocol.check(settings)
@@ -212,7 +213,7 @@ def resume_minions(
     {"action": "accept"}, {"action": "edit", "code": ...} or {"action": "reject", "reason": ...}."""
     with thread_lock(checkpoint, thread_id), open_persistence(checkpoint) as (saver, store):
         settings = _known_thread(saver, thread_id, checkpoint)
-        context = (context or RunContext()).with_settings(settings)
+        context = (context or RunContext()).with_settings(settings, thread_settings_ref(saver, thread_id))
         graph = build_graph(settings, saver, store)
         check_layout(saver, thread_id, settings, "resume")
         existing = graph.get_state({"configurable": {"thread_id": thread_id}})

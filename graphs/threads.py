@@ -8,14 +8,16 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import START
 from langgraph.store.base import BaseStore
 from minionflow.contracts.errors import BadInput
 from minionflow.contracts.settings import RunSettings
-from minionflow.contracts.state import UsageRecord
+from minionflow.contracts.state import RunState, UsageRecord
 from minionflow.serving.accounting import Transcript, UsageSummary, load_transcripts, role_totals
 from minionflow.storage.store import get_json
 from pydantic import BaseModel
 
+from .entry import new_builder
 from .protocols import build_graph, thread_settings
 from .run import all_usage, is_finished, live_state, rounds_done, thread_usage
 
@@ -168,12 +170,19 @@ def _graph(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id: str, se
         try:
             built[key] = build_graph(settings, checkpointer=saver, store=store)
         except BadInput as exc:
-            if not settings.graph:
-                raise
-            # a custom graph that cannot be imported here: its state is MinionsState, which the
-            # default graph reads as well (to resume it, the module must be importable again)
-            log.warning("thread %s: %s; reading it with the default MinionS graph", thread_id, exc)
-            built[key] = build_graph(settings.model_copy(update={"graph": None}), checkpointer=saver, store=store)
+            if settings.graph:
+                # a custom graph that cannot be imported here: its state is MinionsState, which the
+                # default graph reads as well (to resume it, the module must be importable again)
+                log.warning("thread %s: %s; reading it with the default MinionS graph", thread_id, exc)
+                built[key] = build_graph(settings.model_copy(update={"graph": None}), checkpointer=saver, store=store)
+            else:
+                # a protocol no package registers here (uninstalled, or a database shared with another
+                # installation): its state is read with the fields every run has
+                log.warning("thread %s: %s; reading it as a run of an unknown protocol", thread_id, exc)
+                reader = new_builder(RunState, from_request=False)
+                reader.add_node("unknown", lambda state: {})
+                reader.add_edge(START, "unknown")
+                built[key] = reader.compile(checkpointer=saver, store=store, name=settings.protocol)
     return built[key]
 
 

@@ -8,6 +8,7 @@ run can be started from any LangGraph client with plain JSON input.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -16,16 +17,13 @@ from langgraph.store.base import BaseStore
 from minionflow.contracts.errors import BadInput
 from minionflow.contracts.protocol import Protocol
 from minionflow.contracts.settings import RunSettings, default_settings, first_error
-from minionflow.contracts.state import STATE_VERSION, DocumentRef, MinionsState, RunState
+from minionflow.contracts.state import MINIONS_START, DocumentRef, MinionsState, RunState
 from minionflow.nodes.support.context import RunContext, store_of
 from minionflow.serving.tokens import count_document
 from minionflow.storage.documents import LoadedDocument, load_document
 from minionflow.storage.store import put_json, put_text
 from pydantic import BaseModel, Field, ValidationError
 from typing_extensions import TypedDict
-
-# the fields a MinionS run starts with beyond the shared ones (``run_state``)
-MINIONS_START: dict[str, Any] = {"state_version": STATE_VERSION, "rounds": [], "scratchpad": None}
 
 
 class RunRequest(TypedDict, total=False):
@@ -67,13 +65,13 @@ def run_state(store: BaseStore, documents: list[LoadedDocument], task: str, sett
 
 def initial_state(store: BaseStore, documents: list[LoadedDocument], task: str, settings: RunSettings) -> MinionsState:
     """A MinionS run's initial state."""
-    return MinionsState(**run_state(store, documents, task, settings), **MINIONS_START)  # type: ignore[typeddict-item]
+    return MinionsState(**run_state(store, documents, task, settings), **copy.deepcopy(MINIONS_START))  # type: ignore[typeddict-item]
 
 
 def protocol_state(protocol: Protocol, store: BaseStore, documents: list[LoadedDocument], task: str,
                    settings: RunSettings) -> dict[str, Any]:
     """The initial state of a run of ``protocol``: the shared fields and the protocol's own."""
-    return {**run_state(store, documents, task, settings), **protocol.start}
+    return {**run_state(store, documents, task, settings), **copy.deepcopy(dict(protocol.start))}
 
 
 # What a local model's prompt holds besides the documents (instructions, the question,
@@ -104,16 +102,18 @@ def check_fits(protocol: Protocol, settings: RunSettings, documents: list[Loaded
 
 
 def request_state(store: BaseStore, request: dict[str, Any], protocol: Protocol,
-                  settings: RunSettings | None = None) -> dict[str, Any]:
+                  settings: RunSettings | dict[str, Any] | None = None) -> dict[str, Any]:
     """Validate a run request and build the initial state of a run of ``protocol`` from it
     (BadInput if unusable). ``settings``: the run's, when its context gave them (the
-    request then gives none)."""
+    request then gives none): as a LangGraph client sent them (JSON, read as the request's
+    would be), or made."""
     try:
         valid = ValidRequest.model_validate(request)
         if settings is not None and valid.settings:
             raise BadInput("give the run's settings once: in its context or in the request, not both")
-        if settings is None:
-            settings = default_settings({**valid.settings, "protocol": protocol.name}, min_rounds=protocol.min_rounds)
+        if settings is None or isinstance(settings, dict):
+            given = valid.settings if settings is None else settings
+            settings = default_settings({**given, "protocol": protocol.name}, min_rounds=protocol.min_rounds)
         elif settings.protocol != protocol.name:  # a served graph runs its own protocol
             settings = settings.model_copy(update={"protocol": protocol.name})
     except ValidationError as exc:
@@ -134,7 +134,8 @@ def make_ingest(protocol: Protocol) -> Callable[[dict[str, Any], Runtime[RunCont
     def ingest(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
         request = {k: state[k] for k in ("question", "paths", "texts", "settings") if state.get(k) is not None}
         context = runtime.context if isinstance(runtime.context, RunContext) else None
-        update = request_state(store_of(runtime), request, protocol, context.settings if context else None)
+        given = None if context is None else context.requested if context.requested is not None else context.settings
+        update = request_state(store_of(runtime), request, protocol, given)
         if context is not None:
             context.adopt(RunSettings.model_validate(update["settings"]))
         update["texts"] = []  # the text is in the blob store now; later checkpoints need not carry it

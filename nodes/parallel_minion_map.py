@@ -206,14 +206,19 @@ def parallel_minion_map(inp: JobInput, runtime: Runtime[RunContext]) -> dict[str
     attempt runs the jobs not done."""
     store = store_of(runtime)
     # (a served graph's run with no context: the settings the round's jobs were made with)
-    context = context_of(runtime, thread_settings=lambda: settings_in_store(
-        store, get_json(store, inp["jobs_ref"])["settings_ref"]))
+    def batch_settings() -> tuple[RunSettings, str]:
+        ref = get_json(store, inp["jobs_ref"])["settings_ref"]
+        return settings_in_store(store, ref), ref
+
+    context = context_of(runtime, thread_settings=batch_settings)
     loaded = batch_from_ref(context, store, inp["jobs_ref"])
     jobs = loaded.batch["jobs"]
-    settings = context.run_settings
     if loaded.batch["settings_ref"] != context.settings_ref:
-        raise BadInput("this round's jobs were made with other settings than the run's context holds; continue "
-                       "the thread with its own")
+        if context.requested is None:
+            raise BadInput("this round's jobs were made with other settings than the run's context holds; continue "
+                           "the thread with its own")
+        context.adopt(*batch_settings())  # a served run going on with a thread mid-round: the thread's
+    settings = context.run_settings
     models = context.model_provider
     indices = task_jobs(inp)
     run = round_key()

@@ -3,7 +3,7 @@ orders the kept outputs by how well the document supports them and how relevant
 their evidence is to the question, and forwards only the best ``top_k``. Fewer
 outputs mean a shorter aggregation prompt: fewer remote tokens per round.
 
-    builder = minions_builder(models, sandbox, after={"filter": [("rerank", make_rerank(3))]})
+    builder = minions_builder(after={"filter": [("rerank", make_rerank(3))]})
 
 It reads and writes ``RoundState`` like the built-in steps: ``kept`` (the outputs
 the supervisor will see) and ``filter_stats`` (the dropped ones are counted with

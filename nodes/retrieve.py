@@ -3,7 +3,7 @@ with BM25 and keep only the best, before the supervisor plans the jobs. Put it i
 front of ``decompose`` and the minions read the top chunks only: fewer local calls
 on long documents, at the risk of missing what BM25 ranks low.
 
-    builder = minions_builder(models, sandbox, prelude=[("retrieve", make_bm25_prefilter(top_k=8))])
+    builder = minions_builder(prelude=[("retrieve", make_bm25_prefilter(top_k=8))])
 """
 
 from __future__ import annotations

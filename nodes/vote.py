@@ -4,7 +4,7 @@ replaces the default ``filter`` node with the same inputs and outputs; use it wh
 several jobs see the same evidence (overlapping chunks, or a job repeated as
 several samples) and lone answers are more likely noise than signal.
 
-    builder = minions_builder(models, sandbox, filter_node=majority_vote_filter)
+    builder = minions_builder(filter_node=majority_vote_filter)
 """
 
 from __future__ import annotations

@@ -231,8 +231,9 @@ def test_killed_cli_leaves_no_model_server_behind(good_doc, home, spawn):
 def test_the_options_that_shape_a_run_are_declared_once():
     """run, compare, eval and fork take the run options from one table (cli.options): each
     command has the ones it should (every one; all but --approve for the batch commands; what
-    a fork may change) with the same flags, help and panel; resume takes none, since a
-    thread keeps its settings."""
+    a fork may change) with the same flags, help and panel (a fork's read no environment
+    variable); resume takes none, since a thread keeps its settings. Every option sets a
+    setting, and a settings error names the option."""
     import typer.main
     from minionflow.cli.main import app
     from minionflow.cli.options import ALL, BATCH, FORKABLE, OPTIONS
@@ -248,3 +249,17 @@ def test_the_options_that_shape_a_run_are_declared_once():
             flag = "--" + option.replace("_", "-")
             assert (param.opts, param.help, getattr(param, "rich_help_panel", None)) == (
                 [flag], declared.help, declared.rich_help_panel), (name, option)
+            # a fork changes what its command line says, not what the environment holds for new runs
+            assert param.envvar == (None if name == "fork" else declared.envvar), (name, option)
+    from minionflow.cli.options import OPTION_OF_SETTING, SETTING_OF, RunOptions
+
+    assert set(SETTING_OF) == set(OPTIONS) - {"remote", "local"}
+    assert {v for v in OPTION_OF_SETTING.values()} == {"--" + n.replace("_", "-") for n in SETTING_OF}
+    everything = RunOptions(max_rounds=2, max_code_attempts=2, chunk_tokens=50, remote_max_tokens=100,
+                            local_max_tokens=20, concurrency=3, no_cache=True, max_quote_chars=30, budget_tokens=9,
+                            budget_usd=1.5, redact="pii", sandbox="bwrap", sandbox_runtime="runsc", approve=True)
+    settings = everything.settings()
+    assert (settings.max_rounds, settings.max_code_attempts, settings.chunk_tokens, settings.remote_max_tokens,
+            settings.local_max_tokens, settings.local_concurrency, settings.job_cache, settings.max_quote_chars,
+            settings.budget_tokens, settings.budget_usd, settings.redact, settings.sandbox, settings.sandbox_runtime,
+            settings.approve_code) == (2, 2, 50, 100, 20, 3, False, 30, 9, 1.5, "pii", "bwrap", "runsc", True)

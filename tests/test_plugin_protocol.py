@@ -72,8 +72,10 @@ def package(tmp_path: Path) -> Path:
     (site / "one_shot_protocol.py").write_text(textwrap.dedent(PROTOCOL_MODULE))
     (site / "one_shot_protocol-0.1.dist-info" / "METADATA").write_text(
         "Metadata-Version: 2.1\nName: one-shot-protocol\nVersion: 0.1\n")
+    # beside it, two a broken package might name: one that does not import, one named as a built-in
     (site / "one_shot_protocol-0.1.dist-info" / "entry_points.txt").write_text(
-        "[minionflow.protocols]\none-shot = one_shot_protocol:PROTOCOL\n")
+        "[minionflow.protocols]\none-shot = one_shot_protocol:PROTOCOL\nbroken = no_such_module:PROTOCOL\n"
+        "minions = one_shot_protocol:PROTOCOL\n")
     return site
 
 
@@ -94,7 +96,9 @@ def test_a_protocol_of_a_package_of_its_own_runs_through_the_cli_and_eval(packag
     listed = cli("protocols", "--json", home=home, site=package)
     assert listed.returncode == 0, listed.stderr[-2000:]
     rows = {row["name"]: row for row in json.loads(listed.stdout)}
-    assert list(rows) == ["minions", "minion", "remote-only", "local-only", "one-shot"]
+    assert list(rows) == ["minions", "minion", "remote-only", "local-only", "one-shot"]  # the broken two skipped
+    assert "the protocol broken" in listed.stderr and "the protocol minions" in listed.stderr
+    assert rows["minions"]["runs_code"] is True  # the built-in one, not the package's
     assert rows["one-shot"]["calls"] == ["local"] and rows["one-shot"]["runs_code"] is False
     # without the package the name is unknown, and the error lists what there is
     unknown = subprocess.run([CLI, "run", "x.txt", "-q", QUESTION, "--protocol", "one-shot"], capture_output=True,

@@ -586,3 +586,32 @@ def test_a_full_run_records_the_sandbox_that_ran_the_code_and_show_names_it(back
     assert shown.returncode == 0 and f"plan: supervisor; code ran in the {backend} sandbox" in shown.stdout, shown.stdout
     view = json.loads(cli("show", result.thread_id, "--json", home=tmp_path).stdout)
     assert [r["sandbox"] for r in view["rounds"]] == [backend]
+
+
+def test_a_thread_an_earlier_version_wrote_resumes_with_its_stored_settings(tmp_path):
+    """A thread keeps its settings as that version wrote them: one written before a setting
+    existed lacks it, so its stored hash is not that of the settings read back now (with the
+    new field's default). Its resume is still the thread's own, not "other settings"."""
+    from minionflow.graphs import build_minions_graph
+    from minionflow.graphs.run import run_config
+    from minionflow.nodes.ingest import initial_state
+    from minionflow.storage.store import put_json
+
+    settings = RunSettings(chunk_tokens=40, max_chunk_chars=4000, sandbox="bwrap")
+    with open_persistence(tmp_path) as (saver, store):
+        state = initial_state(store, [secret_doc()], "What is the secret number?", settings)
+        older = {k: v for k, v in state["settings"].items() if k != "max_quote_chars"}  # a field added since
+        state = {**state, "settings": older, "settings_ref": put_json(store, older)}
+        assert state["settings_ref"] != initial_state(store, [secret_doc()], "x", settings)["settings_ref"]
+        context = RunContext(models=FakeProvider(PromptFake(responder=down), PromptFake(responder=default_local)),
+                             sandbox=BwrapBackend()).with_settings(settings, state["settings_ref"])
+        graph = build_minions_graph(saver, store)
+        with pytest.raises(openai.APIConnectionError):
+            for _ in graph.stream(state, run_config("t-older", settings), context=context, durability="sync"):
+                pass
+    local = PromptFake(responder=default_local)
+    result = resume_minions("t-older", checkpoint=tmp_path,
+                            context=RunContext(sandbox=BwrapBackend(),
+                                               models=FakeProvider(PromptFake(responder=default_remote), local)))
+    assert result.status == "answered" and result.answer == "42", result.error
+    assert local.prompts == []  # its 12 finished jobs were not asked again

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from minionflow.contracts.schemas import JobOutput
@@ -618,3 +619,103 @@ def test_a_protocol_is_checked_when_it_is_made_and_registered(monkeypatch):
     register(mine)  # the same object again: nothing changes
     assert all_protocols()["unit-test-protocol"] is mine and list(all_protocols())[:4] == ["minions", "minion", "remote-only",
                                                                                   "local-only"]
+
+
+def served_run(protocol: Any, request: dict[str, Any], context: Any, thread: str, saver: Any, store: Any) -> dict[str, Any]:
+    graph = protocol.build(from_request=True).compile(checkpointer=saver, store=store)
+    config = {"configurable": {"thread_id": thread}}
+    graph.invoke(request, config, context=context)
+    return dict(graph.get_state(config).values)
+
+
+def test_a_served_graph_takes_a_clients_settings_for_its_own_protocol_and_goes_on_with_the_threads():
+    """A LangGraph client's context holds settings as JSON: the served Minion graph reads
+    them with its protocol and the rounds it needs (a chat: 2, with the embedded supervisor's
+    defaults), and a later run on a thread goes on with the settings the thread stored, not
+    with those the client sends again (read for the default protocol)."""
+    import httpx
+    import openai
+    import pytest
+    from fakes import FakeProvider, PromptFake
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.store.memory import InMemoryStore
+    from minionflow.graphs import RunContext
+    from minionflow.graphs.baselines import REMOTE_ONLY
+    from minionflow.graphs.minion import MINION
+
+    saver, store = InMemorySaver(), InMemoryStore()
+    request = {"question": "What is the secret number?", "texts": [{"title": "l.txt", "text": "The secret number is 42."}]}
+    chat = PromptFake(responder=lambda p: '{"decision": "provide_final_answer", "answer": "42", "message": null}')
+    values = served_run(MINION, request, RunContext(settings={"chunk_tokens": 40}, models=FakeProvider(
+        chat, PromptFake(responder=lambda p: "42"))), "chat", saver, store)
+    assert values["final"]["answer"] == "42"
+    assert values["settings"]["protocol"] == "minion" and values["settings"]["max_rounds"] == 2
+
+    down = [True]
+
+    def reader(prompt: str) -> str:
+        if down[0]:
+            raise openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions"))
+        return "42"
+
+    models = FakeProvider(PromptFake(responder=reader), PromptFake(responder=reader))
+    with pytest.raises(openai.APIConnectionError):
+        served_run(REMOTE_ONLY, request, RunContext(settings={"chunk_tokens": 40}, models=models), "read", saver, store)
+    down[0] = False
+    values = served_run(REMOTE_ONLY, None, RunContext(settings={"chunk_tokens": 40}, models=models), "read", saver, store)  # type: ignore[arg-type]
+    assert values["final"]["answer"] == "42" and values["settings"]["protocol"] == "remote-only"
+
+
+def test_a_value_a_runs_tasks_ask_for_at_once_is_read_once():
+    """RunContext.cached: the tasks of a round that ask for its batch together wait for the
+    one that reads it."""
+    import threading
+    import time
+
+    from minionflow.graphs import RunContext
+
+    context, reads, start = RunContext(), [], threading.Barrier(8)
+
+    def load() -> str:
+        reads.append(1)
+        time.sleep(0.05)  # a read the others arrive during
+        return "batch"
+
+    def task() -> None:
+        start.wait()
+        assert context.cached("ref", load) == "batch"
+
+    threads = [threading.Thread(target=task) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(reads) == 1
+
+
+def test_a_thread_of_a_protocol_not_installed_here_is_still_listed_and_shown(tmp_path, monkeypatch):
+    """`runs` and `show` read a thread whose protocol no package registers here (it was
+    uninstalled, or the database is shared) with the fields every run has."""
+    import dataclasses
+
+    from fakes import FakeProvider, PromptFake
+    from minionflow.graphs import RunContext, RunSettings, register, run_minions
+    from minionflow.graphs import protocols as registry
+    from minionflow.graphs.baselines import LOCAL_ONLY
+    from minionflow.graphs.threads import list_threads, show_thread
+    from minionflow.storage.documents import LoadedDocument
+    from minionflow.storage.persistence import open_persistence
+
+    monkeypatch.setattr(registry, "_registered", {})
+    register(dataclasses.replace(LOCAL_ONLY, name="gone-protocol"))
+    done = run_minions([LoadedDocument(title="l.txt", text="The secret number is 42.", pages=1)], "What number?",
+                       RunContext(settings=RunSettings(protocol="gone-protocol"),
+                                  models=FakeProvider(PromptFake(responder=lambda p: "?"),
+                                                      PromptFake(responder=lambda p: "42"))), checkpoint=tmp_path)
+    assert done.answer == "42"
+    monkeypatch.setattr(registry, "_registered", {})  # the package is gone
+    with open_persistence(tmp_path) as (saver, store):
+        (listed,) = list_threads(saver, store)
+        shown = show_thread(saver, store, done.thread_id)
+    assert (listed.protocol, listed.status) == ("gone-protocol", "answered")
+    assert shown.summary.protocol == "gone-protocol" and shown.summary.status == "answered"

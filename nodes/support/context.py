@@ -39,9 +39,12 @@ EventHandler = Callable[[dict[str, Any]], None]
 
 @dataclass(kw_only=True)
 class RunContext:
-    """The run's dependencies (see the module docstring). ``settings`` may be given as a
-    dict (a LangGraph client's JSON): it is read as ``default_settings`` reads a run
-    request's. ``models``: ``DefaultModelProvider()`` unless given (tests give fakes)."""
+    """The run's dependencies (see the module docstring); one context is for one run.
+    ``settings`` may be given as a dict (a LangGraph client's JSON): it is read as
+    ``default_settings`` reads a run request's, and a served graph's ingest reads it again
+    for its protocol (the rounds it needs); a served run that goes on with a thread (no
+    ingest) takes the thread's stored settings. ``models``: ``DefaultModelProvider()`` unless
+    given (tests give fakes)."""
 
     __pydantic_config__ = ConfigDict(arbitrary_types_allowed=True)  # its JSON schema: settings alone
 
@@ -52,11 +55,14 @@ class RunContext:
     control: SkipJsonSchema[RunControl | None] = None
     # per run, not per process: the settings' hash, and what the run read once (``cached``)
     _settings_ref: SkipJsonSchema[str | None] = field(default=None, init=False, repr=False, compare=False)
+    _requested: SkipJsonSchema[dict[str, Any] | None] = field(default=None, init=False, repr=False, compare=False)
     _cache: SkipJsonSchema[dict[str, Any]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _loading: SkipJsonSchema[dict[str, Any]] = field(default_factory=dict, init=False, repr=False, compare=False)
     _lock: SkipJsonSchema[Any] = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.settings, Mapping):
+            self._requested = dict(self.settings)
             self.settings = default_settings(dict(self.settings))
         if self.settings is not None:
             self._settings_ref = settings_ref(self.settings)
@@ -91,53 +97,80 @@ class RunContext:
                 self.sandbox = get_backend(self.settings.sandbox, self.settings.sandbox_runtime)
             return self.sandbox  # type: ignore[no-any-return]
 
+    @property
+    def requested(self) -> dict[str, Any] | None:
+        """The settings as a LangGraph client sent them (JSON), if it sent some."""
+        return self._requested
+
     def cached(self, key: str, load: Callable[[], Any]) -> Any:
-        """A value read once per run (a round's job batch), by its content hash."""
+        """A value read once per run (a round's job batch), by its content hash: the tasks
+        of a round that ask at once wait for the one that reads it."""
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
-        value = load()
-        with self._lock:
-            return self._cache.setdefault(key, value)
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            with self._lock:
+                if key in self._cache:
+                    return self._cache[key]
+            value = load()
+            with self._lock:
+                self._cache[key] = value
+                self._loading.pop(key, None)
+            return value
 
-    def adopt(self, settings: RunSettings) -> None:
+    def adopt(self, settings: RunSettings, ref: str | None = None) -> None:
         """Take the settings a thread records (a served graph's ingest: the request's, or
-        the context's with the graph's protocol), before any other step of the run."""
+        the context's with the graph's protocol), before any other step of the run.
+        ``ref``: the hash the thread stored them under, when they were read back from it."""
         with self._lock:
-            self.settings, self._settings_ref = settings, settings_ref(settings)
+            self.settings, self._settings_ref = settings, ref or settings_ref(settings)
 
-    def with_settings(self, settings: RunSettings) -> RunContext:
+    def with_settings(self, settings: RunSettings, ref: str | None = None) -> RunContext:
         """This context with other settings (a resume's or a fork's thread, an eval's
-        protocol): the same models, sandbox, event handler and run control."""
-        return RunContext(settings=settings, models=self.models, sandbox=self.sandbox, on_event=self.on_event,
-                          control=self.control)
+        protocol): the same models, sandbox, event handler and run control. ``ref``: the
+        hash a thread stored the settings under, when they were read back from it (a
+        thread an earlier version wrote holds them without the fields added since, so
+        their hash is not that of the settings as read now)."""
+        context = RunContext(settings=settings, models=self.models, sandbox=self.sandbox, on_event=self.on_event,
+                             control=self.control)
+        if ref is not None:
+            context._settings_ref = ref
+        return context
 
 
 def context_of(runtime: Runtime[Any], state: Mapping[str, Any] | None = None,
-               thread_settings: Callable[[], RunSettings] | None = None) -> RunContext:
+               thread_settings: Callable[[], tuple[RunSettings, str]] | None = None) -> RunContext:
     """The run's context, with its settings: a step's one way to them. Given the step's
     ``state``, the settings are checked against the thread's (``settings_ref``): a thread
     started with other settings is not continued with these. A graph served with no
     context (a LangGraph client that sent none) runs with the settings the thread holds:
-    its state's, or what ``thread_settings`` reads (a ``Send`` task's state has none)."""
+    its state's, or what ``thread_settings`` reads, with the hash they are stored under (a
+    ``Send`` task's state has none)."""
     context = runtime.context
     if context is not None and not isinstance(context, RunContext):
         raise BadInput(f"minionflow steps need a RunContext as the run's context, not a {type(context).__name__}")
-    if context is not None and context.settings is not None:
-        if state is not None and state.get("settings_ref") and state["settings_ref"] != context._settings_ref:
+    if context is not None:
+        with context._lock:
+            given, ref, requested = context.settings, context._settings_ref, context._requested
+        stored = state.get("settings_ref") if state is not None else None
+        if given is not None and (not stored or stored == ref):
+            return context
+        if given is not None and requested is None:
             raise BadInput("this thread was started with other settings than the run's context holds; continue it "
                            "with its own (minionflow resume, or a context made from the thread's settings)")
-        return context
+        # a served run that goes on with a thread: the thread's settings, not those the client sent
+    ref = None
     if state is not None and state.get("settings"):
-        settings = RunSettings.model_validate(state["settings"])
+        settings, ref = RunSettings.model_validate(state["settings"]), state.get("settings_ref")
     elif thread_settings is not None:
-        settings = thread_settings()
+        settings, ref = thread_settings()
     else:
         raise BadInput("minionflow steps need the run's context: run the graph with "
                        "context=RunContext(settings=RunSettings(...))")
     if context is None:
-        return RunContext(settings=settings)
-    context.adopt(settings)  # a served run's first step that asks: once per run
+        return RunContext().with_settings(settings, ref)
+    context.adopt(settings, ref)  # a served run's first step that asks: once per run
     return context
 
 
