@@ -30,12 +30,13 @@ from rich.markup import escape
 
 from minionflow import __version__
 
+from .helpformat import PlainHelpGroup
 from .progress import RunProgress
 from .render import print_code, render_result
 from .signals import EXIT_PAUSED, pause_on_signals
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]},
-                  help="Local-remote LLM collaboration (MinionS) over long documents.")
+app = typer.Typer(cls=PlainHelpGroup, add_completion=False, no_args_is_help=True,
+                  context_settings={"help_option_names": ["-h", "--help"]}, help="Local-remote LLM collaboration (MinionS) over long documents.")
 err = Console(stderr=True)
 
 EXIT_ANSWERED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_AWAITING = 0, 1, 2, 3
@@ -89,16 +90,29 @@ def _setup_logging(verbose: bool, home: Path) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# Options every command that has them shares, with their panels (the ones that shape a
+# run's settings: cli.options).
+OUTPUT, STORAGE = "Output", "Storage"
 DataDir = Annotated[Path | None, typer.Option(
-    "--data-dir", metavar="DIR", help="folder for the log and, by default, the SQLite checkpoints (default $MINIONFLOW_HOME or ~/.local/share/minionflow)")]
-QuietOption = Annotated[bool, typer.Option(
-    "--quiet", metavar="", help="no progress on stderr (by default: bars on a terminal, a plain line per step otherwise)")]
-# Options every command that has them shares (the ones that shape a run's settings: cli.options).
-VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", metavar="", help="log each step on stderr (the log file always has it)")]
-ResultJsonOption = Annotated[bool, typer.Option("--json", help="print one JSON result and nothing else on stdout", metavar="")]
+    "--data-dir", metavar="DIR", rich_help_panel=STORAGE,
+    help="log and SQLite threads (default $MINIONFLOW_HOME or ~/.local/share/minionflow)")]
 CheckpointOption = Annotated[str | None, typer.Option(
-    "--checkpoint", metavar="DIR|URL", envvar="MINIONFLOW_CHECKPOINT",
-    help="where threads are kept: a folder (SQLite) or a postgresql:// URL (default: the data dir)")]
+    "--checkpoint", metavar="DIR|URL", envvar="MINIONFLOW_CHECKPOINT", show_envvar=False, rich_help_panel=STORAGE,
+    help="a folder (SQLite) or postgresql:// URL (default the data dir; env MINIONFLOW_CHECKPOINT)")]
+QuietOption = Annotated[bool, typer.Option(
+    "--quiet", metavar="", rich_help_panel=OUTPUT, help="no progress on stderr")]
+VerboseOption = Annotated[bool, typer.Option(
+    "--verbose", "-v", metavar="", rich_help_panel=OUTPUT, help="log each step on stderr")]
+ResultJsonOption = Annotated[bool, typer.Option(
+    "--json", metavar="", rich_help_panel=OUTPUT, help="one JSON result on stdout, nothing else")]
+
+
+def log_to_stderr(verbose: bool) -> None:
+    """``-v`` of a command that only reads threads: its log on stderr (it writes no log file)."""
+    if verbose:
+        root = logging.getLogger()
+        root.setLevel(logging.INFO)
+        root.handlers = [RichHandler(console=err, show_path=False, show_time=False)]
 
 
 def location(home: Path, checkpoint: str | None) -> Location:

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .common import (
+    OUTPUT,
     CheckpointOption,
     DataDir,
     QuietOption,
@@ -52,16 +53,19 @@ def compare(
     documents: Annotated[list[Path], typer.Argument(help="documents to read (.txt, .md, .pdf)", show_default=False, metavar="DOC")],
     question: Annotated[str, typer.Option("--question", "-q", help="the question to answer", metavar="TEXT")],
     options: RunOptions,
-    protocols: Annotated[str, typer.Option(help="comma-separated protocol names (minionflow protocols lists them)",
+    protocols: Annotated[str, typer.Option(help=f"comma-separated (default {','.join(p.name for p in BUILT_IN)})",
                                            metavar="LIST")] = ",".join(p.name for p in BUILT_IN),
-    json_out: Annotated[bool, typer.Option("--json", help="print the rows as JSON", metavar="")] = False,
+    json_out: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT, help="print the rows as JSON", metavar="")] = False,
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
 ) -> None:
-    """Run QUESTION over DOCUMENTS with each protocol and print answer, tokens, cost
-    and time side by side. Each run is a thread of its own."""
+    """Run one question with several protocols, side by side.
+
+    Prints each protocol's answer, tokens, cost and time; each run is a thread of its own.
+    Takes run's options but --protocol and --graph (it runs --protocols), --thread and
+    --approve (no run stops for a review)."""
     home = home or data_dir()
     _setup_logging(verbose, home)
     where = location(home, checkpoint)

@@ -24,6 +24,7 @@ from rich.table import Table
 from .common import (
     EXIT_ANSWERED,
     EXIT_FAILED,
+    OUTPUT,
     CheckpointOption,
     DataDir,
     QuietOption,
@@ -108,20 +109,23 @@ def _protocols(value: str) -> list[str]:
 def eval_command(
     suite_path: Annotated[Path, typer.Argument(metavar="SUITE", help="the suite: a JSONL file (id, documents, question, answers, match, tags)", show_default=False)],
     options: RunOptions,
-    protocols: Annotated[str, typer.Option(help="comma-separated protocols to run (minionflow protocols lists them)",
+    protocols: Annotated[str, typer.Option(help=f"comma-separated (default {DEFAULT_PROTOCOLS})",
                                            metavar="LIST")] = DEFAULT_PROTOCOLS,
     judge: Annotated[str | None, typer.Option(help="model spec of an LLM judge; its verdict is recorded apart from the deterministic score", metavar="SPEC")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="the eval's folder (default: eval-results/SUITE-NAME); run again to resume", metavar="DIR")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="only the first N questions", metavar="N")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON", metavar="")] = False,
+    json_out: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT, help="print the summary as JSON", metavar="")] = False,
     quiet: QuietOption = False,
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Run every question of SUITE with each protocol and score the answers: accuracy
-    (95% Wilson interval), tokens, cost, latency and savings against remote-only.
-    Every question x protocol is a thread; an interrupted eval resumes where it stopped."""
+    """Score protocols on a suite of questions.
+
+    Accuracy (95% Wilson interval), tokens, cost, latency and savings against remote-only.
+    Every question x protocol is a thread; an interrupted eval resumes where it stopped.
+    Takes run's options but --protocol and --graph (it runs --protocols), --thread and
+    --approve (no run stops for a review)."""
     home = home or data_dir()
     _setup_logging(verbose, home)
     chosen = _protocols(protocols)
@@ -199,8 +203,10 @@ def convert_command(
     limit: Annotated[int | None, typer.Option(min=1, help="only the first N questions (by id)", metavar="N")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing suite.jsonl", metavar="")] = False,
 ) -> None:
-    """Convert a downloaded dataset (FinanceBench, QASPER, LongHealth) into a suite for
-    `minionflow eval`. Nothing is downloaded."""
+    """Convert a downloaded dataset into a suite for eval.
+
+    FinanceBench, QASPER and LongHealth, from the files as their authors publish them;
+    nothing is downloaded."""
     from minionflow.evaluation.loaders import KINDS, convert
 
     if dataset not in KINDS:

@@ -1,6 +1,6 @@
 """The ``minionflow`` command line: the app, with every command registered.
 
-Layers inside ``cli``: this module <- the command modules (run, compare, evals,
+Layers inside ``cli``: reference <- this module <- the command modules (run, compare, evals,
 threads, protocols) <- options <- common <- progress, render, signals."""
 
 from __future__ import annotations

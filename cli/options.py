@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Annotated, Any, TypeVar
@@ -88,53 +89,53 @@ class RunOptions:
 OPTIONS: dict[str, Any] = {
     "remote": Annotated[str | None, typer.Option(
         "--remote", envvar="MINIONFLOW_REMOTE", metavar="SPEC", rich_help_panel=MODELS,
-        help="supervisor model spec (default: openai:gpt-4o if OPENAI_API_KEY is set, else embedded)")],
+        show_envvar=False,
+        help="the supervisor (default openai:gpt-4o if OPENAI_API_KEY is set, else embedded; env MINIONFLOW_REMOTE)")],
     "local": Annotated[list[str] | None, typer.Option(
         "--local", envvar="MINIONFLOW_LOCAL", metavar="SPEC", rich_help_panel=MODELS,
-        help="worker model spec (default embedded); several, repeated or separated by commas, make a pool the jobs "
-        "are spread over, each with its own ';slots=N'")],
+        show_envvar=False,
+        help="the worker; several make a pool (default embedded; env MINIONFLOW_LOCAL)")],
     "remote_max_tokens": Annotated[int | None, typer.Option(
         "--remote-max-tokens", metavar="N", rich_help_panel=MODELS,
-        help="cap each supervisor reply at N tokens (default 1024, at least 64)")],
+        help="per supervisor reply, >= 64 (default 1024)")],
     "local_max_tokens": Annotated[int | None, typer.Option(
         "--local-max-tokens", metavar="N", rich_help_panel=MODELS,
-        help="cap each worker reply at N tokens (default 256, at least 16)")],
+        help="per worker reply, >= 16 (default 256)")],
     "concurrency": Annotated[int | None, typer.Option(
         "--concurrency", min=1, max=256, metavar="N", rich_help_panel=MODELS,
-        help="worker calls in flight on a served endpoint (default 4; the embedded server takes one at a time)")],
+        help="requests in flight per server (default 4)")],
     "max_rounds": Annotated[int | None, typer.Option(
         "--max-rounds", min=1, max=50, metavar="N", rich_help_panel=LIMITS,
-        help="rounds of MinionS, turns of Minion (default 5; with an embedded supervisor 1, Minion 2)")],
+        help="rounds or turns (default 5; embedded supervisor 1, Minion 2)")],
     "max_code_attempts": Annotated[int | None, typer.Option(
         "--max-code-attempts", min=1, max=10, metavar="N", rich_help_panel=LIMITS,
-        help="tries for the supervisor's code per round (default 3; 1 with an embedded supervisor)")],
+        help="per round (default 3; embedded supervisor 1)")],
     "chunk_tokens": Annotated[int | None, typer.Option(
         "--chunk-tokens", min=10, metavar="N", rich_help_panel=LIMITS,
-        help="chunk size of the built-in plan, in tokens (default 1000)")],
+        help="chunk size of the built-in plan (default 1000)")],
     "no_cache": Annotated[bool, typer.Option(
         "--no-cache", metavar="", rich_help_panel=LIMITS,
-        help="ask every job anew, not from the job cache of jobs answered before")],
+        help="answer every job anew, not from the job cache")],
     "max_quote_chars": Annotated[int | None, typer.Option(
         "--max-quote-chars", min=10, metavar="N", rich_help_panel=PRIVACY,
-        help="cap each quote sent to the supervisor at N characters (default: the answer cap, 600)")],
+        help="characters per quote sent (default 600)")],
     "redact": Annotated[str | None, typer.Option(
         "--redact", metavar="off|pii", rich_help_panel=PRIVACY,
-        help="pii: personal data in what the documents give the supervisor becomes placeholders, restored locally "
-        "(default off)")],
+        help="pii: placeholders for personal data sent out (default off)")],
     "budget_tokens": Annotated[int | None, typer.Option(
         "--budget-tokens", metavar="N", rich_help_panel=PRIVACY,
-        help="cap the supervisor's tokens for the run: a call that would cross it is not made (default: none)")],
+        help="supervisor tokens per run (default none)")],
     "budget_usd": Annotated[float | None, typer.Option(
         "--budget-usd", metavar="X", rich_help_panel=PRIVACY,
-        help="cap the supervisor's cost for the run, in US dollars (default: none)")],
+        help="supervisor USD per run (default none)")],
     "sandbox": Annotated[str, typer.Option(
-        "--sandbox", metavar="auto|docker|bwrap", rich_help_panel=SANDBOX,
-        help="where the supervisor's code runs: auto is docker if an engine and the image are there, else bwrap")],
+        "--sandbox", metavar="NAME", rich_help_panel=SANDBOX,
+        help="docker, bwrap or auto (default: docker if ready, else bwrap)")],
     "sandbox_runtime": Annotated[str | None, typer.Option(
         "--sandbox-runtime", metavar="RUNTIME", rich_help_panel=SANDBOX,
-        help="OCI runtime for the docker sandbox, e.g. runsc (gVisor)")],
+        help="OCI runtime for docker, e.g. runsc")],
     "approve": Annotated[bool, typer.Option(
-        "--approve", metavar="", rich_help_panel=SANDBOX, help="review the supervisor's code before each execution")],
+        "--approve", metavar="", rich_help_panel=SANDBOX, help="review the supervisor's code first")],
 }
 ALL = tuple(OPTIONS)
 # The RunSettings field each option sets, and how (the models, parsed apart, aside).
@@ -150,18 +151,21 @@ FORKABLE = ("remote", "local", "remote_max_tokens", "local_max_tokens", "concurr
 assert set(OPTIONS) == {f.name for f in fields(RunOptions)}
 
 
-def _without_envvar(annotated: Any) -> Any:
-    """The option's declaration with no environment variable."""
+def _for_fork(annotated: Any) -> Any:
+    """The option's declaration as a fork takes it: no environment variable, and the
+    thread's value as its default."""
     info = copy.copy(annotated.__metadata__[0])
     info.envvar = None
+    info.help = (re.sub(r"\s*\(default[^)]*\)", "", info.help) + " (default: kept)").strip()
     return Annotated[annotated.__origin__, info]
 
 
-def run_options(*names: str, env: bool = True) -> Callable[[F], F]:
+def run_options(*names: str, fork: bool = False) -> Callable[[F], F]:
     """Give the command the options ``names`` (keys of ``OPTIONS``), after its own, and
-    call it with ``options=RunOptions(...)``; the others keep their defaults. ``env=False``:
+    call it with ``options=RunOptions(...)``; the others keep their defaults. ``fork=True``:
     no option reads an environment variable (a fork changes what is given on its command
-    line, not what the environment holds for new runs)."""
+    line, not what the environment holds for new runs), and each says that its default is
+    the thread's value."""
     unknown = set(names) - set(OPTIONS)
     if unknown:
         raise ValueError(f"no run options {sorted(unknown)}")
@@ -173,7 +177,7 @@ def run_options(*names: str, env: bool = True) -> Callable[[F], F]:
         hints = {k: v for k, v in inspect.get_annotations(command, eval_str=True).items() if k != "options"}
         own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()
                if p.name != "options"]
-        declared = {name: OPTIONS[name] if env else _without_envvar(OPTIONS[name]) for name in names}
+        declared = {name: _for_fork(OPTIONS[name]) if fork else OPTIONS[name] for name in names}
         added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults[name],
                                    annotation=declared[name]) for name in names]
 

@@ -15,15 +15,16 @@ from minionflow.graphs.protocols import all_protocols
 from rich.console import Console
 from rich.table import Table
 
-from .common import _fail, app
+from .common import OUTPUT, _fail, app
 
 
 @app.command("protocols")
 def list_protocols(
-    json_out: Annotated[bool, typer.Option("--json", help="the protocols as a JSON list", metavar="")] = False,
+    json_out: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT, help="the protocols as a JSON list", metavar="")] = False,
 ) -> None:
-    """List the protocols a run can take (--protocol NAME): the built-in ones and any an
-    installed package registers."""
+    """List the protocols --protocol can take.
+
+    The built-in ones and any that an installed package registers."""
     rows = [{"name": p.name, "calls": sorted(p.calls), "runs_code": p.runs_code, "reads_whole": p.reads_whole,
              "description": p.description} for p in all_protocols().values()]
     if json_out:
@@ -43,7 +44,9 @@ def write_studio_config(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write it to this file (default: stdout)",
                                              metavar="FILE")] = None,
 ) -> None:
-    """Print the langgraph.json that serves every protocol (for `langgraph dev --config FILE`)."""
+    """Print a langgraph.json that serves every protocol.
+
+    For LangGraph Studio: `langgraph dev --config FILE`."""
     from minionflow.graphs.studio import studio_config  # compiles the served graphs: only here
 
     text = json.dumps(studio_config(), indent=2) + "\n"

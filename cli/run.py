@@ -35,16 +35,16 @@ def run(
     documents: Annotated[list[Path], typer.Argument(help="documents to read (.txt, .md, .pdf)", show_default=False, metavar="DOC")],
     question: Annotated[str, typer.Option("--question", "-q", help="the question to answer", metavar="TEXT")],
     options: RunOptions,
-    protocol: Annotated[str, typer.Option(help="minions (default), minion (the chat protocol), remote-only, local-only, or another one minionflow protocols lists", metavar="NAME")] = "minions",
-    graph: Annotated[str | None, typer.Option(help="a custom graph: module:attr naming a StateGraph or a function of no arguments that builds one", metavar="MODULE:ATTR")] = None,
-    thread: Annotated[str | None, typer.Option(help="thread id: resumes that thread if it did not finish", metavar="ID")] = None,
+    protocol: Annotated[str, typer.Option(help="minions (default), minion, remote-only, local-only, or any `minionflow protocols` lists", metavar="NAME")] = "minions",
+    graph: Annotated[str | None, typer.Option(help="your own graph instead of a protocol's", metavar="MODULE:ATTR")] = None,
+    thread: Annotated[str | None, typer.Option(help="the thread id; an unfinished one resumes", metavar="ID")] = None,
     json_out: ResultJsonOption = False,
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
 ) -> None:
-    """Answer QUESTION over DOCUMENTS with the MinionS protocol (or --protocol, --graph)."""
+    """Answer a question over documents."""
     thread = thread or str(uuid.uuid4())  # known before the run, so that a second Ctrl-C can name it
     resume = resume_command(thread, home, checkpoint)
     home = home or data_dir()

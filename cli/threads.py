@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .common import (
+    OUTPUT,
     CheckpointOption,
     DataDir,
     QuietOption,
@@ -41,6 +42,7 @@ from .common import (
     drive,
     err,
     location,
+    log_to_stderr,
     ready,
     resume_command,
 )
@@ -105,8 +107,10 @@ def resume(
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
 ) -> None:
-    """Continue an unfinished run with the settings it started with (answering a
-    pending review of the supervisor's code with --accept, --reject or --edit)."""
+    """Continue an unfinished run.
+
+    The thread keeps the settings it started with (fork changes them). A review of the
+    supervisor's code that waits is answered with --accept, --reject or --edit."""
     where = _existing(home, checkpoint)
     _setup_logging(verbose, home or data_dir())
     thread, _ = _resolved(where, thread)
@@ -133,7 +137,7 @@ def resume(
 
 
 @app.command()
-@run_options(*FORKABLE, env=False)
+@run_options(*FORKABLE, fork=True)
 def fork(
     thread: Annotated[str, typer.Argument(help="the thread to fork (its id or the start of one)", metavar="THREAD")],
     at: Annotated[str, typer.Option("--at", help="checkpoint id, or the start of one (minionflow history THREAD)", metavar="CHECKPOINT")],
@@ -144,8 +148,13 @@ def fork(
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
 ) -> None:
-    """Start a new thread from a checkpoint with changed settings (an option not given keeps
-    the thread's value); the original stays as it is."""
+    """Start a new thread from a checkpoint, with changed settings.
+
+    An option not given keeps the thread's value; the original thread stays as it is. What
+    the checkpoints already hold cannot change: the documents and question, the protocol
+    or graph (--protocol, --graph), the chunking (--chunk-tokens), the sandbox (--sandbox,
+    --sandbox-runtime) and whether code waits for a review (--approve); start a new run to
+    change those."""
     where = _existing(home, checkpoint)
     _setup_logging(verbose, home or data_dir())
     changes = options.changes()
@@ -182,8 +191,10 @@ def _no_runs(json_out: bool) -> None:
 
 @app.command()
 def runs(home: DataDir = None, checkpoint: CheckpointOption = None,
-         json_out: Annotated[bool, typer.Option("--json", help="the runs as a JSON list", metavar="")] = False) -> None:
-    """List the runs (threads) in the checkpoint database, newest first."""
+         json_out: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT, help="the runs as a JSON list", metavar="")] = False,
+         verbose: VerboseOption = False) -> None:
+    """List the runs (threads), newest first."""
+    log_to_stderr(verbose)
     if not exists(location(home or data_dir(), checkpoint)):
         _no_runs(json_out)
         return
@@ -207,12 +218,16 @@ def show(
     thread: Annotated[str, typer.Argument(help="thread id, or the start of one", metavar="THREAD")],
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
-    json_out: Annotated[bool, typer.Option("--json", help="everything, for machines", metavar="")] = False,
+    json_out: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT, help="everything, for machines", metavar="")] = False,
     egress: Annotated[bool, typer.Option("--egress", help="only what was sent to the remote model, and how much of it "
                                          "came from the documents", metavar="")] = False,
+    verbose: VerboseOption = False,
 ) -> None:
-    """Show a run round by round: code, its execution, jobs and outputs, what the
-    filter kept, the supervisor's decision, usage."""
+    """Show a run round by round.
+
+    The supervisor's code and its execution, the jobs and their outputs, what the filter
+    kept, the supervisor's decision and the usage of each round."""
+    log_to_stderr(verbose)
     with _opened(home, checkpoint) as (saver, store):
         view = show_thread(saver, store, resolve_thread(saver, thread))
     if egress:
@@ -288,10 +303,13 @@ def report(
     out: Annotated[Path, typer.Option("--out", "-o", help="the HTML file to write", metavar="FILE")],
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
+    verbose: VerboseOption = False,
 ) -> None:
-    """Write one self-contained HTML page of a run (graph, rounds, jobs, usage and cost,
-    what left the machine), or of a finished eval (its folder: summary and plot), that
-    opens offline."""
+    """Write an HTML report of a run or an eval.
+
+    One self-contained page that opens offline: for a run its graph, rounds, jobs, usage,
+    cost and what left the machine; for a finished eval (its folder) the summary and plot."""
+    log_to_stderr(verbose)
     from minionflow.evaluation.report import SUMMARY_JSON, EvalSummary
 
     from .report import render_eval_report, render_report
@@ -320,8 +338,12 @@ def report(
 @app.command()
 def history(thread: Annotated[str, typer.Argument(metavar="THREAD", help="thread id, or the start of one")], home: DataDir = None,
             checkpoint: CheckpointOption = None,
-            json_out: Annotated[bool, typer.Option("--json", help="the checkpoints as a JSON list", metavar="")] = False) -> None:
-    """List a thread's checkpoints, newest first (fork --at takes their ids)."""
+            json_out: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT, help="the checkpoints as a JSON list", metavar="")] = False,
+            verbose: VerboseOption = False) -> None:
+    """List a thread's checkpoints, newest first.
+
+    fork --at takes their ids."""
+    log_to_stderr(verbose)
     with _opened(home, checkpoint) as (saver, store):
         thread = resolve_thread(saver, thread)
         checkpoints = thread_history(saver, store, thread)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -247,8 +248,10 @@ def test_the_options_that_shape_a_run_are_declared_once():
             declared = OPTIONS[option].__metadata__[0]
             param = params[option]
             flag = "--" + option.replace("_", "-")
+            # a fork's default is the thread's value, and its help says so instead of the default
+            help_text = re.sub(r"\s*\(default[^)]*\)", "", declared.help) + " (default: kept)" if name == "fork" else declared.help
             assert (param.opts, param.help, getattr(param, "rich_help_panel", None)) == (
-                [flag], declared.help, declared.rich_help_panel), (name, option)
+                [flag], help_text, declared.rich_help_panel), (name, option)
             # a fork changes what its command line says, not what the environment holds for new runs
             assert param.envvar == (None if name == "fork" else declared.envvar), (name, option)
     from minionflow.cli.options import OPTION_OF_SETTING, SETTING_OF, RunOptions
