@@ -4,7 +4,7 @@
 # the outputs committed are the ones a test run printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh test
 rm -rf build/notebooks  # only this run's notebooks are copied
 .venv/bin/python -m pytest tests/test_notebooks.py -k test_notebook_runs -q "$@"
 cp build/notebooks/*.ipynb notebooks/

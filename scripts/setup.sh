@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Installs everything minionflow needs on Debian/Ubuntu: system packages (bubblewrap,
-# the system Python the sandbox runs), a virtualenv in .venv, and the project with
-# its test extras. Idempotent: a second run only checks.
+# Installs what minionflow needs on Debian/Ubuntu: system packages (bubblewrap, the
+# system Python the sandbox runs, a C++ toolchain for llama.cpp), a virtualenv in .venv,
+# and the project with the extras named as arguments (none for the demo; `test` for the
+# test suite: scripts/test.sh). Idempotent: a second run only checks.
+#   scripts/setup.sh            # what `minionflow run` needs
+#   scripts/setup.sh test       # ... and the test tools (Presidio, Studio's server, ...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 LLAMA_CPP_VERSION="0.3.36"
+EXTRAS="$(IFS=,; echo "$*")"
 WHEELS="${MINIONFLOW_WHEELS:-$HOME/.cache/minionflow/wheels}"
 PY="${PYTHON:-python3}"
 
@@ -48,23 +52,26 @@ fi
 
 # llama-cpp-python compiles llama.cpp. A -march=native build can use CPU features
 # (AMX) that a VM does not let it use (it segfaults), and pip's cache would reuse it
-# on other machines: build a portable wheel once and keep it in our own cache.
+# on other machines: build a portable wheel once and keep it in our own cache. Only the
+# text library is built: the multimodal one (LLAVA_BUILD: mtmd) is loaded by nothing here.
 mkdir -p "$WHEELS"
 if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl >/dev/null 2>&1; then
   case "$(uname -m)" in
-    x86_64) export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" ;;
-    *) export CMAKE_ARGS="-DGGML_NATIVE=OFF" ;;
+    x86_64) export CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" ;;
+    *) export CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" ;;
   esac
-  log "building llama-cpp-python $LLAMA_CPP_VERSION (about 5 minutes, once; CMAKE_ARGS=$CMAKE_ARGS)"
+  log "building llama-cpp-python $LLAMA_CPP_VERSION (a few minutes, once; CMAKE_ARGS=$CMAKE_ARGS)"
   .venv/bin/pip wheel -q --no-deps --no-cache-dir "llama-cpp-python==$LLAMA_CPP_VERSION" -w "$WHEELS"
 fi
 
-if ! .venv/bin/python -c "import minionflow, llama_cpp, pytest" >/dev/null 2>&1 \
-   || [ pyproject.toml -nt .venv/.minionflow-installed ]; then
-  log "installing minionflow into .venv"
+# one marker per set of extras: the demo's install does not stand for the tests'
+marker=".venv/.minionflow-installed${EXTRAS:+-${EXTRAS//,/-}}"
+if ! .venv/bin/python -c "import minionflow, llama_cpp" >/dev/null 2>&1 \
+   || [ ! -e "$marker" ] || [ pyproject.toml -nt "$marker" ]; then
+  log "installing minionflow${EXTRAS:+ with [$EXTRAS]} into .venv"
   printf 'llama-cpp-python==%s\n' "$LLAMA_CPP_VERSION" > .venv/constraints.txt
-  .venv/bin/pip install -q --find-links "$WHEELS" -c .venv/constraints.txt -e '.[test]'
-  touch .venv/.minionflow-installed
+  .venv/bin/pip install -q --find-links "$WHEELS" -c .venv/constraints.txt -e ".${EXTRAS:+[$EXTRAS]}"
+  touch "$marker"
 fi
 # An editable install leaves the project's own modules uncompiled, and where
 # PYTHONDONTWRITEBYTECODE is set (as on our CI machines) every `minionflow` command

@@ -6,7 +6,7 @@
 # missing backend or server fails the run: no test is skipped for it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh test
 bash scripts/sandbox-setup.sh
 bash scripts/browser-setup.sh
 MINIONFLOW_TEST_POSTGRES="$(bash scripts/postgres-setup.sh)"
