@@ -10,7 +10,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from .custom_graph import graph_name
 
 
 class SandboxLimits(BaseModel):
@@ -42,7 +44,7 @@ ReplyFormat = Literal["json", "text"]
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 # How the embedded model replies as a minion unless the spec says (";reply=json"):
-# measured on the bundled suite (README, "Answer quality").
+# measured on the bundled suite (evals/README.md, benchmarks/worker_formats.py).
 EMBEDDED_REPLY: ReplyFormat = "text"
 
 # Named providers: prefix -> (base URL, API key variable, structured-output method).
@@ -52,8 +54,8 @@ PROVIDERS: dict[str, tuple[str, str | None, StructuredMethod]] = {
     "ollama": ("http://127.0.0.1:11434/v1", None, "json_schema"),
 }
 
-# what a model spec error ends with: short, one line (the full list is the README's table)
-SPEC_HINT = "model specs look like embedded, openai:gpt-4o, ollama:llama3.2 or MODEL@http://host:8000/v1 (README, 'Model specs')"
+# what a model spec error ends with: short, one line (the full list is docs/models.md)
+SPEC_HINT = "model specs look like embedded, openai:gpt-4o, ollama:llama3.2 or MODEL@http://host:8000/v1 (docs/models.md)"
 
 
 class ModelSpecError(ValueError):
@@ -79,7 +81,7 @@ class ModelSpec(BaseModel):
     # how the model replies when it works as a minion: a JSON JobOutput (structured
     # output), or plain text read leniently (nodes.support.replies). Tiny models lose answers
     # under grammar-constrained JSON; the embedded default is the format that measured
-    # best on the bundled eval suite (README, "Answer quality").
+    # best on the bundled eval suite (evals/README.md, benchmarks/worker_formats.py).
     reply: ReplyFormat = "json"
     # as a local endpoint of a pool (RunSettings.local_endpoints): how many requests it
     # takes at once (";slots=N"; default: RunSettings.endpoint_slots) and, for the
@@ -204,6 +206,21 @@ def default_remote_spec(environ: dict[str, str] | None = None) -> ModelSpec:
 # replaced by the extractive answer (nodes.support.extractive).
 EMBEDDED_SUPERVISOR_DEFAULTS: dict[str, Any] = {"max_rounds": 1, "max_code_attempts": 1, "extractive_fallback": "ignored"}
 
+# The fewest rounds each protocol needs, by name, as its Protocol says (contracts.protocol
+# records it when a protocol is made): the embedded supervisor's default max_rounds is never
+# fewer, however the settings are made.
+_min_rounds: dict[str, int] = {}
+
+
+def record_min_rounds(protocol: str, rounds: int) -> None:
+    """Note that ``protocol`` needs at least ``rounds`` rounds (``Protocol`` does, when made)."""
+    _min_rounds[protocol] = max(rounds, _min_rounds.get(protocol, 1))
+
+
+def min_rounds_of(protocol: str) -> int:
+    """The fewest rounds a protocol known to this process needs (1 for one it does not know)."""
+    return _min_rounds.get(protocol, 1)
+
 
 def embedded_supervisor_defaults(min_rounds: int = 1) -> dict[str, Any]:
     """The defaults above, with at least the rounds a protocol needs (a Minion chat: a
@@ -214,17 +231,15 @@ def embedded_supervisor_defaults(min_rounds: int = 1) -> dict[str, Any]:
 def default_settings(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None,
                      min_rounds: int = 1) -> RunSettings:
     """Settings for a run that names only what it changes (a None value changes
-    nothing): the default supervisor (``default_remote_spec``), with the
-    embedded-supervisor defaults when that is the embedded model (with at least
-    ``min_rounds``, what the run's protocol needs), then the overrides. Used by the CLI
-    and by the runs LangGraph clients start."""
+    nothing), with the default supervisor when it names none (``default_remote_spec``:
+    OpenAI's gpt-4o with ``OPENAI_API_KEY`` set, else the embedded model). Otherwise the same
+    as ``RunSettings(**overrides)``: with the embedded supervisor, its defaults
+    (``RunSettings``'s validator), with at least ``min_rounds`` rounds. Used by the CLI and by
+    the runs LangGraph clients start."""
     data: dict[str, Any] = {k: v for k, v in (overrides or {}).items() if v is not None}
-    remote = RunSettings._spec_string(data["remote"]) if "remote" in data else default_remote_spec(environ)
-    remote = ModelSpec.model_validate(remote)
-    base: dict[str, Any] = {"remote": remote}
-    if remote.kind == "embedded":
-        base.update(embedded_supervisor_defaults(min_rounds))
-    return RunSettings.model_validate({**base, **{k: v for k, v in data.items() if k != "remote"}})
+    if "remote" not in data:
+        data["remote"] = default_remote_spec(environ)
+    return RunSettings.model_validate(data, context={"min_rounds": min_rounds})
 
 
 def first_error(exc: ValidationError) -> tuple[str, str]:
@@ -259,7 +274,13 @@ PROTOCOL_NAME = r"^[a-z][a-z0-9-]{0,39}$"
 
 
 class RunSettings(BaseModel):
-    """Everything that shapes a run. Stored in state; validated at every boundary."""
+    """Everything that shapes a run. Stored in state; validated at every boundary.
+
+    One way to make them: ``RunSettings(...)`` and ``default_settings({...})`` give the same
+    settings for the same fields (with the embedded model named as ``remote``, the embedded
+    supervisor's defaults: ``_supervisor_defaults``); ``default_settings`` only adds the
+    environment's supervisor when none is named. ``graph`` also takes a graph object, which
+    it records by name (``contracts.custom_graph``)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -270,7 +291,9 @@ class RunSettings(BaseModel):
     protocol: str = Field("minions", pattern=PROTOCOL_NAME,
                           description="the protocol's name: minions, minion (the chat protocol), remote-only, local-only, "
                           "or one a package registers (minionflow protocols lists them)")
-    graph: str | None = Field(None, description="module:attr of a custom graph builder (minionflow run --graph)")
+    graph: str | None = Field(None, description="the custom graph: module:attr of a StateGraph, a compiled graph or a "
+                              "function that builds one (minionflow run --graph); from Python also the object itself, "
+                              "recorded by name (contracts.custom_graph)")
     max_rounds: int = Field(5, ge=1, le=50)
     max_code_attempts: int = Field(3, ge=1, le=10)
     tasks_per_round: int = Field(3, ge=1, le=20, description="how many distinct tasks the supervisor should write")
@@ -323,6 +346,36 @@ class RunSettings(BaseModel):
                 raise ValueError("local: name at least one model spec")
             data = {**data, "local": local[0], "local_pool": local[1:]}
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _supervisor_defaults(cls, data: Any, info: ValidationInfo) -> Any:
+        """With the embedded model named as the supervisor (``remote``), the embedded-supervisor
+        defaults (``EMBEDDED_SUPERVISOR_DEFAULTS``) for what the data does not give, with at
+        least the rounds its protocol needs (``min_rounds_of``, or a validation context's
+        ``min_rounds``): ``RunSettings(remote="embedded")``, ``default_settings`` and the CLI
+        get the same settings. Settings that name no supervisor keep the general defaults
+        (and the embedded model as ``remote``); stored settings name every field, so a thread
+        reads back what it stored."""
+        if not isinstance(data, dict) or data.get("remote") is None:
+            return data
+        remote = data["remote"]
+        try:
+            spec = ModelSpec.parse(remote) if isinstance(remote, str) else ModelSpec.model_validate(remote)
+        except (ModelSpecError, ValidationError):
+            return data  # the field's own validation says what is wrong with it
+        if spec.kind != "embedded":
+            return data
+        given = info.context.get("min_rounds", 1) if isinstance(info.context, dict) else 1
+        min_rounds = max(given, min_rounds_of(str(data.get("protocol") or "minions")))
+        return {**embedded_supervisor_defaults(min_rounds), **data}
+
+    @field_validator("graph", mode="before")
+    @classmethod
+    def _graph_object(cls, value: Any) -> Any:
+        """A graph given as an object (a ``StateGraph``, a compiled graph, a function that
+        builds one) is recorded by its name (``contracts.custom_graph.graph_name``)."""
+        return value if value is None or isinstance(value, str) else graph_name(value)
 
     @field_validator("remote", "local", mode="before")
     @classmethod

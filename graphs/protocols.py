@@ -1,6 +1,8 @@
 """Which graph a run uses: one of the protocols, or a custom graph named by
-``module:attr`` (``minionflow run --graph``). Both are recorded in the run's
-settings, so resume, fork, show and Studio rebuild the same graph.
+``module:attr`` (``minionflow run --graph``) or given from Python as the object itself
+(``RunSettings(graph=builder)``, recorded by name: ``contracts.custom_graph``). Both are
+recorded in the run's settings, so resume, fork, show and Studio rebuild the same graph (a
+graph object's thread goes on only in the process that started it).
 
 The protocols are registered here, in one place that the CLI, Studio, ingest, the run,
 eval and the report look up (``all_protocols()``, ``get_protocol(name)``): the four built in
@@ -8,9 +10,9 @@ eval and the report look up (``all_protocols()``, ``get_protocol(name)``): the f
 every ``Protocol`` an installed package names under the ``minionflow.protocols`` entry
 point, and any ``register(protocol)`` adds in the process.
 
-A custom graph is a ``StateGraph`` over ``MinionsState`` (uncompiled: minionflow
-compiles it with the run's checkpointer and store, and runs it with the run's
-``RunContext``), or a function of no arguments that builds one, e.g.::
+A custom graph is a ``StateGraph`` over ``MinionsState`` (minionflow compiles it with the
+run's checkpointer and store, and runs it with the run's ``RunContext``; a compiled graph is
+compiled again from its builder), or a function of no arguments that builds one, e.g.::
 
     def build():
         return minions_builder(filter_node=majority_vote_filter)
@@ -31,6 +33,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
+from minionflow.contracts.custom_graph import in_process_graph, is_in_process
 from minionflow.contracts.errors import BadInput
 from minionflow.contracts.protocol import Protocol
 from minionflow.contracts.settings import RunSettings
@@ -102,13 +105,14 @@ def protocol_for(settings: RunSettings) -> Protocol:
     protocol = get_protocol(settings.protocol)
     if not settings.graph:
         return protocol
-    loaded = load_custom_graph(settings.graph)
+    spec = settings.graph
+    loaded = load_custom_graph(spec)
 
     def build(from_request: bool = False) -> StateGraph[Any]:
         if from_request:
-            raise BadInput(f"--graph {settings.graph!r}: a custom graph is run by the CLI or run_minions, not served")
+            raise BadInput(f"{_named(spec)}: a custom graph is run by the CLI or run_minions, not served")
         built = loaded()
-        check_graph(settings.graph or "", built)
+        check_graph(spec, built)
         return built
 
     return replace(protocol, build=build)
@@ -117,8 +121,25 @@ def protocol_for(settings: RunSettings) -> Protocol:
 REQUIRED_KEYS = ("settings", "task", "documents", "final", "usage")
 
 
+def _named(spec: str) -> str:
+    """How a message names the graph: as ``--graph`` does, or as the object it was given as."""
+    return f"graph {spec!r} (a Python object)" if is_in_process(spec) else f"--graph {spec!r}"
+
+
 def load_custom_graph(spec: str) -> Builder:
-    """The builder that ``module:attr`` names, checked (BadInput if it is not one)."""
+    """The builder of the custom graph ``spec`` names (``RunSettings.graph``), checked
+    (BadInput if it is none): ``module:attr`` of a ``StateGraph``, a compiled graph or a
+    function of no arguments that builds one, or the in-process name of such an object
+    given from Python (``contracts.custom_graph``), which only the process that named it
+    can rebuild. A compiled graph is compiled again from its ``builder``, with the run's
+    checkpointer and store (its own compile options are not used)."""
+    if is_in_process(spec):
+        target = in_process_graph(spec)
+        if target is None:
+            raise BadInput(f"graph {spec!r} was a Python object of the process that started this run, and no other "
+                           "process can rebuild it: go on in that process, or start the run with graph='module:attr' "
+                           "(an importable name)")
+        return _builder(spec, target)
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise BadInput(f"--graph {spec!r}: write it as module:attr (e.g. my_graphs:build)")
@@ -129,25 +150,33 @@ def load_custom_graph(spec: str) -> Builder:
     target = getattr(module, attr, None)
     if target is None:
         raise BadInput(f"--graph {spec!r}: {module_name} has no attribute {attr!r}")
-    if isinstance(target, CompiledStateGraph):
-        raise BadInput(f"--graph {spec!r} is a compiled graph; give the StateGraph (or a function that builds "
-                       "it) so minionflow can compile it with its checkpointer and store")
+    return _builder(spec, target)
+
+
+def _uncompiled(graph: Any) -> Any:
+    """A compiled graph's ``StateGraph`` (minionflow compiles it with the run's checkpointer
+    and store); anything else as it is."""
+    return graph.builder if isinstance(graph, CompiledStateGraph) else graph
+
+
+def _builder(spec: str, target: Any) -> Builder:
+    target = _uncompiled(target)
     if isinstance(target, StateGraph):
         graph = target
         return lambda: graph
     if not callable(target):
-        raise BadInput(f"--graph {spec!r} is a {type(target).__name__}, not a StateGraph or a function that builds one")
+        raise BadInput(f"{_named(spec)} is a {type(target).__name__}, not a StateGraph or a function that builds one")
     required = [p for p in inspect.signature(target).parameters.values()
                 if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     if required:
-        raise BadInput(f"--graph {spec!r}: a function that builds the graph takes no arguments (it takes "
+        raise BadInput(f"{_named(spec)}: a function that builds the graph takes no arguments (it takes "
                        f"{', '.join(p.name for p in required)}); its steps get the models and the sandbox from the "
                        "run's context")
 
     def build() -> StateGraph[Any]:
-        built = target()
+        built = _uncompiled(target())
         if not isinstance(built, StateGraph):
-            raise BadInput(f"--graph {spec!r} returned a {type(built).__name__}, not a StateGraph")
+            raise BadInput(f"{_named(spec)} returned a {type(built).__name__}, not a StateGraph")
         return built
 
     return build
@@ -156,7 +185,7 @@ def load_custom_graph(spec: str) -> Builder:
 def check_graph(spec: str, builder: StateGraph[Any]) -> None:
     missing = [k for k in REQUIRED_KEYS if k not in builder.channels]
     if missing:
-        raise BadInput(f"--graph {spec!r}: its state lacks {', '.join(missing)}; build it on MinionsState "
+        raise BadInput(f"{_named(spec)}: its state lacks {', '.join(missing)}; build it on MinionsState "
                        "(minionflow.graphs.MinionsState) or from minions_builder()")
 
 

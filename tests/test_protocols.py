@@ -147,12 +147,14 @@ def test_bad_protocols_and_graphs_are_clear_errors(tmp_path):
     doc.write_text(secret_doc().text)
     (tmp_path / "not_graphs.py").write_text(
         "from minionflow.graphs import build_minions_graph\n"
-        "compiled = build_minions_graph()\nnumber = 3\n"
+        "number = 3\n"
         "def wrong():\n    return 'a string'\n"
         "def old(models, sandbox):\n    return build_minions_graph()\n"
         "from langgraph.graph import StateGraph\nfrom typing_extensions import TypedDict\n"
         "class Tiny(TypedDict):\n    x: int\n"
         "tiny = StateGraph(Tiny)\n"
+        "tiny.add_node('x', lambda state: {})\ntiny.add_edge('__start__', 'x')\n"
+        "tiny_compiled = tiny.compile()\n"
     )
     env_home = tmp_path / "home"
     cases = [
@@ -162,10 +164,11 @@ def test_bad_protocols_and_graphs_are_clear_errors(tmp_path):
         (["--graph", "no_such_module:x"], "cannot import no_such_module"),
         (["--graph", "not_graphs:missing"], "has no attribute 'missing'"),
         (["--graph", "not_graphs:number"], "is a int, not a StateGraph"),
-        (["--graph", "not_graphs:compiled"], "is a compiled graph"),
         (["--graph", "not_graphs:wrong"], "returned a str, not a StateGraph"),
         (["--graph", "not_graphs:old"], "takes no arguments (it takes models, sandbox)"),
         (["--graph", "not_graphs:tiny"], "its state lacks settings, task, documents, final, usage"),
+        # a compiled graph is accepted (compiled again from its builder) and checked the same way
+        (["--graph", "not_graphs:tiny_compiled"], "its state lacks settings, task, documents, final, usage"),
     ]
     for args, message in cases:
         out = subprocess.run([CLI, "run", str(doc), "-q", QUESTION, *args], capture_output=True, text=True,
