@@ -113,6 +113,9 @@ class RoundRecord(TypedDict):
 
 
 class FinalAnswer(TypedDict):
+    """The run's answer, with how it came about: the rounds it took, whether the last round
+    forced it, whether it is not the supervisor's own (``fallback``)."""
+
     answer: str
     explanation: str
     citations: list[str]

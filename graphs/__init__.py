@@ -4,7 +4,8 @@ standard graphs (``build_minions_graph``, ``build_graph``), and to assemble your
 (``minions_builder(prelude=..., filter_node=..., after=...)`` returns a plain
 ``StateGraph`` over ``MinionsState`` whose ``round`` node is the round subgraph,
 ``round_builder``; ``retrieval_minions`` and ``majority_vote_minions`` are two
-worked examples).
+worked examples). ``RunSettings(graph=...)`` takes such a graph as a ``module:attr`` name or,
+in-process, as the object itself. docs/extending.md is the guide, with code that runs.
 
 The settings and state schemas live in ``minionflow.contracts``, the layer below
 the nodes, and are re-exported here.

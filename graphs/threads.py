@@ -201,6 +201,9 @@ def list_threads(saver: BaseCheckpointSaver[Any], store: BaseStore) -> list[Thre
 
 
 def show_thread(saver: BaseCheckpointSaver[Any], store: BaseStore, thread_id: str) -> ThreadView:
+    """Everything a thread holds (``minionflow show``): its summary and settings, each round
+    (code, jobs, every result with its grounding, what was forwarded), the final answer, the
+    notes, the usage and every model call; read from its checkpoints, nothing is run."""
     graph = _graph(saver, store, thread_id, _settings(saver, thread_id))
     snapshot, values = live_state(graph, {"configurable": {"thread_id": thread_id}})
     rounds = []

@@ -36,6 +36,9 @@ class JobSpec(BaseModel):
 
 
 class ExecutionRequest(BaseModel):
+    """What a backend runs: the supervisor's code (it defines ``prepare_jobs``), the
+    documents' texts, the last round's jobs and outputs, and the cap on jobs."""
+
     code: str
     context: list[str]
     prev_job_manifests: list[dict[str, Any]] = Field(default_factory=list)
@@ -43,12 +46,17 @@ class ExecutionRequest(BaseModel):
     max_jobs: int = Field(1000, gt=0)
 
     def runner_input(self, limits: SandboxLimits) -> bytes:
+        """The runner's stdin (``runner_source()``): this request and the limits, as JSON."""
         payload = self.model_dump()
         payload["limits"] = limits.runner_limits()
         return json.dumps(payload).encode("utf-8")
 
 
 class ExecutionResult(BaseModel):
+    """What a backend returns: the status, the jobs the code made, or the error, its
+    traceback and log, and the backend's name (``parse_runner_output`` makes one from the
+    runner's reply)."""
+
     status: SandboxStatus
     jobs: list[JobSpec] = Field(default_factory=list)
     error: str | None = None
@@ -73,6 +81,11 @@ class ExecutionResult(BaseModel):
 
 @runtime_checkable
 class SandboxBackend(Protocol):
+    """Where the supervisor's code runs, outside the minionflow process (guarantee 2): a
+    ``name``, ``check()`` (SandboxUnavailable, with the reason, when it cannot run here) and
+    ``execute(request, limits)``. ``sandbox.select.get_backend`` chooses a built-in one from
+    the settings; a ``RunContext(sandbox=...)`` gives any."""
+
     name: str
 
     def check(self) -> None:

@@ -12,6 +12,8 @@ SUPPORTED = {".txt", ".md", ".markdown", ".pdf"}
 
 
 class LoadedDocument(BaseModel):
+    """A document as a run takes it: its title, its text and its page count (1 for text)."""
+
     title: str
     text: str
     pages: int

@@ -20,10 +20,11 @@ BLOB_NAMESPACE = ("minionflow", "blobs")
 
 
 class MissingBlob(LookupError):
-    pass
+    """A reference to a blob the store does not hold (or holds corrupt)."""
 
 
 def sha256_text(text: str) -> str:
+    """The reference of a text: the sha256 of its UTF-8 bytes, in hex."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -33,6 +34,7 @@ _CHECK_FIRST_CHARS = 64 * 1024
 
 
 def put_text(store: BaseStore, text: str) -> str:
+    """Store a text (once: its reference is its hash); its reference."""
     digest = sha256_text(text)
     if len(text) < _CHECK_FIRST_CHARS or store.get(BLOB_NAMESPACE, digest) is None:
         store.put(BLOB_NAMESPACE, digest, {"text": text}, index=False)
@@ -57,6 +59,8 @@ def _checked(item: Item | None, digest: str) -> str:
 
 
 def get_text(store: BaseStore, digest: str) -> str:
+    """The text a reference names (a document, a chunk: ``JobRecord["chunk_ref"]``);
+    MissingBlob if the store does not hold it."""
     return _checked(store.get(BLOB_NAMESPACE, digest), digest)
 
 
@@ -77,6 +81,7 @@ def json_text(value: Any) -> str:
 
 
 def put_json(store: BaseStore, value: Any) -> str:
+    """Store a JSON value as a blob (its canonical JSON); its reference."""
     return put_text(store, json_text(value))
 
 
@@ -107,4 +112,21 @@ class BlobBatch:
 
 
 def get_json(store: BaseStore, digest: str) -> Any:
+    """The JSON value a reference names (a ``JobBatch``, a ``JobResult``, a list of them)."""
     return json.loads(get_text(store, digest))
+
+
+__all__ = [
+    "BLOB_NAMESPACE",
+    "BlobBatch",
+    "MissingBlob",
+    "get_json",
+    "get_json_many",
+    "get_text",
+    "get_texts",
+    "json_text",
+    "put_json",
+    "put_text",
+    "put_texts",
+    "sha256_text",
+]

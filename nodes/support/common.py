@@ -69,3 +69,6 @@ def carried_over(store: BaseStore, rounds: list[RoundRecord], settings: RunSetti
 def document_texts(store: BaseStore, documents: list[DocumentRef]) -> list[str]:
     """The texts of a run's documents, in one store round trip."""
     return get_texts(store, [d["sha256"] for d in documents])
+
+
+__all__ = ["LoadedBatch", "batch_from_ref", "carried_over", "document_texts"]

@@ -71,7 +71,7 @@ def _uncut(kept: list[dict[str, Any]], results: list[JobResult]) -> list[dict[st
     return whole
 
 
-Verdict = Literal["failed", "abstained", "ungrounded", "usable"]
+Verdict = Literal["failed", "abstained", "ungrounded", "usable"]  # what ``classify`` says of a result
 
 
 def classify(result: JobResult) -> Verdict:
@@ -108,6 +108,10 @@ def forwarded(result: JobResult, max_chars: int, explanation: str | None = None)
 
 
 def empty_stats(results: list[JobResult], **extra: int) -> dict[str, int]:
+    """A rule's counts before it looks at a result: ``jobs``, then ``failed``,
+    ``abstained`` and ``ungrounded`` (a rule adds one for each ``classify`` verdict it
+    drops), the rule's own counters (``extra``, e.g. ``duplicates=0``), then ``kept`` and
+    ``dropped_over_cap``, which ``cap`` sets."""
     return {"jobs": len(results), "failed": 0, "abstained": 0, "ungrounded": 0, **extra, "kept": 0, "dropped_over_cap": 0}
 
 
@@ -157,6 +161,7 @@ def failover_notes(results: list[JobResult], round_: int) -> list[str]:
     return notes
 
 
+# a selection rule: (the round's results, ranked; max_forwarded_outputs; max_answer_chars) -> (kept, stats)
 Selector = Callable[[list[JobResult], int, int], tuple[list[dict[str, Any]], dict[str, int]]]
 
 
@@ -198,3 +203,19 @@ def make_filter(select: Selector) -> Callable[[RoundState, Runtime[Any]], dict[s
 
     return filter_node
 
+
+__all__ = [
+    "Selector",
+    "Verdict",
+    "cap",
+    "classify",
+    "cut",
+    "empty_stats",
+    "evidence",
+    "failover_notes",
+    "forwarded",
+    "is_abstention",
+    "make_filter",
+    "norm",
+    "rank",
+]
