@@ -65,8 +65,10 @@ def run(out: Path) -> dict[str, object]:
         phases = {name: round(marks[i + 1][1] - at, 1) for i, (name, at) in enumerate(marks[:-1])}
         wheels = list((cache / "minionflow" / "wheels").glob("*.whl"))
         answer = next((line for line in lines if line.startswith("Answer:")), "")
+        ready = next((i for i, line in enumerate(lines) if line.startswith("[setup] ready")), len(lines))
         result = {
             "total_s": round(total, 1), "exit_code": code, "phases_s": phases, "answer": answer,
+            "output": lines[ready + 1:],  # what the demo printed after the set-up
             "wheel_mb": round(wheels[0].stat().st_size / 1e6, 1) if wheels else None,
             "cores": len(os.sched_getaffinity(0)), "cpu": platform.processor() or platform.machine(),
             "python": platform.python_version(),

@@ -8,7 +8,7 @@ attribute of this module named like the protocol, dashes as underscores
 studio-config`` writes it; the repository's own serves the four built in). ``checkpointer``
 and ``store`` open the same location the CLI uses (``$MINIONFLOW_CHECKPOINT``, else the
 SQLite files in ``$MINIONFLOW_HOME``), so threads started in Studio show in ``minionflow
-runs``, and a CLI thread can be opened in Studio (README: "Watch a run in Studio").
+runs``, and a CLI thread can be opened in Studio (docs/runs.md, "In LangGraph Studio").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Three MinionS variants built from the nodes, the composition examples of the README.
+"""Three MinionS variants built from the nodes: composition examples (README.md, docs/extending.md).
 Run them with ``minionflow run DOC -q ... --graph minionflow.graphs.variants:retrieval_minions``.
 
 They change the graph in the three ways ``minions_builder`` offers: a step before the

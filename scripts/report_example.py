@@ -1,4 +1,4 @@
-"""Make the README's picture of ``minionflow report``: a two-round MinionS run over the
+"""Make the picture of ``minionflow report`` in docs/runs.md: a two-round MinionS run over the
 first chunks of the sample report, the embedded model (SmolLM2-135M) as the minions and a
 scripted supervisor (round 1 asks where the largest facility is, round 2 who the chief
 executive is), then its report page, and a screenshot of that page in headless Chromium

@@ -54,8 +54,7 @@ def shipped_gguf() -> Path:
 # weights as Q8_0 at 242 (it writes 42 and 43 tokens/s). Q8_0 moves each Q4_1 weight
 # by at most half a Q8_0 step (a block's largest weight over 127), a small fraction of
 # a Q4_1 step; Q4_0 (faster still) would move it by up to half a step of its own.
-# Measured: benchmarks/embedded_speed.py; answers: ``minionflow eval`` (README,
-# "Answer quality").
+# Measured: benchmarks/embedded_speed.py; answers: ``minionflow eval`` (evals/README.md).
 EMBEDDED_FILE_TYPE = "Q8_0"
 
 

@@ -135,7 +135,7 @@ class SqliteBlobStore(BaseStore):
         # on random pages: their keys are hashes), so one job in about 70 paid one, 20-50
         # ms. At 4,000 pages (16 MB) a quarter as many run, each writing back once the pages
         # the jobs between them share; the map node alone took 1.16 ms a job instead of
-        # 1.53 (README, benchmarks/overhead.py).
+        # 1.53 (benchmarks/overhead.py).
         self._writer.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         # The close of the last connection checkpoints too, then deletes the WAL: 55-62 ms at
         # the end of a round of 1,000 jobs (benchmarks/overhead.py). When writes pause (a

@@ -1,4 +1,4 @@
-"""The README's claims about a run's life, each through the CLI as a user drives it:
+"""The claims of docs/runs.md about a run's life, each through the CLI as a user drives it:
 exit 1 and a resume that redoes no finished job, two Ctrl-Cs and SIGTERM then Ctrl-C, a
 review answered with --accept and with --edit FILE, and a fork with other models.
 The models are an OpenAI-compatible server (tests/openai_server.py) whose replies

@@ -65,30 +65,32 @@ def test_an_upward_import_breaks_a_contract(tmp_path, module, line):
     assert out.returncode == 1 and "BROKEN" in out.stdout, out.stdout[-2000:]
 
 
-README_PACKAGES = ("contracts", "sandbox", "storage", "serving", "nodes", "graphs", "evaluation", "cli")
+DOCUMENTED_PACKAGES = ("contracts", "sandbox", "storage", "serving", "nodes", "graphs", "evaluation", "cli")
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
 
 
-def _readme_section(title: str) -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def _doc_section(path: Path, title: str) -> str:
+    """The ``## title`` section of a Markdown file, up to the next ``## `` heading."""
+    text = path.read_text(encoding="utf-8")
     start = text.index(f"\n## {title}\n")
     end = text.find("\n## ", start + 1)
     return text[start:end if end != -1 else len(text)]
 
 
-def test_the_readme_lists_every_module():
-    """"How it is built" names every module of the packages (``dir/name.py``, package
-    ``__init__.py`` files aside), and every ``.py`` path it names exists: a new module
-    must be described, a deleted one cannot linger."""
-    section = _readme_section("How it is built")
+def test_the_architecture_lists_every_module():
+    """docs/architecture.md's "Modules" names every module of the packages (``dir/name.py``,
+    package ``__init__.py`` files aside), and every ``.py`` path it names exists: a new
+    module must be described, a deleted one cannot linger."""
+    section = _doc_section(ARCHITECTURE, "Modules")
     modules = {path.relative_to(ROOT).as_posix()
-               for package in README_PACKAGES for path in (ROOT / package).rglob("*.py")
+               for package in DOCUMENTED_PACKAGES for path in (ROOT / package).rglob("*.py")
                if path.name != "__init__.py" and "__pycache__" not in path.parts}
     assert len(modules) > 30, sorted(modules)  # the globbing found the packages
     named = set(re.findall(r"(?<![\w./-])((?:[\w-]+/)+[\w-]+\.py)\b", section))
     missing = sorted(modules - named)
-    assert not missing, f"README.md's 'How it is built' does not list: {missing}"
+    assert not missing, f"docs/architecture.md's 'Modules' does not list: {missing}"
     gone = sorted(path for path in named if not (ROOT / path).is_file())
-    assert not gone, f"README.md's 'How it is built' names files that do not exist: {gone}"
+    assert not gone, f"docs/architecture.md's 'Modules' names files that do not exist: {gone}"
 
 
 def test_the_cli_starts_without_the_model_client_libraries():

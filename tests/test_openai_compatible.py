@@ -1,7 +1,8 @@
-"""The path the README recommends for real models: ``ChatOpenAI`` over HTTP with the
-``json_schema`` and ``function_calling`` structured-output methods (the default for
-``openai:``, ``openrouter:`` and ``ollama:``), against a real OpenAI-compatible server
-(tests/openai_server.py) that checks every request's shape as the OpenAI API does.
+"""The path docs/models.md describes for real models ("Structured output across servers"):
+``ChatOpenAI`` over HTTP with the ``json_schema`` structured-output method (the default for
+``openai:``, ``openrouter:`` and ``ollama:``) and ``function_calling``, against a real
+OpenAI-compatible server (tests/openai_server.py) that checks every request's shape as the
+OpenAI API does.
 
 A whole MinionS run goes supervisor code -> bwrap sandbox -> one job per paragraph
 answered by the local model -> aggregation, with no fake chat model in the process:

@@ -272,12 +272,12 @@ def lines_of(stderr: str, prefix: str) -> list[str]:
 
 
 def test_an_endpoint_down_at_the_start_gets_a_warning_and_its_first_job_takes_it_out(tmp_path):
-    """README: "an endpoint that does not answer at the start gets a warning (its first job
-    takes it out)". A MinionS pool whose first endpoint (one slot, so it holds one job at a
-    time) is a closed port and whose second is a real server: one warning naming the closed
-    endpoint, the run answers, the one job the closed endpoint was given went to the other
-    (the note and ``usage.endpoints`` say so), and it got no other: the live server
-    answered all 12 jobs."""
+    """docs/models.md, "Several local endpoints": "one that does not answer gets a warning,
+    and its first job takes it out of the pool". A MinionS pool whose first endpoint (one
+    slot, so it holds one job at a time) is a closed port and whose second is a real server:
+    one warning naming the closed endpoint, the run answers, the one job the closed
+    endpoint was given went to the other (the note and ``usage.endpoints`` say so), and it
+    got no other: the live server answered all 12 jobs."""
     with OpenAIServer({"sup": default_remote, "mini": default_local}) as srv:
         url = srv.start()
         done = cli_run(tmp_path, "--json", "--remote", f"sup@{url}", "--local", f"{DOWN};slots=1,mini@{url}")
@@ -308,7 +308,8 @@ def assert_refused(done: subprocess.CompletedProcess[str], tmp_path: Path, messa
 
 
 def test_no_run_starts_when_no_local_endpoint_answers(tmp_path):
-    """README: "...unless none answers: then the run does not start". Both endpoints of a
+    """docs/models.md, "Several local endpoints": "if none answers, the run does not
+    start". Both endpoints of a
     MinionS pool are closed ports: refused as bad input, with no warning first, and the
     supervisor (a live server) is never called."""
     with OpenAIServer({"sup": default_remote}) as srv:
@@ -327,8 +328,9 @@ def minion_chat(prompt: str) -> str:
 
 @pytest.mark.parametrize("protocol", ["minion", "local-only"])
 def test_minion_and_local_only_do_not_start_without_their_first_endpoint(tmp_path, protocol):
-    """README: "...or it is the first and the protocol is Minion or local-only, which talk to
-    the first endpoint alone: then the run does not start". With the first endpoint a
+    """docs/models.md, "Several local endpoints": "if the first does not answer and the
+    protocol is Minion or local-only, which talk to it alone, the run does not start". With
+    the first endpoint a
     closed port, the run is refused as bad input and no model is called; with the second
     one closed (the first live), the run gets the warning and answers, every local call on
     the first endpoint."""

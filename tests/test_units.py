@@ -216,8 +216,8 @@ def test_the_extractive_check_is_on_by_default_only_for_the_embedded_supervisor(
 
 
 def test_an_embedded_supervisor_gets_one_round_and_one_code_attempt_unless_told():
-    """The CLI's defaults for a supervisor that takes minutes a reply (README, "Trading
-    time for quality"); a real supervisor keeps 5 rounds and 3 code attempts."""
+    """The CLI's defaults for a supervisor that takes minutes a reply (docs/models.md,
+    "Choosing a supervisor"); a real supervisor keeps 5 rounds and 3 code attempts."""
     from minionflow.contracts.settings import default_settings
 
     embedded = default_settings({"remote": "embedded"})
