@@ -30,7 +30,8 @@ PHASES = (  # (phase, the start of the [setup] line that begins it)
     ("virtualenv", "[setup] creating .venv"),
     ("llama.cpp build", "[setup] building llama-cpp-python"),
     ("install", "[setup] installing minionflow"),
-    ("model", "[setup] embedded model"),
+    ("model", "[setup] preparing the embedded model"),
+    ("set-up check", "[setup] embedded model"),
 )
 
 

@@ -107,6 +107,10 @@ ResultJsonOption = Annotated[bool, typer.Option(
     "--json", metavar="", rich_help_panel=OUTPUT, help="one JSON result on stdout, nothing else")]
 
 
+ReadVerboseOption = Annotated[bool, typer.Option(
+    "--verbose", "-v", metavar="", rich_help_panel=OUTPUT, help="log on stderr")]
+
+
 def log_to_stderr(verbose: bool) -> None:
     """``-v`` of a command that only reads threads: its log on stderr (it writes no log file)."""
     if verbose:

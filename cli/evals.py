@@ -112,7 +112,7 @@ def eval_command(
     protocols: Annotated[str, typer.Option(help=f"comma-separated (default {DEFAULT_PROTOCOLS})",
                                            metavar="LIST")] = DEFAULT_PROTOCOLS,
     judge: Annotated[str | None, typer.Option(help="model spec of an LLM judge; its verdict is recorded apart from the deterministic score", metavar="SPEC")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="the eval's folder (default: eval-results/SUITE-NAME); run again to resume", metavar="DIR")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="the eval's folder; run again to resume (default eval-results/SUITE-NAME)", metavar="DIR")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="only the first N questions", metavar="N")] = None,
     json_out: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT, help="print the summary as JSON", metavar="")] = False,
     quiet: QuietOption = False,
@@ -199,7 +199,7 @@ def convert_command(
     dataset: Annotated[str, typer.Argument(metavar="DATASET", help="financebench, qasper or longhealth", show_default=False)],
     source: Annotated[Path, typer.Argument(metavar="SOURCE", help="the dataset file as downloaded: financebench_open_source.jsonl, qasper-*-v0.3.json or benchmark_v5.json", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for suite.jsonl and the documents it needs", metavar="DIR")],
-    pdfs: Annotated[Path | None, typer.Option(help="FinanceBench's PDFs folder (default: pdfs/ next to SOURCE or one level up)", metavar="DIR")] = None,
+    pdfs: Annotated[Path | None, typer.Option(help="FinanceBench's PDFs folder (default pdfs/ next to SOURCE or one level up)", metavar="DIR")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="only the first N questions (by id)", metavar="N")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing suite.jsonl", metavar="")] = False,
 ) -> None:

@@ -70,9 +70,11 @@ def plain(command: Any) -> None:
     plain help above; defaults are left to the help text."""
     if type(command) is TyperCommand:
         command.__class__ = PlainCommand
-    if command.help and not command.short_help:
-        # the command list shows the first paragraph, with its line breaks in typer's rich mode
-        command.short_help = " ".join(inspect.cleandoc(command.help).split("\n\n")[0].split())
+    if command.help:
+        # typer's rich mode keeps a docstring's line breaks: the terminal wraps each paragraph
+        paragraphs = [" ".join(p.split()) for p in inspect.cleandoc(command.help).split("\n\n")]
+        command.help = "\n\n".join(paragraphs)
+        command.short_help = command.short_help or paragraphs[0]
     for param in command.params:
         if type(param) is TyperOption:
             param.__class__ = PlainOption

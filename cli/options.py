@@ -103,7 +103,7 @@ OPTIONS: dict[str, Any] = {
         help="per worker reply, >= 16 (default 256)")],
     "concurrency": Annotated[int | None, typer.Option(
         "--concurrency", min=1, max=256, metavar="N", rich_help_panel=MODELS,
-        help="requests in flight per server (default 4)")],
+        help="requests in flight per server (default 4; embedded 1)")],
     "max_rounds": Annotated[int | None, typer.Option(
         "--max-rounds", min=1, max=50, metavar="N", rich_help_panel=LIMITS,
         help="rounds or turns (default 5; embedded supervisor 1, Minion 2)")],
@@ -130,7 +130,7 @@ OPTIONS: dict[str, Any] = {
         help="supervisor USD per run (default none)")],
     "sandbox": Annotated[str, typer.Option(
         "--sandbox", metavar="NAME", rich_help_panel=SANDBOX,
-        help="docker, bwrap or auto (default: docker if ready, else bwrap)")],
+        help="docker, bwrap or auto (default auto: docker if ready, else bwrap)")],
     "sandbox_runtime": Annotated[str | None, typer.Option(
         "--sandbox-runtime", metavar="RUNTIME", rich_help_panel=SANDBOX,
         help="OCI runtime for docker, e.g. runsc")],
@@ -156,7 +156,7 @@ def _for_fork(annotated: Any) -> Any:
     thread's value as its default."""
     info = copy.copy(annotated.__metadata__[0])
     info.envvar = None
-    info.help = (re.sub(r"\s*\(default[^)]*\)", "", info.help) + " (default: kept)").strip()
+    info.help = (re.sub(r"\s*\(default[^)]*\)", "", info.help) + " (default the thread's)").strip()
     return Annotated[annotated.__origin__, info]
 
 

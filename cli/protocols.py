@@ -41,7 +41,7 @@ def list_protocols(
 
 @app.command("studio-config")
 def write_studio_config(
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="write it to this file (default: stdout)",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="write it to this file (default stdout)",
                                              metavar="FILE")] = None,
 ) -> None:
     """Print a langgraph.json that serves every protocol.

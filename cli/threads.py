@@ -34,6 +34,7 @@ from .common import (
     CheckpointOption,
     DataDir,
     QuietOption,
+    ReadVerboseOption,
     ResultJsonOption,
     VerboseOption,
     _fail,
@@ -154,7 +155,7 @@ def fork(
     the checkpoints already hold cannot change: the documents and question, the protocol
     or graph (--protocol, --graph), the chunking (--chunk-tokens), the sandbox (--sandbox,
     --sandbox-runtime) and whether code waits for a review (--approve); start a new run to
-    change those."""
+    change those. The new thread's id is made for it (no --thread) and printed."""
     where = _existing(home, checkpoint)
     _setup_logging(verbose, home or data_dir())
     changes = options.changes()
@@ -192,7 +193,7 @@ def _no_runs(json_out: bool) -> None:
 @app.command()
 def runs(home: DataDir = None, checkpoint: CheckpointOption = None,
          json_out: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT, help="the runs as a JSON list", metavar="")] = False,
-         verbose: VerboseOption = False) -> None:
+         verbose: ReadVerboseOption = False) -> None:
     """List the runs (threads), newest first."""
     log_to_stderr(verbose)
     if not exists(location(home or data_dir(), checkpoint)):
@@ -221,7 +222,7 @@ def show(
     json_out: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT, help="everything, for machines", metavar="")] = False,
     egress: Annotated[bool, typer.Option("--egress", help="only what was sent to the remote model, and how much of it "
                                          "came from the documents", metavar="")] = False,
-    verbose: VerboseOption = False,
+    verbose: ReadVerboseOption = False,
 ) -> None:
     """Show a run round by round.
 
@@ -303,7 +304,7 @@ def report(
     out: Annotated[Path, typer.Option("--out", "-o", help="the HTML file to write", metavar="FILE")],
     home: DataDir = None,
     checkpoint: CheckpointOption = None,
-    verbose: VerboseOption = False,
+    verbose: ReadVerboseOption = False,
 ) -> None:
     """Write an HTML report of a run or an eval.
 
@@ -339,7 +340,7 @@ def report(
 def history(thread: Annotated[str, typer.Argument(metavar="THREAD", help="thread id, or the start of one")], home: DataDir = None,
             checkpoint: CheckpointOption = None,
             json_out: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT, help="the checkpoints as a JSON list", metavar="")] = False,
-            verbose: VerboseOption = False) -> None:
+            verbose: ReadVerboseOption = False) -> None:
     """List a thread's checkpoints, newest first.
 
     fork --at takes their ids."""

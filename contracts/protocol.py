@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import BadInput
-from .settings import PROTOCOL_NAME, RunSettings, record_min_rounds
+from .settings import PROTOCOL_NAME, RunSettings
 
 Role = Literal["remote", "local"]
 NAME = re.compile(PROTOCOL_NAME)
@@ -59,8 +59,6 @@ class Protocol:
             raise ValueError(f"protocol {self.name!r} calls no model")
         if self.reads_whole is not None and self.reads_whole not in self.calls:
             raise ValueError(f"protocol {self.name!r}: the model that reads the documents whole is one it calls")
-        # settings made for it with the embedded supervisor default to no fewer rounds (RunSettings)
-        record_min_rounds(self.name, self.min_rounds)
 
     def check(self, settings: RunSettings) -> None:
         """BadInput when the settings do not suit the protocol."""

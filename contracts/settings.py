@@ -206,15 +206,18 @@ def default_remote_spec(environ: dict[str, str] | None = None) -> ModelSpec:
 # replaced by the extractive answer (nodes.support.extractive).
 EMBEDDED_SUPERVISOR_DEFAULTS: dict[str, Any] = {"max_rounds": 1, "max_code_attempts": 1, "extractive_fallback": "ignored"}
 
-# The fewest rounds each protocol needs, by name, as its Protocol says (contracts.protocol
-# records it when a protocol is made): the embedded supervisor's default max_rounds is never
-# fewer, however the settings are made.
+# The fewest rounds each protocol needs, by name, as its Protocol says: the registry
+# (graphs.protocols) records the built-in protocols when it is imported and a package's when
+# it is registered. The embedded supervisor's default max_rounds is never fewer, however the
+# settings are made; settings made before minionflow.graphs is imported know only the
+# general minimum (1), and a protocol that needs more refuses them with a clear message.
 _min_rounds: dict[str, int] = {}
 
 
 def record_min_rounds(protocol: str, rounds: int) -> None:
-    """Note that ``protocol`` needs at least ``rounds`` rounds (``Protocol`` does, when made)."""
-    _min_rounds[protocol] = max(rounds, _min_rounds.get(protocol, 1))
+    """Note that ``protocol`` needs at least ``rounds`` rounds (the registry does, for each
+    protocol it knows)."""
+    _min_rounds[protocol] = rounds
 
 
 def min_rounds_of(protocol: str) -> int:

@@ -36,7 +36,7 @@ from langgraph.store.base import BaseStore
 from minionflow.contracts.custom_graph import in_process_graph, is_in_process
 from minionflow.contracts.errors import BadInput
 from minionflow.contracts.protocol import Protocol
-from minionflow.contracts.settings import RunSettings
+from minionflow.contracts.settings import RunSettings, record_min_rounds
 
 from .baselines import LOCAL_ONLY, REMOTE_ONLY
 from .minion import MINION
@@ -52,6 +52,8 @@ _registered: dict[str, Protocol] = {}
 _lock = threading.Lock()  # guards _registered
 _loading = threading.Lock()  # held while the entry points are loaded
 _loaded = False
+for _protocol in BUILT_IN:  # what RunSettings' embedded-supervisor defaults need to know
+    record_min_rounds(_protocol.name, _protocol.min_rounds)
 
 
 def register(protocol: Protocol) -> None:
@@ -63,6 +65,7 @@ def register(protocol: Protocol) -> None:
         if protocol.name in {p.name for p in BUILT_IN} or (known is not None and known is not protocol):
             raise BadInput(f"a protocol named {protocol.name!r} is registered already")
         _registered[protocol.name] = protocol
+        record_min_rounds(protocol.name, protocol.min_rounds)
 
 
 def _load_entry_points() -> None:

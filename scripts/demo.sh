@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# --remote embedded: offline even where OPENAI_API_KEY is set (an option given after it wins)
 exec .venv/bin/minionflow run samples/northwind-annual-report-2025.md \
-  -q "Which facility did Northwind close in fiscal 2025, and why?" "$@"
+  -q "Which facility did Northwind close in fiscal 2025, and why?" --remote embedded "$@"

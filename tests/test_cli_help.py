@@ -83,15 +83,21 @@ def test_the_wrap_check_finds_a_written_line_break() -> None:
     assert greedy_wrap_breaks(rows, 9) == ["'Answer a question over documents, tokens, cost' / 'and time side by side'"]
 
 
+DEFAULT = re.compile(r"\(default [^)]+\)$")  # the one form: "(default X)" ending the help
+
+
 @pytest.mark.parametrize("name", [n for n in NAMES if n])
-def test_every_default_is_said_in_the_help(name: str) -> None:
-    """An option with a default other than none or off says it, as ``(default …)``."""
+def test_every_default_is_said_in_the_help_one_way(name: str) -> None:
+    """An option with a default other than none or off says it at the end of its help as
+    ``(default X)``; no help says a default any other way."""
     command = COMMAND.commands[name]
     for param in command.params:
-        if not param.param_type_name == "option" or param.is_flag or param.required:
+        if param.param_type_name != "option":
             continue
-        if param.default not in (None, False, ()):
-            assert "(default" in (param.help or ""), (name, param.opts, param.default)
+        text = param.help or ""
+        assert text.count("default") == len(DEFAULT.findall(text)), (name, param.opts, text)
+        if not param.is_flag and not param.required and param.default not in (None, False, ()):
+            assert DEFAULT.search(text), (name, param.opts, param.default)
 
 
 def test_run_help_fits_one_screen() -> None:
@@ -105,12 +111,12 @@ def test_fork_says_an_option_not_given_keeps_the_threads_value() -> None:
     command = COMMAND.commands["fork"]
     for param in command.params:
         if param.param_type_name == "option" and param.name not in ("at", "json_out", "home", "checkpoint", "quiet", "verbose"):
-            assert (param.help or "").endswith("(default: kept)"), param.opts
-            assert "(default " not in param.help, param.opts
+            assert (param.help or "").endswith("(default the thread's)"), param.opts
+            assert param.help.count("(default") == 1, param.opts
     assert "keeps the thread's value" in render("fork", 80)
 
 
-@pytest.mark.parametrize("name", ["compare", "eval", "fork"])
+@pytest.mark.parametrize("name", ["compare", "eval", "fork"])  # resume: below
 def test_a_command_says_which_of_runs_options_it_does_not_take(name: str) -> None:
     """Each of run's options a command lacks is named in its help (the question aside: eval
     reads its questions from the suite). resume takes none, and says why."""
@@ -119,7 +125,7 @@ def test_a_command_says_which_of_runs_options_it_does_not_take(name: str) -> Non
     own = {p.opts[0] for p in command.params if p.param_type_name == "option"}
     help_text = " ".join((command.help or "").split())
     missing = sorted(run_flags - own - {"--question"})
-    unsaid = [flag for flag in missing if flag not in help_text and flag.removeprefix("--") not in help_text]
+    unsaid = [flag for flag in missing if not re.search(rf"{re.escape(flag)}(?![\w-])", help_text)]
     assert unsaid == [], (name, missing)
 
 
@@ -139,3 +145,17 @@ def test_the_cli_reference_in_docs_is_current() -> None:
     assert written == markdown(), "docs/cli.md is stale: python -m minionflow.cli.reference > docs/cli.md"
     for name in COMMAND.commands:
         assert f"## `minionflow {name}`" in written
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+@pytest.mark.parametrize("name", [n for n in NAMES if n])
+def test_command_descriptions_are_wrapped_by_the_terminal(name: str, columns: int) -> None:
+    """A command's own description (between the usage line and the first panel): each of its
+    lines ends only where the next word would not fit."""
+    lines = render(name, columns).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("Usage:")) + 1
+    end = next(i for i, line in enumerate(lines) if line.startswith("╭"))
+    text = [line.rstrip() for line in lines[start:end]]
+    bad = [f"{a.strip()!r} / {b.strip()!r}" for a, b in zip(text, text[1:], strict=False)
+           if a.strip() and b.strip() and len(a) + 1 + len(b.split()[0]) <= columns - 1]
+    assert bad == []
