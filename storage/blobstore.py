@@ -208,12 +208,7 @@ class SqliteBlobStore(BaseStore):
                 log.warning("blob store checkpoint failed: %s", exc)
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
-        ops = list(ops)
-        if any(not isinstance(op, (GetOp, PutOp)) for op in ops):
-            other = next(op for op in ops if not isinstance(op, (GetOp, PutOp)))
-            raise NotImplementedError(f"SqliteBlobStore supports only get and put, not {type(other).__name__}")
-        puts = [op for op in ops if isinstance(op, PutOp)]
-        gets = [op for op in ops if isinstance(op, GetOp)]
+        ops, puts, gets = _split(ops, type(self).__name__)
         if puts:
             self._commit(_rows(puts))
         found = self._get(gets) if gets else {}
@@ -292,12 +287,7 @@ class PostgresBlobStore(BaseStore):
             self._legacy = bool(row and row[0] == 3)
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
-        ops = list(ops)
-        if any(not isinstance(op, (GetOp, PutOp)) for op in ops):
-            other = next(op for op in ops if not isinstance(op, (GetOp, PutOp)))
-            raise NotImplementedError(f"PostgresBlobStore supports only get and put, not {type(other).__name__}")
-        puts = [op for op in ops if isinstance(op, PutOp)]
-        gets = [op for op in ops if isinstance(op, GetOp)]
+        ops, puts, gets = _split(ops, type(self).__name__)
         if puts:
             self._commit(_rows(puts))
         if not gets:
@@ -355,6 +345,16 @@ def _statements(rows: list[Row], insert: str, values: str, delete: str, per_stat
                 for ns, key, value in rows]
     return [(insert.format(", ".join([values] * len(part))), [field for row in part for field in row])
             for part in (rows[start:start + per_statement] for start in range(0, len(rows), per_statement))]
+
+
+def _split(ops: Iterable[Op], store: str) -> tuple[list[Op], list[PutOp], list[GetOp]]:
+    """A batch's operations, its puts and its gets (a blob store does nothing else: any
+    other operation is NotImplementedError, naming the store)."""
+    ops = list(ops)
+    other = next((op for op in ops if not isinstance(op, (GetOp, PutOp))), None)
+    if other is not None:
+        raise NotImplementedError(f"{store} supports only get and put, not {type(other).__name__}")
+    return ops, [op for op in ops if isinstance(op, PutOp)], [op for op in ops if isinstance(op, GetOp)]
 
 
 def _rows(puts: list[PutOp]) -> list[Row]:
