@@ -44,6 +44,7 @@ class RunOptions:
     local: list[str] | None = None
     max_rounds: int | None = None
     max_code_attempts: int | None = None
+    plan: str | None = None
     chunk_tokens: int | None = None
     remote_max_tokens: int | None = None
     local_max_tokens: int | None = None
@@ -103,19 +104,22 @@ OPTIONS: dict[str, Any] = {
         help="per worker reply, >= 16 (default 256)")],
     "concurrency": Annotated[int | None, typer.Option(
         "--concurrency", min=1, max=256, metavar="N", rich_help_panel=MODELS,
-        help="requests in flight per server (default 4; embedded 1)")],
+        help="requests per server (default 4; embedded 1)")],
     "max_rounds": Annotated[int | None, typer.Option(
         "--max-rounds", min=1, max=50, metavar="N", rich_help_panel=LIMITS,
         help="rounds or turns (default 5; embedded supervisor 1, Minion 2)")],
     "max_code_attempts": Annotated[int | None, typer.Option(
         "--max-code-attempts", min=1, max=10, metavar="N", rich_help_panel=LIMITS,
         help="per round (default 3; embedded supervisor 1)")],
+    "plan": Annotated[str | None, typer.Option(
+        "--plan", metavar="HOW", rich_help_panel=LIMITS,
+        help="who makes the jobs: code, builtin or auto (default auto; embedded builtin)")],
     "chunk_tokens": Annotated[int | None, typer.Option(
         "--chunk-tokens", min=10, metavar="N", rich_help_panel=LIMITS,
-        help="chunk size of the built-in plan (default 1000)")],
+        help="built-in plan's chunk size (default 1000)")],
     "no_cache": Annotated[bool, typer.Option(
         "--no-cache", metavar="", rich_help_panel=LIMITS,
-        help="answer every job anew, not from the job cache")],
+        help="answer every job anew, no job cache")],
     "max_quote_chars": Annotated[int | None, typer.Option(
         "--max-quote-chars", min=10, metavar="N", rich_help_panel=PRIVACY,
         help="characters per quote sent (default 600)")],
@@ -147,7 +151,7 @@ SETTING_OF: dict[str, tuple[str, Callable[[Any], Any]]] = {
 OPTION_OF_SETTING = {setting: "--" + name.replace("_", "-") for name, (setting, _) in SETTING_OF.items()}
 BATCH = tuple(name for name in ALL if name != "approve")  # compare, eval: no run stops for a review
 FORKABLE = ("remote", "local", "remote_max_tokens", "local_max_tokens", "concurrency", "max_rounds",
-            "max_code_attempts", "no_cache", "max_quote_chars", "redact", "budget_tokens", "budget_usd")
+            "max_code_attempts", "plan", "no_cache", "max_quote_chars", "redact", "budget_tokens", "budget_usd")
 assert set(OPTIONS) == {f.name for f in fields(RunOptions)}
 
 

@@ -72,6 +72,8 @@ class RunProgress:
             self._say(f"round {round_}: supervisor writes code (attempt {event['attempt']})")
         elif kind == "execute":
             self._say(f"round {round_}: sandbox {event['status']} ({event['jobs']} jobs, {event['seconds']}s)")
+        elif kind == "plan":
+            self._say(f"round {round_}: built-in plan, the supervisor is not asked for code ({event['reason']})")
         elif kind == "fallback":
             self._say(f"round {round_}: code failed, built-in plan ({event['jobs']} jobs)")
         elif kind == "jobs":

@@ -35,7 +35,7 @@ def run(
     documents: Annotated[list[Path], typer.Argument(help="documents to read (.txt, .md, .pdf)", show_default=False, metavar="DOC")],
     question: Annotated[str, typer.Option("--question", "-q", help="the question to answer", metavar="TEXT")],
     options: RunOptions,
-    protocol: Annotated[str, typer.Option(help="minion, remote-only, local-only or any `minionflow protocols` lists (default minions)", metavar="NAME")] = "minions",
+    protocol: Annotated[str, typer.Option(help="a protocol `minionflow protocols` lists (default minions)", metavar="NAME")] = "minions",
     graph: Annotated[str | None, typer.Option(help="your own graph instead of a protocol's", metavar="MODULE:ATTR")] = None,
     thread: Annotated[str | None, typer.Option(help="the thread id; an unfinished one resumes", metavar="ID")] = None,
     json_out: ResultJsonOption = False,

@@ -204,7 +204,11 @@ def default_remote_spec(environ: dict[str, str] | None = None) -> ModelSpec:
 # cores) and rarely help: these defaults keep the offline run under five minutes. Its
 # final answers often take nothing from the grounded minion answers: they are
 # replaced by the extractive answer (nodes.support.extractive).
-EMBEDDED_SUPERVISOR_DEFAULTS: dict[str, Any] = {"max_rounds": 1, "max_code_attempts": 1, "extractive_fallback": "ignored"}
+# It is not asked for ``prepare_jobs`` code either ("plan": "builtin"): it never wrote code that
+# ran (every round of the bundled suite fell back to the built-in plan), and its decompose reply
+# alone took 20 s to 4 min a question.
+EMBEDDED_SUPERVISOR_DEFAULTS: dict[str, Any] = {"max_rounds": 1, "max_code_attempts": 1, "extractive_fallback": "ignored",
+                                                "plan": "builtin"}
 
 # The fewest rounds each protocol needs, by name, as its Protocol says: the registry
 # (graphs.protocols) records the built-in protocols when it is imported and a package's when
@@ -299,6 +303,11 @@ class RunSettings(BaseModel):
                               "recorded by name (contracts.custom_graph)")
     max_rounds: int = Field(5, ge=1, le=50)
     max_code_attempts: int = Field(3, ge=1, le=10)
+    plan: Literal["auto", "code", "builtin"] = Field(
+        "auto", description="who makes a MinionS round's jobs: 'code', the supervisor's prepare_jobs code every round; "
+        "'builtin', the built-in plan (every chunk x the task), the supervisor asked only to aggregate; 'auto' (the "
+        "default), the supervisor's code until it fails every attempt of a round, then the built-in plan for the rest "
+        "of the run ('builtin' is the default with the embedded supervisor)")
     tasks_per_round: int = Field(3, ge=1, le=20, description="how many distinct tasks the supervisor should write")
     chunk_tokens: int = Field(1000, ge=10, description="chunk size of the built-in plan, and the hint given to the supervisor")
     max_jobs_per_round: int = Field(200, ge=1, le=100_000)

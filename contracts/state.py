@@ -93,7 +93,7 @@ class ResultRef(TypedDict):
 
 class RoundRecord(TypedDict):
     round: int
-    plan_source: Literal["supervisor", "fallback"]
+    plan_source: Literal["supervisor", "fallback", "builtin"]
     code: str | None
     code_errors: list[str]
     jobs: int
@@ -212,7 +212,7 @@ class RoundState(RoundInput, total=False):
 
     code: str | None
     code_errors: list[str]
-    plan_source: Literal["supervisor", "fallback"]
+    plan_source: Literal["supervisor", "fallback", "builtin"]
     sandbox: str  # the backend that ran the supervisor's code this round
     jobs_ref: str | None
     job_count: int

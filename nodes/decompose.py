@@ -92,13 +92,38 @@ def decompose_messages(state: RoundState, settings: RunSettings, retry: list[Job
     return [SystemMessage(system), HumanMessage(user)]
 
 
+def builtin_plan_reason(state: RoundState, settings: RunSettings) -> str | None:
+    """Why this round takes the built-in plan without asking the supervisor for code
+    (``settings.plan``), or None when the supervisor is asked."""
+    if settings.plan == "builtin":
+        return "plan=builtin" + (" (the embedded supervisor's default)" if settings.remote.kind == "embedded" else "")
+    if settings.plan == "auto":
+        failed = [r["round"] for r in state.get("rounds") or [] if r["plan_source"] == "fallback"]
+        if failed:
+            return f"its code failed every attempt in round {failed[0]}"
+    return None
+
+
 def decompose(state: RoundState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """The supervisor writes this round's ``prepare_jobs`` (or, when the remote budget does
-    not afford a round, the run ends with the answer extracted from earlier rounds)."""
+    not afford a round, the run ends with the answer extracted from earlier rounds). A
+    round whose plan is the built-in one (``builtin_plan_reason``) asks nothing: it says so
+    and goes on to the built-in plan."""
     context = context_of(runtime, state)
     settings = context.run_settings
     store: BaseStore = store_of(runtime)
     round_ = round_number(state)
+    reason = builtin_plan_reason(state, settings)
+    if reason is not None:
+        limit = budget(settings, state.get("usage") or [], earlier_rounds(state.get("rounds") or []))
+        need = estimate(aggregate_messages(state, settings, True), settings)
+        if limit is not None and not limit.affords(need):
+            return over_budget(store, state, round_, limit.describe(need))
+        if round_ > 1:
+            emit({"type": "round", "round": round_, "retrying": len(carried_over(store, state.get("rounds") or [], settings))})
+        emit({"type": "plan", "round": round_, "source": "builtin", "reason": reason})
+        return {"code": None, "plan_source": "builtin",
+                "notes": [f"round {round_}: the built-in plan; the supervisor was not asked for code ({reason})"]}
     attempt = len(state.get("code_errors") or []) + 1
     retry = carried_over(store, state.get("rounds") or [], settings)
     if attempt == 1 and round_ > 1:

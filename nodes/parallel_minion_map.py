@@ -30,7 +30,7 @@ from minionflow.nodes.support.replies import parse_text_reply
 from minionflow.serving.accounting import usage_records
 from minionflow.serving.context_guard import ContextOverflow, message_texts
 from minionflow.serving.job_cache import JobCache, job_key
-from minionflow.serving.models import CallRecord, ModelClient, reply_text, unheard_here
+from minionflow.serving.models import CallRecord, ModelClient, cut_off, reply_text, unheard_here
 from minionflow.serving.pool import endpoint_pool
 from minionflow.storage.store import BlobBatch, get_json
 
@@ -85,11 +85,15 @@ def ask_or_recall(client: ModelClient, messages: list[Any], settings: RunSetting
     key = key or job_key(client.spec, settings.local_max_tokens, messages)
     hit = cache.recall(key, messages)
     if hit is not None:
-        return hit[0], [hit[1]], None
+        output, call = hit
+        return output, [call], None if output is not None else (call.error or "no reply")
     output, calls, error = ask_worker(client, messages, reply, unheard)
-    # only a clean reply is kept (not one cut at the token limit, which a text reply still parses)
-    if output is not None and error is None and calls and calls[-1].message is not None and calls[-1].error is None:
-        cache.keep(key, output, calls[-1], reply_text(calls[-1].message))
+    last = calls[-1] if calls else None
+    # a clean reply is kept, and one cut at the token limit (a text reply still parses; a JSON
+    # one fails): at temperature 0 the same request gets the same cut reply
+    if last is not None and last.message is not None and (
+            (output is not None and error is None and last.error is None) or cut_off(last)):
+        cache.keep(key, output, last, reply_text(last.message))
     return output, calls, error
 
 

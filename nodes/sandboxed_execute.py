@@ -1,7 +1,8 @@
 """sandboxed_execute: run the supervisor's ``prepare_jobs`` in a sandbox backend.
 
 Errors go back to decompose with the traceback; after ``max_code_attempts`` the
-round uses the built-in plan (every chunk x the task) and records that it did.
+round uses the built-in plan (every chunk x the task) and records that it did; a round
+decompose gave the built-in plan (``settings.plan``) runs no code.
 Model-written code never runs in this process (docs/architecture.md, guarantee 2). The round's
 jobs (its own and the last round's failed ones that may be tried again) are stored as
 one ``JobBatch`` blob; ``route_jobs``, the edge after this step (or after the steps a
@@ -189,6 +190,8 @@ def sandboxed_execute(state: RoundState, runtime: Runtime[RunContext]) -> dict[s
     update["code_errors"] = errors
     if specs:
         update["plan_source"] = "supervisor"
+    elif state.get("plan_source") == "builtin":  # decompose did not ask for code, and said why
+        specs = fallback_specs(texts, state["task"], settings)
     elif len(errors) >= settings.max_code_attempts:
         specs = fallback_specs(texts, state["task"], settings)
         update["plan_source"] = "fallback"

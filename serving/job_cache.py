@@ -6,8 +6,11 @@ Identical means the same request: the model spec (kind, model, endpoint or GGUF 
 structured-output method, reply format, context window), an embedded model's weights
 (its file's path, size and time), the reply's schema and token limit, and every message
 sent, so the chunk, the task, the advice and the prompt templates (any change to
-``nodes/prompts.py`` is a new key). Only usable outputs are kept: a
-failed or unparseable reply is asked again next time. Calls are made at temperature 0,
+``nodes/prompts.py`` is a new key). Usable outputs are kept, and replies cut off at the
+token limit: the same request (the limit is in the key) gives the same cut reply at
+temperature 0, so it is kept as what it was, a failure when it could not be read and a
+call marked as cut off either way. A reply that failed otherwise (a transport error, a
+reply that is not the schema) is asked again next time. Calls are made at temperature 0,
 so a cached reply is the one the model would give (up to a server's nondeterminism).
 
 Why not LangGraph's node cache (``CachePolicy``): it caches a node's writes keyed on its
@@ -38,8 +41,9 @@ from .embedded import EmbeddedModelError, default_gguf
 from .models import CallRecord, json_schema
 
 CACHE_NAMESPACE = ("minionflow", "job_cache")
-# bump when what a cached entry means changes (not for prompt changes: they change the key)
-CACHE_VERSION = 1
+# bump when what a cached entry means changes (not for prompt changes: they change the key);
+# 2: an entry may be a cut-off reply ("error"), its output None when it could not be read
+CACHE_VERSION = 2
 
 
 @lru_cache(maxsize=16)
@@ -97,9 +101,10 @@ class JobCache:
             self.known.update({key: item.value if isinstance(item, Item) else None
                                for key, item in zip(wanted, items, strict=True)})
 
-    def recall(self, key: str, messages: list[BaseMessage]) -> tuple[JobOutput, CallRecord] | None:
-        """The output kept under ``key``, and a call record for it: the reply as it
-        came, no new tokens, marked as a cache hit."""
+    def recall(self, key: str, messages: list[BaseMessage]) -> tuple[JobOutput | None, CallRecord] | None:
+        """The output kept under ``key`` (None for a cut-off reply that could not be read),
+        and a call record for it: the reply as it came, its error if it was cut off, no new
+        tokens, marked as a cache hit. None when the cache does not have the key."""
         if key in self.known:
             value = self.known[key]
         else:
@@ -107,16 +112,17 @@ class JobCache:
             value = item.value if item is not None else None
         if value is None:
             return None
-        output = JobOutput.model_validate(value["output"])
+        output = JobOutput.model_validate(value["output"]) if value["output"] is not None else None
         message = AIMessage(content=value["reply"],
                             usage_metadata={"input_tokens": 0, "output_tokens": 0, "total_tokens": 0})
-        return output, CallRecord(message, 0.0, None, messages, cache_hit=True)
+        return output, CallRecord(message, 0.0, value.get("error"), messages, cache_hit=True)
 
-    def keep(self, key: str, output: JobOutput, call: CallRecord, reply: str) -> None:
-        """Keep a usable output, with what the call cost when it was made."""
+    def keep(self, key: str, output: JobOutput | None, call: CallRecord, reply: str) -> None:
+        """Keep an output (None: a cut-off reply that could not be read), with the call's
+        error and what the call cost when it was made."""
         prompt, completion, _ = call.usage
-        value = {"output": output.model_dump(mode="json"), "reply": reply, "prompt_tokens": prompt,
-                 "completion_tokens": completion}
+        value = {"output": output.model_dump(mode="json") if output is not None else None, "reply": reply,
+                 "error": call.error, "prompt_tokens": prompt, "completion_tokens": completion}
         self.pending.put(CACHE_NAMESPACE, key, value)
         if key in self.known:  # read ahead as missing: a later job of the task asking the same finds it
             self.known[key] = value

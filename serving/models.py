@@ -83,6 +83,11 @@ def _truncated(message: AIMessage) -> bool:
     return (message.response_metadata or {}).get("finish_reason") == "length"
 
 
+def cut_off(call: CallRecord) -> bool:
+    """Whether the call's reply came back cut off at its token limit."""
+    return call.message is not None and _truncated(call.message)
+
+
 def parse_json_reply(text: str, schema: type[T]) -> T:
     """Validate a model's JSON reply, tolerating a Markdown fence around it and raw
     control characters (a newline) inside strings, which llama.cpp's JSON grammar lets
@@ -401,6 +406,7 @@ __all__ = [
     "ModelProvider",
     "Role",
     "StructuredReply",
+    "cut_off",
     "parse_json_reply",
     "preflight",
     "resolve_api_key",

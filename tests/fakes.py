@@ -16,7 +16,7 @@ from minionflow.contracts.settings import ModelSpec
 from minionflow.serving.models import ModelClient, Role
 from pydantic import ConfigDict, PrivateAttr
 
-Responder = Callable[[str], str]
+Responder = Callable[[str], "str | tuple[str, str]"]  # the reply, or (the reply, its finish_reason)
 
 
 def prompt_text(messages: list[BaseMessage]) -> str:
@@ -65,13 +65,15 @@ class PromptFake(BaseChatModel):
         try:
             if self.delay_s:
                 time.sleep(self.delay_s)
-            text = self.responder(prompt)
+            out = self.responder(prompt)
         finally:
             with stats.lock:
                 stats.in_flight -= 1
+        # a responder may give (text, finish_reason): ("...", "length") is a reply cut at the token limit
+        text, finish = out if isinstance(out, tuple) else (out, "stop")
         usage = {"input_tokens": len(prompt.split()), "output_tokens": len(text.split()),
                  "total_tokens": len(prompt.split()) + len(text.split())}
-        message = AIMessage(content=text, usage_metadata=usage, response_metadata={"finish_reason": "stop"})  # type: ignore[arg-type]
+        message = AIMessage(content=text, usage_metadata=usage, response_metadata={"finish_reason": finish})  # type: ignore[arg-type]
         return ChatResult(generations=[ChatGeneration(message=message)])
 
 

@@ -1,7 +1,8 @@
 """The job cache (serving/job_cache.py): a job identical to one answered before, in any
 round, run, fork or eval on the same store, is answered from the store with no new
-local tokens; --no-cache asks again; failures are never kept; any change to what is
-sent (model, prompt, chunk, task, token limit) is another job."""
+local tokens; --no-cache asks again; failures are not kept, but a reply cut off at the token
+limit is (as what it was); any change to what is sent (model, prompt, chunk, task, token
+limit) is another job."""
 
 from __future__ import annotations
 
@@ -66,6 +67,43 @@ def test_a_failed_reply_is_not_kept(tmp_path):
     _, (fake1, fake2) = run_twice(Where("sqlite", tmp_path, tmp_path), local=flaky, local_spec="embedded;reply=json")
     assert len(fake1.prompts) == 12
     assert len(fake2.prompts) == 1 and "Paragraph 3 " in fake2.prompts[0]  # only the failed job is asked again
+
+
+def _results(where: Where, thread: str) -> dict[int | None, dict]:  # type: ignore[type-arg]
+    with open_persistence(where.location) as (saver, store):
+        (rnd,) = show_thread(saver, store, thread).rounds
+    return {r["chunk_id"]: r for r in rnd.results}
+
+
+def test_a_reply_cut_off_at_the_token_limit_is_kept_as_what_it_was(tmp_path):
+    """At temperature 0 the same request gets the same cut reply: a second run asks nothing.
+    A text reply cut off still reads (the job keeps its answer); a JSON one does not (the job
+    fails again, with the same error); the call is marked as cut off either way."""
+    text_cut = "Explanation: it says so\nCitation: The secret number is 42\nAnswer: 42, and the paragraph goes on to"
+
+    def cut_text(prompt: str) -> str | tuple[str, str]:
+        return (text_cut, "length") if "secret number is 42" in prompt.split('"""')[1] else default_local(prompt)
+
+    def cut_json(prompt: str) -> str | tuple[str, str]:
+        return ('{"explanation": "read it", "citation": "The secr', "length") if "Paragraph 3 " in prompt \
+            else default_local(prompt)
+
+    for name, local, spec in (("text", cut_text, "embedded"), ("json", cut_json, "embedded;reply=json")):
+        where = Where("sqlite", tmp_path / name, tmp_path / name)
+        (first, second), (fake1, fake2) = run_twice(where, local=local, local_spec=spec)
+        assert len(fake1.prompts) == 12 and fake2.prompts == [], name
+        assert second.usage.local.cache_hits == 12 and second.usage.local.prompt_tokens == 0
+        assert first.answer == second.answer == "42"
+        before, after = _results(where, "first"), _results(where, "second")
+        cut = [c for c, r in before.items() if r["usage"][0]["error"]]
+        assert len(cut) == 1 and all("cut off at the token limit" in r["usage"][0]["error"] for r in
+                                     (before[cut[0]], after[cut[0]])), name
+        assert after[cut[0]]["usage"][0]["cache_hit"] is True
+        # the same outcome from the cache as from the model
+        assert [(r["status"], r["answer"], r["error"]) for _, r in sorted(after.items())] == \
+            [(r["status"], r["answer"], r["error"]) for _, r in sorted(before.items())]
+        status, answer = before[cut[0]]["status"], before[cut[0]]["answer"] or ""
+        assert (status, answer.startswith("42")) == (("ok", True) if name == "text" else ("failed", False)), name
 
 
 def test_the_key_is_everything_sent_and_the_model():

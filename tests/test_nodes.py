@@ -113,6 +113,40 @@ def test_decompose_in_round_two_sees_the_records_and_the_jobs_tried_again():
     assert "round 2 of at most 3" in prompt and "look at the ledger" in prompt and "Find the crane count" in prompt
 
 
+def test_a_round_on_the_built_in_plan_asks_the_supervisor_nothing_and_says_why():
+    """plan="builtin" (the embedded supervisor's default): no call, the built-in plan, a note;
+    plan="auto": the supervisor's code, until it failed every attempt of a round, then the
+    built-in plan; plan="code": the supervisor is asked every round."""
+    rt = runtime()
+    remote = PromptFake(responder=lambda p: GOOD_CODE)
+    provider = FakeProvider(remote, PromptFake(responder=default_local))
+
+    def step(state: dict[str, Any], rt: Runtime[Any]) -> dict[str, Any]:  # a run (a context) per state
+        return bind(decompose, provider)(state, rt)
+
+    embedded = round_input(rt, remote="embedded")
+    assert embedded["settings"]["plan"] == "builtin"
+    update = step(embedded, rt)
+    assert remote.prompts == [] and "usage" not in update
+    assert update["plan_source"] == "builtin" and update["code"] is None
+    assert update["notes"] == ["round 1: the built-in plan; the supervisor was not asked for code "
+                               "(plan=builtin (the embedded supervisor's default))"]
+    jobs = bind(sandboxed_execute, sandbox=SplittingSandbox())({**embedded, **update}, rt)
+    assert jobs["job_count"] == 1 and "notes" not in jobs and "sandbox" not in jobs  # no code ran
+    assert get_json(rt.store, jobs["jobs_ref"])["jobs"][0]["task"] == TASK
+
+    record = {"round": 1, "plan_source": "fallback", "code": None, "code_errors": ["x"], "jobs": 1, "failed": 0,
+              "abstained": 0, "kept": 0, "jobs_ref": None, "results_ref": None, "kept_ref": None, "decision": {}}
+    second = {**round_input(rt, max_rounds=3), "rounds": [record]}
+    assert second["settings"]["plan"] == "auto"
+    update = step(second, rt)
+    assert remote.prompts == [] and update["plan_source"] == "builtin"
+    assert "its code failed every attempt in round 1" in update["notes"][0]
+    assert "def prepare_jobs" in step({**second, "rounds": []}, rt)["code"]  # auto, nothing failed yet: asked
+    forced = {**round_input(rt, max_rounds=3, plan="code"), "rounds": [record]}
+    assert "def prepare_jobs" in step(forced, rt)["code"] and len(remote.prompts) == 2
+
+
 # --- sandboxed_execute and the fan-out -----------------------------------------------------
 
 

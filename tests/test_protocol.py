@@ -87,6 +87,32 @@ def test_code_that_always_fails_uses_the_recorded_fallback_plan(run_fake):
     assert any(e["type"] == "fallback" for e in run.events)
 
 
+def test_after_code_failed_every_attempt_the_next_round_asks_for_none(run_fake):
+    """plan="auto": round 1's code fails both attempts (the built-in plan); round 2 is not
+    asked for code again, it runs the built-in plan and says why."""
+    def remote(prompt: str) -> str:
+        if "Write prepare_jobs now" in prompt:
+            return "I am not sure how to write code."
+        return final_json(decision="request_additional_info", feedback="more") if "round 1 of" in prompt.lower() \
+            else final_json()
+
+    run = run_fake(remote=remote, max_code_attempts=2, max_rounds=2, chunk_tokens=1000)
+    assert len(run.remote_prompts("Write prepare_jobs now")) == 2  # round 1's two attempts, none in round 2
+    assert [r["plan_source"] for r in run.values["rounds"]] == ["fallback", "builtin"]
+    assert any("round 2: the built-in plan; the supervisor was not asked for code (its code failed every attempt "
+               "in round 1)" == n for n in run.values["notes"])
+    assert [e["round"] for e in run.events if e["type"] == "plan"] == [2]
+    assert run.values["final"]["answer"] == "42"
+
+
+def test_with_plan_builtin_the_supervisor_only_aggregates(run_fake):
+    run = run_fake(plan="builtin", chunk_tokens=1000)
+    assert run.remote_prompts("Write prepare_jobs now") == [] and len(run.remote.prompts) == 1  # the aggregation
+    assert [r["plan_source"] for r in run.values["rounds"]] == ["builtin"]
+    assert all("Task: What is the secret number?" in p for p in run.local.prompts)
+    assert run.values["final"]["answer"] == "42"
+
+
 def test_sandbox_errors_reach_the_supervisor_typed(run_fake):
     def remote(prompt: str) -> str:
         if "Write prepare_jobs now" not in prompt:

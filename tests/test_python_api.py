@@ -127,11 +127,13 @@ def test_run_settings_and_default_settings_apply_the_embedded_supervisor_default
         assert RunSettings(**given) == cli == RunSettings.model_validate(given), given
         assert RunContext(settings=dict(given)).run_settings == cli, given
     embedded, chat = RunSettings(remote="embedded"), RunSettings(remote="embedded", protocol="minion")
-    assert (embedded.max_rounds, embedded.max_code_attempts, embedded.extractive_fallback) == (1, 1, "ignored")
+    assert (embedded.max_rounds, embedded.max_code_attempts, embedded.extractive_fallback, embedded.plan) == (
+        1, 1, "ignored", "builtin")
     assert chat.max_rounds == 2  # a chat needs a question and an answer
     assert (RunSettings(remote="embedded", max_rounds=3).max_rounds, RunSettings(remote="embedded", max_rounds=3).max_code_attempts) == (3, 1)
     general = RunSettings(remote="openai:gpt-4o")
-    assert (general.max_rounds, general.max_code_attempts, general.extractive_fallback) == (5, 3, "unusable")
+    assert (general.max_rounds, general.max_code_attempts, general.extractive_fallback, general.plan) == (
+        5, 3, "unusable", "auto")
     # settings stored in a thread name every field: they read back as they were, whatever the supervisor
     stored = RunSettings(remote="openai:gpt-4o").model_dump(mode="json")
     assert RunSettings.model_validate({**stored, "remote": "embedded"}).max_rounds == 5
