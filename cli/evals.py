@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from minionflow.contracts.errors import BadInput
-from minionflow.evaluation.report import summarize, table_rows, write_reports
+from minionflow.evaluation.report import funnel_rows, summarize, table_rows, write_reports
 from minionflow.evaluation.runner import EvalPlan, ItemResult, run_eval
 from minionflow.evaluation.suite import SuiteItem, load_suite
 from minionflow.graphs.protocols import all_protocols
@@ -185,12 +185,22 @@ def _print(summary: Any, paths: dict[str, Path], plan: EvalPlan) -> None:
     for i, header in enumerate(headers[1:], start=1):
         table.add_row(header, *(row[i] for row in rows))
     console.print(table)
+    f_headers, f_rows = funnel_rows(summary)
+    if f_rows:  # the same way round: a column per protocol
+        lost = Table(title="Where the answerable questions were lost (docs/answer-quality.md)", title_justify="left")
+        lost.add_column("", no_wrap=True)
+        for row in f_rows:
+            lost.add_column(row[0], justify="right")
+        for i, header in enumerate(f_headers[1:], start=1):
+            lost.add_row(header, *(row[i] for row in f_rows))
+        console.print(lost)
     for p in summary.protocols:
         if p.failed or p.refused or p.fallback_answers:
             console.print(f"{p.protocol}: {p.failed} failed, {p.refused} refused, {p.fallback_answers} answers from a "
                           "fallback", highlight=False)
+    plots = ", ".join(paths[k].name for k in ("plot", "funnel") if k in paths)
     console.print(f"results: {paths['summary'].parent}/ (results.jsonl, {paths['summary'].name}, {paths['table'].name}, "
-                  f"{paths['plot'].name})", highlight=False)
+                  f"{plots})", highlight=False)
     console.print(f"threads: minionflow show THREAD --checkpoint {describe(plan.location)}", highlight=False)
 
 

@@ -20,7 +20,8 @@ from typing import Any
 
 from jinja2 import Environment, select_autoescape
 from markupsafe import Markup
-from minionflow.evaluation.report import EvalSummary, plot, table_rows
+from minionflow.evaluation.funnel import LOST_AT, SHORT, STAGES
+from minionflow.evaluation.report import EvalSummary, funnel_rows, plot, plot_funnel, table_rows
 from minionflow.graphs.threads import GraphView, ThreadView
 from minionflow.nodes.support.outputs import classify, evidence
 
@@ -199,11 +200,19 @@ def render_eval_report(summary: EvalSummary, folder: str) -> str:
     headers, rows = table_rows(summary)
     svg = io.StringIO()
     plot(summary, svg, fmt="svg")
-    drawn = svg.getvalue()
-    drawn = drawn[drawn.index("<svg"):]  # the XML prologue and DOCTYPE are for a file of its own
+    f_headers, f_rows = funnel_rows(summary)
+    funnel_svg = io.StringIO()
+    drawn_funnel = _inline(funnel_svg.getvalue(), "funnel-plot") if plot_funnel(summary, funnel_svg, fmt="svg") else None
     return _render("eval.html.j2", summary=summary, headers=headers, rows=rows, folder=folder,
-                   plot=Markup(drawn.replace("<svg ", '<svg id="eval-plot" ', 1)),
+                   plot=_inline(svg.getvalue(), "eval-plot"), funnel_headers=f_headers, funnel_rows=f_rows,
+                   funnel_plot=drawn_funnel, stages=[(SHORT[s], LOST_AT[s]) for s in STAGES],
                    version=__version__, made=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+
+
+def _inline(drawn: str, element_id: str) -> Markup:
+    """matplotlib's SVG for a page: the XML prologue and DOCTYPE are for a file of its own."""
+    drawn = drawn[drawn.index("<svg"):]
+    return Markup(drawn.replace("<svg ", f'<svg id="{element_id}" ', 1))
 
 
 def render_report(view: ThreadView, graph: GraphView) -> str:

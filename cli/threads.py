@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from minionflow.contracts.errors import BadInput
 from minionflow.contracts.settings import RunSettings, first_error
+from minionflow.evaluation.funnel import LOST_AT, SHORT, Funnel, expected_item, thread_funnel
 from minionflow.graphs.run import fork_minions, resume_minions, resume_settings
 from minionflow.graphs.threads import (
     ThreadView,
@@ -222,15 +223,27 @@ def show(
     json_out: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT, help="everything, for machines", metavar="")] = False,
     egress: Annotated[bool, typer.Option("--egress", help="only what was sent to the remote model, and how much of it "
                                          "came from the documents", metavar="")] = False,
+    expect: Annotated[list[str] | None, typer.Option(
+        "--expect", metavar="TEXT", help="the answer you expected: where the run lost it; twice for an answer of "
+        "two parts", show_default=False)] = None,
     verbose: ReadVerboseOption = False,
 ) -> None:
     """Show a run round by round.
 
     The supervisor's code and its execution, the jobs and their outputs, what the filter
-    kept, the supervisor's decision and the usage of each round."""
+    kept, the supervisor's decision and the usage of each round. With --expect, the loss
+    funnel: which stages the expected answer reached (docs/answer-quality.md)."""
     log_to_stderr(verbose)
+    try:
+        item = expected_item(expect) if expect is not None else None
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     with _opened(home, checkpoint) as (saver, store):
         view = show_thread(saver, store, resolve_thread(saver, thread))
+        found = None if item is None else (
+            thread_funnel(item.model_copy(update={"question": view.summary.question}), view, store))
+    if item is not None and found is None:
+        raise _fail(f"thread {view.summary.thread_id} has no final answer yet: nothing to compare --expect with")
     if egress:
         remote = [c for c in view.calls if c.role == "remote"]
         if json_out:
@@ -241,9 +254,26 @@ def show(
             Console().print(egress_table(view.usage, remote))
         return
     if json_out:
-        sys.stdout.write(view.model_dump_json(indent=2) + "\n")
+        out = view.model_dump(mode="json")
+        if found is not None:
+            out["funnel"] = found.model_dump(mode="json")
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
         return
-    _render_view(Console(), view)
+    console = Console()
+    _render_view(console, view)
+    if found is not None:
+        _render_funnel(console, found)
+
+
+def _render_funnel(console: Console, found: Funnel) -> None:
+    """The stages the expected answer reached, and where it was lost."""
+    reached = "; ".join(f"{SHORT[stage]} {'yes' if held else 'no'}" for stage, held in found.held.items()
+                        if held is not None)
+    console.print(f"expected answer: {reached}", highlight=False)
+    if found.lost_at is None:
+        console.print("[green]the answer is right[/]", highlight=False)
+    else:
+        console.print(f"[red]lost at {SHORT[found.lost_at]}[/]: {LOST_AT[found.lost_at]}", highlight=False)
 
 
 def _render_view(console: Console, view: ThreadView) -> None:

@@ -1,7 +1,8 @@
 """What an eval shows: per protocol, accuracy with a 95% Wilson interval, tokens,
-cost, cost per correct answer, latency, and savings against remote-only; written
-as summary.json, a Markdown table (summary.md) and a cost-vs-accuracy plot
-(accuracy.png, matplotlib)."""
+cost, cost per correct answer, latency, savings against remote-only, and where the
+wrong answers were lost (the loss funnel, evaluation.funnel); written as summary.json,
+a Markdown table (summary.md), a cost-vs-accuracy plot (accuracy.png, matplotlib) and
+a plot of the losses (funnel.png)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,14 @@ from typing import IO
 
 from pydantic import BaseModel
 
+from .funnel import LOST_AT, SHORT, STAGES
 from .runner import ItemResult
 
-SUMMARY_JSON, SUMMARY_MD, PLOT = "summary.json", "summary.md", "accuracy.png"
+SUMMARY_JSON, SUMMARY_MD, PLOT, FUNNEL_PLOT = "summary.json", "summary.md", "accuracy.png", "funnel.png"
+# the answerable questions of a protocol, by where their expected answer was lost: "right", a
+# stage (evaluation.funnel.STAGES), "no answer" (the run failed or was refused) or "unknown"
+# (no thread to read it from)
+FUNNEL_KEYS = ("right", *STAGES, "no answer", "unknown")
 Z95 = 1.959963984540054
 
 
@@ -64,6 +70,7 @@ class ProtocolSummary(BaseModel):
     wall_s: float
     savings_vs_remote_only: float | None  # remote-only's cost / this protocol's cost
     savings_basis: str  # "measured" (remote-only answered every item), "estimated" (tiktoken), or a mix, or "free"
+    funnel: dict[str, int] = {}  # the answerable questions by where they were lost (FUNNEL_KEYS)
 
 
 class EvalSummary(BaseModel):
@@ -71,6 +78,17 @@ class EvalSummary(BaseModel):
     items: int
     batch: bool
     protocols: list[ProtocolSummary]
+
+
+def funnel_counts(results: list[ItemResult]) -> dict[str, int]:
+    """The answerable scored questions by where their expected answer was lost (``FUNNEL_KEYS``)."""
+    counts = dict.fromkeys(FUNNEL_KEYS, 0)
+    for r in results:
+        if r.correct is None or r.match == "abstain":
+            continue
+        key = "no answer" if r.status != "answered" else "unknown" if r.funnel is None else r.funnel.lost_at or "right"
+        counts[key] += 1
+    return counts
 
 
 def summarize(suite: str, items: int, batch: bool, protocols: list[str], results: list[ItemResult]) -> EvalSummary:
@@ -100,6 +118,7 @@ def summarize(suite: str, items: int, batch: bool, protocols: list[str], results
             cost_per_correct_usd=round(cost / correct, 6) if correct else None,
             latency_p50_s=percentile(latencies, 50), latency_p95_s=percentile(latencies, 95),
             wall_s=round(sum(r.elapsed_s for r in rs), 1), savings_vs_remote_only=savings, savings_basis=basis,
+            funnel={} if batch else funnel_counts(rs),
         ))
     return EvalSummary(suite=suite, items=items, batch=batch, protocols=rows)
 
@@ -157,13 +176,32 @@ def table_rows(summary: EvalSummary) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def funnel_rows(summary: EvalSummary) -> tuple[list[str], list[list[str]]]:
+    """The loss funnel as a table: a row per protocol, the answerable questions it got right,
+    then those lost at each stage (columns no protocol needs are left out)."""
+    keys = [k for k in FUNNEL_KEYS if k == "right" or k in STAGES or any(p.funnel.get(k) for p in summary.protocols)]
+    headers = ["protocol", "answerable"] + [SHORT.get(k, k) for k in keys]
+    rows = [[p.protocol, str(sum(p.funnel.values()))] + [str(p.funnel.get(k, 0)) for k in keys]
+            for p in summary.protocols if p.funnel]
+    return headers, rows
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|",
+            *("| " + " | ".join(r) + " |" for r in rows)]
+
+
 def markdown(summary: EvalSummary) -> str:
     headers, rows = table_rows(summary)
-    lines = [f"# Eval: {summary.suite} ({summary.items} questions)", "",
-             "| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines = [f"# Eval: {summary.suite} ({summary.items} questions)", "", *_table(headers, rows)]
     lines += ["", "Cost prices the remote role at the run's price table (default: GPT-4o, $2.50 / $10 per million "
               "input / output tokens; local calls free). The 95% interval is Wilson's."]
+    f_headers, f_rows = funnel_rows(summary)
+    if f_rows:
+        lines += ["", "## Where the wrong answers were lost", "",
+                  "Each answerable question counts once: right, or at the first stage its expected answer did not "
+                  "reach (`docs/answer-quality.md`).", "", *_table(f_headers, f_rows), ""]
+        lines += [f"- {SHORT[stage]}: {LOST_AT[stage]}" for stage in STAGES]
     return "\n".join(lines) + "\n"
 
 
@@ -197,9 +235,46 @@ def plot(summary: EvalSummary, path: Path | IO[str], fmt: str = "png") -> None:
     plt.close(fig)
 
 
+def plot_funnel(summary: EvalSummary, path: Path | IO[str], fmt: str = "png") -> bool:
+    """The loss funnel, one horizontal bar per protocol: its answerable questions, right
+    first, then lost at each stage in order. False (nothing drawn) without a funnel."""
+    rows = [p for p in summary.protocols if p.funnel and sum(p.funnel.values())]
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in FUNNEL_KEYS if any(p.funnel.get(k) for p in rows)]
+    fig, ax = plt.subplots(figsize=(7.2, 1.2 + 0.5 * len(rows)), dpi=120)
+    colours = plt.get_cmap("tab10")
+    for i, p in enumerate(rows):
+        left = 0
+        for j, key in enumerate(keys):
+            n = p.funnel.get(key, 0)
+            if n:
+                ax.barh(i, n, left=left, color="#4c9a2a" if key == "right" else colours(j % 10),
+                        label=SHORT.get(key, key) if i == next(k for k, q in enumerate(rows) if q.funnel.get(key)) else None)
+                ax.text(left + n / 2, i, str(n), ha="center", va="center", fontsize=8, color="white")
+                left += n
+    ax.set_yticks(range(len(rows)), [p.protocol for p in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("answerable questions: right, or where the expected answer was lost")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.45 if len(rows) < 3 else -0.25),
+              frameon=False)
+    ax.set_title(f"{summary.suite}: where the wrong answers were lost", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, format=fmt, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
 def write_reports(summary: EvalSummary, out_dir: Path) -> dict[str, Path]:
     paths = {"summary": out_dir / SUMMARY_JSON, "table": out_dir / SUMMARY_MD, "plot": out_dir / PLOT}
     paths["summary"].write_text(summary.model_dump_json(indent=2) + "\n", encoding="utf-8")
     paths["table"].write_text(markdown(summary), encoding="utf-8")
     plot(summary, paths["plot"])
+    if plot_funnel(summary, out_dir / FUNNEL_PLOT):
+        paths["funnel"] = out_dir / FUNNEL_PLOT
     return paths

@@ -32,12 +32,14 @@ from minionflow.contracts.errors import BadInput
 from minionflow.contracts.settings import ModelSpec, RunSettings
 from minionflow.graphs.protocols import protocol_for
 from minionflow.graphs.run import RunContext, RunResult, finished_result, run_minions
+from minionflow.graphs.threads import show_thread
 from minionflow.nodes.ingest import check_fits
 from minionflow.serving.models import ModelProvider
 from minionflow.storage.documents import LoadedDocument, load_document
-from minionflow.storage.persistence import Location
+from minionflow.storage.persistence import Location, open_persistence
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from .funnel import Funnel, has_funnel, thread_funnel
 from .judge import JudgeVerdict, judge_answer
 from .matchers import is_correct
 from .suite import Suite, SuiteItem
@@ -81,6 +83,8 @@ class ItemResult(BaseModel):
     quote: str | None = None  # the passage the answer rests on (it may complete an "all" answer, never be one)
     correct: bool | None = None  # the deterministic verdict; None when the item is not scored
     judge: JudgeVerdict | None = None  # recorded apart, never mixed into ``correct``
+    # where the expected answer was lost (evaluation.funnel); None: unanswerable, unscored or not answered
+    funnel: Funnel | None = None
     match: str
     tags: list[str] = Field(default_factory=list)
     fallback: bool = False  # the answer came from a fallback (extractive, or an unusable reply)
@@ -309,6 +313,7 @@ def run_eval(
         manifest = prepare_out_dir(plan)
         _mend_results(plan.out_dir)
         done = read_results(plan.out_dir)
+        _add_funnels(plan, done)
         for item in plan.items:
             for protocol in plan.protocols:
                 result = _one(plan, manifest, item, protocol, done.get((item.id, protocol)), docs, context,
@@ -321,6 +326,20 @@ def run_eval(
                 if (result is not None and result.status == "paused") or (control is not None and control.drain_requested):
                     return _ordered(plan, done)
     return _ordered(plan, done)
+
+
+def _add_funnels(plan: EvalPlan, done: dict[tuple[str, str], ItemResult]) -> None:
+    """Results written before funnels were recorded get theirs, from their threads (a
+    line each, replacing the old one); nothing is run."""
+    for item in plan.items:
+        for protocol in plan.protocols:
+            old = done.get((item.id, protocol))
+            if old is None or old.funnel is not None:
+                continue
+            new = with_funnel(plan, item, old)
+            if new.funnel is not None:
+                _append(plan.out_dir, new)
+                done[(item.id, protocol)] = new
 
 
 def _one(plan: EvalPlan, manifest: Manifest, item: SuiteItem, protocol: str, previous: ItemResult | None,
@@ -353,7 +372,7 @@ def _run_one(plan: EvalPlan, manifest: Manifest, item: SuiteItem, protocol: str,
     exists, finished = finished_result(tid, plan.location)
     if finished is not None:  # it finished, but was killed before its line was written
         run = finished.model_copy(update={"elapsed_s": round(sum(c["latency_s"] for c in finished.calls), 3)})
-        return item_result(item, protocol, run).model_copy(update={"resumed": True})
+        return with_funnel(plan, item, item_result(item, protocol, run).model_copy(update={"resumed": True}))
     documents = docs.load(plan.suite.document_paths(item))
     settings = plan.settings[protocol]
     try:
@@ -367,4 +386,18 @@ def _run_one(plan: EvalPlan, manifest: Manifest, item: SuiteItem, protocol: str,
     except BadInput as exc:  # not this item's fault (the thread store says no): a failure, tried again next time
         return ItemResult(item_id=item.id, protocol=protocol, status="failed", error=str(exc), match=item.match,
                           tags=item.tags, correct=False if item.scored else None, thread_id=tid, resumed=exists)
-    return item_result(item, protocol, run).model_copy(update={"resumed": exists})
+    return with_funnel(plan, item, item_result(item, protocol, run).model_copy(update={"resumed": exists}))
+
+
+def with_funnel(plan: EvalPlan, item: SuiteItem, result: ItemResult) -> ItemResult:
+    """The result with its loss funnel, read from its thread (evaluation.funnel); as it was
+    when the question has none, the run did not answer, or its thread cannot be read."""
+    if not has_funnel(item) or result.status != "answered" or result.thread_id is None:
+        return result
+    try:
+        with open_persistence(plan.location) as (saver, store):
+            found = thread_funnel(item, show_thread(saver, store, result.thread_id), store)
+    except (BadInput, KeyError, ValueError) as exc:  # a thread another version wrote, a blob gone
+        log.warning("%s / %s: no loss funnel (%s)", item.id, result.protocol, exc)
+        return result
+    return result.model_copy(update={"funnel": found})

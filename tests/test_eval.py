@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import CLI, ROOT, SUBPROCESS_TIMEOUT, cli_env
 from minionflow.contracts.errors import BadInput
+from minionflow.evaluation.funnel import STAGES
 from minionflow.evaluation.matchers import abstains, contains, exact, is_correct, normalize, numbers, numeric
 from minionflow.evaluation.report import EvalSummary, markdown, percentile, plot, summarize, wilson
 from minionflow.evaluation.runner import MANIFEST, RESULTS, ItemResult, Usage, read_results
@@ -229,6 +230,10 @@ def test_eval_scores_every_item_and_protocol_and_resumes_without_calls(tmp_path,
     assert by[("colour", "remote-only")]["usage"]["local_prompt_tokens"] == 0
     assert by[("colour", "local-only")]["usage"]["remote_prompt_tokens"] == 0
     assert len({r["thread_id"] for r in results}) == 9
+    # the loss funnel: every stage held the right answers; no minion stages without minions; none unanswerable
+    assert by[("colour", "minions")]["funnel"] == {"held": dict.fromkeys(STAGES, True), "lost_at": None}
+    assert by[("depth", "remote-only")]["funnel"]["held"]["job_text"] is None
+    assert by[("owner", "minions")]["funnel"] is None
     lines = (out / RESULTS).read_text().splitlines()
     assert len(lines) == 9
     first_calls = calls.read_text().splitlines()
@@ -239,6 +244,13 @@ def test_eval_scores_every_item_and_protocol_and_resumes_without_calls(tmp_path,
     assert calls.read_text().splitlines() == first_calls
     assert [r["thread_id"] for r in again] == [r["thread_id"] for r in results]
     assert len((out / RESULTS).read_text().splitlines()) == 9
+
+    # results written before funnels were recorded get theirs from the threads, with no call
+    (out / RESULTS).write_text("".join(json.dumps({**json.loads(line), "funnel": None}) + "\n" for line in lines))
+    backfilled = run_worker(suite, out, calls)
+    assert calls.read_text().splitlines() == first_calls
+    assert [r["funnel"] for r in backfilled] == [r["funnel"] for r in results]
+    assert len((out / RESULTS).read_text().splitlines()) == 9 + 6  # a line for each answerable question
 
 
 def test_an_eval_killed_mid_run_resumes_only_what_did_not_finish(tmp_path, suite):

@@ -217,14 +217,23 @@ def test_the_page_of_a_finished_eval_shows_its_table_and_plot(tmp_path):
             accuracy=correct / 10, ci_low=max(correct / 10 - 0.2, 0), ci_high=min(correct / 10 + 0.2, 1), judged=0,
             judge_correct=0, judge_accuracy=None, fallback_answers=0, remote_prompt_tokens=1000, remote_completion_tokens=100,
             local_tokens=5000, cost_usd=cost * 10, cost_per_question_usd=cost, cost_per_correct_usd=cost * 10 / correct,
-            latency_p50_s=2.0, latency_p95_s=3.0, wall_s=30.0, savings_vs_remote_only=None, savings_basis="measured")
+            latency_p50_s=2.0, latency_p95_s=3.0, wall_s=30.0, savings_vs_remote_only=None, savings_basis="measured",
+            funnel={"right": correct, "job_text": 10 - correct - 1, "grounded": 1})
 
     summary = EvalSummary(suite="bench", items=10, batch=False,
                           protocols=[row("minions", 7, 0.002), row("remote-only", 9, 0.03)])
-    write_reports(summary, tmp_path)
+    paths = write_reports(summary, tmp_path)
+    assert paths["funnel"].read_bytes().startswith(b"\x89PNG")
     page = render_eval_report(summary, str(tmp_path))
-    # the plot's glyphs are drawn once and used by reference (href="#..."): within the page
+    # the plots' glyphs are drawn once and used by reference (href="#..."): within the page
     assert not re.search(r"""\b(?:src|href)\s*=\s*["'](?!#)""", page) and 'id="eval-plot"' in page
+    assert 'id="funnel-plot"' in page
+    funnel = re.search(r'<table id="eval-funnel">(.*?)</table>', page, re.DOTALL)
+    assert funnel is not None
+    cells = [re.findall(r"<t[dh]>(.*?)</t[dh]>", row) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", funnel.group(1), re.DOTALL)]
+    assert cells[0][:4] == ["protocol", "answerable", "right", "job text"]
+    assert cells[1][:4] == ["minions", "10", "7", "2"] and cells[2][:4] == ["remote-only", "10", "9", "0"]
+    assert cells[1][cells[0].index("grounding")] == "1"
     html = tmp_path / "eval.html"
     html.write_text(page, encoding="utf-8")
     dom = subprocess.run([chromium(), *OFFLINE, "--dump-dom", html.as_uri()], capture_output=True, text=True,
