@@ -45,6 +45,7 @@ class RunOptions:
     max_rounds: int | None = None
     max_code_attempts: int | None = None
     plan: str | None = None
+    samples: int | None = None
     chunk_tokens: int | None = None
     remote_max_tokens: int | None = None
     local_max_tokens: int | None = None
@@ -107,13 +108,16 @@ OPTIONS: dict[str, Any] = {
         help="requests per server (default 4; embedded 1)")],
     "max_rounds": Annotated[int | None, typer.Option(
         "--max-rounds", min=1, max=50, metavar="N", rich_help_panel=LIMITS,
-        help="rounds or turns (default 5; embedded supervisor 1, Minion 2)")],
+        help="rounds (default 5; embedded 1, Minion 2)")],
     "max_code_attempts": Annotated[int | None, typer.Option(
         "--max-code-attempts", min=1, max=10, metavar="N", rich_help_panel=LIMITS,
         help="per round (default 3; embedded supervisor 1)")],
     "plan": Annotated[str | None, typer.Option(
         "--plan", metavar="HOW", rich_help_panel=LIMITS,
         help="who makes the jobs: code, builtin or auto (default auto; embedded builtin)")],
+    "samples": Annotated[int | None, typer.Option(
+        "--samples", metavar="N", rich_help_panel=LIMITS,
+        help="replies per job, voted on (default 1)")],
     "chunk_tokens": Annotated[int | None, typer.Option(
         "--chunk-tokens", min=10, metavar="N", rich_help_panel=LIMITS,
         help="built-in plan's chunk size (default 1000)")],
@@ -151,7 +155,7 @@ SETTING_OF: dict[str, tuple[str, Callable[[Any], Any]]] = {
 OPTION_OF_SETTING = {setting: "--" + name.replace("_", "-") for name, (setting, _) in SETTING_OF.items()}
 BATCH = tuple(name for name in ALL if name != "approve")  # compare, eval: no run stops for a review
 FORKABLE = ("remote", "local", "remote_max_tokens", "local_max_tokens", "concurrency", "max_rounds",
-            "max_code_attempts", "plan", "no_cache", "max_quote_chars", "redact", "budget_tokens", "budget_usd")
+            "max_code_attempts", "plan", "samples", "no_cache", "max_quote_chars", "redact", "budget_tokens", "budget_usd")
 assert set(OPTIONS) == {f.name for f in fields(RunOptions)}
 
 

@@ -308,6 +308,10 @@ class RunSettings(BaseModel):
         "'builtin', the built-in plan (every chunk x the task), the supervisor asked only to aggregate; 'auto' (the "
         "default), the supervisor's code until it fails every attempt of a round, then the built-in plan for the rest "
         "of the run ('builtin' is the default with the embedded supervisor)")
+    samples: int = Field(1, ge=1, le=16, description="replies per job (the paper's samples per task): the first at "
+                         "temperature 0, the others at sample_temperature with seeds 1, 2, ...; the job's answer is the "
+                         "one most of its grounded replies give; every reply is a call in the usage")
+    sample_temperature: float = Field(0.7, gt=0, le=2, description="the temperature of a job's replies after its first")
     tasks_per_round: int = Field(3, ge=1, le=20, description="how many distinct tasks the supervisor should write")
     chunk_tokens: int = Field(1000, ge=10, description="chunk size of the built-in plan, and the hint given to the supervisor")
     max_jobs_per_round: int = Field(200, ge=1, le=100_000)

@@ -82,6 +82,9 @@ class JobResult(TypedDict):
     parts: NotRequired[int]
     # the local endpoint that answered the job (its spec's label; serving.pool)
     endpoint: NotRequired[str]
+    # with samples per task (settings.samples > 1): the replies asked, and how many gave the answer
+    samples: NotRequired[int]
+    votes: NotRequired[int]
 
 
 class ResultRef(TypedDict):

@@ -25,12 +25,12 @@ from minionflow.nodes.support import prompts
 from minionflow.nodes.support.common import batch_from_ref
 from minionflow.nodes.support.context import RunContext, context_of, settings_in_store, store_of
 from minionflow.nodes.support.grounding import Grounding, ground
-from minionflow.nodes.support.outputs import is_abstention
+from minionflow.nodes.support.outputs import is_abstention, norm
 from minionflow.nodes.support.replies import parse_text_reply
 from minionflow.serving.accounting import usage_records
 from minionflow.serving.context_guard import ContextOverflow, message_texts
 from minionflow.serving.job_cache import JobCache, job_key
-from minionflow.serving.models import CallRecord, ModelClient, cut_off, reply_text, unheard_here
+from minionflow.serving.models import CallRecord, ModelClient, Sampling, cut_off, reply_text, unheard_here
 from minionflow.serving.pool import endpoint_pool
 from minionflow.storage.store import BlobBatch, get_json
 
@@ -41,17 +41,18 @@ def worker_messages(job: JobRecord, chunk: str, reply: ReplyFormat = "json") -> 
     return [SystemMessage(system), HumanMessage(prompts.WORKER_USER.format(chunk=chunk, task=job["task"], advice=advice))]
 
 
-def ask_worker(client: ModelClient, messages: list[Any], reply: ReplyFormat, unheard: bool = False
-               ) -> tuple[JobOutput | None, list[CallRecord], str | None]:
+def ask_worker(client: ModelClient, messages: list[Any], reply: ReplyFormat, unheard: bool = False,
+               sampling: Sampling | None = None) -> tuple[JobOutput | None, list[CallRecord], str | None]:
     """One job's model call: the output (None when the reply was unusable), the call
-    records and the error. ``unheard``: no callback handler listens (``ModelClient.text``)."""
+    records and the error. ``unheard``: no callback handler listens (``ModelClient.text``);
+    ``sampling``: a sampled call (samples per task), else one at temperature 0."""
     if reply == "text":
-        call = client.text(messages, unheard)
+        call = client.text(messages, unheard, sampling)
         if call.message is None:
             return None, [call], call.error or "no reply"
         # a text reply cut at the token limit still holds what came before the cut
         return parse_text_reply(reply_text(call.message)), [call], None
-    structured = client.structured(JobOutput, messages)
+    structured = client.structured(JobOutput, messages, sampling)
     output = structured.parsed if isinstance(structured.parsed, JobOutput) else None
     return output, structured.calls, None if output is not None else (structured.error or "no reply")
 
@@ -75,19 +76,20 @@ def check_output(output: JobOutput, chunk: str, task: str, settings: RunSettings
 
 
 def ask_or_recall(client: ModelClient, messages: list[Any], settings: RunSettings, cache: JobCache | None,
-                  unheard: bool = False, key: str | None = None) -> tuple[JobOutput | None, list[CallRecord], str | None]:
+                  unheard: bool = False, key: str | None = None, sampling: Sampling | None = None
+                  ) -> tuple[JobOutput | None, list[CallRecord], str | None]:
     """``ask_worker``, through the job cache when the run keeps one: an identical
     request answered before is not sent again; a usable new output is kept. ``key``:
     the request's ``job_key``, when the caller has it already."""
     reply = client.spec.reply
     if cache is None:
-        return ask_worker(client, messages, reply, unheard)
-    key = key or job_key(client.spec, settings.local_max_tokens, messages)
+        return ask_worker(client, messages, reply, unheard, sampling)
+    key = key or job_key(client.spec, settings.local_max_tokens, messages, sampling)
     hit = cache.recall(key, messages)
     if hit is not None:
         output, call = hit
         return output, [call], None if output is not None else (call.error or "no reply")
-    output, calls, error = ask_worker(client, messages, reply, unheard)
+    output, calls, error = ask_worker(client, messages, reply, unheard, sampling)
     last = calls[-1] if calls else None
     # a clean reply is kept, and one cut at the token limit (a text reply still parses; a JSON
     # one fails): at temperature 0 the same request gets the same cut reply
@@ -98,8 +100,8 @@ def ask_or_recall(client: ModelClient, messages: list[Any], settings: RunSetting
 
 
 def read_chunk(client: ModelClient, job: JobRecord, chunk: str, settings: RunSettings, calls: list[CallRecord],
-               cache: JobCache | None = None, unheard: bool = False, whole: Prepared | None = None
-               ) -> tuple[JobOutput | None, str | None, int]:
+               cache: JobCache | None = None, unheard: bool = False, whole: Prepared | None = None,
+               sampling: Sampling | None = None) -> tuple[JobOutput | None, str | None, int]:
     """Ask the job over its chunk: whole when the prompt fits the local model's context,
     else in parts split at sentence ends (``serving.context_guard``), merged into one output
     (``merge_parts``). Returns the output, the error and the number of parts; a chunk that
@@ -108,7 +110,8 @@ def read_chunk(client: ModelClient, job: JobRecord, chunk: str, settings: RunSet
     they return, so a caller whose read raised midway (an endpoint that failed on a later
     part) still has the calls that were answered and billed. ``unheard``: no callback
     handler listens (``ModelClient.text``). ``whole``: the whole chunk's messages and job
-    key, when the caller made them already (``prepare``)."""
+    key, when the caller made them already (``prepare``). ``sampling``: a sampled read
+    (``read_samples``)."""
     reply = client.spec.reply
     guard = client.context_guard()
     # built once: measured against the context, then sent
@@ -125,7 +128,8 @@ def read_chunk(client: ModelClient, job: JobRecord, chunk: str, settings: RunSet
     errors: list[str] = []
     for part in parts:
         messages, key = (messages_whole, key_whole) if part is chunk else (worker_messages(job, part, reply), None)
-        output, part_calls, error = ask_or_recall(client, messages, settings, cache, unheard, key)
+        output, part_calls, error = ask_or_recall(client, messages, settings, cache, unheard,
+                                                  key if sampling is None else None, sampling)
         outputs.append(output)
         calls += part_calls
         if error is not None:
@@ -134,6 +138,46 @@ def read_chunk(client: ModelClient, job: JobRecord, chunk: str, settings: RunSet
         return outputs[0], errors[0] if errors else None, 1
     merged = merge_parts(outputs, parts, job["task"], settings)
     return merged, None if merged is not None else "; ".join(errors), len(parts)
+
+
+def read_samples(client: ModelClient, job: JobRecord, chunk: str, settings: RunSettings, calls: list[CallRecord],
+                 cache: JobCache | None = None, unheard: bool = False, whole: Prepared | None = None
+                 ) -> tuple[JobOutput | None, str | None, int, int]:
+    """``read_chunk`` ``settings.samples`` times (the paper's samples per task): the first
+    at temperature 0 (the reply a single read gives, and shares the job cache with), the
+    others at ``sample_temperature`` with seeds 1, 2, ...; one output by ``vote``. Returns
+    the output, the error, the parts and how many replies gave the chosen answer."""
+    output, error, parts = read_chunk(client, job, chunk, settings, calls, cache, unheard, whole)
+    if settings.samples == 1:
+        return output, error, parts, 1
+    replies = [(output, error)]
+    for seed in range(1, settings.samples):
+        sampled, sample_error, _ = read_chunk(client, job, chunk, settings, calls, cache, unheard,
+                                              sampling=Sampling(settings.sample_temperature, seed))
+        replies.append((sampled, sample_error))
+    chosen, votes = vote([o for o, _ in replies], chunk, job["task"], settings)
+    errors = [e for _, e in replies if e]
+    return chosen, None if chosen is not None else (errors[0] if errors else "no reply"), parts, votes
+
+
+def vote(outputs: list[JobOutput | None], chunk: str, task: str, settings: RunSettings) -> tuple[JobOutput | None, int]:
+    """One output of a job's samples: the answer most of its grounded replies give (a tie
+    goes to the earlier reply), with how many gave it; without a grounded answer, the
+    first reply that came back (an abstention, or an answer the filter will hold back);
+    None when every reply failed."""
+    grounded: dict[str, list[JobOutput]] = {}
+    for output in outputs:
+        if output is None:
+            continue
+        grounding = check_output(output, chunk, task, settings)
+        if grounding is not None and grounding.grounded:
+            grounded.setdefault(norm(output.answer or ""), []).append(output)
+    if grounded:
+        best = max(grounded.values(), key=len)  # max keeps the first of equals: the earlier reply
+        note = f"({len(best)} of {len(outputs)} samples gave this answer)"
+        return best[0].model_copy(update={"explanation": f"{best[0].explanation} {note}".strip()}), len(best)
+    first = next((o for o in outputs if o is not None), None)
+    return first, 1 if first is not None else 0
 
 
 def merge_parts(outputs: list[JobOutput | None], parts: list[str], task: str, settings: RunSettings) -> JobOutput | None:
@@ -257,8 +301,8 @@ def parallel_minion_map(inp: JobInput, runtime: Runtime[RunContext]) -> dict[str
                 started = time.monotonic()
                 calls: list[CallRecord] = []  # as they return: after a failure, the parts answered before it
                 try:
-                    output, error, parts = read_chunk(client, job, chunk, settings, calls, cache, unheard,
-                                                      prepared.pop((client.spec, index), None))
+                    output, error, parts, votes = read_samples(client, job, chunk, settings, calls, cache, unheard,
+                                                               prepared.pop((client.spec, index), None))
                     break
                 except Exception as exc:
                     reason = f"{type(exc).__name__}: {exc}"
@@ -274,7 +318,7 @@ def parallel_minion_map(inp: JobInput, runtime: Runtime[RunContext]) -> dict[str
                         moved.append(record)
         result = job_result(job, chunk, client, settings, output, error, parts,
                             [*moved, *usage_records(calls, "local", "parallel_minion_map", job["round"],
-                                                    client.name, blobs, job_id=job["job_id"])])
+                                                    client.name, blobs, job_id=job["job_id"])], votes)
         done[index] = ResultRef(job_id=job["job_id"], ref=blobs.json(result))
         if run:
             blobs.put(DONE_NAMESPACE, keys[index], dict(done[index]))
@@ -284,9 +328,10 @@ def parallel_minion_map(inp: JobInput, runtime: Runtime[RunContext]) -> dict[str
 
 
 def job_result(job: JobRecord, chunk: str, client: ModelClient, settings: RunSettings, output: JobOutput | None,
-               error: str | None, parts: int, usage: list[UsageRecord]) -> JobResult:
+               error: str | None, parts: int, usage: list[UsageRecord], votes: int = 1) -> JobResult:
     """A finished job's result (its output checked against its chunk), and its progress
-    event with its local tokens."""
+    event with its local tokens. ``votes``: of ``settings.samples`` replies, how many gave
+    its answer."""
     grounding = check_output(output, chunk, job["task"], settings) if output is not None else None
     result = JobResult(
         job_id=job["job_id"], round=job["round"], attempt=job["attempt"], task_id=job["task_id"],
@@ -300,6 +345,8 @@ def job_result(job: JobRecord, chunk: str, client: ModelClient, settings: RunSet
     )
     if parts != 1:
         result["parts"] = parts
+    if settings.samples > 1:
+        result["samples"], result["votes"] = settings.samples, votes
     # one event per job, its local tokens with it (benchmarks/overhead.py: a second event per job cost 0.3-0.7 ms)
     emit({"type": "job", "round": job["round"], "job_id": job["job_id"], "status": result["status"],
           "tokens": tokens_of(result["usage"], "local")})

@@ -11,7 +11,8 @@ token limit: the same request (the limit is in the key) gives the same cut reply
 temperature 0, so it is kept as what it was, a failure when it could not be read and a
 call marked as cut off either way. A reply that failed otherwise (a transport error, a
 reply that is not the schema) is asked again next time. Calls are made at temperature 0,
-so a cached reply is the one the model would give (up to a server's nondeterminism).
+so a cached reply is the one the model would give (up to a server's nondeterminism); a
+sampled call (``samples`` > 1) is keyed with its temperature and seed as well.
 
 Why not LangGraph's node cache (``CachePolicy``): it caches a node's writes keyed on its
 input. A job's input is its place in a round's batch and its writes name the job, so a hit
@@ -38,7 +39,7 @@ from minionflow.contracts.settings import ModelSpec
 from minionflow.storage.store import BlobBatch
 
 from .embedded import EmbeddedModelError, default_gguf
-from .models import CallRecord, json_schema
+from .models import CallRecord, Sampling, json_schema
 
 CACHE_NAMESPACE = ("minionflow", "job_cache")
 # bump when what a cached entry means changes (not for prompt changes: they change the key);
@@ -60,9 +61,13 @@ def _weights(gguf_path: str | None, cwd: str) -> list[Any]:  # once per file and
     return [str(path), stat.st_size, stat.st_mtime_ns]
 
 
-def job_key(spec: ModelSpec, max_tokens: int, messages: list[BaseMessage]) -> str:
+def job_key(spec: ModelSpec, max_tokens: int, messages: list[BaseMessage], sampling: Sampling | None = None) -> str:
+    """The key of a request: the model, the limit, every message, and for a sampled call its
+    temperature and seed (a sample is repeatable: the same seed gives the same reply)."""
     hasher = _identity(spec, max_tokens, os.getcwd()).copy()
     hasher.update(json.dumps([[m.type, str(m.content)] for m in messages]).encode())
+    if sampling is not None:
+        hasher.update(json.dumps({"temperature": sampling.temperature, "seed": sampling.seed}).encode())
     return hasher.hexdigest()
 
 

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import httpx
 from langchain_core.language_models import BaseChatModel
@@ -163,6 +163,15 @@ def _is_format_rejection(exc: Exception) -> bool:
             and not is_transient(exc))
 
 
+class Sampling(NamedTuple):
+    """A sampled call (the paper's samples per task): its temperature and seed. Calls are
+    otherwise made at temperature 0; a seed makes a sample repeatable on a server that
+    honours it (llama.cpp, vLLM, OpenAI as far as it can)."""
+
+    temperature: float
+    seed: int
+
+
 class ModelClient:
     """A chat model plus how to get validated structured output from it."""
 
@@ -176,6 +185,23 @@ class ModelClient:
         self._lock = threading.Lock()
         self._guard_lock = threading.Lock()
         self._guard: tuple[ContextGuard | None] | None = None
+        self._sampled: dict[Sampling, BaseChatModel] = {}
+
+    def sampled(self, sampling: Sampling | None) -> BaseChatModel:
+        """The chat model at the sampling's temperature and seed (the model itself for
+        None): a copy with those fields, made once per sampling. A model without them
+        cannot sample: ValueError."""
+        if sampling is None:
+            return self.chat
+        with self._lock:
+            if sampling not in self._sampled:
+                fields = type(self.chat).model_fields
+                if "temperature" not in fields or "seed" not in fields:
+                    raise ValueError(f"{self.name} takes no temperature and seed: it cannot give several samples "
+                                     "of a job (samples=1)")
+                self._sampled[sampling] = self.chat.model_copy(update={"temperature": sampling.temperature,
+                                                                       "seed": sampling.seed})
+            return self._sampled[sampling]
 
     @property
     def name(self) -> str:
@@ -203,15 +229,17 @@ class ModelClient:
         except Exception:  # noqa: BLE001 - any failure means: not back yet
             return False
 
-    def text(self, messages: list[BaseMessage], unheard: bool = False) -> CallRecord:
+    def text(self, messages: list[BaseMessage], unheard: bool = False, sampling: Sampling | None = None) -> CallRecord:
         """One plain call. A transport error is raised (the node's RetryPolicy retries
         it); any other failure is returned as a recorded error. ``unheard``: the caller
         found that no callback handler listens where it runs (``unheard_here``), so a
-        model that needs nothing else of ``invoke`` is called directly (``call_direct``)."""
+        model that needs nothing else of ``invoke`` is called directly (``call_direct``).
+        ``sampling``: a sampled call (``sampled``) instead of one at temperature 0."""
         self.ensure_ready()
+        chat = self.sampled(sampling)
         started = time.monotonic()
         try:
-            message = call_direct(self.chat, messages) if unheard and callable_direct(self.chat) else self.chat.invoke(messages)
+            message = call_direct(chat, messages) if unheard and callable_direct(chat) else chat.invoke(messages)
         except Exception as exc:  # noqa: BLE001 - recorded, the caller decides
             if is_transient(exc):
                 raise
@@ -220,35 +248,37 @@ class ModelClient:
         error = "the reply was cut off at the token limit" if _truncated(message) else None
         return CallRecord(message, time.monotonic() - started, error, messages)
 
-    def structured(self, schema: type[T], messages: list[BaseMessage]) -> StructuredReply:
+    def structured(self, schema: type[T], messages: list[BaseMessage], sampling: Sampling | None = None) -> StructuredReply:
         reply = StructuredReply(parsed=None)
         method = self.method
         if method == "auto":
             method = "json_schema"
         try:
-            self._structured_once(schema, messages, method, reply)
+            self._structured_once(schema, messages, method, reply, sampling)
         except Exception as exc:
             if self.method != "auto" or not _is_format_rejection(exc):
                 raise
             log.warning("%s rejected response_format json_schema (%s); using json_object with a schema", self.name, exc)
             with self._lock:
                 self.method = "json_object_schema"
-            self._structured_once(schema, messages, "json_object_schema", reply)
+            self._structured_once(schema, messages, "json_object_schema", reply, sampling)
         else:
             if self.method == "auto":
                 with self._lock:
                     self.method = method
         return reply
 
-    def _structured_once(self, schema: type[T], messages: list[BaseMessage], method: str, reply: StructuredReply) -> None:
+    def _structured_once(self, schema: type[T], messages: list[BaseMessage], method: str, reply: StructuredReply,
+                         sampling: Sampling | None = None) -> None:
         self.ensure_ready()
+        chat = self.sampled(sampling)
         started = time.monotonic()
         try:
             if method == "json_object_schema":
-                runnable = self.chat.bind(response_format={"type": "json_object", "schema": json_schema(schema)})
+                runnable = chat.bind(response_format={"type": "json_object", "schema": json_schema(schema)})
                 message = runnable.invoke(messages)
             else:
-                out = self.chat.with_structured_output(schema, method=method, include_raw=True).invoke(messages)  # type: ignore[arg-type]
+                out = chat.with_structured_output(schema, method=method, include_raw=True).invoke(messages)  # type: ignore[arg-type]
                 assert isinstance(out, dict)  # include_raw=True: {"raw", "parsed", "parsing_error"}
                 message = out["raw"]
         except Exception as exc:
@@ -405,6 +435,7 @@ __all__ = [
     "ModelConfigError",
     "ModelProvider",
     "Role",
+    "Sampling",
     "StructuredReply",
     "cut_off",
     "parse_json_reply",

@@ -40,6 +40,11 @@ class PromptFake(BaseChatModel):
 
     responder: Responder
     delay_s: float = 0.0
+    # a sampled call's copy (ModelClient.sampled) has a temperature and a seed: a responder
+    # ``seeded`` reads the seed too (None for a call at temperature 0); the copy shares the stats
+    temperature: float = 0.0
+    seed: int | None = None
+    seeded: Callable[[str, int | None], str | tuple[str, str]] | None = None
     _stats: _Stats = PrivateAttr(default_factory=lambda: _Stats())
 
     @property
@@ -65,7 +70,7 @@ class PromptFake(BaseChatModel):
         try:
             if self.delay_s:
                 time.sleep(self.delay_s)
-            out = self.responder(prompt)
+            out = self.seeded(prompt, self.seed) if self.seeded is not None else self.responder(prompt)
         finally:
             with stats.lock:
                 stats.in_flight -= 1
