@@ -10,9 +10,9 @@ ranking or aggregation.
 | stage | the expected answer is there when |
 |---|---|
 | ``job_text`` | the text of the round's jobs holds it (else: chunking, job design, retrieval lost it) |
-| ``minion_answer`` | a minion's answer holds it (else: the local model did not answer it) |
-| ``grounded`` | a grounded minion answer holds it (else: the grounding check dropped it) |
-| ``forwarded`` | an answer forwarded to the supervisor holds it (else: ranking or the cap) |
+| ``minion_answer`` | a minion's answer or quote holds it (else: the local model did not find it) |
+| ``grounded`` | a grounded output (its answer, or the evidence the supervisor reads) holds it (else: the grounding check dropped it) |
+| ``forwarded`` | an output forwarded to the supervisor holds it (else: ranking or the cap) |
 | ``final_answer`` | the final answer holds it (else: aggregation, or the extractive choice) |
 | ``matched`` | the matcher accepts the final answer (else: the answer's form) |
 
@@ -36,6 +36,8 @@ from minionflow.graphs.threads import ThreadView
 from minionflow.storage.store import get_text
 from pydantic import BaseModel
 
+from minionflow.nodes.support.outputs import is_abstention
+
 from .matchers import contains, is_correct, numeric
 from .suite import SuiteItem
 
@@ -46,8 +48,8 @@ MINION_STAGES: tuple[Stage, ...] = STAGES[:4]
 # what a loss at each stage means, for tables and reports
 LOST_AT: dict[str, str] = {
     "job_text": "no job's text held it (chunking, job design, retrieval)",
-    "minion_answer": "a job's text held it, no minion answered it",
-    "grounded": "a minion answered it, grounding dropped it",
+    "minion_answer": "a job's text held it, no minion answered or quoted it",
+    "grounded": "a minion answered or quoted it, grounding dropped it",
     "forwarded": "grounded, not forwarded (ranking, cap)",
     "final_answer": "forwarded, the final answer does not hold it (aggregation, extractive choice)",
     "matched": "the final answer holds it, the matcher rejected its form",
@@ -92,18 +94,23 @@ def has_funnel(item: SuiteItem) -> bool:
 
 
 def stage_texts(view: ThreadView, store: BaseStore) -> dict[Stage, list[str]] | None:
-    """The texts of a run's minion stages: every job's chunk, the minions' answers, the
-    grounded ones, the forwarded ones; None for a run without minion jobs."""
+    """The texts of a run's minion stages: every job's chunk; the minions' answers (not
+    abstentions) and quotes; the grounded ones' answers and evidence; what was forwarded
+    (answers and the evidence read as their quotes); None for a run without minion jobs."""
     jobs = [job for r in view.rounds for job in r.jobs]
     if not jobs:
         return None
     refs = list(dict.fromkeys(job["chunk_ref"] for job in jobs))
-    results = [x for r in view.rounds for x in r.results if x.get("status") == "ok" and x.get("answer")]
+    answered = [x for r in view.rounds for x in r.results
+                if x.get("status") == "ok" and x.get("answer") and not is_abstention(x["answer"])]
+    grounded = [x for x in answered if (x.get("grounding") or {}).get("grounded")]
     return {
         "job_text": [get_text(store, ref) for ref in refs],
-        "minion_answer": [x["answer"] for x in results],
-        "grounded": [x["answer"] for x in results if (x.get("grounding") or {}).get("grounded")],
-        "forwarded": [k["answer"] for r in view.rounds for k in r.kept if k.get("answer")],
+        # what a minion gives is its answer and its quote (the extractive answer is made of quotes)
+        "minion_answer": [t for x in answered for t in (x["answer"], x.get("citation") or "")],
+        # a grounded output reaches the supervisor as its answer and its evidence, the chunk's own words
+        "grounded": [t for x in grounded for t in (x["answer"], (x.get("grounding") or {}).get("evidence") or "")],
+        "forwarded": [t for r in view.rounds for k in r.kept for t in (k.get("answer") or "", k.get("citation") or "")],
     }
 
 

@@ -78,6 +78,18 @@ def test_each_stage_that_loses_the_answer_is_the_one_named(tmp_path: Path, stage
     assert [found.held[s] for s in STAGES[: index + 1]] == [True] * index + [False], found.held
 
 
+def test_a_minion_that_quotes_the_answer_has_given_it(tmp_path: Path):
+    """The supervisor reads a minion's quote, and the extractive answer is made of quotes: an
+    answer in other words with a quote that holds the expected one reaches the minion stage."""
+    def quoting(prompt: str) -> str:
+        return worker_json("the figure the ledger gives", "The secret number is 42") if "secret number is 42" in prompt \
+            else worker_json(None)
+
+    found = funnel_of(*run(tmp_path, "quote", supervisor(answer="It is not given."), quoting))
+    assert found is not None and found.lost_at == "final_answer"
+    assert [found.held[s] for s in STAGES] == [True, True, True, True, False, False]
+
+
 def test_a_right_answer_has_no_loss_and_every_stage_held_it(tmp_path: Path):
     found = funnel_of(*run(tmp_path, "right", supervisor()))
     assert found is not None and found.lost_at is None and all(found.held.values())
@@ -109,7 +121,7 @@ def test_show_expect_names_the_stage_and_refuses_an_empty_text(tmp_path: Path):
                          text=True, env=cli_env(tmp_path / "home"), timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "expected answer: job text yes; minion yes; grounding no" in out.stdout
-    assert "lost at grounding: a minion answered it, grounding dropped it" in out.stdout
+    assert "lost at grounding: a minion answered or quoted it, grounding dropped it" in out.stdout
     as_json = subprocess.run([CLI, "show", thread, "--checkpoint", str(where), "--expect", "42", "--json"],
                              capture_output=True, text=True, env=cli_env(tmp_path / "home"), timeout=120)
     assert json.loads(as_json.stdout)["funnel"]["lost_at"] == "grounded"
