@@ -10,8 +10,8 @@ ranking or aggregation.
 | stage | the expected answer is there when |
 |---|---|
 | ``job_text`` | the text of the round's jobs holds it (else: chunking, job design, retrieval lost it) |
-| ``minion_answer`` | a minion's answer or quote holds it (else: the local model did not find it) |
-| ``grounded`` | a grounded output (its answer, or the evidence the supervisor reads) holds it (else: the grounding check dropped it) |
+| ``minion_answer`` | a minion's answer, its quote or the passage its answer rests on holds it (else: the local model did not find it) |
+| ``grounded`` | the same of a grounded output (else: the grounding check dropped it) |
 | ``forwarded`` | an output forwarded to the supervisor holds it (else: ranking or the cap) |
 | ``final_answer`` | the final answer holds it (else: aggregation, or the extractive choice) |
 | ``matched`` | the matcher accepts the final answer (else: the answer's form) |
@@ -33,10 +33,9 @@ from typing import Any, Literal
 
 from langgraph.store.base import BaseStore
 from minionflow.graphs.threads import ThreadView
+from minionflow.nodes.support.outputs import is_abstention
 from minionflow.storage.store import get_text
 from pydantic import BaseModel
-
-from minionflow.nodes.support.outputs import is_abstention
 
 from .matchers import contains, is_correct, numeric
 from .suite import SuiteItem
@@ -93,10 +92,15 @@ def has_funnel(item: SuiteItem) -> bool:
     return item.scored and item.match != "abstain"
 
 
+def _given(result: dict[str, Any]) -> tuple[str, str, str]:
+    return result["answer"], result.get("citation") or "", (result.get("grounding") or {}).get("evidence") or ""
+
+
 def stage_texts(view: ThreadView, store: BaseStore) -> dict[Stage, list[str]] | None:
-    """The texts of a run's minion stages: every job's chunk; the minions' answers (not
-    abstentions) and quotes; the grounded ones' answers and evidence; what was forwarded
-    (answers and the evidence read as their quotes); None for a run without minion jobs."""
+    """The texts of a run's minion stages: every job's chunk; what the minions gave (not
+    abstentions: answer, quote and evidence, ``_given``); what the grounded ones gave; what
+    was forwarded (answers and the evidence read as their quotes); None for a run without
+    minion jobs."""
     jobs = [job for r in view.rounds for job in r.jobs]
     if not jobs:
         return None
@@ -106,10 +110,11 @@ def stage_texts(view: ThreadView, store: BaseStore) -> dict[Stage, list[str]] | 
     grounded = [x for x in answered if (x.get("grounding") or {}).get("grounded")]
     return {
         "job_text": [get_text(store, ref) for ref in refs],
-        # what a minion gives is its answer and its quote (the extractive answer is made of quotes)
-        "minion_answer": [t for x in answered for t in (x["answer"], x.get("citation") or "")],
-        # a grounded output reaches the supervisor as its answer and its evidence, the chunk's own words
-        "grounded": [t for x in grounded for t in (x["answer"], (x.get("grounding") or {}).get("evidence") or "")],
+        # what a minion gives: its answer, its quote, and the passage of its chunk its answer rests
+        # on (the grounding's evidence: what the supervisor reads as its quote, what the
+        # extractive answer is made of)
+        "minion_answer": [t for x in answered for t in _given(x)],
+        "grounded": [t for x in grounded for t in _given(x)],
         "forwarded": [t for r in view.rounds for k in r.kept for t in (k.get("answer") or "", k.get("citation") or "")],
     }
 
