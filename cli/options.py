@@ -213,7 +213,7 @@ def build_settings(remote: str | None, local: str | list[str] | None, *, protoco
                                      "protocol": protocol, "graph": graph, **given}, min_rounds=known.min_rounds)
     except ValidationError as exc:
         raise _fail(_settings_error(exc)) from None
-    if settings.approve_code and settings.plan == "builtin":
+    if settings.approve_code and settings.plan == "builtin" and known.runs_code:
         raise _fail("--approve: there is no code to review, the supervisor is not asked for any (--plan builtin, the "
                     "embedded supervisor's default); give --plan code to review what it writes")
     try:

@@ -210,8 +210,11 @@ def render_eval_report(summary: EvalSummary, folder: str) -> str:
 
 
 def _inline(drawn: str, element_id: str) -> Markup:
-    """matplotlib's SVG for a page: the XML prologue and DOCTYPE are for a file of its own."""
+    """matplotlib's SVG for a page: the XML prologue and DOCTYPE are for a file of its own, and
+    its ids (glyphs, clip paths: the same names in every plot) are prefixed with the element's,
+    so two plots on one page do not share one."""
     drawn = drawn[drawn.index("<svg"):]
+    drawn = re.sub(r'(\bid="|xlink:href="#|\bhref="#|url\(#)', lambda m: f"{m.group(1)}{element_id}-", drawn)
     return Markup(drawn.replace("<svg ", f'<svg id="{element_id}" ', 1))
 
 

@@ -276,6 +276,10 @@ class PriceTable(BaseModel):
     local: RolePrices = Field(default_factory=RolePrices)
 
 
+# fields every stored RunSettings dump has and no command line sets: settings that hold them
+# all were stored (``RunSettings._supervisor_defaults``)
+_STORED = frozenset({"local_pool", "max_chunk_chars", "sandbox_limits", "prices"})
+
 # a protocol's name: lower-case letters, digits and dashes, a letter first
 PROTOCOL_NAME = r"^[a-z][a-z0-9-]{0,39}$"
 
@@ -374,6 +378,10 @@ class RunSettings(BaseModel):
         (and the embedded model as ``remote``); stored settings name every field, so a thread
         reads back what it stored."""
         if not isinstance(data, dict) or data.get("remote") is None:
+            return data
+        if _STORED <= set(data):
+            # settings a thread or an eval stored name every field of the version that stored
+            # them: a field added since (``plan``) takes its general default, what that version did
             return data
         remote = data["remote"]
         try:

@@ -101,9 +101,9 @@ def stage_texts(view: ThreadView, store: BaseStore) -> dict[Stage, list[str]] | 
     abstentions: answer, quote and evidence, ``_given``); what the grounded ones gave; what
     was forwarded (answers and the evidence read as their quotes); None for a run without
     minion jobs."""
-    jobs = [job for r in view.rounds for job in r.jobs]
-    if not jobs:
+    if not view.rounds:  # remote-only, local-only, Minion: no minion jobs (a MinionS round with none has empty stages)
         return None
+    jobs = [job for r in view.rounds for job in r.jobs]
     refs = list(dict.fromkeys(job["chunk_ref"] for job in jobs))
     answered = [x for r in view.rounds for x in r.results
                 if x.get("status") == "ok" and x.get("answer") and not is_abstention(x["answer"])]
@@ -128,8 +128,13 @@ def funnel(item: SuiteItem, answer: str | None, quote: str | None, texts: dict[S
     if texts is not None:
         for stage in MINION_STAGES:
             held[stage] = holds(item, texts[stage])
-    # the quote may complete an "all" answer (as the matcher reads it), never be another's
-    held["final_answer"] = holds(item, [answer or ""] + ([quote or ""] if item.match == "all" else []))
+    # the quote may complete an "all" answer once the answer holds a part (as the matcher reads
+    # it), never be another's
+    if item.match == "all":
+        in_answer = any(contains(answer or "", alt) for part in item.answers for alt in _alternatives(part))
+        held["final_answer"] = in_answer and holds(item, [answer or "", quote or ""])
+    else:
+        held["final_answer"] = holds(item, [answer or ""])
     right = bool(is_correct(item, answer, quote))
     held["matched"] = right
     lost = None if right else next(stage for stage in STAGES if held[stage] is False)

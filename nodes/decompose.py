@@ -100,7 +100,7 @@ def builtin_plan_reason(state: RoundState, settings: RunSettings) -> str | None:
     if settings.plan == "auto":
         failed = [r["round"] for r in state.get("rounds") or [] if r["plan_source"] == "fallback"]
         if failed:
-            return f"its code failed every attempt in round {failed[0]}"
+            return f"no code of round {failed[0]} ran: each attempt failed or was rejected"
     return None
 
 

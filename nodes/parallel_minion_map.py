@@ -140,6 +140,11 @@ def read_chunk(client: ModelClient, job: JobRecord, chunk: str, settings: RunSet
     return merged, None if merged is not None else "; ".join(errors), len(parts)
 
 
+def samplings(settings: RunSettings) -> list[Sampling]:
+    """The sampled reads of a job after its first (``read_samples``): seeds 1, 2, ..."""
+    return [Sampling(settings.sample_temperature, seed) for seed in range(1, settings.samples)]
+
+
 def read_samples(client: ModelClient, job: JobRecord, chunk: str, settings: RunSettings, calls: list[CallRecord],
                  cache: JobCache | None = None, unheard: bool = False, whole: Prepared | None = None
                  ) -> tuple[JobOutput | None, str | None, int, int]:
@@ -151,9 +156,8 @@ def read_samples(client: ModelClient, job: JobRecord, chunk: str, settings: RunS
     if settings.samples == 1:
         return output, error, parts, 1
     replies = [(output, error)]
-    for seed in range(1, settings.samples):
-        sampled, sample_error, _ = read_chunk(client, job, chunk, settings, calls, cache, unheard,
-                                              sampling=Sampling(settings.sample_temperature, seed))
+    for sampling in samplings(settings):
+        sampled, sample_error, _ = read_chunk(client, job, chunk, settings, calls, cache, unheard, sampling=sampling)
         replies.append((sampled, sample_error))
     chosen, votes = vote([o for o, _ in replies], chunk, job["task"], settings)
     errors = [e for _, e in replies if e]
@@ -297,7 +301,11 @@ def parallel_minion_map(inp: JobInput, runtime: Runtime[RunContext]) -> dict[str
                     prefetched.add(client.spec)
                     for i in pending[position:]:
                         prepared[(client.spec, i)] = prepare(client.spec, jobs[i], loaded.chunk(store, i), settings)
-                    cache.prefetch([prepared[(client.spec, i)][1] for i in pending[position:]])
+                    wanted = [prepared[(client.spec, i)][1] for i in pending[position:]]
+                    # and each sample's (the whole chunk's messages under its temperature and seed)
+                    wanted += [job_key(client.spec, settings.local_max_tokens, prepared[(client.spec, i)][0], sampling)
+                               for i in pending[position:] for sampling in samplings(settings)]
+                    cache.prefetch(wanted)
                 started = time.monotonic()
                 calls: list[CallRecord] = []  # as they return: after a failure, the parts answered before it
                 try:

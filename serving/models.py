@@ -282,6 +282,12 @@ class ModelClient:
                 assert isinstance(out, dict)  # include_raw=True: {"raw", "parsed", "parsing_error"}
                 message = out["raw"]
         except Exception as exc:
+            cut = _cut_reply(exc)
+            if cut is not None:  # the client raised on a reply cut at the limit: recorded as the reply it was
+                reply.calls.append(CallRecord(cut, time.monotonic() - started, TRUNCATED_JSON, messages,
+                                              tokens=_failed_usage(exc)))
+                reply.error = TRUNCATED_JSON
+                return
             reply.calls.append(CallRecord(None, time.monotonic() - started, f"{type(exc).__name__}: {exc}", messages,
                                           tokens=_failed_usage(exc)))
             if _is_format_rejection(exc) and self.method == "auto":
@@ -295,12 +301,26 @@ class ModelClient:
         record = CallRecord(message, latency, None, messages)
         reply.calls.append(record)
         if _truncated(message):
-            record.error = reply.error = "the reply was cut off at the token limit (truncated JSON)"
+            record.error = reply.error = TRUNCATED_JSON
             return
         try:
             reply.parsed = parse_json_reply(reply_text(message), schema)
         except (ValidationError, ValueError) as exc:
             record.error = reply.error = f"the reply does not match the {schema.__name__} schema: {_short(exc)}"
+
+
+TRUNCATED_JSON = "the reply was cut off at the token limit (truncated JSON)"
+
+
+def _cut_reply(exc: Exception) -> AIMessage | None:
+    """The reply a structured-output client raised on because it was cut at the token limit
+    (openai's ``LengthFinishReasonError``, json_schema): its text, marked as cut off."""
+    import openai
+
+    if not isinstance(exc, openai.LengthFinishReasonError) or not exc.completion.choices:
+        return None
+    return AIMessage(content=exc.completion.choices[0].message.content or "",
+                     response_metadata={"finish_reason": "length"})
 
 
 def _failed_usage(exc: Exception) -> tuple[int, int, int] | None:

@@ -115,6 +115,23 @@ def test_holding_reads_the_matcher_leniently():
     assert expected_item(["Duluth", "14 June"]).match == "all"
 
 
+def test_the_quote_completes_an_answer_of_parts_but_is_not_one_and_a_round_without_jobs_held_nothing():
+    from types import SimpleNamespace
+
+    from minionflow.evaluation.funnel import funnel, stage_texts
+
+    two = SuiteItem(id="a", documents=["d"], question="q", answers=[["Duluth"], ["14 June"]], match="all")
+    alone = funnel(two, "It closed.", "the Duluth site closed on 14 June", None)
+    assert alone is not None and alone.lost_at == "final_answer"  # the answer holds no part: aggregation lost it
+    completed = funnel(two, "Duluth closed.", "the Duluth site closed on 14 June", None)
+    assert completed is not None and completed.lost_at is None
+    # a MinionS round that made no job (code that returned none, a prelude that kept nothing)
+    texts = stage_texts(SimpleNamespace(rounds=[SimpleNamespace(jobs=[], results=[], kept=[])]), None)  # type: ignore[arg-type]
+    assert texts == {"job_text": [], "minion_answer": [], "grounded": [], "forwarded": []}
+    empty = funnel(ITEM, "It is 41.", None, texts)
+    assert empty is not None and empty.lost_at == "job_text"
+
+
 def test_show_expect_names_the_stage_and_refuses_an_empty_text(tmp_path: Path):
     thread, where = run(tmp_path, "grounded", *CASES["grounded"][:2])
     out = subprocess.run([CLI, "show", thread, "--checkpoint", str(where), "--expect", "42"], capture_output=True,

@@ -141,7 +141,7 @@ def test_a_round_on_the_built_in_plan_asks_the_supervisor_nothing_and_says_why()
     assert second["settings"]["plan"] == "auto"
     update = step(second, rt)
     assert remote.prompts == [] and update["plan_source"] == "builtin"
-    assert "its code failed every attempt in round 1" in update["notes"][0]
+    assert "no code of round 1 ran: each attempt failed or was rejected" in update["notes"][0]
     assert "def prepare_jobs" in step({**second, "rounds": []}, rt)["code"]  # auto, nothing failed yet: asked
     forced = {**round_input(rt, max_rounds=3, plan="code"), "rounds": [record]}
     assert "def prepare_jobs" in step(forced, rt)["code"] and len(remote.prompts) == 2

@@ -137,6 +137,10 @@ def test_run_settings_and_default_settings_apply_the_embedded_supervisor_default
     # settings stored in a thread name every field: they read back as they were, whatever the supervisor
     stored = RunSettings(remote="openai:gpt-4o").model_dump(mode="json")
     assert RunSettings.model_validate({**stored, "remote": "embedded"}).max_rounds == 5
+    # a field added after a thread stored its settings takes the general default, what that
+    # version did: an embedded supervisor's old thread asked for code
+    old = {k: v for k, v in RunSettings(remote="embedded").model_dump(mode="json").items() if k != "plan"}
+    assert RunSettings.model_validate(old).plan == "auto" and RunSettings(remote="embedded").plan == "builtin"
     # no supervisor named: the general defaults; default_settings picks the environment's supervisor
     assert RunSettings().max_rounds == 5
     assert default_settings({}, environ={}).max_rounds == 1

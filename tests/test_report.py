@@ -228,6 +228,9 @@ def test_the_page_of_a_finished_eval_shows_its_table_and_plot(tmp_path):
     # the plots' glyphs are drawn once and used by reference (href="#..."): within the page
     assert not re.search(r"""\b(?:src|href)\s*=\s*["'](?!#)""", page) and 'id="eval-plot"' in page
     assert 'id="funnel-plot"' in page
+    ids = re.findall(r'\bid="([^"]+)"', page)
+    assert len(ids) == len(set(ids)), [i for i in ids if ids.count(i) > 1][:3]  # two plots, no id twice
+    assert all(ref in ids for ref in re.findall(r'href="#([^"]+)"', page))  # every glyph use finds its glyph
     funnel = re.search(r'<table id="eval-funnel">(.*?)</table>', page, re.DOTALL)
     assert funnel is not None
     cells = [re.findall(r"<t[dh]>(.*?)</t[dh]>", row) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", funnel.group(1), re.DOTALL)]

@@ -133,6 +133,28 @@ def test_a_reply_cut_at_the_length_limit_still_counts_its_tokens():
     (call,) = reply.calls
     assert call.usage == (141, 256, 0) and call.error is not None
 
+    # with the cut reply in the exception: recorded as that reply, cut off (the job cache keeps it)
+    from minionflow.serving.models import cut_off
+    from openai.types.chat.chat_completion import ChatCompletionMessage, Choice
+
+    def cut_with_text(_: object) -> None:
+        completion = ChatCompletion(id="c", created=0, model="m", object="chat.completion",
+                                    choices=[Choice(index=0, finish_reason="length", message=ChatCompletionMessage(
+                                        role="assistant", content='{"explanation": "the ledger", "answ'))],
+                                    usage=CompletionUsage(prompt_tokens=141, completion_tokens=256, total_tokens=397))
+        raise openai.LengthFinishReasonError(completion=completion)
+
+    class CutWithText(FakeListChatModel):
+        def with_structured_output(self, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+            return RunnableLambda(cut_with_text)
+
+    reply = ModelClient(ModelSpec.parse("m@http://127.0.0.1:1/v1"), CutWithText(responses=["x"]),
+                        method="json_schema").structured(JobOutput, [HumanMessage("hi")])
+    (call,) = reply.calls
+    assert reply.parsed is None and reply.error == call.error == "the reply was cut off at the token limit (truncated JSON)"
+    assert cut_off(call) and call.message is not None and call.message.content.endswith('"answ')
+    assert call.usage == (141, 256, 0)
+
 
 def test_the_public_api_resolves():
     import minionflow.graphs as graphs
