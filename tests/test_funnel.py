@@ -68,10 +68,18 @@ CASES = {
 }
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, Path]]:
+    """Each case's run, made once for the tests that read it: the thread and its folder."""
+    where = tmp_path_factory.mktemp("funnel")
+    made = {stage: run(where, stage, remote, local, **settings) for stage, (remote, local, settings) in CASES.items()}
+    made["right"] = run(where, "right", supervisor())
+    return made
+
+
 @pytest.mark.parametrize("stage", list(CASES))
-def test_each_stage_that_loses_the_answer_is_the_one_named(tmp_path: Path, stage: str):
-    remote, local, settings = CASES[stage]
-    found = funnel_of(*run(tmp_path, stage, remote, local, **settings))
+def test_each_stage_that_loses_the_answer_is_the_one_named(runs: dict[str, tuple[str, Path]], stage: str):
+    found = funnel_of(*runs[stage])
     assert found is not None and found.lost_at == stage
     index = STAGES.index(stage)
     # every stage before it held the answer, the stage itself did not
@@ -90,8 +98,8 @@ def test_a_minion_that_quotes_the_answer_has_given_it(tmp_path: Path):
     assert [found.held[s] for s in STAGES] == [True, True, True, True, False, False]
 
 
-def test_a_right_answer_has_no_loss_and_every_stage_held_it(tmp_path: Path):
-    found = funnel_of(*run(tmp_path, "right", supervisor()))
+def test_a_right_answer_has_no_loss_and_every_stage_held_it(runs: dict[str, tuple[str, Path]]):
+    found = funnel_of(*runs["right"])
     assert found is not None and found.lost_at is None and all(found.held.values())
 
 
@@ -132,8 +140,8 @@ def test_the_quote_completes_an_answer_of_parts_but_is_not_one_and_a_round_witho
     assert empty is not None and empty.lost_at == "job_text"
 
 
-def test_show_expect_names_the_stage_and_refuses_an_empty_text(tmp_path: Path):
-    thread, where = run(tmp_path, "grounded", *CASES["grounded"][:2])
+def test_show_expect_names_the_stage_and_refuses_an_empty_text(runs: dict[str, tuple[str, Path]], tmp_path: Path):
+    thread, where = runs["grounded"]
     out = subprocess.run([CLI, "show", thread, "--checkpoint", str(where), "--expect", "42"], capture_output=True,
                          text=True, env=cli_env(tmp_path / "home"), timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -148,14 +156,11 @@ def test_show_expect_names_the_stage_and_refuses_an_empty_text(tmp_path: Path):
         "--expect: give the answer you expected")
 
 
-def test_the_summary_counts_the_answerable_questions_by_stage(tmp_path: Path):
-    results = []
-    for stage, (remote, local, settings) in CASES.items():
-        thread, where = run(tmp_path, stage, remote, local, **settings)
-        results.append(ItemResult(item_id=stage, protocol="minions", status="answered", correct=False, match="contains",
-                                  funnel=funnel_of(thread, where)))
+def test_the_summary_counts_the_answerable_questions_by_stage(runs: dict[str, tuple[str, Path]]):
+    results = [ItemResult(item_id=stage, protocol="minions", status="answered", correct=False, match="contains",
+                          funnel=funnel_of(*runs[stage])) for stage in CASES]
     results.append(ItemResult(item_id="r", protocol="minions", status="answered", correct=True, match="contains",
-                              funnel=funnel_of(*run(tmp_path, "right", supervisor()))))
+                              funnel=funnel_of(*runs["right"])))
     results.append(ItemResult(item_id="f", protocol="minions", status="failed", correct=False, match="contains"))
     results.append(ItemResult(item_id="u", protocol="minions", status="answered", correct=True, match="abstain"))
     counts = funnel_counts(results)
