@@ -32,13 +32,13 @@ tmp="$(mktemp -d)"
 embedded=""
 # an interrupted run stops the embedded half too (its model servers end with their CLI)
 trap 'if [ -n "$embedded" ]; then kill "$embedded" 2>/dev/null || true; fi; rm -rf "$tmp"' EXIT
-taskset -c "$first" .venv/bin/python -m pytest -m embedded --basetemp "$tmp/embedded" "$@" \
+taskset -c "$first" .venv/bin/python -m pytest -m "embedded or beside_embedded" --basetemp "$tmp/embedded" "$@" \
   > "$tmp/embedded.log" 2>&1 &
 embedded=$!
 rest=0
-taskset -c "$others" .venv/bin/python -m pytest -m "not embedded" --basetemp "$tmp/rest" "$@" || rest=$?
+taskset -c "$others" .venv/bin/python -m pytest -m "not embedded and not beside_embedded" --basetemp "$tmp/rest" "$@" || rest=$?
 echo
-echo "=== the tests of the embedded model (pytest -m embedded, on cores $first), run beside the above ==="
+echo "=== the tests of the embedded model and those beside it (pytest -m 'embedded or beside_embedded', on cores $first), run beside the above ==="
 waited=0
 wait "$embedded" || waited=$?
 embedded=""

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import BIN, PACKAGE_DIRS, ROOT
 
+# about 70 s of one core: in CI they run in the embedded model's half, which finishes first
+pytestmark = pytest.mark.beside_embedded
+
 
 def test_mypy_clean():
     assert set(PACKAGE_DIRS) >= {"minionflow", "contracts", "nodes", "sandbox", "graphs", "cli"}
