@@ -96,7 +96,7 @@ def builtin_plan_reason(state: RoundState, settings: RunSettings) -> str | None:
     """Why this round takes the built-in plan without asking the supervisor for code
     (``settings.plan``), or None when the supervisor is asked."""
     if settings.plan == "builtin":
-        return "plan=builtin" + (" (the embedded supervisor's default)" if settings.remote.kind == "embedded" else "")
+        return ("the embedded supervisor's default, " if settings.remote.kind == "embedded" else "") + "plan=builtin"
     if settings.plan == "auto":
         failed = [r["round"] for r in state.get("rounds") or [] if r["plan_source"] == "fallback"]
         if failed:

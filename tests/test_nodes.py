@@ -130,7 +130,7 @@ def test_a_round_on_the_built_in_plan_asks_the_supervisor_nothing_and_says_why()
     assert remote.prompts == [] and "usage" not in update
     assert update["plan_source"] == "builtin" and update["code"] is None
     assert update["notes"] == ["round 1: the built-in plan; the supervisor was not asked for code "
-                               "(plan=builtin (the embedded supervisor's default))"]
+                               "(the embedded supervisor's default, plan=builtin)"]
     jobs = bind(sandboxed_execute, sandbox=SplittingSandbox())({**embedded, **update}, rt)
     assert jobs["job_count"] == 1 and "notes" not in jobs and "sandbox" not in jobs  # no code ran
     assert get_json(rt.store, jobs["jobs_ref"])["jobs"][0]["task"] == TASK
