@@ -142,8 +142,10 @@ def test_end_to_end_embedded_both_roles_json(good_doc, home):
     local_calls = [c for c in out["calls"] if c["role"] == "local"]
     remote_calls = [c for c in out["calls"] if c["role"] == "remote"]
     assert usage["local"]["calls"] == len(local_calls) >= 2
-    assert usage["remote"]["calls"] == len(remote_calls) >= 2  # decompose + aggregate
-    assert {c["node"] for c in remote_calls} == {"decompose", "aggregate"}
+    # the embedded supervisor is not asked for code (the built-in plan): it only aggregates
+    assert usage["remote"]["calls"] == len(remote_calls) == 1
+    assert {c["node"] for c in remote_calls} == {"aggregate"}
+    assert any("the supervisor was not asked for code" in n for n in out["notes"])
     for role in ("local", "remote"):
         assert usage[role]["prompt_tokens"] > 0 and usage[role]["completion_tokens"] > 0
         assert usage[role]["prompt_tokens"] == sum(c["prompt_tokens"] for c in out["calls"] if c["role"] == role)
@@ -261,11 +263,13 @@ def test_the_options_that_shape_a_run_are_declared_once():
 
     assert set(SETTING_OF) == set(OPTIONS) - {"remote", "local"}
     assert {v for v in OPTION_OF_SETTING.values()} == {"--" + n.replace("_", "-") for n in SETTING_OF}
-    everything = RunOptions(max_rounds=2, max_code_attempts=2, chunk_tokens=50, remote_max_tokens=100,
-                            local_max_tokens=20, concurrency=3, no_cache=True, max_quote_chars=30, budget_tokens=9,
-                            budget_usd=1.5, redact="pii", sandbox="bwrap", sandbox_runtime="runsc", approve=True)
+    everything = RunOptions(max_rounds=2, max_code_attempts=2, plan="code", samples=3, chunk_tokens=50,
+                            remote_max_tokens=100, local_max_tokens=20, concurrency=3, no_cache=True, max_quote_chars=30,
+                            budget_tokens=9, budget_usd=1.5, redact="pii", sandbox="bwrap", sandbox_runtime="runsc",
+                            approve=True)
     settings = everything.settings()
-    assert (settings.max_rounds, settings.max_code_attempts, settings.chunk_tokens, settings.remote_max_tokens,
-            settings.local_max_tokens, settings.local_concurrency, settings.job_cache, settings.max_quote_chars,
-            settings.budget_tokens, settings.budget_usd, settings.redact, settings.sandbox, settings.sandbox_runtime,
-            settings.approve_code) == (2, 2, 50, 100, 20, 3, False, 30, 9, 1.5, "pii", "bwrap", "runsc", True)
+    assert (settings.max_rounds, settings.max_code_attempts, settings.plan, settings.samples, settings.chunk_tokens,
+            settings.remote_max_tokens, settings.local_max_tokens, settings.local_concurrency, settings.job_cache,
+            settings.max_quote_chars, settings.budget_tokens, settings.budget_usd, settings.redact, settings.sandbox,
+            settings.sandbox_runtime, settings.approve_code) == (
+        2, 2, "code", 3, 50, 100, 20, 3, False, 30, 9, 1.5, "pii", "bwrap", "runsc", True)
