@@ -174,26 +174,24 @@ def eval_command(
     raise typer.Exit(EXIT_PAUSED if paused else EXIT_FAILED if failed else EXIT_ANSWERED)
 
 
-def _print(summary: Any, paths: dict[str, Path], plan: EvalPlan) -> None:
-    console = Console()
-    headers, rows = table_rows(summary)
-    # one column per protocol, one row per figure: fits a narrow terminal
-    table = Table(title=f"Eval: {summary.suite}, {summary.items} questions", title_justify="left")
+def _by_protocol(title: str, headers: list[str], rows: list[list[str]]) -> Table:
+    """A table of rows per protocol turned round: one column per protocol, one row per
+    figure, which fits a narrow terminal."""
+    table = Table(title=title, title_justify="left")
     table.add_column("", no_wrap=True)
     for row in rows:
         table.add_column(row[0], justify="right")
     for i, header in enumerate(headers[1:], start=1):
         table.add_row(header, *(row[i] for row in rows))
-    console.print(table)
+    return table
+
+
+def _print(summary: Any, paths: dict[str, Path], plan: EvalPlan) -> None:
+    console = Console()
+    console.print(_by_protocol(f"Eval: {summary.suite}, {summary.items} questions", *table_rows(summary)))
     f_headers, f_rows = funnel_rows(summary)
-    if f_rows:  # the same way round: a column per protocol
-        lost = Table(title="Where the answerable questions were lost (docs/answer-quality.md)", title_justify="left")
-        lost.add_column("", no_wrap=True)
-        for row in f_rows:
-            lost.add_column(row[0], justify="right")
-        for i, header in enumerate(f_headers[1:], start=1):
-            lost.add_row(header, *(row[i] for row in f_rows))
-        console.print(lost)
+    if f_rows:
+        console.print(_by_protocol("Where the answerable questions were lost (docs/answer-quality.md)", f_headers, f_rows))
     for p in summary.protocols:
         if p.failed or p.refused or p.fallback_answers:
             console.print(f"{p.protocol}: {p.failed} failed, {p.refused} refused, {p.fallback_answers} answers from a "
