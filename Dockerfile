@@ -21,7 +21,9 @@ COPY cli ./cli
 COPY contracts ./contracts
 COPY evaluation ./evaluation
 COPY langgraph.json ./
-ENV CMAKE_ARGS="-DGGML_NATIVE=OFF"
+# llama.cpp's text library only, as scripts/setup.sh builds it
+COPY scripts/llama-text-only.cmake ./scripts/
+ENV CMAKE_ARGS="-DLLAVA_BUILD=OFF -DCMAKE_PROJECT_llama.cpp_INCLUDE=/app/scripts/llama-text-only.cmake -DGGML_NATIVE=OFF"
 RUN pip install --no-cache-dir '.[studio]'
 ENV MINIONFLOW_HOME=/data
 VOLUME /data

@@ -53,12 +53,14 @@ fi
 # llama-cpp-python compiles llama.cpp. A -march=native build can use CPU features
 # (AMX) that a VM does not let it use (it segfaults), and pip's cache would reuse it
 # on other machines: build a portable wheel once and keep it in our own cache. Only the
-# text library is built: the multimodal one (LLAVA_BUILD: mtmd) is loaded by nothing here.
+# text library is built: neither the multimodal one (LLAVA_BUILD: mtmd) nor llama.cpp's
+# `common` one (scripts/llama-text-only.cmake) is loaded by anything here.
 mkdir -p "$WHEELS"
 if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl >/dev/null 2>&1; then
+  text_only="-DLLAVA_BUILD=OFF -DCMAKE_PROJECT_llama.cpp_INCLUDE='$PWD/scripts/llama-text-only.cmake'"
   case "$(uname -m)" in
-    x86_64) export CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" ;;
-    *) export CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" ;;
+    x86_64) export CMAKE_ARGS="$text_only -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" ;;
+    *) export CMAKE_ARGS="$text_only -DGGML_NATIVE=OFF" ;;
   esac
   log "building llama-cpp-python $LLAMA_CPP_VERSION (a few minutes, once; CMAKE_ARGS=$CMAKE_ARGS)"
   .venv/bin/pip wheel -q --no-deps --no-cache-dir "llama-cpp-python==$LLAMA_CPP_VERSION" -w "$WHEELS"

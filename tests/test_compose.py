@@ -121,6 +121,17 @@ def test_the_app_image_copies_every_package_pyproject_installs():
     assert folders - copied == set()
 
 
+def test_the_app_image_builds_llama_cpp_as_the_setup_does():
+    """Both builds leave llama.cpp's multimodal and `common` libraries out, with the same
+    CMake include file (which must exist, or llama.cpp's configure step fails)."""
+    include = "-DCMAKE_PROJECT_llama.cpp_INCLUDE="
+    assert (ROOT / "scripts" / "llama-text-only.cmake").is_file()
+    for text in ((ROOT / "Dockerfile").read_text(), (ROOT / "scripts" / "setup.sh").read_text()):
+        assert "-DLLAVA_BUILD=OFF" in text
+        assert re.search(re.escape(include) + r"'?[^ \"']*scripts/llama-text-only\.cmake", text)
+    assert "COPY scripts/llama-text-only.cmake ./scripts/" in (ROOT / "Dockerfile").read_text()
+
+
 def test_the_sandbox_image_gets_the_same_runner(tmp_path):
     """deploy/sandbox.Dockerfile assembles the runner with a shell line: run that line
     here and compare with what the other backends run."""
