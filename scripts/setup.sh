@@ -62,18 +62,48 @@ if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl >/dev/null 2>&1; t
     x86_64) export CMAKE_ARGS="$text_only -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" ;;
     *) export CMAKE_ARGS="$text_only -DGGML_NATIVE=OFF" ;;
   esac
-  log "building llama-cpp-python $LLAMA_CPP_VERSION (a few minutes, once; CMAKE_ARGS=$CMAKE_ARGS)"
-  .venv/bin/pip wheel -q --no-deps --no-cache-dir "llama-cpp-python==$LLAMA_CPP_VERSION" -w "$WHEELS"
+  # The build takes every core for minutes and the rest of the install is mostly
+  # downloads: run the build in the background and install the other dependencies
+  # beside it.
+  log "building llama-cpp-python $LLAMA_CPP_VERSION in the background (a few minutes, once; CMAKE_ARGS=$CMAKE_ARGS)"
+  .venv/bin/pip wheel -q --no-deps --no-cache-dir "llama-cpp-python==$LLAMA_CPP_VERSION" -w "$WHEELS" \
+    > .venv/llama-build.log 2>&1 &
+  build_pid=$!
+  trap 'kill "$build_pid" 2>/dev/null || true' EXIT
 fi
 
 # one marker per set of extras: the demo's install does not stand for the tests'
 marker=".venv/.minionflow-installed${EXTRAS:+-${EXTRAS//,/-}}"
 if ! .venv/bin/python -c "import minionflow, llama_cpp" >/dev/null 2>&1 \
    || [ ! -e "$marker" ] || [ pyproject.toml -nt "$marker" ]; then
+  if [ -n "${build_pid:-}" ]; then
+    log "installing the other dependencies while llama.cpp builds"
+    .venv/bin/python - "$EXTRAS" > .venv/requirements-beside-build.txt <<'PY'
+import re, sys, tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+wanted = list(project["dependencies"])
+for extra in filter(None, sys.argv[1].split(",")):
+    wanted += project["optional-dependencies"][extra]
+print("\n".join(r for r in wanted if not re.match(r"llama[-_.]cpp[-_.]python\b", r, re.I)))
+PY
+    .venv/bin/pip install -q -r .venv/requirements-beside-build.txt
+  fi
+  if [ -n "${build_pid:-}" ]; then
+    log "waiting for the llama-cpp-python build"
+    if ! wait "$build_pid"; then
+      tail -n 40 .venv/llama-build.log >&2
+      log "building llama-cpp-python failed (the whole log: .venv/llama-build.log)"
+      exit 1
+    fi
+    trap - EXIT
+  fi
   log "installing minionflow${EXTRAS:+ with [$EXTRAS]} into .venv"
   printf 'llama-cpp-python==%s\n' "$LLAMA_CPP_VERSION" > .venv/constraints.txt
   .venv/bin/pip install -q --find-links "$WHEELS" -c .venv/constraints.txt -e ".${EXTRAS:+[$EXTRAS]}"
   touch "$marker"
+elif [ -n "${build_pid:-}" ]; then
+  wait "$build_pid" || { tail -n 40 .venv/llama-build.log >&2; log "building llama-cpp-python failed"; exit 1; }
+  trap - EXIT
 fi
 # An editable install leaves the project's own modules uncompiled, and where
 # PYTHONDONTWRITEBYTECODE is set (as on our CI machines) every `minionflow` command
