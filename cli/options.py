@@ -46,6 +46,7 @@ class RunOptions:
     max_code_attempts: int | None = None
     plan: str | None = None
     samples: int | None = None
+    tasks: int | None = None
     chunk_tokens: int | None = None
     remote_max_tokens: int | None = None
     local_max_tokens: int | None = None
@@ -118,6 +119,9 @@ OPTIONS: dict[str, Any] = {
     "samples": Annotated[int | None, typer.Option(
         "--samples", metavar="N", rich_help_panel=LIMITS,
         help="replies per job, voted on (default 1)")],
+    "tasks": Annotated[int | None, typer.Option(
+        "--tasks", min=1, max=20, metavar="N", rich_help_panel=LIMITS,
+        help="tasks per round (default 3; embedded 1)")],
     "chunk_tokens": Annotated[int | None, typer.Option(
         "--chunk-tokens", min=10, metavar="N", rich_help_panel=LIMITS,
         help="built-in plan's chunk size (default 1000)")],
@@ -138,7 +142,7 @@ OPTIONS: dict[str, Any] = {
         help="supervisor USD per run (default none)")],
     "sandbox": Annotated[str, typer.Option(
         "--sandbox", metavar="NAME", rich_help_panel=SANDBOX,
-        help="docker, bwrap or auto (default auto: docker if ready, else bwrap)")],
+        help="docker, bwrap or auto (default auto)")],
     "sandbox_runtime": Annotated[str | None, typer.Option(
         "--sandbox-runtime", metavar="RUNTIME", rich_help_panel=SANDBOX,
         help="OCI runtime for docker, e.g. runsc")],
@@ -148,14 +152,14 @@ OPTIONS: dict[str, Any] = {
 ALL = tuple(OPTIONS)
 # The RunSettings field each option sets, and how (the models, parsed apart, aside).
 SETTING_OF: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    name: {"concurrency": ("local_concurrency", lambda v: v), "no_cache": ("job_cache", lambda v: False if v else None),
+    name: {"concurrency": ("local_concurrency", lambda v: v), "tasks": ("tasks_per_round", lambda v: v), "no_cache": ("job_cache", lambda v: False if v else None),
            "approve": ("approve_code", lambda v: True if v else None)}.get(name, (name, lambda v: v))
     for name in OPTIONS if name not in ("remote", "local")}
 # ... and back, for a settings error in the words of the command line
 OPTION_OF_SETTING = {setting: "--" + name.replace("_", "-") for name, (setting, _) in SETTING_OF.items()}
 BATCH = tuple(name for name in ALL if name != "approve")  # compare, eval: no run stops for a review
 FORKABLE = ("remote", "local", "remote_max_tokens", "local_max_tokens", "concurrency", "max_rounds",
-            "max_code_attempts", "plan", "samples", "no_cache", "max_quote_chars", "redact", "budget_tokens", "budget_usd")
+            "max_code_attempts", "plan", "samples", "tasks", "no_cache", "max_quote_chars", "redact", "budget_tokens", "budget_usd")
 assert set(OPTIONS) == {f.name for f in fields(RunOptions)}
 
 

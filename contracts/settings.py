@@ -208,7 +208,7 @@ def default_remote_spec(environ: dict[str, str] | None = None) -> ModelSpec:
 # ran (every round of the bundled suite fell back to the built-in plan), and its decompose reply
 # alone took 20 s to 4 min a question.
 EMBEDDED_SUPERVISOR_DEFAULTS: dict[str, Any] = {"max_rounds": 1, "max_code_attempts": 1, "extractive_fallback": "ignored",
-                                                "plan": "builtin"}
+                                                "plan": "builtin", "tasks_per_round": 1}
 
 # The fewest rounds each protocol needs, by name, as its Protocol says: the registry
 # (graphs.protocols) records the built-in protocols when it is imported and a package's when
@@ -309,14 +309,17 @@ class RunSettings(BaseModel):
     max_code_attempts: int = Field(3, ge=1, le=10)
     plan: Literal["auto", "code", "builtin"] = Field(
         "auto", description="who makes a MinionS round's jobs: 'code', the supervisor's prepare_jobs code every round; "
-        "'builtin', the built-in plan (every chunk x the task), the supervisor asked only to aggregate; 'auto' (the "
+        "'builtin', the built-in plan (every chunk x the task and its parts), the supervisor asked only to aggregate; 'auto' (the "
         "default), the supervisor's code until it fails every attempt of a round, then the built-in plan for the rest "
         "of the run ('builtin' is the default with the embedded supervisor)")
     samples: int = Field(1, ge=1, le=16, description="replies per job (the paper's samples per task): the first at "
                          "temperature 0, the others at sample_temperature with seeds 1, 2, ...; the job's answer is the "
                          "one most of its grounded replies give; every reply is a call in the usage")
     sample_temperature: float = Field(0.7, gt=0, le=2, description="the temperature of a job's replies after its first")
-    tasks_per_round: int = Field(3, ge=1, le=20, description="how many distinct tasks the supervisor should write")
+    tasks_per_round: int = Field(3, ge=1, le=20, description="how many distinct tasks a round asks of every chunk: "
+                                 "the supervisor is asked to write this many; the built-in plan asks the question, then "
+                                 "the parts of a compound one ('..., and which ...?'), up to this many (1 with the "
+                                 "embedded supervisor)")
     chunk_tokens: int = Field(1000, ge=10, description="chunk size of the built-in plan, and the hint given to the supervisor")
     max_jobs_per_round: int = Field(200, ge=1, le=100_000)
     max_chunk_chars: int = Field(12_000, ge=200, description="longer job chunks are split before they reach a local model")

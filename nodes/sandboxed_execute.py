@@ -1,7 +1,7 @@
 """sandboxed_execute: run the supervisor's ``prepare_jobs`` in a sandbox backend.
 
 Errors go back to decompose with the traceback; after ``max_code_attempts`` the
-round uses the built-in plan (every chunk x the task) and records that it did; a round
+round uses the built-in plan (every chunk x the task and its parts) and records that it did; a round
 decompose gave the built-in plan (``settings.plan``) runs no code.
 Model-written code never runs in this process (docs/architecture.md, guarantee 2). The round's
 jobs (its own and the last round's failed ones that may be tried again) are stored as
@@ -24,6 +24,7 @@ from minionflow.contracts.settings import RunSettings
 from minionflow.contracts.state import JobBatch, JobInput, JobRecord, RoundState, round_number
 from minionflow.nodes.support.common import carried_over, document_texts
 from minionflow.nodes.support.context import RunContext, context_of, store_of
+from minionflow.nodes.support.questions import question_parts
 from minionflow.sandbox.base import ExecutionRequest, JobSpec
 from minionflow.sandbox.chunking import chunk_by_tokens
 from minionflow.storage.store import get_json, get_text, put_json, put_texts
@@ -33,12 +34,20 @@ log = logging.getLogger(__name__)
 NO_JOBS_ERROR = "prepare_jobs returned an empty list; return at least one JobManifest"
 
 
+def builtin_tasks(task: str, settings: RunSettings) -> list[str]:
+    """The built-in plan's tasks: the user's task, then the parts of a compound question
+    (nodes.support.questions), at most ``tasks_per_round`` in all."""
+    return [task, *question_parts(task)][: settings.tasks_per_round]
+
+
 def fallback_specs(texts: Iterable[str], task: str, settings: RunSettings) -> list[JobSpec]:
-    """The built-in plan: every chunk of every document with the user's task."""
+    """The built-in plan: every chunk of every document with each of ``builtin_tasks``
+    (a chunk's tasks back to back: they share its prompt prefix)."""
+    tasks = builtin_tasks(task, settings)
     specs: list[JobSpec] = []
     for text in texts:
-        for chunk in chunk_by_tokens(text, settings.chunk_tokens):
-            specs.append(JobSpec(chunk=chunk, task=task, chunk_id=len(specs), task_id=0))
+        for chunk_id, chunk in enumerate(chunk_by_tokens(text, settings.chunk_tokens), start=len(specs) // len(tasks)):
+            specs.extend(JobSpec(chunk=chunk, task=t, chunk_id=chunk_id, task_id=i) for i, t in enumerate(tasks))
     return specs[: settings.max_jobs_per_round]
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from .grounding import agreement, content_terms, relevance
+from .questions import question_parts
 from .replies import says_not_found
 
 NO_EVIDENCE_ANSWER = "The documents do not appear to answer this: no minion found a passage that supports an answer."
@@ -97,19 +98,38 @@ def scores(question: str, candidates: list[dict[str, Any]]) -> list[float]:
     ]
 
 
+def _best(question: str, usable: list[dict[str, Any]]) -> tuple[dict[str, Any], float]:
+    scored = scores(question, usable)
+    best_index = max(range(len(usable)), key=lambda i: (scored[i], -i))
+    return usable[best_index], scored[best_index]
+
+
 def extract(question: str, candidates: list[dict[str, Any]]) -> Extracted:
-    """The best grounded output about the question as an answer (or the no-evidence answer)."""
+    """The best grounded output about the question as an answer (or the no-evidence answer).
+    When the outputs answer two or more parts of a compound question, each asked as a task
+    of its own (the built-in plan's ``question_parts``), the answer is the best output of
+    each part, in the question's order."""
     usable = [c for c in about_the_question(question, candidates) if c.get("answer")]
     if not usable:
         return Extracted(answer=NO_EVIDENCE_ANSWER, quote=None, job_id=None, score=0.0,
                          explanation="No minion gave an answer its chunk supports.")
-    scored = scores(question, usable)
-    best_index = max(range(len(usable)), key=lambda i: (scored[i], -i))
-    best = usable[best_index]
-    quote = best.get("citation")
+    parts = [p for p in question_parts(question)
+             if any(c.get("task") == p for c in usable)]
+    if len(parts) >= 2:
+        chosen = [_best(part, [c for c in usable if c.get("task") == part]) for part in parts]
+        answers = list(dict.fromkeys(str(c["answer"]).strip() for c, _ in chosen))
+        top, top_score = max(chosen, key=lambda pair: pair[1])
+        return Extracted(
+            answer=" ".join(a if a.endswith((".", "!", "?")) else a + "." for a in answers), quote=top.get("citation"),
+            job_id=top.get("job_id"), score=round(top_score, 3),
+            explanation=(f"Extracted from minion jobs {', '.join(str(c.get('job_id')) for c, _ in chosen)}: for each of "
+                         f"the question's {len(parts)} parts, the grounded answer whose quote is most relevant to it, "
+                         f"best supported by its chunk and most agreed with."),
+        )
+    best, score = _best(question, usable)
     return Extracted(
-        answer=str(best["answer"]).strip(), quote=quote, job_id=best.get("job_id"), score=round(scored[best_index], 3),
+        answer=str(best["answer"]).strip(), quote=best.get("citation"), job_id=best.get("job_id"), score=round(score, 3),
         explanation=(f"Extracted from minion job {best.get('job_id')}: of {len(usable)} grounded answers, the one whose "
                      f"quote is most relevant to the question, best supported by its chunk and most agreed with "
-                     f"(score {scored[best_index]:.2f})."),
+                     f"(score {score:.2f})."),
     )
