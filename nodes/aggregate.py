@@ -117,7 +117,9 @@ def aggregate(state: RoundState, runtime: Runtime[RunContext]) -> dict[str, Any]
                else "its answer ignored every grounded minion answer")
         extracted = extract(state["task"], outputs)
         note = (f"round {round_}: the supervisor could not aggregate ({why}); the answer is extracted from the "
-                f"minions: " + (f"the best-supported grounded answer (job {extracted.job_id})" if extracted.job_id
+                f"minions: " + (f"the best-supported grounded answer of each of the question's {len(extracted.parts)} "
+                                f"parts (jobs {', '.join(str(j) for j in extracted.parts)})" if extracted.parts
+                                else f"the best-supported grounded answer (job {extracted.job_id})" if extracted.job_id
                                 else "none of them found a grounded answer"))
         log.warning(note)
         notes.append(note)

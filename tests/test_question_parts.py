@@ -71,7 +71,7 @@ def test_the_extractive_answer_gives_each_part_its_best_answer() -> None:
         out("r1-j0008", PLACE_PART, "Oslo", "The harbour ledger is kept in Oslo."),
     ]
     chosen = extract(QUESTION, outputs)
-    assert chosen.answer == "E7. Oslo."
+    assert chosen.answer == "E7. Oslo." and chosen.parts == ["r1-j0001", "r1-j0008"]
     assert chosen.quote in (outputs[1]["citation"], outputs[3]["citation"])
     assert "r1-j0001" in chosen.explanation and "r1-j0008" in chosen.explanation and "2 parts" in chosen.explanation
     # one part answered: the best single answer, as before
@@ -110,6 +110,8 @@ def test_a_compound_question_answered_part_by_part_in_a_run(run_fake) -> None:
     assert final["fallback"] is True and "E7" in final["answer"] and "Oslo" in final["answer"]
     kept_tasks = {k["task"] for k in run.kept(1)}
     assert {CODE_PART, PLACE_PART} <= kept_tasks
+    (note,) = [n for n in run.values["notes"] if "could not aggregate" in n]
+    assert "the best-supported grounded answer of each of the question's 2 parts (jobs r1-j" in note
 
     # one task (the embedded supervisor's default): the worker answers the code only
     one = run_fake(remote=supervisor, local=local_model, documents=[DOC], task=QUESTION, tasks_per_round=1, **settings)

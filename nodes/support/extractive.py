@@ -44,6 +44,7 @@ class Extracted(BaseModel):
     answer: str  # the minion's answer
     quote: str | None  # the passage of its chunk that supports it
     job_id: str | None
+    parts: list[str | None] = []  # the job of each part's answer, when the answer is made of a compound question's parts
     score: float
     explanation: str
 
@@ -121,7 +122,7 @@ def extract(question: str, candidates: list[dict[str, Any]]) -> Extracted:
         top, top_score = max(chosen, key=lambda pair: pair[1])
         return Extracted(
             answer=" ".join(a if a.endswith((".", "!", "?")) else a + "." for a in answers), quote=top.get("citation"),
-            job_id=top.get("job_id"), score=round(top_score, 3),
+            job_id=top.get("job_id"), parts=[c.get("job_id") for c, _ in chosen], score=round(top_score, 3),
             explanation=(f"Extracted from minion jobs {', '.join(str(c.get('job_id')) for c, _ in chosen)}: for each of "
                          f"the question's {len(parts)} parts, the grounded answer whose quote is most relevant to it, "
                          f"best supported by its chunk and most agreed with."),
