@@ -44,10 +44,9 @@ def fallback_specs(texts: Iterable[str], task: str, settings: RunSettings) -> li
     """The built-in plan: every chunk of every document with each of ``builtin_tasks``
     (a chunk's tasks back to back: they share its prompt prefix)."""
     tasks = builtin_tasks(task, settings)
-    specs: list[JobSpec] = []
-    for text in texts:
-        for chunk_id, chunk in enumerate(chunk_by_tokens(text, settings.chunk_tokens), start=len(specs) // len(tasks)):
-            specs.extend(JobSpec(chunk=chunk, task=t, chunk_id=chunk_id, task_id=i) for i, t in enumerate(tasks))
+    chunks = [chunk for text in texts for chunk in chunk_by_tokens(text, settings.chunk_tokens)]
+    specs = [JobSpec(chunk=chunk, task=t, chunk_id=chunk_id, task_id=i)
+             for chunk_id, chunk in enumerate(chunks) for i, t in enumerate(tasks)]
     return specs[: settings.max_jobs_per_round]
 
 

@@ -71,6 +71,14 @@ if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl >/dev/null 2>&1; t
   build_pid=$!
   trap 'kill "$build_pid" 2>/dev/null || true' EXIT
 fi
+wait_for_build() {
+  if ! wait "$build_pid"; then
+    tail -n 40 .venv/llama-build.log >&2
+    log "building llama-cpp-python failed (the whole log: .venv/llama-build.log)"
+    exit 1
+  fi
+  trap - EXIT
+}
 
 # one marker per set of extras: the demo's install does not stand for the tests'
 marker=".venv/.minionflow-installed${EXTRAS:+-${EXTRAS//,/-}}"
@@ -96,20 +104,14 @@ PY
   fi
   if [ -n "${build_pid:-}" ]; then
     log "waiting for the llama-cpp-python build"
-    if ! wait "$build_pid"; then
-      tail -n 40 .venv/llama-build.log >&2
-      log "building llama-cpp-python failed (the whole log: .venv/llama-build.log)"
-      exit 1
-    fi
-    trap - EXIT
+    wait_for_build
   fi
   log "installing minionflow${EXTRAS:+ with [$EXTRAS]} into .venv"
   printf 'llama-cpp-python==%s\n' "$LLAMA_CPP_VERSION" > .venv/constraints.txt
   .venv/bin/pip install -q --find-links "$WHEELS" -c .venv/constraints.txt -e ".${EXTRAS:+[$EXTRAS]}"
   touch "$marker"
 elif [ -n "${build_pid:-}" ]; then
-  wait "$build_pid" || { tail -n 40 .venv/llama-build.log >&2; log "building llama-cpp-python failed"; exit 1; }
-  trap - EXIT
+  wait_for_build
 fi
 # An editable install leaves the project's own modules uncompiled, and where
 # PYTHONDONTWRITEBYTECODE is set (as on our CI machines) every `minionflow` command

@@ -120,10 +120,11 @@ def extract(question: str, candidates: list[dict[str, Any]]) -> Extracted:
         chosen = [_best(part, [c for c in usable if c.get("task") == part]) for part in parts]
         answers = list(dict.fromkeys(str(c["answer"]).strip() for c, _ in chosen))
         top, top_score = max(chosen, key=lambda pair: pair[1])
+        jobs = [c.get("job_id") for c, _ in chosen]
         return Extracted(
             answer=" ".join(a if a.endswith((".", "!", "?")) else a + "." for a in answers), quote=top.get("citation"),
-            job_id=top.get("job_id"), parts=[c.get("job_id") for c, _ in chosen], score=round(top_score, 3),
-            explanation=(f"Extracted from minion jobs {', '.join(str(c.get('job_id')) for c, _ in chosen)}: for each of "
+            job_id=top.get("job_id"), parts=jobs, score=round(top_score, 3),
+            explanation=(f"Extracted from minion jobs {', '.join(map(str, jobs))}: for each of "
                          f"the question's {len(parts)} parts, the grounded answer whose quote is most relevant to it, "
                          f"best supported by its chunk and most agreed with."),
         )
